@@ -1,0 +1,116 @@
+"""ANN checkpoints: written atomically, read back safely, turned back into a model.
+
+A checkpoint is a dict of plain types and tensors (so ``torch.load(weights_only=True)``
+reads it and nothing in it can run code)::
+
+    {"format": "spikebridge-ann", "version": 1,
+     "model": {"name", "num_classes", "in_channels", **kwargs},   # models.create(**spec)
+     "dataset": "fashion-mnist",
+     "levels": {site: L} or None (plain ReLU ANN),
+     "thresholds": {site: float or [float per channel]},
+     "state_dict", "optimizer", "scheduler",
+     "epoch": completed epochs, "args": training arguments (seed included), "metrics": [...]}
+
+Training resumes exactly from the seed and epoch alone: data order and augmentation depend
+only on (seed, epoch) and the global RNG is re-seeded from (seed, epoch, rank) every epoch.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+FORMAT = "spikebridge-ann"
+VERSION = 1
+
+
+def save_checkpoint(path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same directory is
+    written, flushed and fsynced, then renamed over ``path``. A crash leaves either the old
+    file or the new one, never a partial file under ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path) -> dict:
+    """Read a spikebridge ANN checkpoint; a missing, unreadable or foreign file raises a
+    one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is not a readable spikebridge checkpoint ({first[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path} is not a spikebridge ANN checkpoint (format: {found!r})")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')!r}; this spikebridge reads {VERSION}")
+    return payload
+
+
+def thresholds_of(model: nn.Module) -> dict:
+    """{site: θ} of a prepared model: a float, or a list for channel-wise thresholds."""
+    from .prepare import sites
+
+    return {name: m.threshold.detach().cpu().tolist() for name, m in sites(model).items()}
+
+
+def model_from_checkpoint(ckpt_or_path) -> nn.Module:
+    """Rebuild the trained model of a checkpoint (dict or path), in eval mode on the CPU:
+    ``models.create(**spec)``, ``prepare(levels=...)`` for QCFS ANNs, then the weights."""
+    from . import models
+    from .prepare import prepare
+
+    ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
+    model = models.create(**ckpt["model"])
+    if ckpt["levels"]:
+        channel_wise = any(isinstance(t, list) for t in ckpt["thresholds"].values())
+        model = prepare(model, levels=ckpt["levels"], channel_wise=channel_wise)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint weights do not fit model {ckpt['model']['name']!r}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    model.spikebridge_spec = dict(ckpt["model"])
+    return model.eval()
+
+
+def load_ann(path) -> nn.Module:
+    """The trained ANN (QCFS or ReLU) saved at ``path`` by ``spikebridge train``, in eval mode."""
+    return model_from_checkpoint(path)

@@ -1,0 +1,41 @@
+"""The `spikebridge` command: one entry point, one module per subcommand.
+
+Each subcommand module defines ``add_parser(subparsers)`` (which sets ``func``) and the
+function it runs. A SpikeBridgeError ends the command with its one-line message, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import SpikeBridgeError
+
+# Subcommand modules, in the order of the pipeline.
+COMMANDS = ["demo", "train", "al", "convert", "calibrate", "finetune", "evaluate", "verify", "report", "export"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spikebridge", description="ANN-to-SNN conversion with few timesteps.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SpikeBridgeError as exc:
+        print(f"spikebridge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spikebridge {args.command}: interrupted", file=sys.stderr)
+        return 130

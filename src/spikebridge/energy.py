@@ -1,0 +1,237 @@
+"""Operation counts, spike rates, energy and latency of a converted network (METHODS.md §6).
+
+Every number is per image (one sample of the batch) and comes from a ``SimulationResult``
+(``spikebridge.network``); nothing here re-runs the network.
+
+- ANN cost of a conv/linear layer: #OP_ANN = MACs (000 A.4).
+- SNN cost of a spiking layer: one accumulate (AC) per (input event, synapse) pair. Exact:
+  Σ_in e_in · fanout(in), with border effects, stride, padding, dilation and groups. The
+  papers' approximation (000 Eq. 7): #OP_SNN = SpikeRate · MACs, SpikeRate = input events
+  over all steps / input neurons.
+- Analog (first) layers do MACs on the real-valued input. The input is constant over the
+  steps, so its pre-activation is computed once and replayed (PASC computes its level once;
+  an IF neuron receives the same current every step): by default an analog layer costs its
+  MACs once per image, as 000 Table 3 assumes (its term c·4.6). ``analog_steps`` charges it
+  on every step instead, for hardware that recomputes it.
+- Energy: E = e_mac · #MAC + e_ac · #AC in pJ; 4.6 / 0.9 pJ for 32-bit float in 45 nm
+  (000 Table 10, Horowitz 2014). ``COSTS`` also holds the 32/8-bit integer costs of 001
+  Table 6, with a MAC = mult + add as in 000 Table 10.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# pJ per operation, 45 nm CMOS. fp32: 000 Table 10. int32/int8: 001 Table 6 (mult + add).
+COSTS = {
+    "fp32": {"e_mac": 4.6, "e_ac": 0.9},
+    "int32": {"e_mac": 3.1 + 0.1, "e_ac": 0.1},
+    "int8": {"e_mac": 0.2 + 0.03, "e_ac": 0.03},
+}
+
+
+def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """MACs per image of every conv/linear module, by forward hooks on one forward pass.
+
+    conv: output elements · (C_in/groups) · prod(kernel); linear: in · out · leading dims
+    (000 A.4). The pass's count is divided by the batch size (``example_input.shape[0]``);
+    a module called several times sums its calls.
+    """
+    macs: dict[str, int] = {}
+
+    def hook(name):
+        def count(module, inputs, output):
+            if isinstance(module, _CONV):
+                per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
+            else:
+                per_out = module.in_features
+            macs[name] = macs.get(name, 0) + output.numel() * per_out
+        return count
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if isinstance(m, (*_CONV, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    batch = example_input.shape[0]
+    return {name: count // batch for name, count in macs.items()}
+
+
+def synaptic_ops_exact(layer: nn.Module, events: torch.Tensor) -> int:
+    """Accumulates caused by ``events`` (event count per input position, no batch dim).
+
+    #AC = Σ_in e_in · fanout(in), fanout(in) = number of (output channel, output position)
+    pairs whose receptive field holds ``in``. Swapping the sums,
+    Σ_in e_in · fanout(in) = Σ_out Σ_{in ∈ RF(out)} e_in, which is the layer's own convolution
+    (stride, padding and its mode, dilation, groups) of the event map with an all-ones kernel
+    of the weight's shape, summed over the output. Linear: Σ e · out_features.
+    """
+    if isinstance(layer, nn.Linear):
+        return int(events.sum().item()) * layer.out_features
+    if not isinstance(layer, _CONV):
+        raise TypeError(f"synaptic_ops_exact: expected a conv or linear layer, got {type(layer).__name__}")
+    ones = torch.ones(layer.weight.shape, dtype=torch.float64)
+    out = layer._conv_forward(events.to(torch.float64)[None], ones, None)
+    return int(round(out.sum().item()))
+
+
+def synaptic_ops_approx(macs: float, spike_rate: float) -> float:
+    """000 Eq. 7: #OP_SNN = SpikeRate · #OP_ANN (ignores border effects of the fan-out)."""
+    return spike_rate * macs
+
+
+def input_spike_rate(events: torch.Tensor, batch_size: int) -> float:
+    """SpikeRate of a layer's input: events over all steps / (input neurons · batch)."""
+    return events.sum().item() / (events.numel() * batch_size)
+
+
+def paper_energy_ratio(a: float, b: float, c: float, e_mac: float = 4.6, e_ac: float = 0.9) -> float:
+    """000 Table 3: E_ANN / E_SNN = a·e_mac / (c·e_mac + (1 − c)·b·e_ac).
+
+    a: #OP_ANN normalised (1); b: SpikeRate averaged over the layers (unweighted);
+    c: MACs of the analog first layer / total MACs.
+    """
+    return a * e_mac / (c * e_mac + (1 - c) * b * e_ac)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+@dataclass
+class LayerEnergy:
+    """One synaptic layer, per image. ``input_rate`` is None for analog layers."""
+    name: str
+    analog: bool
+    macs: int                 # #OP_ANN
+    snn_macs: int             # MACs the SNN does (analog layers only)
+    acs_exact: float          # Σ e · fanout / batch
+    acs_approx: float         # SpikeRate · MACs
+    input_rate: float | None  # input events / (input neurons · batch)
+    e_ann_pj: float
+    e_snn_pj: float           # from the exact ACs
+    e_snn_approx_pj: float
+    ratio: float | None       # e_ann_pj / e_snn_pj; None when the layer costs nothing
+
+
+@dataclass
+class EnergyReport:
+    """Per-layer and total operations and energy per image (METHODS §6); see ``as_dict``."""
+    layers: list[LayerEnergy]
+    e_mac: float
+    e_ac: float
+    totals: dict[str, float | None] = field(init=False)
+
+    def __post_init__(self):
+        L = self.layers
+        macs = sum(l.macs for l in L)
+        e_ann = sum(l.e_ann_pj for l in L)
+        e_snn = sum(l.e_snn_pj for l in L)
+        e_snn_approx = sum(l.e_snn_approx_pj for l in L)
+        rates = [l.input_rate for l in L if not l.analog]
+        b = sum(rates) / len(rates) if rates else 0.0
+        c = sum(l.macs for l in L if l.analog) / macs
+        self.totals = {
+            "macs": macs,
+            "snn_macs": sum(l.snn_macs for l in L),
+            "acs_exact": sum(l.acs_exact for l in L),
+            "acs_approx": sum(l.acs_approx for l in L),
+            "e_ann_pj": e_ann,
+            "e_snn_pj": e_snn,
+            "e_snn_approx_pj": e_snn_approx,
+            "e_ann_uj": e_ann * 1e-6,
+            "e_snn_uj": e_snn * 1e-6,
+            "ratio": _ratio(e_ann, e_snn),
+            "ratio_approx": _ratio(e_ann, e_snn_approx),
+            "paper_a": 1.0,
+            "paper_b": b,
+            "paper_c": c,
+            "paper_ratio": paper_energy_ratio(1.0, b, c, self.e_mac, self.e_ac),
+        }
+
+    def as_dict(self) -> dict:
+        """{"e_mac", "e_ac", "layers": [LayerEnergy fields], "totals": {...}}; JSON-ready."""
+        return {"e_mac": self.e_mac, "e_ac": self.e_ac,
+                "layers": [asdict(l) for l in self.layers], "totals": dict(self.totals)}
+
+
+def energy_report(result, layers: dict[str, nn.Module], macs: dict[str, int] | None = None,
+                  e_mac: float = 4.6, e_ac: float = 0.9, analog_steps: int = 1) -> EnergyReport:
+    """Operations and energy per image of every synaptic layer of a simulated network.
+
+    ``layers``: ``snn.synaptic_layers()``; ``macs``: per-image MACs by layer name (e.g.
+    ``count_macs`` of the ANN), by default counted from each layer and its event map's shape.
+    E_ANN = e_mac·MACs. Spiking layer: E_SNN = e_ac·#AC (exact fan-out count).
+    Analog layer: E_SNN = e_mac·MACs·``analog_steps`` (1: computed once, see module doc).
+    Costs: ``energy_report(res, layers, **COSTS["int8"])``.
+    """
+    rows = []
+    for name, layer in layers.items():
+        events = result.events[name]
+        n_macs = macs[name] if macs is not None else count_macs(layer, torch.zeros(1, *events.shape))[""]
+        if name in result.analog_layers:
+            snn_macs, acs, acs_approx, rate = n_macs * analog_steps, 0.0, 0.0, None
+        else:
+            snn_macs = 0
+            acs = synaptic_ops_exact(layer, events) / result.batch_size
+            rate = input_spike_rate(events, result.batch_size)
+            acs_approx = synaptic_ops_approx(n_macs, rate)
+        e_snn = snn_macs * e_mac + acs * e_ac
+        rows.append(LayerEnergy(
+            name=name, analog=name in result.analog_layers, macs=n_macs, snn_macs=snn_macs,
+            acs_exact=acs, acs_approx=acs_approx, input_rate=rate, e_ann_pj=n_macs * e_mac,
+            e_snn_pj=e_snn, e_snn_approx_pj=snn_macs * e_mac + acs_approx * e_ac,
+            ratio=_ratio(n_macs * e_mac, e_snn)))
+    return EnergyReport(rows, e_mac, e_ac)
+
+
+def spike_rates(result, neurons: dict[str, int] | None = None) -> dict:
+    """Spike rates per site and overall, from ``result.spikes`` (counts over steps and batch).
+
+    rate = spikes / (neurons · batch · steps) (per neuron per step); per_neuron = spikes /
+    (neurons · batch) (000's SpikeRate); spikes_per_image = spikes / batch. ``neurons``: per
+    site per image, by default the size of the site's count tensor. Overall: the same sums
+    over all sites.
+    """
+    B = result.batch_size
+    sites, tot_spikes, tot_neurons, tot_slots = {}, 0.0, 0, 0
+    for site, counts in result.spikes.items():
+        n = neurons[site] if neurons is not None else counts.numel()
+        steps = result.steps[site]
+        s = counts.sum().item()
+        sites[site] = {"neurons": n, "steps": steps, "spikes_per_image": s / B,
+                       "per_neuron": s / (n * B), "rate": s / (n * B * steps)}
+        tot_spikes, tot_neurons, tot_slots = tot_spikes + s, tot_neurons + n, tot_slots + n * steps
+    overall = {"neurons": tot_neurons, "spikes_per_image": tot_spikes / B,
+               "per_neuron": tot_spikes / (tot_neurons * B), "rate": tot_spikes / (tot_slots * B)}
+    return {"sites": sites, "overall": overall}
+
+
+def pasc_t_eff(levels: list[int]) -> float:
+    """000 Eq. 8: T_eff = mean over the sites of L_n."""
+    return sum(levels) / len(levels)
+
+
+def pasc_latency(levels_in_order: list[int]) -> int:
+    """Steps from the input until PASC's last site has emitted its whole train (METHODS §2).
+
+    Sites L_1..L_N in order along the network (for a DAG, along its longest path). Site 1
+    (analog input) emits in steps 1..L_1: E_1 = L_1. Site n integrates while site n−1 emits
+    (phase 1, L_{n−1} steps), then runs max(L_{n−1}, L_n) − 1 steps without input, then emits
+    L_n steps: E_n = E_{n−1} + max(L_{n−1}, L_n) − 1 + L_n. The output layer sums site N's
+    train as it arrives, so the logits are ready at E_N. Each site's internal span is
+    L_{n−1} + max(L_{n−1}, L_n) − 1 + L_n; consecutive spans overlap by L_{n−1}.
+    Uniform L: L + (N − 1)(2L − 1).
+    """
+    latency = levels_in_order[0]
+    for prev, cur in zip(levels_in_order, levels_in_order[1:]):
+        latency += max(prev, cur) - 1 + cur
+    return latency

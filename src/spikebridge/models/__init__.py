@@ -1,0 +1,105 @@
+"""Model registry: the CIFAR-style networks of the QCFS/PASCAL papers, a small CNN, and any
+torchvision classifier by name ("tv:<name>").
+
+Every model uses ReLU (as nn.ReLU modules), average pooling and plain tensor ops, so it is
+torch.fx traceable and prepare()/convert() accept it. ``tv:`` models are torchvision's
+architectures as published, built untrained (weights=None, nothing is downloaded); some
+contain max-pooling or ReLU6/SiLU/GELU, which convert() refuses with a ConversionError.
+"""
+import inspect
+
+from torch import nn
+
+from ..errors import SpikeBridgeError
+from .mobilenet import MobileNetV2
+from .resnet import resnet18, resnet20, resnet34
+from .small import SmallCNN
+from .vgg import VGG16
+
+TV_PREFIX = "tv:"
+
+# name -> (constructor, native input size or None when any size works)
+_REGISTRY = {
+    "vgg16": (VGG16, 32),
+    "resnet18": (resnet18, 32),
+    "resnet20": (resnet20, 32),
+    "resnet34": (resnet34, 32),
+    "mobilenetv2": (MobileNetV2, 32),
+    "small_cnn": (SmallCNN, None),
+}
+
+
+def available():
+    """Registered model names. Any torchvision classifier also works as "tv:<name>"."""
+    return sorted(_REGISTRY)
+
+
+def input_size(name):
+    """Spatial input size the model is built for (28x28 data is padded to it), or None if any
+    size works."""
+    if name.startswith(TV_PREFIX):
+        return None
+    return _entry(name)[1]
+
+
+def create(name, num_classes=10, in_channels=3, **kwargs):
+    """Build model ``name`` untrained; ``model.spikebridge_spec`` holds the arguments that
+    rebuild it (``create(**spec)``)."""
+    if name.startswith(TV_PREFIX):
+        model = _torchvision(name[len(TV_PREFIX):], num_classes, in_channels, kwargs)
+    else:
+        ctor = _entry(name)[0]
+        _check_kwargs(name, ctor, kwargs)
+        model = ctor(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    model.spikebridge_spec = {"name": name, "num_classes": num_classes, "in_channels": in_channels, **kwargs}
+    return model
+
+
+def _entry(name):
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SpikeBridgeError(
+            f"unknown model {name!r}; choose one of {', '.join(available())} or tv:<torchvision classifier>"
+        ) from None
+
+
+def _check_kwargs(name, ctor, kwargs):
+    allowed = set(inspect.signature(ctor).parameters) - {"num_classes", "in_channels"}
+    bad = sorted(set(kwargs) - allowed)
+    if bad:
+        raise SpikeBridgeError(
+            f"model {name!r} has no option {', '.join(bad)}; its options are {', '.join(sorted(allowed)) or 'none'}"
+        )
+
+
+def _torchvision(tv_name, num_classes, in_channels, kwargs):
+    """torchvision classifier, untrained. For in_channels != 3 the first Conv2d that reads
+    the 3-channel image is replaced by an identical conv with in_channels inputs."""
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if tv_name not in names:
+        raise SpikeBridgeError(
+            f"torchvision has no classification model {tv_name!r}; see torchvision.models.list_models()"
+        )
+    if "weights" in kwargs:
+        raise SpikeBridgeError("tv: models are built untrained; load pretrained weights yourself")
+    try:
+        model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        raise SpikeBridgeError(f"cannot build tv:{tv_name} with options {kwargs}: {e}") from None
+    if in_channels != 3:
+        _replace_first_conv(model, tv_name, in_channels)
+    return model
+
+
+def _replace_first_conv(model, tv_name, in_channels):
+    for qualname, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d) and conv.in_channels == 3 and conv.groups == 1:
+            new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                            conv.dilation, 1, conv.bias is not None, conv.padding_mode)
+            parent_name, _, attr = qualname.rpartition(".")
+            setattr(model.get_submodule(parent_name), attr, new)
+            return
+    raise SpikeBridgeError(f"tv:{tv_name} has no 3-channel input conv to adapt to in_channels={in_channels}")

@@ -1,0 +1,124 @@
+"""prepare(): every ReLU call site of a model becomes its own QCFS module (METHODS.md §0).
+
+Like torch.ao.quantization's prepare_qat, the result is an ordinary trainable nn.Module
+(a torch.fx GraphModule). Module ReLUs, F.relu, torch.relu, the in-place variants and one
+ReLU module called at several places all become separate sites with their own θ and L.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .errors import SpikeBridgeError, UnsupportedActivationError
+from .qcfs import QCFS, check_levels
+from .tracing import (
+    describe, is_other_activation, is_relu, replace_with_module, site_nodes, trace, unique_site_name,
+)
+
+SUPPORTED = "nn.ReLU, F.relu, torch.relu, Tensor.relu and their in-place variants"
+
+
+def relu_sites(gm: fx.GraphModule) -> dict[str, fx.Node]:
+    """Name every ReLU call site of a traced graph (refusing other activations)."""
+    taken: set[str] = set(site_nodes(gm))
+    sites = {}
+    for node in list(gm.graph.nodes):
+        if is_other_activation(node, gm):
+            raise UnsupportedActivationError(
+                f"unsupported activation at {describe(node, gm)}: only {SUPPORTED} can become "
+                "QCFS sites; replace it with ReLU and retrain or fine-tune"
+            )
+        if is_relu(node, gm):
+            sites[unique_site_name(gm, node, taken)] = node
+    return sites
+
+
+def replace_max_pooling(gm: fx.GraphModule) -> int:
+    """Swap max pooling for average pooling of the same window (METHODS §0: max pooling has
+    no spiking equivalent). Returns how many were replaced."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.MaxPool2d):
+            mp = gm.get_submodule(node.target)
+            gm.add_submodule(node.target, nn.AvgPool2d(mp.kernel_size, mp.stride, mp.padding, mp.ceil_mode))
+            count += 1
+        elif node.op == "call_function" and node.target is F.max_pool2d:
+            node.target = F.avg_pool2d
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in ("dilation", "return_indices")}
+            count += 1
+    if count:
+        gm.recompile()
+    return count
+
+
+def prepare(
+    model: nn.Module,
+    levels: int | Mapping[str, int] = 8,
+    threshold: float = 8.0,
+    channel_wise: bool = False,
+    replace_maxpool: bool = True,
+) -> fx.GraphModule:
+    """Return a copy of ``model`` with a QCFS module at every ReLU call site.
+
+    levels: one L for every site, or {site name: L} naming every site (see ``sites()``).
+    threshold: initial θ of every site (8.0 as in the QCFS code).
+    replace_maxpool: turn max pooling into average pooling (with a warning), since the
+    converted SNN cannot have it; set False to keep it and let convert() refuse it.
+    """
+    gm = trace(model)
+    sites = relu_sites(gm)
+    if not sites and not site_nodes(gm):
+        raise UnsupportedActivationError(f"{type(model).__name__} has no ReLU to turn into a QCFS site")
+    per_site = resolve_levels(levels, list(sites))
+    for name, node in sites.items():
+        channels = _channels_of(gm, node) if channel_wise else 0
+        replace_with_module(gm, node, name, QCFS(per_site[name], threshold, channels))
+    if replace_maxpool and (n := replace_max_pooling(gm)):
+        warnings.warn(f"prepare(): replaced {n} max pooling layer(s) by average pooling of the same window", stacklevel=2)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def resolve_levels(levels, site_names: list[str]) -> dict[str, int]:
+    """One int for all sites, or a mapping that names exactly the model's sites."""
+    if isinstance(levels, Mapping):
+        unknown = sorted(set(levels) - set(site_names))
+        missing = [s for s in site_names if s not in levels]
+        if unknown:
+            raise SpikeBridgeError(f"unknown site name(s) {unknown}; the model's sites are {site_names}")
+        if missing:
+            raise SpikeBridgeError(f"levels mapping is missing site(s) {missing}")
+        return {s: check_levels(levels[s]) for s in site_names}
+    level = check_levels(levels)
+    return {s: level for s in site_names}
+
+
+def sites(model: nn.Module) -> dict[str, QCFS]:
+    """The QCFS sites of a prepared model in execution order: {name: module}."""
+    if isinstance(model, fx.GraphModule):
+        return {name: model.get_submodule(name) for name in site_nodes(model)}
+    return {n: m for n, m in model.named_modules() if isinstance(m, QCFS)}
+
+
+def set_levels(model: nn.Module, levels: int | Mapping[str, int]) -> None:
+    """Change the levels of a prepared model's sites in place (thresholds are kept)."""
+    found = sites(model)
+    for name, level in resolve_levels(levels, list(found)).items():
+        found[name].levels = level
+
+
+def _channels_of(gm: fx.GraphModule, node: fx.Node) -> int:
+    """Channel count feeding a site, from the nearest conv/linear/BN above it."""
+    current = node.args[0]
+    while isinstance(current, fx.Node):
+        if current.op == "call_module":
+            m = gm.get_submodule(current.target)
+            for attr in ("out_channels", "num_features", "out_features"):
+                if hasattr(m, attr):
+                    return getattr(m, attr)
+        current = current.args[0] if current.args else None
+    raise SpikeBridgeError(f"channel-wise thresholds need a conv, linear or BN layer before {describe(node, gm)}")

@@ -1,0 +1,73 @@
+"""The QCFS activation (METHODS.md §0).
+
+    QCFS(z) = θ/L · clip(floor(z·L/θ + 1/2), 0, L)
+
+θ (λ in the QCFS paper) is learnable, a scalar per site by default or one value per channel.
+Backward: floor is straight-through; θ gets the autograd gradient of the expression above
+(as the published QCFS code does; the paper's closed form for dθ is wrong).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def floor_ste(x: torch.Tensor) -> torch.Tensor:
+    """floor(x) forward, identity backward (straight-through estimator)."""
+    return x + (torch.floor(x) - x).detach()
+
+
+def qcfs_level(z: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer level k = clip(floor(z·L/θ + 1/2), 0, L), straight-through in z and θ."""
+    return torch.clamp(floor_ste(z * levels / threshold + 0.5), 0, levels)
+
+
+def qcfs(z: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
+    """QCFS(z) = θ/L · level(z)."""
+    return qcfs_level(z, threshold, levels) * threshold / levels
+
+
+class QCFS(nn.Module):
+    """A QCFS activation site with its own threshold θ and number of levels L.
+
+    ``channels`` > 0 makes θ channel-wise (dimension 1 of the input). ``levels`` is kept in
+    the state dict (as extra state), so a checkpoint restores it with the weights.
+    """
+
+    def __init__(self, levels: int = 8, threshold: float = 8.0, channels: int = 0):
+        super().__init__()
+        self.levels = check_levels(levels)
+        shape = (channels,) if channels else ()
+        self.threshold = nn.Parameter(torch.full(shape, float(threshold)))
+
+    def theta(self, ndim: int) -> torch.Tensor:
+        """θ shaped to broadcast against an input of ``ndim`` dimensions."""
+        if self.threshold.dim() == 0:
+            return self.threshold
+        return self.threshold.view(-1, *([1] * (ndim - 2)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return qcfs(z, self.theta(z.dim()), self.levels)
+
+    def level(self, z: torch.Tensor) -> torch.Tensor:
+        """The integer level of each element (no gradient needed for analysis)."""
+        return qcfs_level(z, self.theta(z.dim()), self.levels)
+
+    def get_extra_state(self):
+        return {"levels": self.levels}
+
+    def set_extra_state(self, state):
+        self.levels = check_levels(state["levels"])
+
+    def extra_repr(self) -> str:
+        kind = "channel-wise" if self.threshold.dim() else "layer-wise"
+        return f"levels={self.levels}, {kind} threshold"
+
+
+def check_levels(levels) -> int:
+    """Levels must be an integer >= 1; anything else is a user error."""
+    from .errors import SpikeBridgeError
+
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise SpikeBridgeError(f"levels must be an integer >= 1, got {levels!r}")
+    return levels

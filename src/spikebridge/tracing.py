@@ -1,0 +1,159 @@
+"""torch.fx tracing shared by prepare() and convert(): one tracer, one site-naming rule,
+one way to say where a node came from."""
+from __future__ import annotations
+
+import copy
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .errors import SpikeBridgeError
+from .qcfs import QCFS
+
+RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
+RELU_METHODS = {"relu", "relu_"}
+INPLACE_FUNCTIONS = {torch.relu_, F.relu_}
+
+# Activations that have no spiking counterpart here. They are refused by name, not
+# silently treated as ReLU.
+OTHER_ACTIVATION_MODULES = (
+    nn.GELU, nn.SiLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
+    nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
+    nn.RReLU, nn.GLU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
+)
+OTHER_ACTIVATION_FUNCTIONS = {
+    F.gelu, F.silu, F.relu6, F.leaky_relu, F.hardswish, F.hardsigmoid, F.sigmoid,
+    torch.sigmoid, F.tanh, torch.tanh, F.elu, F.selu, F.celu, F.mish, F.hardtanh,
+    F.softplus, F.prelu, F.rrelu, F.glu, F.softsign, F.logsigmoid,
+}
+OTHER_ACTIVATION_METHODS = {"sigmoid", "tanh", "sigmoid_", "tanh_"}
+
+
+class SiteTracer(fx.Tracer):
+    """Keeps QCFS sites (and every torch.nn leaf) as single call_module nodes."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, QCFS) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """Symbolically trace a deep copy of ``model`` (the user's model is never modified)."""
+    model = copy.deepcopy(model)
+    try:
+        graph = SiteTracer().trace(model)
+    except Exception as exc:  # fx raises many types; the user needs one clear line
+        raise SpikeBridgeError(
+            f"torch.fx could not trace {type(model).__name__}: {str(exc).splitlines()[0]} "
+            "(data-dependent control flow is not supported; make the forward pass traceable)"
+        ) from exc
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
+def node_origin(node: fx.Node) -> str:
+    """The module path a node came from, e.g. 'layer1.0 (BasicBlock)', or 'the top level'."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "the top level"
+    path, kind = list(stack.values())[-1]
+    kind = kind.__name__ if isinstance(kind, type) else str(kind).rsplit(".", 1)[-1]
+    return f"{path or '<root>'} ({kind})"
+
+
+def describe(node: fx.Node, gm: fx.GraphModule) -> str:
+    """'node relu_3 (call_function relu) in layer1.0 (BasicBlock)'."""
+    if node.op == "call_module":
+        what = type(gm.get_submodule(node.target)).__name__
+        where = node.target
+    else:
+        what = getattr(node.target, "__name__", str(node.target))
+        where = node_origin(node)
+    return f"node '{node.name}' ({node.op} {what}) in {where}"
+
+
+def is_relu(node: fx.Node, gm: fx.GraphModule) -> bool:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) is nn.ReLU
+    if node.op == "call_function":
+        return node.target in RELU_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in RELU_METHODS
+    return False
+
+
+def is_inplace_relu(node: fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target in INPLACE_FUNCTIONS or bool(node.kwargs.get("inplace", False))
+    return node.op == "call_method" and node.target == "relu_"
+
+
+def is_other_activation(node: fx.Node, gm: fx.GraphModule) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), OTHER_ACTIVATION_MODULES)
+    if node.op == "call_function":
+        return node.target in OTHER_ACTIVATION_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in OTHER_ACTIVATION_METHODS
+    return False
+
+
+def site_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
+    """QCFS sites of a prepared graph, in topological order: {module path: node}."""
+    return {
+        n.target: n
+        for n in gm.graph.nodes
+        if n.op == "call_module" and isinstance(gm.get_submodule(n.target), QCFS)
+    }
+
+
+def replace_with_module(gm: fx.GraphModule, node: fx.Node, name: str, module: nn.Module) -> fx.Node:
+    """Put ``module`` at path ``name`` and call it on the node's input in place of ``node``.
+
+    In-place ReLUs (``x.relu_()``, ``F.relu(x, inplace=True)``) also changed their input: uses
+    of that input after the node are redirected to the new node, as the in-place op implied.
+    """
+    gm.add_submodule(name, module)
+    source = node.args[0]
+    with gm.graph.inserting_after(node):
+        new = gm.graph.call_module(name, (source,))
+    new.meta = dict(node.meta)
+    node.replace_all_uses_with(new)
+    if is_inplace_relu(node) and isinstance(source, fx.Node):
+        order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        for user in list(source.users):
+            if user is not new and order[user] > order[new]:
+                user.replace_input_with(source, new)
+    gm.graph.erase_node(node)
+    return new
+
+
+def unique_site_name(gm: fx.GraphModule, node: fx.Node, taken: set[str]) -> str:
+    """Readable, unique site name: the ReLU module's path for its first call, then
+    'path_1', 'path_2' ... for reuses; '<scope>.<node name>' for functional calls."""
+    if node.op == "call_module":
+        base = node.target
+    else:
+        stack = node.meta.get("nn_module_stack") or {}
+        scope = list(stack.values())[-1][0] if stack else ""
+        base = f"{scope}.{node.name}" if scope else node.name
+    name, i = base, 0
+    while name in taken or (node.op != "call_module" and _exists(gm, name)):
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
+
+
+def _exists(gm: fx.GraphModule, path: str) -> bool:
+    try:
+        gm.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def is_add(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add)) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )

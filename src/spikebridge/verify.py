@@ -1,0 +1,74 @@
+"""verify(): how faithfully an SNN reproduces its ANN (METHODS §2–3 "claim to verify").
+
+Per input: do the predictions agree, and how far apart are the logits; per QCFS site: how
+many neurons decode to a different level than the ANN's, level = round(value·L/θ) with the
+site's value the sum (sum coding) or mean (rate coding) of its train.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .network import SpikingNetwork
+from .prepare import sites
+
+
+@dataclass
+class VerifyReport:
+    images: int = 0
+    agree: int = 0
+    max_logit_diff: float = 0.0
+    mismatches: dict[str, int] = field(default_factory=dict)
+    neurons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / max(self.images, 1)
+
+    def table(self) -> str:
+        lines = [f"images: {self.images}   prediction agreement: {100 * self.agreement:.2f}%   "
+                 f"max |logit difference|: {self.max_logit_diff:.3g}"]
+        if self.mismatches:
+            lines.append(f"{'site':<32} {'neurons':>12} {'level mismatches':>17}")
+            lines += [f"{s:<32} {self.neurons[s]:>12} {m:>17}" for s, m in self.mismatches.items()]
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def verify(ann: nn.Module, snn: SpikingNetwork, x, batch_size: int = 256) -> VerifyReport:
+    """Compare ``ann`` and ``snn`` on a tensor of inputs or an iterable of (x, y) batches."""
+    ann.eval()
+    snn.eval()
+    qcfs_sites = {name: m for name, m in sites(ann).items() if name in snn.neurons()}
+    report = VerifyReport(mismatches={s: 0 for s in qcfs_sites}, neurons={s: 0 for s in qcfs_sites})
+    for batch in _batches(x, batch_size):
+        levels, hooks = {}, []
+        for name, module in qcfs_sites.items():
+            hooks.append(module.register_forward_hook(
+                lambda m, inp, out, name=name: levels.__setitem__(name, m.level(inp[0]))))
+        try:
+            ann_logits = ann(batch)
+        finally:
+            for h in hooks:
+                h.remove()
+        res = snn.simulate(batch, values=bool(qcfs_sites))
+        snn_logits = res.logits[-1]
+        report.images += batch.shape[0]
+        report.agree += int((ann_logits.argmax(1) == snn_logits.argmax(1)).sum())
+        report.max_logit_diff = max(report.max_logit_diff, float((ann_logits - snn_logits).abs().max()))
+        for name, module in qcfs_sites.items():
+            value = res.values[name]
+            snn_level = torch.round(value * module.levels / module.theta(value.dim()))
+            report.mismatches[name] += int((snn_level != levels[name]).sum())
+            report.neurons[name] += value.numel()
+    return report
+
+
+def _batches(x, batch_size: int):
+    if isinstance(x, torch.Tensor):
+        yield from x.split(batch_size)
+    else:
+        for item in x:
+            yield item[0] if isinstance(item, (tuple, list)) else item

@@ -1,0 +1,113 @@
+"""prepare(): every ReLU call site becomes its own QCFS module (DESIGN.md, METHODS §0)."""
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import spikebridge as sb
+from spikebridge import QCFS, SpikeBridgeError, UnsupportedActivationError
+
+
+class AllReluKinds(nn.Module):
+    """nn.ReLU, a reused nn.ReLU, F.relu, torch.relu, Tensor.relu_ and F.relu(inplace)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.act(self.conv(x))
+        x = self.act(x - 0.1)
+        x = F.relu(x - 0.2)
+        x = torch.relu(x - 0.3)
+        x = x - 0.4
+        x.relu_()
+        x = x.mean([2, 3])
+        y = x - 0.5
+        F.relu(y, inplace=True)
+        return self.fc(y)
+
+
+def test_every_call_site_gets_its_own_qcfs():
+    model = AllReluKinds()
+    qann = sb.prepare(model, levels=4)
+    found = sb.sites(qann)
+    assert list(found) == ["act", "act_1", "relu", "relu_1", "relu_", "relu_2"]
+    assert len({id(m) for m in found.values()}) == 6
+    assert all(isinstance(m, QCFS) and m.levels == 4 for m in found.values())
+    # the user's model is untouched
+    assert isinstance(model.act, nn.ReLU)
+
+
+def test_in_place_relus_keep_their_meaning():
+    """With huge thresholds QCFS is ReLU rounded to a fine grid: outputs match the model."""
+    model = AllReluKinds().double()
+    qann = sb.prepare(model, levels=2**20, threshold=50.0).double()
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    assert torch.allclose(qann(x), model(x.clone()), atol=1e-3)
+
+
+def test_levels_mapping_per_site_and_errors():
+    model = AllReluKinds()
+    names = list(sb.sites(sb.prepare(model)))
+    mapping = {n: i + 1 for i, n in enumerate(names)}
+    qann = sb.prepare(model, levels=mapping)
+    assert {n: m.levels for n, m in sb.sites(qann).items()} == mapping
+    with pytest.raises(SpikeBridgeError, match="unknown site"):
+        sb.prepare(model, levels={**mapping, "nope": 3})
+    with pytest.raises(SpikeBridgeError, match="missing site"):
+        sb.prepare(model, levels={names[0]: 3})
+    with pytest.raises(SpikeBridgeError, match="levels must be"):
+        sb.prepare(model, levels=0)
+
+
+def test_torchvision_basicblock_reused_relu_is_split():
+    qann = sb.prepare(torchvision.models.resnet18(num_classes=10), levels=8)
+    names = list(sb.sites(qann))
+    assert "layer1.0.relu" in names and "layer1.0.relu_1" in names
+    assert len(names) == 17  # stem + 2 per BasicBlock
+    assert not any(isinstance(m, nn.MaxPool2d) for m in qann.modules())
+    assert qann(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("act", [nn.GELU(), nn.SiLU(), nn.ReLU6(), nn.LeakyReLU()])
+def test_other_activations_are_named_and_refused(act):
+    model = nn.Sequential(nn.Linear(4, 4), act, nn.Linear(4, 2))
+    with pytest.raises(UnsupportedActivationError, match=r"node '_1' \(call_module .*\) in 1: only nn.ReLU"):
+        sb.prepare(model)
+
+
+def test_functional_gelu_refused_with_site():
+    class M(nn.Module):
+        def forward(self, x):
+            return F.gelu(x)
+
+    with pytest.raises(UnsupportedActivationError, match="gelu"):
+        sb.prepare(M())
+
+
+def test_channel_wise_thresholds_and_set_levels():
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 1, 5, 5))
+    qann = sb.prepare(model, levels=4, channel_wise=True)
+    (site,) = sb.sites(qann).values()
+    assert site.threshold.shape == (6,)
+    sb.set_levels(qann, 7)
+    assert site.levels == 7
+
+
+def test_model_without_relu_is_refused():
+    with pytest.raises(UnsupportedActivationError, match="no ReLU"):
+        sb.prepare(nn.Linear(3, 3))
+
+
+def test_untraceable_model_is_a_clean_error():
+    class Dynamic(nn.Module):
+        def forward(self, x):
+            return x.relu() if x.sum() > 0 else x
+
+    with pytest.raises(SpikeBridgeError, match="torch.fx could not trace"):
+        sb.prepare(Dynamic())

@@ -173,6 +173,7 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, **opti
     check_supported(gm, sites)
     info = BUILDERS[method](gm, list(sites), T=T, model=model, **options)
     gm.graph.lint()
+    gm.delete_all_unused_submodules()
     gm.recompile()
     return SpikingNetwork(gm, method, spec.coding, info.pop("T", T), info)
 

@@ -1,0 +1,293 @@
+"""Spiking neurons: rate-coded IF (METHODS.md §1, §5), PASC (§2) and bit-plane (§3).
+
+Conventions (DESIGN.md): a spike train is a tensor [T, B, C, ...] (time-major) and a neuron's
+output holds postsynaptic values, 0 or the spike's value. Thresholds are buffers, a scalar
+(0-dim) or one value per channel [C] (dim 2 of a train, dim 1 of one step). Every neuron has
+``steps_out(t_in)``, the length of the train it emits for an input train of ``t_in`` steps,
+and ``forward(x) -> train``. All state is local to one forward call.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from .qcfs import check_levels
+
+
+def channel_view(buf: torch.Tensor, ndim: int, time_major: bool = False) -> torch.Tensor:
+    """A 0-dim or [C] buffer shaped to broadcast against a step [B, C, ...] of ``ndim``
+    dimensions, or against a train [T, B, C, ...] of ``ndim`` dimensions if ``time_major``."""
+    if buf.dim() == 0:
+        return buf
+    lead = 2 if time_major else 1
+    return buf.view(*([1] * lead), -1, *([1] * (ndim - lead - 1)))
+
+
+def _buffer(value) -> torch.Tensor:
+    """A detached floating-point 0-dim or [C] tensor (floats use the default dtype)."""
+    t = torch.as_tensor(value)
+    t = t.detach().clone() if t.is_floating_point() else t.to(torch.get_default_dtype())
+    if t.dim() > 1:
+        raise ValueError(f"a threshold must be a scalar or per-channel [C], got shape {tuple(t.shape)}")
+    return t
+
+
+class _Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v_minus_theta, width):
+        ctx.save_for_backward(v_minus_theta, width)
+        return (v_minus_theta >= 0).to(v_minus_theta.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        v_minus_theta, width = ctx.saved_tensors
+        return grad * (v_minus_theta.abs() < width).to(grad.dtype), None
+
+
+def spike(v_minus_theta: torch.Tensor, width) -> torch.Tensor:
+    """s = H(v − θ), with H(0) = 1. Backward: ds/dv = 1 where |v − θ| < width, else 0
+    (rectangular surrogate, METHODS §4 "SNN calibration"; IFNeuron uses width a = θ/T)."""
+    width = torch.as_tensor(width, dtype=v_minus_theta.dtype, device=v_minus_theta.device)
+    return _Spike.apply(v_minus_theta, width)
+
+
+class IFNeuron(nn.Module):
+    """Rate-coded integrate-and-fire neuron with soft reset and FTBC biases (METHODS §1, §5).
+
+    Per step t (0-based): v ← v + x(t) − b(t); s = H(v − θ); v ← v − θ·s; out(t) = θ·s.
+    v starts at ``v0`` (absolute potential; θ/2 for QCFS). ``bias`` is a buffer [T_b, C']
+    (C' = C or 1, independent of the threshold's shape); steps t ≥ T_b have no bias, so the
+    initial empty [0, C'] bias means "none". ``T`` is the number of steps; the network sets it.
+    """
+
+    def __init__(self, threshold, v0, T: int = 4):
+        super().__init__()
+        threshold = _buffer(threshold)
+        v0 = _buffer(v0).to(threshold.dtype)
+        if v0.dim() > threshold.dim():
+            raise ValueError(f"v0 of shape {tuple(v0.shape)} does not match the threshold's {tuple(threshold.shape)}")
+        self.register_buffer("threshold", threshold)
+        self.register_buffer("v0", v0.expand_as(threshold).clone())
+        self.register_buffer("bias", threshold.new_zeros(0, threshold.numel() if threshold.dim() else 1))
+        self.T = T
+
+    def steps_out(self, t_in: int) -> int:
+        return self.T
+
+    def set_bias(self, bias: torch.Tensor) -> None:
+        """Replace the FTBC bias: [T_b, C'] ([T_b] is read as [T_b, 1]); C' = 1 or C."""
+        bias = torch.as_tensor(bias).detach().to(self.threshold)
+        if bias.dim() == 1:
+            bias = bias[:, None]
+        if bias.dim() != 2 or (self.threshold.dim() and bias.shape[1] not in (1, self.threshold.numel())):
+            raise ValueError(f"bias must be [T_b, C'] with C' = 1 or C = {self.threshold.numel()}, got {tuple(bias.shape)}")
+        self.bias = bias.clone()
+
+    def bias_at(self, t: int, ndim: int) -> torch.Tensor | None:
+        """b(t) shaped for a step of ``ndim`` dimensions; None when t ≥ T_b."""
+        if t >= self.bias.shape[0]:
+            return None
+        b = self.bias[t]
+        return b[0] if b.numel() == 1 else channel_view(b, ndim)
+
+    def init_state(self, x_t: torch.Tensor) -> torch.Tensor:
+        """The initial potential v0 broadcast to the shape (and dtype) of one input step."""
+        return torch.zeros_like(x_t) + channel_view(self.v0, x_t.dim())
+
+    def step(self, v: torch.Tensor, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step t (0-based) with bias b(t): returns (v_new, θ·s(t))."""
+        theta = channel_view(self.threshold, x_t.dim())
+        v = v + x_t
+        b = self.bias_at(t, x_t.dim())
+        if b is not None:
+            v = v - b
+        s = spike(v - theta, theta / self.T)
+        return v - theta * s, theta * s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [T_in, B, ...] with T_in = T, or T_in = 1 (a constant current every step)."""
+        t_in = x.shape[0]
+        if t_in not in (1, self.T):
+            raise ValueError(f"IFNeuron runs T = {self.T} steps but got an input train of {t_in} steps (need 1 or {self.T})")
+        v = self.init_state(x[0])
+        out = []
+        for t in range(self.T):
+            v, o = self.step(v, x[0 if t_in == 1 else t], t)
+            out.append(o)
+        return torch.stack(out)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The bias length is a calibration result: take the saved shape.
+        if prefix + "bias" in state_dict:
+            self.bias = self.bias.new_empty(state_dict[prefix + "bias"].shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        kind = "channel-wise" if self.threshold.dim() else "layer-wise"
+        return f"T={self.T}, {kind} threshold, bias steps={self.bias.shape[0]}"
+
+
+class PASCNeuron(nn.Module):
+    """PASC hidden neuron with inhibitory spikes (METHODS §2; 000 Alg. 1–2).
+
+    θ* = θ/L, v = θ*/2, integer count c = 0. (1) for each of the L_in input steps:
+    v += x(t); if v ≥ θ*: c += 1, v −= θ*. (2) max(L_in, L) − 1 steps without input:
+    if v ≥ θ*: c += 1, v −= θ*; elif v < 0: c −= 1, v += θ*. (3) emit k = min(max(c, 0), L)
+    spikes of value θ* in the first k of L steps. Then k = clip(floor(Σx·L/θ + 1/2), 0, L)
+    in exact arithmetic (000's theorem), so the train sums to QCFS(Σx). A 1-step input train
+    (the first layer) carries the analog pre-activation.
+    """
+
+    def __init__(self, threshold, levels: int):
+        super().__init__()
+        self.levels = check_levels(levels)
+        self.register_buffer("threshold", _buffer(threshold))
+
+    def steps_out(self, t_in: int) -> int:
+        return self.levels
+
+    def pipeline_steps(self, t_in: int) -> int:
+        """Internal latency: t_in + max(t_in, L) − 1 + L steps (METHODS §2)."""
+        return t_in + max(t_in, self.levels) - 1 + self.levels
+
+    def count(self, x: torch.Tensor) -> torch.Tensor:
+        """The emitted spike count k (int64, shape of one step) for an input train x."""
+        unit = channel_view(self.threshold, x.dim() - 1) / self.levels
+        v = torch.zeros_like(x[0]) + unit / 2
+        c = torch.zeros(x.shape[1:], dtype=torch.int64, device=x.device)
+        for x_t in x:
+            v = v + x_t
+            s = v >= unit
+            c += s
+            v = v - unit * s
+        for _ in range(max(x.shape[0], self.levels) - 1):
+            d = (v >= unit).long() - (v < 0).long()
+            c += d
+            v = v - unit * d
+        return c.clamp(0, self.levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.count(x)
+        steps = torch.arange(self.levels, device=x.device).view(-1, *([1] * k.dim()))
+        unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
+        return (steps < k).to(x.dtype) * unit
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+def bits_needed(levels: int) -> int:
+    """ceil(log2(L + 1)): the bits that code every level 0..L (METHODS §3 errata)."""
+    return check_levels(levels).bit_length()
+
+
+def bitplane_code(levels: int, T: int) -> tuple[int, int, int]:
+    """(n, bits, lsb) of the T-step bit-plane code for L levels, all in units of θ/L.
+
+    Bit t = 1..bits (MSB first) weighs w_t = θ·2^(n−t)/L; the code rounds at its LSB
+    (lsb = 2^(n−bits)) and saturates at lsb·(2^bits − 1). n = bits_needed(L), except when
+    T < bits_needed(L) and L is a power of two: then n = log2 L, because the MSB of a
+    power-of-two L codes only the top level, and dropping it loses that level only (001's
+    L = 16, T = 4) where keeping it would halve the resolution. bits = min(T, n); steps
+    beyond ``bits`` are empty.
+    """
+    n = bits_needed(levels)
+    if T < n and levels & (levels - 1) == 0:
+        n -= 1
+    bits = min(T, n)
+    return n, bits, 2 ** (n - bits)
+
+
+class BitplaneNeuron(nn.Module):
+    """Bit-plane neuron, most significant bit first (METHODS §3; 001 Sec. 5).
+
+    Modified IF (default): u = Σ_t x(t) over the whole input train; u = min(u, θ);
+    u += lsb·θ/(2L) (half an LSB: rounds like QCFS's +1/2); for t = 1..bits:
+    s(t) = H(u − w_t), u −= s(t)·w_t; out(t) = s(t)·w_t (see ``bitplane_code``).
+    The potential is kept in units of θ/L (u·L/θ, computed as QCFS computes z·L/θ), so the
+    bit weights are exact powers of two and the emitted level equals ``bitplane_level``
+    bit for bit; for T ≥ bits_needed(L) that is the QCFS level, clip(floor(u·L/θ+1/2), 0, L).
+    With T < bits_needed(L) the level is the saturated value rounded at the coarser LSB,
+    which can also round up past L (L = 9, T = 3 codes level 9 as 10).
+
+    ``standard_if=True`` (001 Table 4 ablation): the same weights, but a standard IF neuron
+    that cannot wait for its input: v = half an LSB; each step t = 1..T: v += x(t) (input
+    steps after T are ignored), then fires bit t as above if t ≤ bits; no saturation at θ.
+    """
+
+    def __init__(self, threshold, levels: int, T: int | None = None, standard_if: bool = False):
+        super().__init__()
+        self.levels = check_levels(levels)
+        self.T = bits_needed(levels) if T is None else T
+        self.standard_if = standard_if
+        self.register_buffer("threshold", _buffer(threshold))
+
+    def steps_out(self, t_in: int) -> int:
+        return self.T
+
+    def saturates(self) -> bool:
+        """True when the top level L has no code in T steps (inputs ≥ θ emit less than θ)."""
+        _, bits, lsb = bitplane_code(self.levels, self.T)
+        return lsb * (2 ** bits - 1) < self.levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, bits, lsb = bitplane_code(self.levels, self.T)
+        L = self.levels
+        theta = channel_view(self.threshold, x.dim() - 1)
+        if self.standard_if:
+            u = torch.zeros_like(x[0]) + lsb / 2
+        else:
+            u = torch.clamp(x.sum(0) * L / theta, max=L) + lsb / 2
+        out = []
+        for t in range(self.T):
+            if self.standard_if and t < x.shape[0]:
+                u = u + x[t] * L / theta
+            if t < bits:
+                w = 2 ** (n - 1 - t)
+                s = (u >= w).to(u.dtype)
+                u = u - w * s
+                out.append(s * (theta / L * w))
+            else:
+                out.append(torch.zeros_like(u))
+        return torch.stack(out)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, T={self.T}, standard_if={self.standard_if}"
+
+
+def pasc_count(total: torch.Tensor, threshold, levels: int) -> torch.Tensor:
+    """clip(floor(total·L/θ + 1/2), 0, L) as int64 (θ: 0-dim or [C], channel = dim 1)."""
+    theta = channel_view(torch.as_tensor(threshold), total.dim())
+    return torch.floor(total * levels / theta + 0.5).clamp(0, levels).to(torch.int64)
+
+
+def bitplane_level(total: torch.Tensor, threshold, levels: int, T: int) -> torch.Tensor:
+    """The level (units of θ/L, int64) a bit-plane neuron emits for input sum ``total``:
+    lsb·clip(floor((min(total·L/θ, L) + lsb/2)/lsb), 0, 2^bits − 1) (see ``bitplane_code``)."""
+    _, bits, lsb = bitplane_code(levels, T)
+    theta = channel_view(torch.as_tensor(threshold), total.dim())
+    a = torch.clamp(total * levels / theta, max=levels)
+    return (torch.floor((a + lsb / 2) / lsb).clamp(0, 2 ** bits - 1) * lsb).to(torch.int64)
+
+
+def if_reference(x: torch.Tensor, threshold, v0, T: int, bias=None) -> torch.Tensor:
+    """Plain-Python IF (METHODS §1, §5), element by element, for tests: v ← v + x(t) − b(t);
+    if v ≥ θ: v ← v − θ, out = θ. x: [T_in, B, C, ...] with T_in ∈ {1, T}; bias [T_b, C']."""
+    th = torch.as_tensor(threshold, dtype=torch.float64)
+    v0 = torch.as_tensor(v0, dtype=torch.float64)
+    bias = torch.zeros(0, 1, dtype=torch.float64) if bias is None else torch.as_tensor(bias, dtype=torch.float64)
+    out = torch.zeros((T, *x.shape[1:]), dtype=torch.float64)
+    for idx in itertools.product(*map(range, x.shape[1:])):
+        c = idx[1] if len(idx) > 1 else 0
+        theta = th.item() if th.dim() == 0 else th[c].item()
+        v = v0.item() if v0.dim() == 0 else v0[c].item()
+        for t in range(T):
+            v += x[0 if x.shape[0] == 1 else t][idx].item()
+            if t < bias.shape[0]:
+                v -= bias[t, c if bias.shape[1] > 1 else 0].item()
+            if v >= theta:
+                v -= theta
+                out[t][idx] = theta
+    return out

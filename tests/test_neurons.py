@@ -1,0 +1,297 @@
+"""Property tests of the spiking neurons (METHODS.md §1, §2, §3, §5)."""
+from fractions import Fraction
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from spikebridge.neurons import (
+    BitplaneNeuron,
+    IFNeuron,
+    PASCNeuron,
+    bitplane_code,
+    bitplane_level,
+    bits_needed,
+    channel_view,
+    if_reference,
+    pasc_count,
+    spike,
+)
+from spikebridge.qcfs import qcfs, qcfs_level
+
+F64 = torch.float64
+FAST = settings(max_examples=60, deadline=None)
+
+
+def dyadic(seed, shape, lo, hi, unit):
+    """Integers in [lo, hi] times ``unit`` (exact sums in float64)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(lo, hi + 1, shape, generator=g).to(F64) * unit
+
+
+def test_channel_view():
+    c = torch.arange(3.0)
+    assert channel_view(c, 4).shape == (1, 3, 1, 1)
+    assert channel_view(c, 5, time_major=True).shape == (1, 1, 3, 1, 1)
+    assert channel_view(torch.tensor(2.0), 4).dim() == 0
+
+
+# ---------------------------------------------------------------- PASC (§2, 000's theorem)
+
+@FAST
+@given(st.integers(1, 16), st.integers(1, 16), st.integers(-3, 2), st.integers(0, 2**31))
+def test_pasc_count_is_qcfs_level(l_in, levels, e, seed):
+    unit = 2.0**e                    # θ* dyadic and θ = L·θ*, so θ/L is exact
+    theta = unit * levels
+    x = dyadic(seed, (l_in, 4, 3, 2), -160, 160, unit / 64)
+    neuron = PASCNeuron(torch.tensor(theta, dtype=F64), levels)
+    k = pasc_count(x.sum(0), torch.tensor(theta, dtype=F64), levels)
+    assert torch.equal(neuron.count(x), k)
+    out = neuron(x)
+    assert out.shape == (levels, 4, 3, 2) and neuron.steps_out(l_in) == levels
+    assert torch.equal(out.sum(0), k.to(F64) * (theta / levels))               # θ/L·k
+    assert torch.equal(out.sum(0), qcfs(x.sum(0), torch.tensor(theta, dtype=F64), levels))
+    assert torch.equal(out, (torch.arange(levels).view(-1, 1, 1, 1) < k).to(F64) * unit)  # first k steps
+
+
+@FAST
+@given(st.integers(1, 16), st.integers(1, 16), st.integers(0, 2**31))
+def test_pasc_per_channel_threshold(l_in, levels, seed):
+    unit = torch.tensor([0.25, 1.0, 4.0], dtype=F64)
+    theta = unit * levels
+    x = dyadic(seed, (l_in, 5, 3), -200, 200, 1 / 64)
+    neuron = PASCNeuron(theta, levels)
+    assert torch.equal(neuron.count(x), pasc_count(x.sum(0), theta, levels))
+    assert torch.equal(neuron(x).sum(0), qcfs(x.sum(0), theta, levels))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 16), st.integers(1, 16), st.integers(0, 2**31))
+def test_pasc_float32_mismatches_only_at_rounding_ties(l_in, levels, seed):
+    g = torch.Generator().manual_seed(seed)
+    theta = 1.3
+    x = torch.randn(l_in, 2000, generator=g) * (theta / max(l_in, 1))
+    k = PASCNeuron(torch.tensor(theta), levels).count(x)
+    exact = x.double().sum(0) * levels / theta + 0.5           # float64 reference
+    wrong = k != exact.floor().clamp(0, levels).long()
+    distance_to_tie = (exact - exact.round()).abs()
+    assert (distance_to_tie[wrong] < 1e-4).all()               # only near-ties may differ
+    assert ((k - exact.floor().clamp(0, levels).long()).abs() <= 1).all()
+
+
+def test_pasc_first_layer_and_latency():
+    neuron = PASCNeuron(torch.tensor(1.0), 4)
+    x = torch.tensor([[-1.0, 0.1, 0.13, 0.4, 0.99, 7.0]])     # 1-step analog train
+    assert neuron.count(x.unsqueeze(-1)).flatten().tolist() == [0, 0, 1, 2, 4, 4]
+    assert neuron.pipeline_steps(1) == 1 + 4 - 1 + 4
+    assert neuron.pipeline_steps(8) == 8 + 8 - 1 + 4
+
+
+def test_pasc_needs_inhibitory_spikes():
+    # Excitatory spikes early, a large negative input last: only inhibition undoes them.
+    neuron = PASCNeuron(torch.tensor(4.0), 4)
+    x = torch.tensor([2.0, 2.0, 2.0, -5.0]).view(4, 1)
+    assert neuron.count(x).item() == pasc_count(x.sum(0), 4.0, 4).item() == 1
+
+
+# ---------------------------------------------------------------- bit-plane (§3)
+
+def fraction_level(total, theta, levels, T):
+    """The level of the stated rule, in exact rational arithmetic."""
+    n, bits, lsb = bitplane_code(levels, T)
+    a = min(Fraction(total) * levels / Fraction(theta), levels)
+    q = (a + Fraction(lsb, 2)) // lsb
+    return lsb * min(max(q, 0), 2**bits - 1)
+
+
+def bit_totals(levels, theta, seed, n=300):
+    """Random dyadic totals in [−θ/2, 1.5θ], plus every rounding tie and θ exactly."""
+    ties = (torch.arange(levels + 1, dtype=F64) - 0.5) * (theta / levels)
+    rand = dyadic(seed, (n,), -2**9, 3 * 2**9, theta / 2**10)
+    return torch.cat([rand, ties, torch.tensor([theta, 0.0, 10 * theta, -theta], dtype=F64)])
+
+
+@pytest.mark.parametrize("levels", range(1, 64))
+def test_bitplane_exact_for_every_level_count(levels):
+    theta = levels * 0.25                        # θ dyadic and θ/L dyadic: exact sums
+    th = torch.tensor(theta, dtype=F64)
+    T = bits_needed(levels)
+    assert 2 ** (T - 1) <= levels <= 2**T - 1
+    total = bit_totals(levels, theta, levels)
+    x = torch.stack([total * 0.75, total * 0.25])   # a 2-step train summing to total
+    neuron = BitplaneNeuron(th, levels)
+    out = neuron(x)
+    assert neuron.T == T == out.shape[0] and not neuron.saturates()
+    assert torch.equal(out.sum(0), qcfs(total, th, levels))
+    w = [theta * 2 ** (T - t) / levels for t in range(1, T + 1)]
+    bits = torch.stack([out[t] / w[t] for t in range(T)])
+    assert ((bits == 0) | (bits == 1)).all()                   # each step is 0 or w_t
+    msb_first = sum(bits[t].long() << (T - 1 - t) for t in range(T))
+    assert torch.equal(msb_first, qcfs_level(total, th, levels).long())
+
+
+@FAST
+@given(st.integers(1, 63), st.floats(0.01, 100.0), st.integers(0, 2**31), st.sampled_from([F64, torch.float32]))
+def test_bitplane_matches_qcfs_level_for_any_threshold(levels, theta, seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    th = torch.tensor(theta, dtype=dtype)
+    total = (torch.rand(500, generator=g, dtype=dtype) * 2 - 0.5) * theta
+    out = BitplaneNeuron(th, levels)(total[None])
+    T = bits_needed(levels)
+    level = sum((out[t] > 0).long() << (T - 1 - t) for t in range(T))
+    assert torch.equal(level, qcfs_level(total, th, levels).long())   # bit for bit, any dtype
+    torch.testing.assert_close(out.sum(0), qcfs(total, th, levels), rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0)
+
+
+@FAST
+@given(st.integers(1, 63), st.integers(1, 9), st.integers(0, 2**31))
+def test_bitplane_other_T(levels, T, seed):
+    theta = levels * 0.25                        # θ and θ/L dyadic: everything exact
+    th = torch.tensor(theta, dtype=F64)
+    total = bit_totals(levels, theta, seed, n=100)
+    out = BitplaneNeuron(th, levels, T=T)(total[None])
+    assert out.shape[0] == T
+    level = bitplane_level(total, th, levels, T)
+    assert torch.equal(out.sum(0), level.to(F64) * (theta / levels))
+    assert level.tolist() == [fraction_level(v, theta, levels, T) for v in total.tolist()]
+    full = bits_needed(levels)
+    if T >= full:                                   # exact, extra steps empty
+        assert torch.equal(level, qcfs_level(total, th, levels).long())
+        assert torch.equal(out[:full], BitplaneNeuron(th, levels)(total[None]))
+        assert not out[full:].any()
+    else:                                           # rounding at the new LSB
+        n, bits, lsb = bitplane_code(levels, T)
+        power_of_two = levels & (levels - 1) == 0
+        assert bits == T and n == full - power_of_two and lsb == 2 ** (n - T)
+        assert (level % lsb == 0).all()
+        k = qcfs_level(total, th, levels).long()
+        assert ((level - k).abs() <= torch.clamp(k - lsb * (2**T - 1), min=0) + lsb // 2).all()
+
+
+def test_bitplane_L16_T4_saturates_at_15():
+    th = torch.tensor(1.0, dtype=F64)
+    neuron = BitplaneNeuron(th, 16, T=4)
+    assert neuron.saturates() and not BitplaneNeuron(th, 16).saturates()
+    total = torch.arange(-8, 41, dtype=F64) / 32        # −θ/4 .. 1.25θ
+    out = neuron(total[None])
+    assert torch.equal(out[0][total > 0.9], torch.full_like(out[0][total > 0.9], 0.5))   # w_1 = θ/2
+    level = (out.sum(0) * 16).long()
+    k = qcfs_level(total, th, 16).long()
+    assert torch.equal(level, k.clamp(max=15))       # exact below the top, 15 at the top
+    assert (level == 15).any() and (k == 16).any()
+
+
+def test_bitplane_saturation_flags():
+    th = torch.tensor(1.0)
+    for levels in range(1, 64):
+        assert not BitplaneNeuron(th, levels).saturates()
+        assert not BitplaneNeuron(th, levels, T=bits_needed(levels) + 2).saturates()
+    assert BitplaneNeuron(th, 15, T=3).saturates()      # codes 0, 2, .., 14
+    assert not BitplaneNeuron(th, 12, T=3).saturates()  # codes 0, 2, .., 14 ∋ 12
+    assert BitplaneNeuron(th, 8, T=3).saturates()       # 001's case: 0..7
+
+
+def test_bitplane_per_channel_threshold():
+    theta = torch.tensor([0.125, 0.5, 1.0], dtype=F64) * 7          # θ/L dyadic
+    total = dyadic(0, (7, 3, 2, 2), -64, 256, 1 / 64)
+    out = BitplaneNeuron(theta, 7)(torch.stack([total, 0 * total]))
+    assert torch.equal(out.sum(0), qcfs(total, theta.view(1, 3, 1, 1), 7))
+
+
+def test_bitplane_standard_if_ablation():
+    th = torch.tensor(3.0, dtype=F64)
+    std = BitplaneNeuron(th, 3, standard_if=True)
+    total = torch.linspace(-1, 2.99, 200, dtype=F64)
+    # All input in the first step and below θ: the standard IF neuron codes the level too.
+    assert torch.equal(std(total[None]), BitplaneNeuron(th, 3)(total[None]))
+    # Input that arrives late is lost: [0, θ] codes 3 with the modified neuron, 1 here.
+    late = torch.tensor([[0.0], [3.0]], dtype=F64)
+    assert BitplaneNeuron(th, 3)(late).sum().item() == 3.0
+    assert std(late).sum().item() == 1.0
+    # No saturation at θ: beyond θ all bits fire.
+    assert std(torch.tensor([[30.0]], dtype=F64)).sum().item() == 3.0
+
+
+# ---------------------------------------------------------------- IF (§1, §5)
+
+@FAST
+@given(
+    st.integers(1, 6),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 8),
+    st.integers(0, 2**31),
+    st.sampled_from([1, 3]),
+)
+def test_if_matches_reference(T, per_channel, constant_input, t_bias, seed, bias_channels):
+    g = torch.Generator().manual_seed(seed)
+    C = 3
+    theta = torch.rand(C if per_channel else (), generator=g, dtype=F64) + 0.2
+    v0 = torch.rand(theta.shape, generator=g, dtype=F64) * theta
+    bias = (torch.rand(t_bias, bias_channels, generator=g, dtype=F64) - 0.5) * 0.3
+    x = torch.randn(1 if constant_input else T, 2, C, 2, generator=g, dtype=F64) * 0.7
+    neuron = IFNeuron(theta, v0, T=T)
+    neuron.set_bias(bias)
+    out = neuron(x)
+    assert out.shape == (T, 2, C, 2) and neuron.steps_out(x.shape[0]) == T
+    assert torch.equal(out, if_reference(x, theta, v0, T, bias))
+    if constant_input:
+        assert torch.equal(out, neuron(x.expand(T, -1, -1, -1)))
+
+
+def test_if_step_by_step_equals_forward():
+    neuron = IFNeuron(torch.tensor([1.0, 2.0]), torch.tensor(0.5), T=5)
+    neuron.set_bias(torch.tensor([[0.1, -0.2], [0.3, 0.0]]))
+    x = torch.randn(5, 4, 2)
+    v, outs = neuron.init_state(x[0]), []
+    for t in range(5):
+        v, o = neuron.step(v, x[t], t)
+        outs.append(o)
+    assert torch.equal(torch.stack(outs), neuron(x))
+    assert torch.equal(neuron.v0, torch.tensor([0.5, 0.5]))
+
+
+def test_if_input_length_mismatch():
+    neuron = IFNeuron(torch.tensor(1.0), torch.tensor(0.5), T=4)
+    with pytest.raises(ValueError, match="T = 4.*3 steps"):
+        neuron(torch.zeros(3, 2))
+
+
+def test_if_bias_in_state_dict():
+    a = IFNeuron(torch.ones(3), torch.full((3,), 0.5), T=4)
+    a.set_bias(torch.randn(4, 3))
+    b = IFNeuron(torch.ones(3), torch.zeros(3), T=4)
+    assert b.bias.shape == (0, 3)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.bias, a.bias) and torch.equal(b.v0, a.v0)
+    with pytest.raises(ValueError):
+        a.set_bias(torch.zeros(4, 2))
+
+
+def test_spike_surrogate_gradient():
+    v = torch.tensor([-0.6, -0.4, -0.1, 0.0, 0.1, 0.4, 0.6], requires_grad=True)
+    s = spike(v, 0.5)
+    assert s.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]                  # H(0) = 1
+    s.sum().backward()
+    assert v.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_if_surrogate_gradient_flows():
+    neuron = IFNeuron(torch.tensor(1.0), torch.tensor(0.5), T=4)
+    x = torch.full((1, 1), 0.3, requires_grad=True)
+    neuron(x).sum().backward()
+    assert x.grad.item() > 0                         # width θ/T = 0.25 around the threshold
+
+
+@FAST
+@given(st.integers(1, 32), st.integers(-2048, 3072), st.integers(-4, 4))
+def test_if_constant_input_is_qcfs_at_every_step(T, n, e):
+    """With v0 = θ/2 and constant z, after t steps the count is floor(z·t/θ + 1/2) clipped
+    to [0, t]: QCFS with L = t, exactly, at every t ≤ T (and for any z, not only [0, θ])."""
+    theta = 2.0**e * 3                               # dyadic; z on the grid θ/1024
+    z = n * theta / 1024
+    neuron = IFNeuron(torch.tensor(theta, dtype=F64), torch.tensor(theta / 2, dtype=F64), T=T)
+    counts = (neuron(torch.full((1, 1), z, dtype=F64)) / theta).cumsum(0).flatten().long()
+    for t in range(1, T + 1):
+        assert counts[t - 1].item() == min(max((n * t + 512) // 1024, 0), t)
+    assert counts[-1] == qcfs_level(torch.tensor(z, dtype=F64), torch.tensor(theta, dtype=F64), T)

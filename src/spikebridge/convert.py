@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+from tqdm.auto import tqdm
 
 from .errors import ConversionError
 from .network import SpikingNetwork
 from .neurons import BitplaneNeuron, IFNeuron, PASCNeuron, bits_needed
 from .prepare import relu_sites
 from .qcfs import QCFS
+from .thresholds import ActivationStats
 from .tracing import describe, replace_with_module, site_nodes, trace
 
 
@@ -240,3 +242,65 @@ def _build_bitplane(gm, sites, T=None, standard_if: bool = False, **_):
                       f"({', '.join(saturating[:4])}...); they saturate. Exact needs L <= 2^T - 1", stacklevel=3)
     T_default = max(bits_needed(gm.get_submodule(n).levels) for n in sites)
     return {"T": T or T_default, "standard_if": standard_if}
+
+
+# -- ReLU methods: thresholds from calibration statistics (METHODS §4) -----------------------
+
+@torch.no_grad()
+def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise: bool = False,
+                       max_samples: int = 2_000_000, batches: int | None = None) -> ActivationStats:
+    """Stream calibration batches through the ReLU graph and keep each site's activation
+    statistics (bounded memory; combined over ranks under torchrun)."""
+    if data is None:
+        raise ConversionError("ReLU methods need calibration_data: an iterable of (x, y) or x batches")
+    stats = ActivationStats(max_samples=max_samples, channel_wise=channel_wise)
+    hooks = [gm.get_submodule(s).register_forward_hook(
+        lambda m, i, out, s=s: stats.update(s, out)) for s in sites]
+    device = next((p.device for p in gm.parameters()), torch.device("cpu"))
+    dtype = next((p.dtype for p in gm.parameters()), torch.float32)
+    try:
+        for i, batch in enumerate(tqdm(data, desc="calibration statistics", leave=False, disable=None)):
+            if batches is not None and i >= batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            gm(x.to(device, dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not stats.sites:
+        raise ConversionError("calibration_data yielded no batches")
+    stats.reduce_distributed()
+    return stats
+
+
+def _build_relu(gm, sites, T=None, calibration_data=None, rule: str = "max", channel_wise: bool = False,
+                percentile: float = 99.9, m: int = 1, v0_fraction: float | None = None,
+                max_samples: int = 2_000_000, calibration_batches: int | None = None, **_):
+    T = T or 4
+    stats = collect_statistics(gm, sites, calibration_data, channel_wise, max_samples, calibration_batches)
+    thresholds, subsampled = {}, [s for s in sites if stats.subsampled(s)]
+    if subsampled:
+        warnings.warn(f"{len(subsampled)} site(s) had more than {max_samples} positive activations; their "
+                      f"{rule} thresholds use a uniform random subsample of that size", stacklevel=4)
+    for name in sites:
+        kwargs = {"T": T, "m": m} if rule == "data-driven" else {"percentile": percentile, "v0_fraction": v0_fraction}
+        theta, v0 = stats.threshold(name, rule, channel_wise=channel_wise, **kwargs)
+        dtype = torch.get_default_dtype()
+        gm.add_submodule(name, IFNeuron(theta.to(dtype), v0.to(dtype), T))
+        thresholds[name] = theta.tolist()
+    return {"T": T, "thresholds": thresholds, "subsampled_sites": subsampled, "channel_wise": channel_wise}
+
+
+@register("max-norm", "rate", "relu", "ReLU ANN: θ = max activation on calibration data, v0 = 0")
+def _build_max_norm(gm, sites, **options):
+    return _build_relu(gm, sites, rule="max", **options)
+
+
+@register("percentile", "rate", "relu", "ReLU ANN: θ = p-th percentile (default 99.9) of activations, v0 = 0")
+def _build_percentile(gm, sites, **options):
+    return _build_relu(gm, sites, rule="percentile", **options)
+
+
+@register("data-driven", "rate", "relu", "ReLU ANN: θ, v0 minimising Σ|a − ã|^m for the chosen T (METHODS §4)")
+def _build_data_driven(gm, sites, **options):
+    return _build_relu(gm, sites, rule="data-driven", **options)

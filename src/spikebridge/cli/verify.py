@@ -1,0 +1,29 @@
+"""`spikebridge verify CKPT --method M`: does the SNN reproduce the ANN, input by input?"""
+from __future__ import annotations
+
+from .common import add_data_arguments, convert_checkpoint, loader_for
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("verify", help="compare an ANN checkpoint with its converted SNN")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--method", default="pasc")
+    p.add_argument("--T", type=int, default=None)
+    p.add_argument("--float64", action="store_true", help="simulate both in float64 (exact methods: 0 mismatches)")
+    add_data_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..verify import verify
+
+    ckpt, ann, snn = convert_checkpoint(args.checkpoint, args.method, T=args.T, root=args.data_root)
+    if args.float64:
+        ann, snn = ann.double(), snn.double()
+    loader = loader_for(args.dataset or ckpt["dataset"], ckpt["model"]["name"], "test", args.data_root,
+                        args.batch_size, args.limit)
+    batches = ((x.double() if args.float64 else x) for x, _ in loader)
+    report = verify(ann, snn, batches)
+    print(f"{args.method} vs the ANN of {args.checkpoint}")
+    print(report.table())
+    return 0

@@ -1,0 +1,64 @@
+"""Accuracy and spike statistics of an SNN over a dataset, from as few simulations as the
+method allows: rate coding reads every T ≤ max(T) off one anytime run (METHODS §1); PASC
+has one fixed length; bit-plane re-codes for each T (METHODS §3), so it runs once per T."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .network import SimulationResult, SpikingNetwork
+
+
+@dataclass
+class Evaluation:
+    accuracy: dict[int, float]                 # steps -> top-1 accuracy
+    result: SimulationResult                   # spikes and events summed over the dataset (longest run)
+    images: int = 0
+    info: dict = field(default_factory=dict)
+
+
+def accumulate(total: SimulationResult | None, res: SimulationResult) -> SimulationResult:
+    """Sum spike and event counts of two simulations of the same network (logits dropped)."""
+    if total is None:
+        return SimulationResult(logits=res.logits.new_empty(res.logits.shape[0], 0, res.logits.shape[-1]),
+                                spikes=dict(res.spikes), events=dict(res.events), steps=dict(res.steps),
+                                analog_layers=set(res.analog_layers), batch_size=res.batch_size)
+    for key, value in res.spikes.items():
+        total.spikes[key] = total.spikes[key] + value
+    for key, value in res.events.items():
+        total.events[key] = total.events[key] + value
+    total.batch_size += res.batch_size
+    return total
+
+
+@torch.no_grad()
+def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progress: bool = True,
+                 desc: str = "simulate") -> Evaluation:
+    """Top-1 accuracy for each T in ``Ts`` (PASC: its own length, ``Ts`` ignored)."""
+    snn.eval()
+    device = next((b.device for b in snn.buffers()), torch.device("cpu"))
+    dtype = next((b.dtype for b in snn.buffers() if b.is_floating_point()), torch.float32)
+    if snn.method == "pasc":
+        runs = [None]
+    elif snn.coding == "rate":
+        runs = [max(Ts or [snn.T])]
+    else:
+        runs = sorted(set(Ts or [snn.T]))
+    correct: dict[int, int] = {}
+    total, images = None, 0
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress or None):
+        x, y = x.to(device, dtype), y.to(device)
+        images += x.shape[0]
+        for T in runs:
+            res = snn.simulate(x, T)
+            hits = (res.logits.argmax(-1) == y).sum(1)
+            if snn.coding == "rate":
+                for t in Ts or [res.T]:
+                    correct[t] = correct.get(t, 0) + int(hits[t - 1])
+            else:
+                correct[res.T] = correct.get(res.T, 0) + int(hits[-1])
+            if T == runs[-1]:
+                total = accumulate(total, res)
+    return Evaluation({t: c / max(images, 1) for t, c in sorted(correct.items())}, total, images, dict(snn.info))

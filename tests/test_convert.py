@@ -80,8 +80,8 @@ def test_pasc_reports_t_eff_and_latency():
     qann = sb.prepare(net, levels={"1": 2, "3": 6})
     snn = sb.convert(qann, "pasc")
     assert snn.info["T_eff"] == 4.0
-    # layer 1: 1 + max(1,2) - 1 + 2 = 4; layer 2: 2 + max(2,6) - 1 + 6 = 13
-    assert snn.info["pipeline_latency"] == 17
+    # the input site emits its 2 steps at once; site 2 integrates them, waits max(2,6) - 1, emits 6
+    assert snn.info["pipeline_latency"] == 2 + 5 + 6
     res = snn.simulate(torch.randn(2, 1, 8, 8))
     assert res.steps == {"1": 2, "3": 6}
     assert res.logits.shape == (6, 2, 3)

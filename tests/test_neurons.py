@@ -79,12 +79,10 @@ def test_pasc_float32_mismatches_only_at_rounding_ties(l_in, levels, seed):
     assert ((k - exact.floor().clamp(0, levels).long()).abs() <= 1).all()
 
 
-def test_pasc_first_layer_and_latency():
+def test_pasc_first_layer_counts_the_analog_level():
     neuron = PASCNeuron(torch.tensor(1.0), 4)
     x = torch.tensor([[-1.0, 0.1, 0.13, 0.4, 0.99, 7.0]])     # 1-step analog train
     assert neuron.count(x.unsqueeze(-1)).flatten().tolist() == [0, 0, 1, 2, 4, 4]
-    assert neuron.pipeline_steps(1) == 1 + 4 - 1 + 4
-    assert neuron.pipeline_steps(8) == 8 + 8 - 1 + 4
 
 
 def test_pasc_needs_inhibitory_spikes():

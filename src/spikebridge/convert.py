@@ -18,6 +18,7 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from tqdm.auto import tqdm
 
+from .energy import pasc_latency, pasc_t_eff
 from .errors import ConversionError
 from .network import SpikingNetwork
 from .neurons import BitplaneNeuron, IFNeuron, PASCNeuron, bits_needed
@@ -220,11 +221,7 @@ def _build_pasc(gm, sites, T=None, **_):
         theta, L = qcfs_site(gm, name)
         gm.add_submodule(name, PASCNeuron(theta, L))
         levels.append(L)
-    latency, steps_in = 0, 1
-    for neuron in (gm.get_submodule(n) for n in sites):
-        latency += neuron.pipeline_steps(steps_in)
-        steps_in = neuron.levels
-    return {"T_eff": sum(levels) / len(levels), "pipeline_latency": latency,
+    return {"T_eff": pasc_t_eff(levels), "pipeline_latency": pasc_latency(levels),
             "levels": dict(zip(sites, levels))}
 
 

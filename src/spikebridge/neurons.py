@@ -148,10 +148,6 @@ class PASCNeuron(nn.Module):
     def steps_out(self, t_in: int) -> int:
         return self.levels
 
-    def pipeline_steps(self, t_in: int) -> int:
-        """Internal latency: t_in + max(t_in, L) − 1 + L steps (METHODS §2)."""
-        return t_in + max(t_in, self.levels) - 1 + self.levels
-
     def count(self, x: torch.Tensor) -> torch.Tensor:
         """The emitted spike count k (int64, shape of one step) for an input train x."""
         unit = channel_view(self.threshold, x.dim() - 1) / self.levels

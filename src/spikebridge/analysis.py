@@ -1,0 +1,92 @@
+"""From trained ANN and converted SNNs to the numbers of a report (DESIGN.md: analysis reads
+SimulationResults and never re-runs a network its own way).
+
+``analyse`` evaluates every SNN once over a loader (anytime accuracy, spikes, events), turns
+the counts into spike rates and energy (METHODS §6), and adds activation histograms with each
+method's thresholds and, for QCFS ANNs, the AL metric per site (METHODS §7). The result is the
+``data`` dict that ``report.write_report`` takes.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import al
+from .energy import count_macs, energy_report, spike_rates
+from .evaluation import evaluate_snn
+from .network import SpikingNetwork
+from .prepare import sites
+from .tracing import trace
+
+
+@torch.no_grad()
+def ann_accuracy(ann: nn.Module, loader) -> float:
+    ann.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += int((ann(x).argmax(1) == y).sum())
+        total += y.numel()
+    return correct / max(total, 1)
+
+
+@torch.no_grad()
+def activation_histograms(ann: nn.Module, x: torch.Tensor, snns: dict[str, SpikingNetwork], bins: int = 60) -> dict:
+    """Histogram of each site's positive pre-activations on ``x`` with the thresholds every
+    SNN uses there (the mean over channels for channel-wise thresholds)."""
+    captured: dict[str, torch.Tensor] = {}
+    modules = _site_modules(ann)
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: captured.__setitem__(n, i[0].detach().flatten()))
+             for n, m in modules.items()]
+    try:
+        ann.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for site, values in captured.items():
+        values = values[values > 0].double()
+        if values.numel() == 0:
+            continue
+        top = float(values.max())
+        counts = torch.histc(values, bins=bins, min=0.0, max=top)
+        thresholds = {name: float(snn.neurons()[site].threshold.double().mean())
+                      for name, snn in snns.items() if site in snn.neurons()}
+        out[site] = {"hist": counts.tolist(), "edges": torch.linspace(0, top, bins + 1).tolist(),
+                     "thresholds": thresholds}
+    return out
+
+
+def _site_modules(ann: nn.Module) -> dict[str, nn.Module]:
+    """QCFS modules of a prepared ANN, or the ReLU modules of a plain one, under the site
+    names convert() gives them (functional ReLUs have no module to hook and are skipped)."""
+    found = sites(ann)
+    if found:
+        return found
+    gm = trace(ann)
+    from .prepare import relu_sites
+
+    names = {n.target: site for site, n in relu_sites(gm).items() if n.op == "call_module"}
+    return {site: ann.get_submodule(target) for target, site in names.items()}
+
+
+def analyse(ann: nn.Module, snns: dict[str, SpikingNetwork], loader, Ts: list[int], title: str = "",
+            al_images: int = 0, al_clusters: int = 3, al_levels: tuple[int, ...] = (2, 4, 8), progress: bool = True) -> dict:
+    """The report data (see report.py) for ``ann`` and its SNNs on ``loader``."""
+    data: dict = {"title": title or "spikebridge report", "ann_accuracy": 100 * ann_accuracy(ann, loader),
+                  "accuracy": {}, "spike_rates": {}, "energy": {}, "steps": {}}
+    first = next(iter(loader))[0]
+    macs = count_macs(ann, first[:1])
+    for name, snn in snns.items():
+        ev = evaluate_snn(snn, loader, Ts, progress=progress, desc=name)
+        data["accuracy"][name] = {T: 100 * a for T, a in ev.accuracy.items()}
+        data["spike_rates"][name] = {s: v["rate"] for s, v in spike_rates(ev.result)["sites"].items()}
+        layer_macs = {layer: macs[layer] for layer in snn.synaptic_layers() if layer in macs}
+        usable = layer_macs if len(layer_macs) == len(snn.synaptic_layers()) else None
+        data["energy"][name] = energy_report(ev.result, snn.synaptic_layers(), usable)
+        data["steps"][name] = snn.info.get("T_eff", ev.result.T)
+    data["activations"] = activation_histograms(ann, first, snns)
+    if al_images and sites(ann):
+        levels, metrics = al.adaptive_levels(ann, loader, al_clusters, list(al_levels), n_images=al_images)
+        data["al"] = [{"site": m.site, "A": m.A, "g": m.g, "K": m.K, "M": m.M, "levels": levels[m.site]}
+                      for m in metrics]
+    return data

@@ -13,6 +13,7 @@ from .errors import CheckpointError, ConversionError, DataError, SpikeBridgeErro
 from .network import SimulationResult, SpikingNetwork
 from .prepare import prepare, set_levels, sites
 from .qcfs import QCFS
+from .checkpoint import load_ann
 from .serialization import load, save
 from .verify import VerifyReport, verify
 

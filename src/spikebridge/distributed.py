@@ -5,6 +5,8 @@ Launch any spikebridge training with ``torchrun --nproc_per_node N -m spikebridg
 ``init_from_env()`` then joins the process group (NCCL on CUDA, gloo on CPU). Each rank
 trains on its shard of every epoch; only rank 0 writes checkpoints, logs and progress bars.
 Without WORLD_SIZE > 1 every function here is a cheap single-process no-op.
+Multi-node: ``--out`` must be on a filesystem every node sees, since ``--resume`` makes all
+ranks read rank 0's checkpoint.
 """
 from __future__ import annotations
 

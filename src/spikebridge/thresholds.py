@@ -20,7 +20,9 @@ Facts used below (each checked against brute force in tests/test_thresholds.py):
   * T > 1: for a candidate θ the cost is a sum over the T + 1 bins of the grid; bin j holds the
     a with (j − 1/2)θ/T ≤ a < (j + 1/2)θ/T (bin T is unbounded above), found by binary search,
     and its Σ|a − jθ/T|^m comes from prefix sums of a and a² (for m = 1 the bin is split at
-    a = jθ/T). O(N log N + K·T·log N) for K candidates, vectorised over candidates.
+    a = jθ/T). O(N log N + K·T·log N) for K candidates, vectorised over candidates; a
+    branch and bound with a rigorous Lipschitz bound (`_exact_argmin`) skips most candidates
+    and still returns the exact argmin over the candidate set.
 
 Tie-break everywhere: among candidates whose cost is within 1e-12·Σa^m of the minimum, the
 smallest θ wins. An empty site (no positive activation) gets θ = 1.0, v0 = 0.5, error 0: the
@@ -38,6 +40,8 @@ import torch
 EMPTY_SITE_THETA = 1.0
 _TIE_RTOL = 1e-12
 _CHUNK = 1 << 22  # searchsorted queries per chunk
+_STRIDE = 64  # branch and bound: one evaluated candidate per _STRIDE
+_FLOAT_RTOL = 1e-8  # > N·eps for N up to ~10^8: rounding slack of the prefix-sum costs
 
 
 class ThresholdResult(NamedTuple):
@@ -48,10 +52,12 @@ class ThresholdResult(NamedTuple):
 
 def _positive_sorted(a: torch.Tensor) -> torch.Tensor:
     """Flattened positive values of ``a`` in float64, sorted ascending."""
-    a = torch.as_tensor(a).detach().reshape(-1).to("cpu", torch.float64)
+    a = torch.as_tensor(a).detach().reshape(-1).to("cpu")
+    if not a.is_floating_point():
+        a = a.to(torch.float64)
     if not torch.isfinite(a).all():
         raise ValueError("activations contain NaN or inf")
-    return torch.sort(a[a > 0]).values
+    return torch.sort(a[a > 0]).values.to(torch.float64)  # sorting before the cast is cheaper
 
 
 def _check(T: int, m: int) -> None:
@@ -106,6 +112,38 @@ def _costs(a: torch.Tensor, p1: torch.Tensor, p2, thetas: torch.Tensor, T: int, 
 def _argmin_first(err: torch.Tensor, scale: float) -> int:
     """First index whose cost is within 1e-12·scale of the minimum (candidates sorted by θ)."""
     return int(torch.nonzero(err <= err.min() + _TIE_RTOL * scale)[0, 0])
+
+
+def _lipschitz(a: torch.Tensor, p1: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, T: int, m: int) -> torch.Tensor:
+    """Bound on |dC_m(θ, θ/2)/dθ| for θ in [lo, hi]. Each term min_j |a − jθ/T|^m is a minimum of
+    functions with slope ≤ j/T ≤ 1 (m = 1) or ≤ 2·(distance to the nearest level) (m = 2); points
+    with a < lo/(2T) stay in bin 0 (slope 0) and the nearest-level distance is ≤ hi/(2T) or a − lo."""
+    n = a.numel()
+    active = n - torch.searchsorted(a, lo / (2 * T))
+    if m == 1:
+        return active.to(torch.float64)
+    k = torch.searchsorted(a, lo)
+    return 2 * (active * hi / (2 * T) + (p1[n] - p1[k]) - (n - k) * lo)
+
+
+def _exact_argmin(a, p1, p2, thetas: torch.Tensor, T: int, m: int, scale: float) -> tuple[int, float]:
+    """Exact argmin of C_m(θ, θ/2) over sorted ``thetas`` by branch and bound: evaluate every
+    _STRIDE-th candidate, bound each block between two evaluated ones with the Lipschitz bound
+    (C_L + C_R − L·(θ_R − θ_L))/2, and evaluate every candidate of the blocks that can still win."""
+    k = thetas.numel()
+    grid = torch.unique(torch.cat([torch.arange(0, k, _STRIDE), torch.tensor([k - 1])]))
+    err = torch.full((k,), math.inf, dtype=torch.float64)
+    err[grid] = _costs(a, p1, p2, thetas[grid], T, m)
+    lo, hi = thetas[grid[:-1]], thetas[grid[1:]]
+    bound = (err[grid[:-1]] + err[grid[1:]] - _lipschitz(a, p1, lo, hi, T, m) * (hi - lo)) / 2
+    margin = _TIE_RTOL * scale + _FLOAT_RTOL * scale  # prefix-sum rounding, so the bound stays safe
+    keep = torch.nonzero(bound <= err[grid].min() + margin)[:, 0]
+    if keep.numel():
+        inner = torch.cat([torch.arange(int(grid[b]) + 1, int(grid[b + 1])) for b in keep.tolist()])
+        if inner.numel():
+            err[inner] = _costs(a, p1, p2, thetas[inner], T, m)
+    i = _argmin_first(err, scale)
+    return i, float(err[i])
 
 
 def paper_candidates(a_sorted: torch.Tensor) -> torch.Tensor:
@@ -170,10 +208,9 @@ def search_threshold(a: torch.Tensor, T: int, m: int = 1, candidates: str = "pap
         thetas = torch.tensor([_search_t1(a, m)], dtype=torch.float64)
     else:
         thetas = candidate_thetas(a, T, candidates, m)
-    err = _costs(a, p1, p2, thetas, T, m)
-    i = _argmin_first(err, float(p1[-1] if m == 1 else p2[-1]))
+    i, err = _exact_argmin(a, p1, p2, thetas, T, m, float(p1[-1] if m == 1 else p2[-1]))
     theta = float(thetas[i])
-    return ThresholdResult(theta, theta / 2, float(err[i]))
+    return ThresholdResult(theta, theta / 2, err)
 
 
 def brute_force_search(a: torch.Tensor, T: int, m: int = 1, candidates: str = "paper") -> ThresholdResult:

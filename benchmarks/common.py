@@ -1,0 +1,57 @@
+"""Shared by the benchmark scripts: train-or-reuse models, test loaders, machine description."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from spikebridge import data
+from spikebridge.checkpoint import load_checkpoint, model_from_checkpoint
+from spikebridge.train import TrainConfig, train
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+
+
+def trained(out: str, **config) -> tuple[torch.nn.Module, dict]:
+    """Train into ``out`` (resuming or reusing a finished run) and return (model, checkpoint)."""
+    cfg = TrainConfig(out=out, resume=True, **config)
+    last = Path(out) / "last.pt"
+    if not (last.exists() and load_checkpoint(last)["epoch"] >= cfg.epochs):
+        train(cfg, progress=False)
+    ckpt = load_checkpoint(last)
+    return model_from_checkpoint(ckpt), ckpt
+
+
+def test_loader(batch_size: int = 500, limit: int | None = None, split: str = "test"):
+    ds = data.get_dataset("fashion-mnist", split)
+    if limit:
+        ds = data.calibration_subset(ds, limit)
+    return data.make_loader(ds, batch_size)
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Best-of-``repeat`` wall time of fn() in seconds (after one warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def save(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path

@@ -1,0 +1,69 @@
+"""`spikebridge train`: train a QCFS ANN (or a plain ReLU ANN with --relu); torchrun-ready."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import SpikeBridgeError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a QCFS (or ReLU) ANN; resumable; multi-GPU via torchrun",
+        description="Train a QCFS ANN (METHODS §0 recipe). Writes OUT/last.pt after every epoch (atomically) "
+                    "and OUT/metrics.jsonl. Multi-GPU/node: torchrun --nproc_per_node N -m spikebridge train ...",
+    )
+    p.add_argument("--model", default=None, help="model name (default: small_cnn, or the --init-from model)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet")
+    p.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    p.add_argument("--out", default="runs/train", help="run directory (default: runs/train)")
+    p.add_argument("--levels", type=int, default=None, help="QCFS levels L at every site (default 8)")
+    p.add_argument("--levels-file", default=None, help='per-site levels, JSON {"levels": {site: L}} (spikebridge al)')
+    p.add_argument("--relu", action="store_true", help="train a plain ReLU ANN (no QCFS)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128, help="per process")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=None, help="default 5e-4; 1e-4 for imagenet")
+    p.add_argument("--threshold", type=float, default=8.0, help="initial QCFS threshold θ (default 8.0)")
+    p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random crop + flip (default: on)")
+    p.add_argument("--cutout", action="store_true", help="Cutout (cifar10/cifar100)")
+    p.add_argument("--autoaugment", action="store_true", help="AutoAugment (cifar10/cifar100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from a trained checkpoint: a ReLU ANN (θ from its 99.9th-percentile activations) "
+                        "or a QCFS ANN (θ kept, new levels)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its recorded settings (other training options are ignored)")
+    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training images")
+    p.add_argument("--limit-test", type=int, default=None, metavar="N", help="use the first N test images")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import distributed
+    from ..train import TrainConfig, train
+
+    if args.relu and (args.levels is not None or args.levels_file):
+        raise SpikeBridgeError("--relu trains a ReLU ANN; it cannot be combined with --levels or --levels-file")
+    if args.levels is not None and args.levels_file:
+        raise SpikeBridgeError("give either --levels or --levels-file, not both")
+    config = TrainConfig(
+        model=args.model, dataset=args.dataset, out=args.out,
+        levels=None if args.relu else (args.levels if args.levels is not None else 8),
+        levels_file=args.levels_file, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, threshold=args.threshold,
+        channel_wise=args.channel_wise, seed=args.seed, augment=args.augment, cutout=args.cutout,
+        autoaugment=args.autoaugment, init_from=args.init_from, limit_train=args.limit_train,
+        limit_test=args.limit_test, resume=args.resume, data_root=args.data_root, workers=args.workers,
+    )
+    try:
+        _, history = train(config, progress=not args.no_progress)
+        if distributed.is_main():
+            print(f"test accuracy {100 * history[-1]['test_acc']:.2f}%; checkpoint {args.out}/last.pt")
+    finally:
+        distributed.cleanup()
+    return 0

@@ -1,0 +1,372 @@
+"""Training of QCFS (or plain ReLU) ANNs: a plain PyTorch loop (METHODS.md §0).
+
+Recipe: SGD with momentum 0.9, weight decay 5e-4 (1e-4 on ImageNet), lr 0.1 (0.02 on
+CIFAR-100), cosine decay to 0 stepped after every batch (smoother than per epoch; the
+schedule spans epochs × batches per epoch), random crop + flip, θ initialised to 8.0.
+
+Every finished epoch is kept: ``<out>/last.pt`` is rewritten atomically, then one JSON line
+is appended to ``<out>/metrics.jsonl``. ``resume=True`` continues the run in ``out`` with
+the settings recorded in its checkpoint, bit-exactly: the data order and augmentation depend
+only on (seed, epoch) and the global RNG is re-seeded from (seed, epoch, rank) every epoch,
+so a run killed at any point and resumed ends with the same weights as an uninterrupted one.
+
+Fine-tuning a ReLU ANN into a QCFS ANN (``init_from``): its weights are loaded into the
+prepared model and each site's θ is set to the 99.9th percentile of the positive ReLU outputs
+at that site over the first ``init_images`` training images (no augmentation): the robust
+maximum of Rueckauer et al., so a few outliers do not stretch the quantisation grid. From a
+QCFS checkpoint, the trained θ are kept and only the levels change (PASCAL Alg. 4 step 4).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed, models
+from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint, thresholds_of
+from .data import calibration_subset, dataset_info, get_dataset, make_loader, set_epoch
+from .errors import SpikeBridgeError
+from .prepare import prepare, set_levels, sites
+from .qcfs import check_levels
+
+# Fields that describe where and how this process runs, not the run itself: on resume they
+# come from the caller, everything else from the checkpoint.
+RUNTIME_FIELDS = ("out", "resume", "data_root", "workers", "extra_loss")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train`` needs. ``levels=None`` trains a plain ReLU ANN; ``levels_file``
+    (JSON {"levels": {site: L}}) takes precedence over ``levels``. ``lr`` and
+    ``weight_decay`` default to the recipe's value for the dataset. ``extra_loss(model)``
+    returns a tensor added to the loss at every step (e.g. the bit regulariser's penalty);
+    it gets the plain model, also under DDP."""
+
+    model: str | None = None  # None: the init_from checkpoint's model, else "small_cnn"
+    dataset: str = "fashion-mnist"
+    out: str = "runs/train"
+    levels: int | None = 8
+    levels_file: str | None = None
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    threshold: float = 8.0
+    channel_wise: bool = False
+    seed: int = 0
+    augment: bool = True
+    cutout: bool = False
+    autoaugment: bool = False
+    model_kwargs: dict = field(default_factory=dict)
+    init_from: str | None = None
+    init_images: int = 512
+    init_percentile: float = 99.9
+    limit_train: int | None = None
+    limit_test: int | None = None
+    resume: bool = False
+    data_root: str | None = None
+    workers: int = 0
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None
+
+    def record(self) -> dict:
+        """The run's settings as plain types (stored in the checkpoint as "args")."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in RUNTIME_FIELDS}
+
+
+def evaluate(model: nn.Module, loader, device: torch.device | str | None = None, progress: bool = False) -> float:
+    """Top-1 accuracy (0..1) of ``model`` over ``loader``; summed over ranks under torchrun
+    (give each rank its ``distributed.shard`` of the data)."""
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
+            pred = model(x.to(device)).argmax(1).cpu()
+            correct += int((pred == y).sum())
+            total += len(y)
+    model.train(was_training)
+    correct, total = distributed.all_reduce_sum([correct, total], device)
+    if total == 0:
+        raise SpikeBridgeError("cannot evaluate on an empty dataset")
+    return correct / total
+
+
+def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[dict]]:
+    """Train (or resume) as ``config`` says; return (model in eval mode, per-epoch metrics).
+
+    progress: tqdm bars (only on a terminal) and one summary line per epoch, rank 0 only.
+    """
+    device = distributed.init_from_env()
+    main = distributed.is_main()
+    out = Path(config.out)
+    last = out / "last.pt"
+    ckpt = None
+    if last.exists():
+        if not config.resume:
+            raise SpikeBridgeError(f"{out} already holds a training run ({last.name}); "
+                                   "pass --resume to continue it or choose another --out")
+        ckpt = load_checkpoint(last)
+        config = _resumed(config, ckpt)
+    config = _with_recipe_defaults(config)
+    _check(config)
+    show = progress and main and sys.stderr.isatty()
+    log = print if progress and main else (lambda *a, **k: None)
+
+    info = dataset_info(config.dataset)
+    pad_to = models.input_size(config.model)
+    pad_to = pad_to if pad_to and pad_to > info.image_size else None
+    train_set = _dataset(config, "train", pad_to, augment=config.augment)
+    test_set = _dataset(config, "test", pad_to, augment=False)
+
+    torch.manual_seed(config.seed)
+    if ckpt is not None:
+        model = _build(ckpt["model"], ckpt["levels"], config)
+        model.load_state_dict(ckpt["state_dict"])
+    else:
+        model = _initial_model(config, info, pad_to)
+    spec = model.spikebridge_spec
+    levels = {n: m.levels for n, m in sites(model).items()} or None
+    model.to(device)
+    net = distributed.wrap(model, device)
+
+    loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, distributed=True,
+                         num_workers=config.workers)
+    test_loader = make_loader(distributed.shard(test_set), config.batch_size, num_workers=config.workers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
+    history: list[dict] = []
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        history = list(ckpt["metrics"])
+        log(f"resuming {out} after epoch {ckpt['epoch']}/{config.epochs}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_metrics(out / "metrics.jsonl", history)  # drops lines of epochs the checkpoint lacks
+
+    for epoch in range(len(history), config.epochs):
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        torch.manual_seed(_epoch_seed(config.seed, epoch, distributed.rank()))
+        set_epoch(loader, epoch)
+        train_loss, train_acc = _train_epoch(net, model, loader, optimizer, scheduler, device, config.extra_loss,
+                                             f"epoch {epoch + 1}/{config.epochs}", show)
+        _average_buffers(model)
+        test_acc = evaluate(model, test_loader, device, show)
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "test_acc": test_acc,
+                  "lr": lr, "seconds": round(time.perf_counter() - start, 3)}
+        history.append(record)
+        if main:
+            save_checkpoint(last, {
+                "format": FORMAT, "version": VERSION, "model": spec, "dataset": config.dataset,
+                "levels": levels, "thresholds": thresholds_of(model) if levels else {},
+                "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "args": config.record(),
+                "metrics": history,
+            })
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        log(f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}  train {100 * train_acc:.2f}%  "
+            f"test {100 * test_acc:.2f}%  lr {lr:.4g}  {record['seconds']:.1f}s")
+        distributed.barrier()
+    return model.eval(), history
+
+
+def _train_epoch(net, model, loader, optimizer, scheduler, device, extra_loss, desc, show):
+    """One pass over ``loader``; returns (mean loss, accuracy) over all ranks."""
+    net.train()
+    loss_sum = correct = seen = 0.0
+    bar = tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
+    for x, y in bar:
+        x, y = x.to(device), y.to(device)
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        if extra_loss is not None:
+            loss = loss + extra_loss(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.1f}%")
+    loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
+    return loss_sum / seen, correct / seen
+
+
+def _average_buffers(model: nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks, so that every
+    rank holds the same model after an epoch (DDP syncs them only at the next forward)."""
+    if not distributed.is_distributed():
+        return
+    world = distributed.world_size()
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            torch.distributed.all_reduce(buf, op=torch.distributed.ReduceOp.SUM)
+            buf.div_(world)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch) * 1_009 + rank
+
+
+def _resumed(config: TrainConfig, ckpt: dict) -> TrainConfig:
+    """The checkpoint's recorded settings with this process's runtime fields."""
+    known = {f.name for f in fields(TrainConfig)}
+    recorded = TrainConfig(**{k: v for k, v in ckpt["args"].items() if k in known})
+    return replace(recorded, **{k: getattr(config, k) for k in RUNTIME_FIELDS})
+
+
+def _with_recipe_defaults(config: TrainConfig) -> TrainConfig:
+    dataset_info(config.dataset)  # a one-line DataError for an unknown name
+    dataset = config.dataset.strip().lower().replace("_", "-")
+    lr = config.lr if config.lr is not None else (0.02 if dataset == "cifar100" else 0.1)
+    wd = config.weight_decay if config.weight_decay is not None else (1e-4 if dataset == "imagenet" else 5e-4)
+    model = config.model
+    if model is None:
+        model = load_checkpoint(config.init_from)["model"]["name"] if config.init_from else "small_cnn"
+    return replace(config, dataset=dataset, lr=lr, weight_decay=wd, model=model)
+
+
+def _check(config: TrainConfig) -> None:
+    if config.levels is not None and config.levels_file is None:
+        check_levels(config.levels)
+    for name in ("epochs", "batch_size", "init_images"):
+        if getattr(config, name) < 1:
+            raise SpikeBridgeError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(config, name)}")
+    for name in ("limit_train", "limit_test"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise SpikeBridgeError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(config, name)}")
+    if not config.lr > 0:
+        raise SpikeBridgeError(f"learning rate must be positive, got {config.lr}")
+    if not config.threshold > 0:
+        raise SpikeBridgeError(f"initial threshold must be positive, got {config.threshold}")
+    if not 0 < config.init_percentile <= 100:
+        raise SpikeBridgeError(f"init percentile must be in (0, 100], got {config.init_percentile}")
+
+
+def _dataset(config: TrainConfig, split: str, pad_to, augment: bool):
+    kwargs = {"cutout": config.cutout, "autoaugment": config.autoaugment} if split == "train" and augment else {}
+    ds = get_dataset(config.dataset, split, root=config.data_root, augment=augment, pad_to=pad_to, **kwargs)
+    limit = config.limit_train if split == "train" else config.limit_test
+    return calibration_subset(ds, limit) if limit else ds
+
+
+def _target_levels(config: TrainConfig):
+    """{site: L} from the levels file, one int, or None for a ReLU ANN."""
+    if config.levels_file is not None:
+        from .al import load_levels_file
+
+        return load_levels_file(config.levels_file)
+    return config.levels
+
+
+def _build(spec: dict, levels, config: TrainConfig) -> nn.Module:
+    """models.create(**spec), prepared with ``levels`` unless None; spec kept on the result."""
+    model = models.create(**spec)
+    if levels:
+        model = prepare(model, levels=levels, threshold=config.threshold, channel_wise=config.channel_wise)
+    model.spikebridge_spec = dict(spec)
+    return model
+
+
+def _initial_model(config: TrainConfig, info, pad_to) -> nn.Module:
+    """A fresh model, or one initialised from ``config.init_from``."""
+    levels = _target_levels(config)
+    if config.init_from is None:
+        spec = models.create(config.model, num_classes=info.num_classes, in_channels=info.in_channels,
+                             **config.model_kwargs).spikebridge_spec
+        return _build(spec, levels, config)
+    source = load_checkpoint(config.init_from)
+    if source["model"]["name"] != config.model:
+        raise SpikeBridgeError(f"--init-from {config.init_from} holds model {source['model']['name']!r}, "
+                               f"not {config.model!r}")
+    spec = source["model"]
+    if source["levels"] is None:
+        model = _build(spec, levels, config)
+        missing, unexpected = model.load_state_dict(source["state_dict"], strict=False)
+        qcfs_keys = {f"{n}.{k}" for n in sites(model) for k in ("threshold", "_extra_state")}
+        if unexpected or set(missing) - qcfs_keys:
+            raise SpikeBridgeError(f"--init-from {config.init_from} does not fit {config.model!r} "
+                                   f"(missing {sorted(set(missing) - qcfs_keys)[:3]}, unexpected {unexpected[:3]})")
+        if levels:
+            calib = calibration_subset(_dataset(config, "train", pad_to, augment=False), config.init_images)
+            set_percentile_thresholds(model, make_loader(calib, config.batch_size), config.init_percentile)
+        return model
+    if not levels:
+        raise SpikeBridgeError(f"--init-from {config.init_from} is a QCFS checkpoint; a ReLU ANN (--relu) "
+                               "must start from a ReLU checkpoint")
+    model = _build(spec, source["levels"], replace(config, channel_wise=any(
+        isinstance(t, list) for t in source["thresholds"].values())))
+    model.load_state_dict(source["state_dict"])
+    set_levels(model, levels)
+    return model
+
+
+def set_percentile_thresholds(model: nn.Module, loader, percentile: float = 99.9,
+                              max_per_batch: int = 1 << 18) -> dict[str, list[float]]:
+    """Set each QCFS site's θ to the ``percentile`` of the positive ReLU outputs there (per
+    channel for channel-wise θ) while the model runs as the original ReLU network. At most
+    ``max_per_batch`` values per site and batch are kept (a fixed random sample).
+    Returns {site: [θ, ...]}."""
+    found = sites(model)
+    samples: dict[str, list[torch.Tensor]] = {name: [] for name in found}
+    generator = torch.Generator().manual_seed(0)
+
+    def hook(name):
+        def relu_instead(module, inputs, output):
+            a = torch.relu(inputs[0])
+            rows = a.detach().transpose(0, 1).reshape(a.shape[1], -1) if module.threshold.dim() else a.detach().reshape(1, -1)
+            cols = max(1, max_per_batch // rows.shape[0])
+            if rows.shape[1] > cols:
+                rows = rows[:, torch.randperm(rows.shape[1], generator=generator)[:cols].to(rows.device)]
+            samples[name].append(rows.cpu())
+            return a
+        return relu_instead
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in found.items()]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for x, _ in loader:
+                model(x.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    chosen = {}
+    for name, m in found.items():
+        rows = torch.cat(samples[name], dim=1)
+        theta = m.threshold.detach().clone().reshape(-1)
+        for c, row in enumerate(rows):
+            positive = row[row > 0]
+            if positive.numel():  # nearest-rank percentile (torch.quantile caps the input size)
+                k = max(1, math.ceil(percentile / 100 * positive.numel()))
+                theta[c] = positive.kthvalue(k).values.item()
+        m.threshold.data.copy_(theta.reshape(m.threshold.shape))
+        chosen[name] = theta.tolist()
+    return chosen
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    """Rewrite metrics.jsonl to hold exactly ``history`` (atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    tmp.replace(path)

@@ -9,6 +9,8 @@ Pipeline: prepare → train → convert → calibrate → simulate → analyse/e
     print(sb.verify(qann, snn, x).table())
 """
 from .convert import convert, methods
+from .finetune import finetune
+from .ftbc import ftbc
 from .errors import CheckpointError, ConversionError, DataError, SpikeBridgeError, UnsupportedActivationError
 from .network import SimulationResult, SpikingNetwork
 from .prepare import prepare, set_levels, sites

@@ -1,0 +1,55 @@
+"""`spikebridge calibrate ftbc`: FTBC biases for a rate-coded SNN file (METHODS §5)."""
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("calibrate", help="calibrate a converted SNN (FTBC)",
+                              description="Calibrate a converted SNN file; the result goes to a new file.")
+    methods = p.add_subparsers(dest="calibration", required=True, metavar="METHOD")
+    f = methods.add_parser(
+        "ftbc", help="forward temporal bias correction (rate-coded SNNs)",
+        description="FTBC (METHODS §5): per-(step, channel) biases of every IF neuron, calibrated forward, "
+                    "layer by layer, against the ANN's activations on training images. Writes the calibrated "
+                    "SNN to OUT and prints each site's per-step error before and after.")
+    f.add_argument("snn", metavar="SNN_FILE", help="a rate-coded SNN written by 'spikebridge convert'")
+    f.add_argument("--ckpt", required=True, metavar="ANN_CKPT", help="the ANN checkpoint the SNN was converted from")
+    f.add_argument("--dataset", default="fashion-mnist")
+    f.add_argument("--data-root", default=None, help="directory holding the dataset files")
+    f.add_argument("--alpha", type=float, default=0.5, help="bias step size α (003: 0.2-0.5)")
+    f.add_argument("--batches", type=int, default=4, help="calibration batches (003: 1-10)")
+    f.add_argument("--batch-size", type=int, default=64)
+    f.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the calibrated SNN")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=run)
+
+
+def pad_to(dataset: str, model_name: str | None) -> int | None:
+    """The input size the model was trained at, when the dataset's images must be padded to it."""
+    from .. import models
+    from ..data import dataset_info
+
+    size = models.input_size(model_name) if model_name else None
+    return size if size and size > dataset_info(dataset).image_size else None
+
+
+def run(args) -> int:
+    from ..checkpoint import model_from_checkpoint
+    from ..data import calibration_subset, get_dataset, make_loader
+    from ..ftbc import ftbc
+    from ..serialization import load, save
+
+    snn = load(args.snn)
+    ann = model_from_checkpoint(args.ckpt)
+    spec = getattr(ann, "spikebridge_spec", {})
+    data = get_dataset(args.dataset, "train", args.data_root, pad_to=pad_to(args.dataset, spec.get("name")))
+    loader = make_loader(calibration_subset(data, args.batches * args.batch_size), args.batch_size)
+    summary = ftbc(snn, ann, loader, alpha=args.alpha, batches=args.batches, progress=not args.no_progress)
+    save(snn, args.output)
+    print(f"FTBC, T={snn.T}, alpha={args.alpha}, {args.batches} batches of {args.batch_size}: "
+          "per-step channel-mean |error| before -> after")
+    for site, e in summary.items():
+        before = " ".join(f"{v:.4f}" for v in e["error_before"])
+        after = " ".join(f"{v:.4f}" for v in e["error_after"])
+        print(f"  {site}: {before} -> {after}")
+    print(f"calibrated SNN written to {args.output}")
+    return 0

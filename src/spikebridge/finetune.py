@@ -1,0 +1,138 @@
+"""Surrogate-gradient fine-tuning of a converted rate-coded SNN (METHODS §4 "SNN calibration";
+002 Sec. 8.2.1).
+
+Latency-increasing: train at T_schedule[0] for epochs[0], then at T_schedule[1] starting from
+those weights, and so on (002: T = 1 for 50 epochs, then T = 2, 3, 4 for 20 each). Loss:
+cross-entropy of the rate-coded logits, the mean of the output over the T steps. Spikes are
+differentiated with IFNeuron's rectangular surrogate ds/dv = 1 where |v − θ| < θ/T. Only the
+synaptic weights and biases train; thresholds, v0 and FTBC biases are buffers and stay fixed.
+
+Optimiser (002's paper does not name it; its code train_snn_converted.py does): SGD with
+momentum 0.9, weight decay 5e-4, cosine annealing over each stage's epochs, a fresh optimiser
+per stage (002 runs one script per T). Default lr 1e-3 as in that code (the paper text: 5e-3).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import save_checkpoint
+from .data import set_epoch
+from .errors import CheckpointError, SpikeBridgeError
+from .network import SpikingNetwork
+
+FORMAT = "spikebridge-finetune"
+VERSION = 1
+CHECKPOINT = "finetune_last.pt"
+
+
+def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1, 2, 4),
+             epochs: Sequence[int] | int = (5, 2, 2), lr: float = 1e-3, momentum: float = 0.9,
+             weight_decay: float = 5e-4, out=None, resume: bool = False, progress: bool = True) -> list[dict]:
+    """Fine-tune ``snn`` in place; return one record per epoch
+    {"stage", "T", "epoch", "loss", "accuracy", "lr", "seconds"} (training-set mean loss/accuracy).
+
+    data: (x, y) batches; a loader from spikebridge.data is set to the global epoch number
+    before every epoch, so a resumed run sees the same batches. out: after every epoch
+    ``<out>/finetune_last.pt`` is written atomically (weights, optimiser, scheduler, stage,
+    epoch, history); ``resume=True`` continues from it exactly (from scratch if it is absent).
+    """
+    T_schedule, epochs = _check(snn, T_schedule, epochs, lr)
+    settings = {"T_schedule": T_schedule, "epochs": epochs, "lr": lr, "momentum": momentum,
+                "weight_decay": weight_decay}
+    path = Path(out) / CHECKPOINT if out is not None else None
+    ckpt = _resume_point(path, resume, settings)
+    history: list[dict] = list(ckpt["history"]) if ckpt else []
+    if ckpt:
+        snn.load_state_dict(ckpt["state_dict"])
+    stage, done = (ckpt["stage"], ckpt["epoch"]) if ckpt else (0, 0)
+    device = next(iter(snn.parameters())).device
+    for s in range(stage, len(T_schedule)):
+        T = T_schedule[s]
+        optimizer = torch.optim.SGD(snn.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs[s])
+        first = 0
+        if ckpt and s == stage:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            first = done
+        for e in range(first, epochs[s]):
+            start = time.perf_counter()
+            set_epoch(data, sum(epochs[:s]) + e)
+            lr_now = optimizer.param_groups[0]["lr"]
+            loss, acc = _epoch(snn, data, T, optimizer, device, f"T={T} epoch {e + 1}/{epochs[s]}", progress)
+            scheduler.step()
+            history.append({"stage": s, "T": T, "epoch": e + 1, "loss": loss, "accuracy": acc, "lr": lr_now,
+                            "seconds": round(time.perf_counter() - start, 3)})
+            if path is not None:
+                save_checkpoint(path, {"format": FORMAT, "version": VERSION, "settings": settings,
+                                       "state_dict": snn.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "scheduler": scheduler.state_dict(), "stage": s, "epoch": e + 1,
+                                       "history": history})
+    snn.set_T(T_schedule[-1])
+    snn.eval()
+    return history
+
+
+def _check(snn, T_schedule, epochs, lr) -> tuple[list[int], list[int]]:
+    if not isinstance(snn, SpikingNetwork) or snn.coding != "rate":
+        what = f"method {snn.method!r} ({snn.coding}-coded)" if isinstance(snn, SpikingNetwork) else type(snn).__name__
+        raise SpikeBridgeError(f"fine-tuning needs a rate-coded SpikingNetwork (qcfs or a ReLU method), got {what}")
+    T_schedule = [T_schedule] if isinstance(T_schedule, int) else list(T_schedule)
+    epochs = [epochs] * len(T_schedule) if isinstance(epochs, int) else list(epochs)
+    if not T_schedule or any(isinstance(T, bool) or not isinstance(T, int) or T < 1 for T in T_schedule):
+        raise SpikeBridgeError(f"T_schedule must be integers >= 1, got {T_schedule}")
+    if len(epochs) != len(T_schedule) or any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
+        raise SpikeBridgeError(f"epochs must be one integer >= 0 or one per T ({len(T_schedule)}), got {epochs}")
+    if not lr > 0:
+        raise SpikeBridgeError(f"the learning rate must be > 0, got {lr!r}")
+    return T_schedule, epochs
+
+
+def _resume_point(path: Path | None, resume: bool, settings: dict) -> dict | None:
+    if path is None:
+        if resume:
+            raise SpikeBridgeError("resume=True needs the checkpoint directory (out)")
+        return None
+    if not path.exists():
+        return None
+    if not resume:
+        raise SpikeBridgeError(f"{path.parent} already holds a fine-tuning run ({path.name}); "
+                               "pass resume=True (--resume) to continue it or choose another out directory")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load fails in many ways; the user needs one line
+        raise CheckpointError(f"{path} is not a readable fine-tuning checkpoint "
+                              f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path} is not a spikebridge fine-tuning checkpoint")
+    if ckpt["settings"] != settings:
+        raise SpikeBridgeError(f"{path} was written with settings {ckpt['settings']}, not {settings}; "
+                               "resume with the same T schedule, epochs and optimiser settings")
+    return ckpt
+
+
+def _epoch(snn, data, T, optimizer, device, desc, progress) -> tuple[float, float]:
+    """One pass over ``data`` at T steps: CE(mean-over-steps logits); returns (mean loss, accuracy)."""
+    snn.train()
+    loss_sum = correct = seen = 0.0
+    bar = tqdm(data, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    for x, y in bar:
+        x, y = x.to(device), y.to(device)
+        logits = snn.simulate(x, T, record=False).logits[-1]
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.1f}%")
+    if not seen:
+        raise SpikeBridgeError("fine-tuning got no training data (the data iterable is empty)")
+    return loss_sum / seen, correct / seen

@@ -8,7 +8,7 @@ Pipeline: prepare → train → convert → calibrate → simulate → analyse/e
     res = snn.simulate(x)                       # anytime logits, spike counts
     print(sb.verify(qann, snn, x).table())
 """
-from .convert import convert, methods
+from .convert import calibration_statistics, convert, methods
 from .finetune import finetune
 from .ftbc import ftbc
 from .errors import CheckpointError, ConversionError, DataError, SpikeBridgeError, UnsupportedActivationError

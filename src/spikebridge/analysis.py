@@ -69,24 +69,35 @@ def _site_modules(ann: nn.Module) -> dict[str, nn.Module]:
     return {site: ann.get_submodule(target) for target, site in names.items()}
 
 
-def analyse(ann: nn.Module, snns: dict[str, SpikingNetwork], loader, Ts: list[int], title: str = "",
-            al_images: int = 0, al_clusters: int = 3, al_levels: tuple[int, ...] = (2, 4, 8), progress: bool = True) -> dict:
-    """The report data (see report.py) for ``ann`` and its SNNs on ``loader``."""
-    data: dict = {"title": title or "spikebridge report", "ann_accuracy": 100 * ann_accuracy(ann, loader),
-                  "accuracy": {}, "spike_rates": {}, "energy": {}, "steps": {}}
-    first = next(iter(loader))[0]
-    macs = count_macs(ann, first[:1])
-    for name, snn in snns.items():
-        ev = evaluate_snn(snn, loader, Ts, progress=progress, desc=name)
+def report_data(ann: nn.Module, evaluations: dict, sample: torch.Tensor, ann_accuracy_: float,
+                title: str = "") -> dict:
+    """Report data (see report.py) from finished evaluations {name: (snn, Evaluation)}: accuracy
+    and agreement per T, spike rates, energy per layer (METHODS §6), activation histograms."""
+    data: dict = {"title": title or "spikebridge report", "ann_accuracy": 100 * ann_accuracy_,
+                  "accuracy": {}, "agreement": {}, "spike_rates": {}, "energy": {}, "steps": {}}
+    macs = count_macs(ann, sample[:1])
+    for name, (snn, ev) in evaluations.items():
         data["accuracy"][name] = {T: 100 * a for T, a in ev.accuracy.items()}
+        data["agreement"][name] = {T: 100 * a for T, a in ev.agreement.items()}
         data["spike_rates"][name] = {s: v["rate"] for s, v in spike_rates(ev.result)["sites"].items()}
         layer_macs = {layer: macs[layer] for layer in snn.synaptic_layers() if layer in macs}
         usable = layer_macs if len(layer_macs) == len(snn.synaptic_layers()) else None
         data["energy"][name] = energy_report(ev.result, snn.synaptic_layers(), usable)
         data["steps"][name] = snn.info.get("T_eff", ev.result.T)
-    data["activations"] = activation_histograms(ann, first, snns)
-    if al_images and sites(ann):
-        levels, metrics = al.adaptive_levels(ann, loader, al_clusters, list(al_levels), n_images=al_images)
+    data["activations"] = activation_histograms(ann, sample, {n: snn for n, (snn, _) in evaluations.items()})
+    return data
+
+
+def analyse(ann: nn.Module, snns: dict[str, SpikingNetwork], loader, Ts: list[int], title: str = "",
+            al_loader=None, al_images: int = 3000, al_clusters: int = 3, al_levels: tuple[int, ...] = (2, 4, 8),
+            progress: bool = True) -> dict:
+    """Evaluate every SNN once on ``loader`` and return the report data for ``ann`` and them;
+    with ``al_loader`` (training images) also the AL metric of every QCFS site."""
+    evaluations = {name: (snn, evaluate_snn(snn, loader, Ts, progress=progress, desc=name, reference=ann))
+                   for name, snn in snns.items()}
+    data = report_data(ann, evaluations, next(iter(loader))[0], ann_accuracy(ann, loader), title)
+    if al_loader is not None and sites(ann):
+        levels, metrics = al.adaptive_levels(ann, al_loader, al_clusters, list(al_levels), n_images=al_images)
         data["al"] = [{"site": m.site, "A": m.A, "g": m.g, "K": m.K, "M": m.M, "levels": levels[m.site]}
                       for m in metrics]
     return data

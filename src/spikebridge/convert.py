@@ -267,18 +267,34 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
     if not stats.sites:
         raise ConversionError("calibration_data yielded no batches")
     stats.reduce_distributed()
+    subsampled = [s for s in sites if stats.subsampled(s)]
+    if subsampled:
+        warnings.warn(f"{len(subsampled)} site(s) had more than {max_samples} positive activations; their "
+                      "percentile and data-driven thresholds use a uniform random subsample of that size "
+                      "(the max is exact)", stacklevel=4)
     return stats
 
 
-def _build_relu(gm, sites, T=None, calibration_data=None, rule: str = "max", channel_wise: bool = False,
-                percentile: float = 99.9, m: int = 1, v0_fraction: float | None = None,
-                max_samples: int = 2_000_000, calibration_batches: int | None = None, **_):
+def calibration_statistics(model: nn.Module, data, channel_wise: bool = False, max_samples: int = 2_000_000,
+                           batches: int | None = None) -> ActivationStats:
+    """Activation statistics of a ReLU model's sites, computed once and reusable by several
+    conversions: ``convert(model, "data-driven", T=T, statistics=stats)`` for each T."""
+    gm = trace(model.eval())
+    sites = relu_site_modules(gm, "calibration_statistics")
+    remove_dropout(gm)
+    fold_batchnorm(gm)
+    return collect_statistics(gm, list(sites), data, channel_wise, max_samples, batches)
+
+
+def _build_relu(gm, sites, T=None, calibration_data=None, statistics: ActivationStats | None = None,
+                rule: str = "max", channel_wise: bool = False, percentile: float = 99.9, m: int = 1,
+                v0_fraction: float | None = None, max_samples: int = 2_000_000,
+                calibration_batches: int | None = None, **_):
     T = T or 4
-    stats = collect_statistics(gm, sites, calibration_data, channel_wise, max_samples, calibration_batches)
+    stats = statistics or collect_statistics(gm, sites, calibration_data, channel_wise, max_samples, calibration_batches)
+    if sorted(stats.sites) != sorted(sites):
+        raise ConversionError(f"the statistics cover sites {sorted(stats.sites)}, the model has {sorted(sites)}")
     thresholds, subsampled = {}, [s for s in sites if stats.subsampled(s)]
-    if subsampled:
-        warnings.warn(f"{len(subsampled)} site(s) had more than {max_samples} positive activations; their "
-                      f"{rule} thresholds use a uniform random subsample of that size", stacklevel=4)
     for name in sites:
         kwargs = {"T": T, "m": m} if rule == "data-driven" else {"percentile": percentile, "v0_fraction": v0_fraction}
         theta, v0 = stats.threshold(name, rule, channel_wise=channel_wise, **kwargs)

@@ -17,6 +17,7 @@ class Evaluation:
     result: SimulationResult                   # spikes and events summed over the dataset (longest run)
     images: int = 0
     info: dict = field(default_factory=dict)
+    agreement: dict[int, float] = field(default_factory=dict)  # steps -> share of the reference's predictions
 
 
 def accumulate(total: SimulationResult | None, res: SimulationResult) -> SimulationResult:
@@ -35,8 +36,9 @@ def accumulate(total: SimulationResult | None, res: SimulationResult) -> Simulat
 
 @torch.no_grad()
 def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progress: bool = True,
-                 desc: str = "simulate") -> Evaluation:
-    """Top-1 accuracy for each T in ``Ts`` (PASC: its own length, ``Ts`` ignored)."""
+                 desc: str = "simulate", reference: torch.nn.Module | None = None) -> Evaluation:
+    """Top-1 accuracy for each T in ``Ts`` (PASC: its own length, ``Ts`` ignored), and with a
+    ``reference`` model (the ANN) the share of its predictions the SNN reproduces."""
     snn.eval()
     device = next((b.device for b in snn.buffers()), torch.device("cpu"))
     dtype = next((b.dtype for b in snn.buffers() if b.is_floating_point()), torch.float32)
@@ -47,18 +49,24 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
     else:
         runs = sorted(set(Ts or [snn.T]))
     correct: dict[int, int] = {}
+    agree: dict[int, int] = {}
     total, images = None, 0
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress or None):
         x, y = x.to(device, dtype), y.to(device)
         images += x.shape[0]
+        ann_pred = reference(x).argmax(1) if reference is not None else None
         for T in runs:
             res = snn.simulate(x, T)
-            hits = (res.logits.argmax(-1) == y).sum(1)
-            if snn.coding == "rate":
-                for t in Ts or [res.T]:
-                    correct[t] = correct.get(t, 0) + int(hits[t - 1])
-            else:
-                correct[res.T] = correct.get(res.T, 0) + int(hits[-1])
+            pred = res.logits.argmax(-1)
+            hits = (pred == y).sum(1)
+            same = (pred == ann_pred).sum(1) if ann_pred is not None else hits
+            steps = (Ts or [res.T]) if snn.coding == "rate" else [res.T]
+            for t in steps:
+                i = t - 1 if snn.coding == "rate" else -1
+                correct[t] = correct.get(t, 0) + int(hits[i])
+                agree[t] = agree.get(t, 0) + int(same[i])
             if T == runs[-1]:
                 total = accumulate(total, res)
-    return Evaluation({t: c / max(images, 1) for t, c in sorted(correct.items())}, total, images, dict(snn.info))
+    share = {t: c / max(images, 1) for t, c in sorted(correct.items())}
+    agreement = {t: c / max(images, 1) for t, c in sorted(agree.items())} if reference is not None else {}
+    return Evaluation(share, total, images, dict(snn.info), agreement)

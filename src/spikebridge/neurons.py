@@ -111,12 +111,30 @@ class IFNeuron(nn.Module):
         t_in = x.shape[0]
         if t_in not in (1, self.T):
             raise ValueError(f"IFNeuron runs T = {self.T} steps but got an input train of {t_in} steps (need 1 or {self.T})")
+        if torch.is_grad_enabled():  # surrogate-gradient training: the autograd path
+            v, out = self.init_state(x[0]), []
+            for t in range(self.T):
+                v, o = self.step(v, x[0 if t_in == 1 else t], t)
+                out.append(o)
+            return torch.stack(out)
+        return self._infer(x)
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        """``step`` repeated in place, bit for bit the same (v − θ ≥ 0 ⇔ v ≥ θ in floats):
+        inference without the autograd path's temporaries."""
+        theta = channel_view(self.threshold, x.dim() - 1)
         v = self.init_state(x[0])
-        out = []
+        out = x.new_empty((self.T, *x.shape[1:]))
+        fired = torch.empty_like(v, dtype=torch.bool)
         for t in range(self.T):
-            v, o = self.step(v, x[0 if t_in == 1 else t], t)
-            out.append(o)
-        return torch.stack(out)
+            v.add_(x[0 if x.shape[0] == 1 else t])
+            b = self.bias_at(t, v.dim())
+            if b is not None:
+                v.sub_(b)
+            torch.ge(v, theta, out=fired)
+            torch.mul(fired, theta, out=out[t])
+            v.sub_(out[t])
+        return out
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The bias length is a calibration result: take the saved shape.
@@ -152,17 +170,20 @@ class PASCNeuron(nn.Module):
         """The emitted spike count k (int64, shape of one step) for an input train x."""
         unit = channel_view(self.threshold, x.dim() - 1) / self.levels
         v = torch.zeros_like(x[0]) + unit / 2
-        c = torch.zeros(x.shape[1:], dtype=torch.int64, device=x.device)
+        c = torch.zeros(x.shape[1:], dtype=torch.int32, device=x.device)
+        up = torch.empty_like(v, dtype=torch.bool)
         for x_t in x:
-            v = v + x_t
-            s = v >= unit
-            c += s
-            v = v - unit * s
+            v.add_(x_t)
+            torch.ge(v, unit, out=up)
+            c.add_(up)
+            v.sub_(up * unit)
+        down = torch.empty_like(up)
         for _ in range(max(x.shape[0], self.levels) - 1):
-            d = (v >= unit).long() - (v < 0).long()
-            c += d
-            v = v - unit * d
-        return c.clamp(0, self.levels)
+            torch.ge(v, unit, out=up)
+            torch.lt(v, 0, out=down)
+            c.add_(up).sub_(down.to(c.dtype))
+            v.sub_(up * unit).add_(down * unit)
+        return c.clamp_(0, self.levels).long()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.count(x)

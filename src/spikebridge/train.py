@@ -15,6 +15,11 @@ prepared model and each site's θ is set to the 99.9th percentile of the positiv
 at that site over the first ``init_images`` training images (no augmentation): the robust
 maximum of Rueckauer et al., so a few outliers do not stretch the quantisation grid. From a
 QCFS checkpoint, the trained θ are kept and only the levels change (PASCAL Alg. 4 step 4).
+
+``bit_l1 = λ > 0`` adds 001's fine-grained ℓ1 bit regulariser (METHODS §3) to the loss:
+λ·(number of 1-bits of every hidden QCFS level), summed (``bit_l1_normalize="sum"``, 001's
+form) or averaged per neuron and image (``"mean"``); see ``regularizer.BitL1Regularizer``.
+Both are recorded in the checkpoint, so a resumed run keeps them.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from .data import calibration_subset, dataset_info, get_dataset, make_loader, se
 from .errors import SpikeBridgeError
 from .prepare import prepare, set_levels, sites
 from .qcfs import check_levels
+from .regularizer import BitL1Regularizer
 
 # Fields that describe where and how this process runs, not the run itself: on resume they
 # come from the caller, everything else from the checkpoint.
@@ -49,8 +55,9 @@ class TrainConfig:
     """Everything ``train`` needs. ``levels=None`` trains a plain ReLU ANN; ``levels_file``
     (JSON {"levels": {site: L}}) takes precedence over ``levels``. ``lr`` and
     ``weight_decay`` default to the recipe's value for the dataset. ``extra_loss(model)``
-    returns a tensor added to the loss at every step (e.g. the bit regulariser's penalty);
-    it gets the plain model, also under DDP."""
+    returns a tensor added to the loss at every step; it gets the plain model, also under DDP.
+    ``bit_l1`` > 0 adds λ·popcount of the QCFS levels (METHODS §3), normalised as
+    ``bit_l1_normalize`` ("sum" or "mean") says."""
 
     model: str | None = None  # None: the init_from checkpoint's model, else "small_cnn"
     dataset: str = "fashion-mnist"
@@ -74,6 +81,8 @@ class TrainConfig:
     init_percentile: float = 99.9
     limit_train: int | None = None
     limit_test: int | None = None
+    bit_l1: float = 0.0
+    bit_l1_normalize: str = "sum"
     resume: bool = False
     data_root: str | None = None
     workers: int = 0
@@ -141,6 +150,10 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
     levels = {n: m.levels for n, m in sites(model).items()} or None
     model.to(device)
     net = distributed.wrap(model, device)
+    extra_loss, regularizer = config.extra_loss, None
+    if config.bit_l1 > 0:  # hooks on the plain model: DDP runs its forward, so they fire there too
+        regularizer = BitL1Regularizer(model, config.bit_l1, config.bit_l1_normalize)
+        extra_loss = _with_penalty(config.extra_loss, regularizer)
 
     loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, distributed=True,
                          num_workers=config.workers)
@@ -163,7 +176,7 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
         lr = optimizer.param_groups[0]["lr"]
         torch.manual_seed(_epoch_seed(config.seed, epoch, distributed.rank()))
         set_epoch(loader, epoch)
-        train_loss, train_acc = _train_epoch(net, model, loader, optimizer, scheduler, device, config.extra_loss,
+        train_loss, train_acc = _train_epoch(net, model, loader, optimizer, scheduler, device, extra_loss,
                                              f"epoch {epoch + 1}/{config.epochs}", show)
         _average_buffers(model)
         test_acc = evaluate(model, test_loader, device, show)
@@ -183,7 +196,16 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
         log(f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}  train {100 * train_acc:.2f}%  "
             f"test {100 * test_acc:.2f}%  lr {lr:.4g}  {record['seconds']:.1f}s")
         distributed.barrier()
+    if regularizer is not None:  # (on an exception the model is dropped, hooks and all)
+        regularizer.remove()
     return model.eval(), history
+
+
+def _with_penalty(extra_loss, regularizer: BitL1Regularizer):
+    """``extra_loss`` (or nothing) plus the regulariser's penalty of the latest forward pass."""
+    if extra_loss is None:
+        return lambda model: regularizer.penalty()
+    return lambda model: extra_loss(model) + regularizer.penalty()
 
 
 def _train_epoch(net, model, loader, optimizer, scheduler, device, extra_loss, desc, show):
@@ -256,6 +278,13 @@ def _check(config: TrainConfig) -> None:
         raise SpikeBridgeError(f"learning rate must be positive, got {config.lr}")
     if not config.threshold > 0:
         raise SpikeBridgeError(f"initial threshold must be positive, got {config.threshold}")
+    if not config.bit_l1 >= 0:
+        raise SpikeBridgeError(f"the bit regulariser's lambda must be >= 0, got {config.bit_l1}")
+    if config.bit_l1_normalize not in ("sum", "mean"):
+        raise SpikeBridgeError(f"bit regulariser normalisation must be 'sum' or 'mean', "
+                               f"got {config.bit_l1_normalize!r}")
+    if config.bit_l1 > 0 and not (config.levels or config.levels_file):
+        raise SpikeBridgeError("the bit regulariser needs a QCFS ANN; it cannot be used with a ReLU ANN")
     if not 0 < config.init_percentile <= 100:
         raise SpikeBridgeError(f"init percentile must be in (0, 100], got {config.init_percentile}")
 

@@ -27,8 +27,9 @@ def run(args) -> int:
         ckpt, ann, snns[method] = convert_checkpoint(args.checkpoint, method, T=_steps(method, Ts), root=args.data_root)
     dataset, model = args.dataset or ckpt["dataset"], ckpt["model"]["name"]
     loader = loader_for(dataset, model, "test", args.data_root, args.batch_size, args.limit)
+    al_loader = loader_for(dataset, model, "train", args.data_root, args.batch_size) if args.al_images else None
     data = analyse(ann, snns, loader, Ts, title=f"{model} on {dataset} ({args.checkpoint})",
-                   al_images=args.al_images)
+                   al_loader=al_loader, al_images=args.al_images)
     path = write_report(args.output, data)
     print(f"report written to {path}")
     return 0

@@ -36,6 +36,14 @@ def add_parser(subparsers) -> None:
                         "or a QCFS ANN (θ kept, new levels)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its recorded settings (other training options are ignored)")
+    p.add_argument("--bit-l1", type=float, default=0.0, metavar="LAMBDA",
+                   help="add 001's bit regulariser: LAMBDA x the number of 1-bits of every hidden QCFS level "
+                        "(METHODS §3; surrogate gradient LAMBDA·T on 0 < a < θ); fewer spikes for bit-plane "
+                        "SNNs. Default 0 (off); recorded in the checkpoint")
+    p.add_argument("--bit-l1-normalize", choices=("sum", "mean"), default="sum",
+                   help="sum: raw sum over neurons and the batch (001's form: 1e-8 CIFAR, 5e-10 ImageNet; "
+                        "scales with batch and network size); mean: per neuron and image "
+                        "(Fashion-MNIST small_cnn: MEAN_HINT)")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training images")
     p.add_argument("--limit-test", type=int, default=None, metavar="N", help="use the first N test images")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
@@ -58,7 +66,8 @@ def run(args) -> int:
         momentum=args.momentum, weight_decay=args.weight_decay, threshold=args.threshold,
         channel_wise=args.channel_wise, seed=args.seed, augment=args.augment, cutout=args.cutout,
         autoaugment=args.autoaugment, init_from=args.init_from, limit_train=args.limit_train,
-        limit_test=args.limit_test, resume=args.resume, data_root=args.data_root, workers=args.workers,
+        limit_test=args.limit_test, bit_l1=args.bit_l1, bit_l1_normalize=args.bit_l1_normalize,
+        resume=args.resume, data_root=args.data_root, workers=args.workers,
     )
     try:
         _, history = train(config, progress=not args.no_progress)

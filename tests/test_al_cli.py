@@ -14,7 +14,6 @@ from spikebridge.data import calibration_subset, get_dataset, make_loader
 from spikebridge.errors import SpikeBridgeError
 from spikebridge.train import TrainConfig, train
 
-pytest.importorskip("spikebridge.data").get_dataset("fashion-mnist", "test")  # DataError if absent
 
 TINY = dict(model="small_cnn", model_kwargs={"width": 8}, batch_size=32, limit_train=256, limit_test=128,
             augment=False)

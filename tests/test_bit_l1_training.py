@@ -9,7 +9,6 @@ from spikebridge.cli import main
 from spikebridge.regularizer import bit_count
 from spikebridge.train import TrainConfig, train
 
-pytest.importorskip("spikebridge.data").get_dataset("fashion-mnist", "test")  # DataError if absent
 
 TINY = dict(model="small_cnn", model_kwargs={"width": 8}, batch_size=32, limit_train=256, limit_test=128,
             augment=False, levels=15, threshold=2.0)

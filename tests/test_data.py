@@ -267,9 +267,8 @@ def test_distributed_single_process_and_workers(tmp_path, offline):
     assert same(epoch_batches(data.make_loader(ds, 16, shuffle=True, seed=2, num_workers=2), 1), reference)
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                    reason="dataset-fashion-mnist not installed")
 def test_debian_fashion_mnist():
+    """The Debian package's files (CI installs dataset-fashion-mnist)."""
     ds = data.get_dataset("fashion-mnist", "test")
     assert len(ds) == 10000 and ds.images.shape == (10000, 1, 28, 28)
     assert sorted(set(ds.labels.tolist())) == list(range(10))

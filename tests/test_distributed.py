@@ -4,12 +4,10 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import torch
 
 from spikebridge import distributed
 
-pytest.importorskip("spikebridge.data").get_dataset("fashion-mnist", "test")  # DataError if absent
 
 WORKER = textwrap.dedent("""
     import sys, torch

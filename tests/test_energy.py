@@ -179,9 +179,9 @@ def test_pasc_latency_and_t_eff():
 
 
 def test_energy_report_on_a_simulated_network():
-    network = pytest.importorskip("spikebridge.network")
-    convert = pytest.importorskip("spikebridge.convert").convert
     import spikebridge as sb
+    from spikebridge import network
+    from spikebridge.convert import convert
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
                           nn.Linear(4 * 4 * 4, 3))

@@ -20,3 +20,10 @@ from .serialization import load, save
 from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "prepare", "sites", "set_levels", "QCFS", "convert", "methods", "calibration_statistics",
+    "SpikingNetwork", "SimulationResult", "ftbc", "finetune", "verify", "VerifyReport",
+    "save", "load", "load_ann", "SpikeBridgeError", "ConversionError", "UnsupportedActivationError",
+    "DataError", "CheckpointError",
+]

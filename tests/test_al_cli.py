@@ -3,7 +3,6 @@ tiny subsets of the real Fashion-MNIST."""
 import json
 
 import pytest
-import torch
 
 import spikebridge as sb
 from spikebridge import adaptive, sites
@@ -20,13 +19,7 @@ TINY = dict(model="small_cnn", model_kwargs={"width": 8}, batch_size=32, limit_t
 CLI_TINY = ["--limit-train", "128", "--limit-test", "64", "--batch-size", "32", "--no-augment", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a loaded 2-core machine two threads are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

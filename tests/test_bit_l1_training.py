@@ -15,13 +15,7 @@ TINY = dict(model="small_cnn", model_kwargs={"width": 8}, batch_size=32, limit_t
 CLI_TINY = ["--limit-train", "128", "--limit-test", "64", "--batch-size", "32", "--no-augment", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a loaded 2-core machine two threads are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ones_per_image(model, n=128) -> float:

@@ -23,26 +23,16 @@ def add_parser(subparsers) -> None:
     f.set_defaults(func=run)
 
 
-def pad_to(dataset: str, model_name: str | None) -> int | None:
-    """The input size the model was trained at, when the dataset's images must be padded to it."""
-    from .. import models
-    from ..data import dataset_info
-
-    size = models.input_size(model_name) if model_name else None
-    return size if size and size > dataset_info(dataset).image_size else None
-
-
 def run(args) -> int:
     from ..checkpoint import model_from_checkpoint
-    from ..data import calibration_subset, get_dataset, make_loader
     from ..ftbc import ftbc
     from ..serialization import load, save
+    from .common import loader_for
 
     snn = load(args.snn)
     ann = model_from_checkpoint(args.ckpt)
-    spec = getattr(ann, "spikebridge_spec", {})
-    data = get_dataset(args.dataset, "train", args.data_root, pad_to=pad_to(args.dataset, spec.get("name")))
-    loader = make_loader(calibration_subset(data, args.batches * args.batch_size), args.batch_size)
+    loader = loader_for(args.dataset, ann.spikebridge_spec["name"], "train", args.data_root, args.batch_size,
+                        args.batches * args.batch_size)
     summary = ftbc(snn, ann, loader, alpha=args.alpha, batches=args.batches, progress=not args.no_progress)
     save(snn, args.output)
     print(f"FTBC, T={snn.T}, alpha={args.alpha}, {args.batches} batches of {args.batch_size}: "

@@ -21,15 +21,17 @@ def add_data_arguments(p, images_help: str = "use only the first N test images")
     p.add_argument("--limit", type=int, default=None, metavar="N", help=images_help)
 
 
-def loader_for(dataset: str, model: str | None, split: str, root=None, batch_size: int = 256, limit=None):
-    """A deterministic loader of ``split``, padded as ``model`` needs, first ``limit`` items."""
+def loader_for(dataset: str, model: str | None, split: str, root=None, batch_size: int = 256, limit=None,
+               shuffle: bool = False, seed: int = 0):
+    """A loader of ``split`` padded as ``model`` needs, its first ``limit`` items (shuffled per
+    (seed, epoch) when asked)."""
     from .. import data, models
 
     pad_to = models.input_size(model) if model else None
     ds = data.get_dataset(dataset, split, root=root, pad_to=pad_to)
     if limit:
         ds = data.calibration_subset(ds, limit)
-    return data.make_loader(ds, batch_size)
+    return data.make_loader(ds, batch_size, shuffle=shuffle, seed=seed)
 
 
 def load_checkpoint_model(path):

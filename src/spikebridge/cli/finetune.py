@@ -2,15 +2,6 @@
 (METHODS §4 "SNN calibration"; latency-increasing T schedule, resumable)."""
 from __future__ import annotations
 
-from ..errors import SpikeBridgeError
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SpikeBridgeError(f"expected comma-separated integers, got {text!r}") from None
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -21,7 +12,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("snn", metavar="SNN_FILE", help="a rate-coded SNN written by 'spikebridge convert'")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
-    p.add_argument("--pad-to", type=int, default=None, help="pad 28x28 images to this size (32 for CIFAR-style models)")
     p.add_argument("--T", default="1,2,4", help="latency schedule, e.g. 1,2,4")
     p.add_argument("--epochs", default="5,2,2", help="epochs per T: one number, or one per T")
     p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (002's code: 1e-3; its paper: 5e-3)")
@@ -38,17 +28,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..data import calibration_subset, get_dataset, make_loader
     from ..finetune import finetune
     from ..serialization import load, save
+    from .common import int_list, loader_for
 
-    T_schedule, epochs = _ints(args.T), _ints(args.epochs)
+    T_schedule, epochs = int_list(args.T), int_list(args.epochs)
     epochs = epochs[0] if len(epochs) == 1 else epochs
     snn = load(args.snn)
-    data = get_dataset(args.dataset, "train", args.data_root, pad_to=args.pad_to)
-    if args.limit is not None:
-        data = calibration_subset(data, args.limit)
-    loader = make_loader(data, args.batch_size, shuffle=True, seed=args.seed)
+    model = (snn.info.get("model") or {}).get("name")  # recorded by 'spikebridge convert': its input padding
+    loader = loader_for(args.dataset, model, "train", args.data_root, args.batch_size, args.limit,
+                        shuffle=True, seed=args.seed)
     history = finetune(snn, loader, T_schedule=T_schedule, epochs=epochs, lr=args.lr, momentum=args.momentum,
                        weight_decay=args.weight_decay, out=args.out, resume=args.resume,
                        progress=not args.no_progress)

@@ -32,6 +32,21 @@ def trained(out: str, **config) -> tuple[torch.nn.Module, dict]:
     return model_from_checkpoint(ckpt), ckpt
 
 
+MODEL = {"model": "small_cnn", "model_kwargs": {"width": 16}}
+
+
+def relu_model(runs: str, epochs: int):
+    """The benchmarks' ReLU small CNN (width 16), trained with the default recipe."""
+    return trained(f"{runs}/relu", **MODEL, levels=None, epochs=epochs, seed=0)
+
+
+def qcfs_model(runs: str, levels: int, epochs: int, relu_epochs: int):
+    """QCFS at ``levels``, fine-tuned from the ReLU model (001 A.9; θ from the 99.9th
+    percentile of each site's ReLU output)."""
+    relu_model(runs, relu_epochs)
+    return trained(f"{runs}/qcfs_L{levels}", init_from=f"{runs}/relu/last.pt", levels=levels, epochs=epochs, seed=0)
+
+
 def test_loader(batch_size: int = 500, limit: int | None = None, split: str = "test"):
     ds = data.get_dataset("fashion-mnist", split)
     if limit:

@@ -5,7 +5,7 @@ ANN in float32 over the full test set; "qcfs" accuracy at T = 1..64 from one any
 simulation throughput of each method against the dense limit (steps × the ANN's forward time
 on the same batches).
 
-    python benchmarks/conversion.py --levels 3,7,8,15 --epochs 3
+    python benchmarks/conversion.py --levels 3,7,8,15 --relu-epochs 2 --epochs 1
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save, test_loader, timed, trained  # noqa: E402
+from common import machine, qcfs_model, save, test_loader, timed  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge.evaluation import evaluate_snn  # noqa: E402
@@ -41,7 +41,8 @@ def throughput(ann, snns: dict, x: torch.Tensor) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--levels", default="3,7,8,15")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--relu-epochs", type=int, default=2, help="epochs of the ReLU base model")
+    p.add_argument("--epochs", type=int, default=1, help="QCFS fine-tuning epochs per L")
     p.add_argument("--runs", default="runs/bench")
     p.add_argument("--limit", type=int, default=None, help="test images (default: all 10 000)")
     p.add_argument("--batch", type=int, default=500, help="batch size for the throughput measurement")
@@ -50,7 +51,7 @@ def main() -> None:
     loader = test_loader(limit=args.limit)
     results = {"machine": machine(), "command": " ".join(sys.argv), "models": {}}
     for L in [int(v) for v in args.levels.split(",")]:
-        ann, ckpt = trained(f"{args.runs}/qcfs_L{L}", model="small_cnn", levels=L, epochs=args.epochs, seed=0)
+        ann, ckpt = qcfs_model(args.runs, L, args.epochs, args.relu_epochs)
         row = {"ann_accuracy": ckpt["metrics"][-1]["test_acc"]}
         for method in ("pasc", "bitplane"):
             snn = sb.convert(ann, method)

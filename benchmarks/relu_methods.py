@@ -7,7 +7,7 @@ without FTBC; and SpikingJelly 2.0's ann2snn converter on the same ReLU model ("
 "99.9%", and its strongest setting: 99.9% channel-wise with half thresholds). The script
 installs SpikingJelly for itself (it is not a spikebridge dependency).
 
-    python benchmarks/relu_methods.py --epochs 3
+    python benchmarks/relu_methods.py --relu-epochs 2 --epochs 1
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save, test_loader, trained  # noqa: E402
+from common import machine, qcfs_model, relu_model, save, test_loader  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge import data  # noqa: E402
@@ -68,7 +68,8 @@ def per_T(make, test, ann) -> dict[int, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--relu-epochs", type=int, default=2, help="epochs of the ReLU model")
+    p.add_argument("--epochs", type=int, default=1, help="QCFS fine-tuning epochs (L = 8)")
     p.add_argument("--runs", default="runs/bench")
     p.add_argument("--limit", type=int, default=None, help="test images (default: all 10 000)")
     p.add_argument("--calibration-images", type=int, default=2048)
@@ -80,8 +81,8 @@ def main() -> None:
     train_set = data.get_dataset("fashion-mnist", "train")
     calib = data.make_loader(data.calibration_subset(train_set, args.calibration_images), 256)
     ftbc_data = [b for b, _ in zip(data.make_loader(train_set, 128, shuffle=True, seed=1), range(4))]
-    relu, relu_ckpt = trained(f"{args.runs}/relu", model="small_cnn", levels=None, epochs=args.epochs, seed=0)
-    qann, q_ckpt = trained(f"{args.runs}/qcfs_L8", model="small_cnn", levels=8, epochs=args.epochs, seed=0)
+    relu, relu_ckpt = relu_model(args.runs, args.relu_epochs)
+    qann, q_ckpt = qcfs_model(args.runs, 8, args.epochs, args.relu_epochs)
     rows: dict[str, dict[int, float]] = {}
 
     def report(name, accuracy):

@@ -2,15 +2,19 @@
 small_cnn), in a few minutes on 2 CPU cores.
 
 ``run_demo`` runs the functions in ``STEPS`` in order; each takes (args, results) and adds
-what it produced to the ``results`` dict, so later stages (conversion, evaluation, report)
-are appended as further steps.
+what it produced to ``results``:
 
-Demo ANN: small_cnn of width 16 with QCFS at L = 7 levels on every site, trained for 2 epochs
-on the first 30 000 training images (no augmentation, the recipe otherwise: SGD 0.1, cosine,
-θ₀ = 8). L = 7 = 2³ − 1 makes the bit-plane conversion exact in 3 steps with every code used
-(L = 8 would need 4 steps and leave 7 codes unused); PASC then runs T = 7. The size keeps
-training to about a minute and a half on 2 idle cores; ``--epochs`` and ``--train-images``
-trade time for accuracy.
+1. train (or reuse) a QCFS small_cnn (width 16, L = 7 on every site, 2 epochs on the first
+   30 000 training images, no augmentation, the recipe otherwise: SGD 0.1, cosine, θ₀ = 8).
+   L = 7 = 2³ − 1 makes bit-plane exact in 3 steps with every code used; PASC runs T = 7;
+2. train (or reuse) a ReLU copy of the same network the same way;
+3. convert: qcfs at T = 1..16 (one anytime simulation), pasc, bitplane, qcfs + FTBC; from the
+   ReLU copy max-norm, data-driven and data-driven + FTBC (thresholds chosen per T); print
+   one table of method, steps, accuracy and agreement with the ANN. The SNNs run on the
+   first ``--snn-images`` test images (default 2000), the ANN accuracy is the full test set;
+4. write a report (report.md, report.json, PNG plots) from those simulations.
+
+``--epochs`` and ``--train-images`` trade time for accuracy.
 """
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ def report_data(ann: nn.Module, evaluations: dict, sample: torch.Tensor, ann_acc
     """Report data (see report.py) from finished evaluations {name: (snn, Evaluation)}: accuracy
     and agreement per T, spike rates, energy per layer (METHODS §6), activation histograms."""
     data: dict = {"title": title or "spikebridge report", "ann_accuracy": 100 * ann_accuracy_,
-                  "accuracy": {}, "agreement": {}, "spike_rates": {}, "energy": {}, "steps": {}}
+                  "accuracy": {}, "agreement": {}, "timesteps": {}, "spike_rates": {}, "energy": {}}
     macs = count_macs(ann, sample[:1])
     for name, (snn, ev) in evaluations.items():
         data["accuracy"][name] = {T: 100 * a for T, a in ev.accuracy.items()}
@@ -83,7 +83,8 @@ def report_data(ann: nn.Module, evaluations: dict, sample: torch.Tensor, ann_acc
         layer_macs = {layer: macs[layer] for layer in snn.synaptic_layers() if layer in macs}
         usable = layer_macs if len(layer_macs) == len(snn.synaptic_layers()) else None
         data["energy"][name] = energy_report(ev.result, snn.synaptic_layers(), usable)
-        data["steps"][name] = snn.info.get("T_eff", ev.result.T)
+        data["timesteps"][name] = {"steps": snn.info.get("T_eff", ev.result.T),
+                                   "pipeline_latency": snn.info.get("pipeline_latency")}
     data["activations"] = activation_histograms(ann, sample, {n: snn for n, (snn, _) in evaluations.items()})
     return data
 

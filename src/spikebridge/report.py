@@ -5,6 +5,8 @@
     "title":        str
     "ann_accuracy": float                          source ANN accuracy, %
     "accuracy":     {method: {T: float}}           accuracy (%) after T steps
+    "agreement":    {method: {T: float}}           % of the ANN's predictions reproduced
+    "timesteps":    {method: {"steps": T or T_eff, "pipeline_latency": int or None}}
     "spike_rates":  {method: {site: float}}        spikes / (neuron · step), e.g.
                                                    energy.spike_rates(res)["sites"][s]["rate"]
     "energy":       {method: EnergyReport | EnergyReport.as_dict()}   per image, pJ / µJ
@@ -188,7 +190,22 @@ def _al(d, folder):
     return md, [_save(fig, folder / "al.png")]
 
 
-_SECTIONS = [("accuracy", _accuracy), ("spike_rates", _spike_rates), ("energy", _energy),
+def _agreement(d, folder):
+    agree = {m: row for m, row in d["agreement"].items() if row}
+    Ts = sorted(_union(agree.values()), key=float)
+    md = ["## Agreement with the ANN (% of predictions equal)", ""]
+    return md + _table(["method"] + [f"T={T}" for T in Ts], [[m] + [row.get(T) for T in Ts] for m, row in agree.items()]), []
+
+
+def _timesteps(d, folder):
+    md = ["## Timesteps", "", "steps: T, or T_eff = mean levels for PASC (000 Eq. 8); pipeline latency: steps from "
+          "the input until PASC's last site has emitted (METHODS §2).", ""]
+    rows = [[m, t.get("steps"), t.get("pipeline_latency")] for m, t in d["timesteps"].items()]
+    return md + _table(["method", "steps", "pipeline latency"], rows), []
+
+
+_SECTIONS = [("accuracy", _accuracy), ("agreement", _agreement), ("timesteps", _timesteps),
+             ("spike_rates", _spike_rates), ("energy", _energy),
              ("activations", _activations), ("al", _al)]
 
 

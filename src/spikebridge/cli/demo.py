@@ -169,7 +169,7 @@ def step_report(args, results: dict) -> None:
                        title=f"spikebridge demo: {DEMO_MODEL} on {DEMO_DATASET}")
     relu_data = report_data(results["relu"], {k: v for k, v in evals.items() if k not in qcfs_methods}, sample,
                             results["relu_accuracy"])
-    for key in ("accuracy", "agreement", "spike_rates", "energy", "steps"):
+    for key in ("accuracy", "agreement", "timesteps", "spike_rates", "energy"):
         data[key].update(relu_data[key])
     path = write_report(Path(args.out) / "report", data)
     print(f"report: {path}")

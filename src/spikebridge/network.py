@@ -154,15 +154,19 @@ class SpikingNetwork(nn.Module):
     def synapse(self, layer: nn.Module, train: torch.Tensor) -> torch.Tensor:
         """W·x(t) + bias per step: the full bias (rate) or bias / T_in (sum), METHODS §1–3."""
         steps = train.shape[0]
-        x = fold(train)
         if isinstance(layer, nn.Linear):
-            y = F.linear(x, layer.weight)
-        else:
-            y = layer._conv_forward(x, layer.weight, None)
+            y = unfold(F.linear(fold(train), layer.weight), steps)
+        else:  # one step at a time: on CPU faster than one conv over all T·B (DESIGN.md)
+            y = None
+            for t in range(steps):
+                y_t = layer._conv_forward(train[t], layer.weight, None)
+                if y is None:
+                    y = y_t.new_empty((steps, *y_t.shape))
+                y[t] = y_t
         if layer.bias is not None:
             bias = layer.bias if self.coding == "rate" else layer.bias / steps
-            y = y + bias.view(-1, *([1] * (y.dim() - 2)))
-        return unfold(y, steps)
+            y = y + bias.view(-1, *([1] * (y.dim() - 3)))
+        return y
 
     def align(self, trains: list[torch.Tensor]) -> list[torch.Tensor]:
         """Bring trains to one length: broadcast a constant 1-step train (rate) or zero-pad

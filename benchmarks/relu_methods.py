@@ -27,6 +27,7 @@ from spikebridge import data  # noqa: E402
 from spikebridge.evaluation import evaluate_snn  # noqa: E402
 
 TS = [1, 2, 4, 8, 16, 32, 64]
+GROUPS = ("thresholds", "data-driven", "finetune", "qcfs", "spikingjelly")
 
 
 def spikingjelly():
@@ -74,7 +75,10 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="test images (default: all 10 000)")
     p.add_argument("--calibration-images", type=int, default=2048)
     p.add_argument("--finetune-images", type=int, default=10_000)
-    p.add_argument("--skip-spikingjelly", action="store_true")
+    p.add_argument("--groups", default=",".join(GROUPS),
+                   help=f"which rows to run (comma-separated from {', '.join(GROUPS)}), e.g. to split the work "
+                        "over processes")
+    p.add_argument("--name", default="relu_methods", help="results file name under benchmarks/results")
     args = p.parse_args()
     torch.manual_seed(0)
     test = test_loader(limit=args.limit)
@@ -84,44 +88,52 @@ def main() -> None:
     relu, relu_ckpt = relu_model(args.runs, args.relu_epochs)
     qann, q_ckpt = qcfs_model(args.runs, 8, args.epochs, args.relu_epochs)
     rows: dict[str, dict[int, float]] = {}
+    groups = set(args.groups.split(","))
+    results = {"machine": machine(), "command": " ".join(sys.argv),
+               "relu_ann_accuracy": relu_ckpt["metrics"][-1]["test_acc"],
+               "qcfs_ann_accuracy": q_ckpt["metrics"][-1]["test_acc"], "accuracy": rows}
 
     def report(name, accuracy):
         rows[name] = accuracy
         print(f"{name}: " + ", ".join(f"T={T} {100 * a:.2f}" for T, a in accuracy.items()), flush=True)
+        save(args.name, results)  # after every row: an interrupted run keeps what it measured
 
     def with_ftbc(snn, ann):
         sb.ftbc(snn, ann=ann, data=ftbc_data, alpha=0.5, batches=4, progress=False)
         return snn
 
-    for name, rule, kw in [("max-norm", "max-norm", {}), ("percentile 99.9", "percentile", {})]:
-        report(name, anytime(sb.convert(relu, rule, T=max(TS), calibration_data=calib, **kw), test, relu))
+    for name, rule in [("max-norm", "max-norm"), ("percentile 99.9", "percentile")]:
+        if "thresholds" not in groups:
+            break
+        report(name, anytime(sb.convert(relu, rule, T=max(TS), calibration_data=calib), test, relu))
         report(name + " + FTBC", anytime(with_ftbc(sb.convert(relu, rule, T=max(TS), calibration_data=calib), relu),
                                          test, relu))
     for cw in (False, True):
+        if "data-driven" not in groups:
+            break
         name = "data-driven " + ("channel-wise" if cw else "layer-wise")
         convert = lambda T: sb.convert(relu, "data-driven", T=T, calibration_data=calib, channel_wise=cw)  # noqa: E731
         report(name, per_T(convert, test, relu))
         report(name + " + FTBC", per_T(lambda T: with_ftbc(convert(T), relu), test, relu))
-    tuned = sb.convert(relu, "data-driven", T=1, calibration_data=calib)
-    ft_loader = data.make_loader(data.calibration_subset(data.get_dataset("fashion-mnist", "train", augment=True),
-                                                         args.finetune_images), 128, shuffle=True)
-    fine = {}
-    for T in (1, 2, 4):
-        sb.finetune(tuned, ft_loader, T_schedule=(T,), epochs=(1,), lr=5e-3, progress=False)
-        fine[T] = evaluate_snn(tuned, test, [T], progress=False).accuracy[T]
-    report("data-driven fine-tuned (1 epoch per T)", fine)
-    report("qcfs (QCFS ANN, L=8)", anytime(sb.convert(qann, "qcfs", T=max(TS)), test, qann))
-    report("qcfs + FTBC (QCFS ANN, L=8)", anytime(with_ftbc(sb.convert(qann, "qcfs", T=max(TS)), qann), test, qann))
-    if not args.skip_spikingjelly:
+    if "finetune" in groups:
+        tuned = sb.convert(relu, "data-driven", T=1, calibration_data=calib)
+        ft_loader = data.make_loader(data.calibration_subset(
+            data.get_dataset("fashion-mnist", "train", augment=True), args.finetune_images), 128, shuffle=True)
+        fine = {}
+        for T in (1, 2, 4):
+            sb.finetune(tuned, ft_loader, T_schedule=(T,), epochs=(1,), lr=5e-3, progress=False)
+            fine[T] = evaluate_snn(tuned, test, [T], progress=False).accuracy[T]
+        report("data-driven fine-tuned (1 epoch per T)", fine)
+    if "qcfs" in groups:
+        report("qcfs (QCFS ANN, L=8)", anytime(sb.convert(qann, "qcfs", T=max(TS)), test, qann))
+        report("qcfs + FTBC (QCFS ANN, L=8)", anytime(with_ftbc(sb.convert(qann, "qcfs", T=max(TS)), qann), test, qann))
+    if "spikingjelly" in groups:
         sj_calib = data.make_loader(data.calibration_subset(train_set, args.calibration_images), 256)
         report("SpikingJelly max", spikingjelly_accuracy(relu, sj_calib, test, mode="max"))
         report("SpikingJelly 99.9%", spikingjelly_accuracy(relu, sj_calib, test, mode="99.9%"))
         report("SpikingJelly 99.9% channel-wise, half threshold",
                spikingjelly_accuracy(relu, sj_calib, test, mode="99.9%", channel_wise=True, half_threshold=True))
-    results = {"machine": machine(), "command": " ".join(sys.argv),
-               "relu_ann_accuracy": relu_ckpt["metrics"][-1]["test_acc"],
-               "qcfs_ann_accuracy": q_ckpt["metrics"][-1]["test_acc"], "accuracy": rows}
-    print(f"results: {save('relu_methods', results)}")
+    print(f"results: {save(args.name, results)}")
     print(markdown(results))
 
 

@@ -77,11 +77,11 @@ def markdown(results: dict) -> str:
     lines = ["| model | ANN | PASC (T_eff) | PASC agreement | bit-plane (T) | bit-plane agreement | "
              + " | ".join(f"qcfs T={T}" for T in TS) + " |", "|" + "---|" * (6 + len(TS))]
     for name, r in results["models"].items():
-        pa, bp = r["pasc"], r["bitplane"]
+        pa, bp, qcfs = r["pasc"], r["bitplane"], {int(T): a for T, a in r["qcfs"].items()}  # JSON keys are str
         lines.append(f"| {name} | {100 * r['ann_accuracy']:.2f} | {100 * pa['accuracy']:.2f} ({pa['steps']:g}) | "
                      f"{100 * pa['agreement']:.2f}% | {100 * bp['accuracy']:.2f} ({bp['steps']}) | "
                      f"{100 * bp['agreement']:.2f}% | "
-                     + " | ".join(f"{100 * r['qcfs'][T]:.2f}" for T in TS) + " |")
+                     + " | ".join(f"{100 * qcfs[T]:.2f}" for T in TS) + " |")
     lines += ["", "| model | ANN img/s | method | steps | img/s | dense limit img/s | time / limit |", "|---|---|---|---|---|---|---|"]
     for name, r in results["models"].items():
         tp = r["throughput"]

@@ -141,6 +141,7 @@ def markdown(results: dict) -> str:
     lines = [f"ReLU ANN {100 * results['relu_ann_accuracy']:.2f}%, QCFS ANN (L=8) {100 * results['qcfs_ann_accuracy']:.2f}%",
              "", "| method | " + " | ".join(f"T={T}" for T in TS) + " |", "|---|" + "---|" * len(TS)]
     for name, acc in results["accuracy"].items():
+        acc = {int(T): a for T, a in acc.items()}  # JSON keys are str
         lines.append(f"| {name} | " + " | ".join(f"{100 * acc[T]:.2f}" if T in acc else "—" for T in TS) + " |")
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ procedure) and the closed-form brute force, both run only up to a size cap and r
 "not run" above it (nothing is extrapolated). Also reports C_1 over 002's candidate range versus
 the exact optimum over all θ ("global" candidates, m = 1).
 
-    python benchmarks/threshold_search.py --out benchmarks/threshold_search.md
+    python benchmarks/threshold_search.py --out benchmarks/results/threshold_search.md
 """
 from __future__ import annotations
 

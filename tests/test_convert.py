@@ -97,7 +97,8 @@ def test_qcfs_rate_coded_anytime_logits_and_spikes():
     assert res.logits.shape == (16, 3, 10)
     assert set(res.spikes) == set(sb.sites(qann))
     assert all(steps == 16 for steps in res.steps.values())
-    assert torch.allclose(snn(x), res.logits[-1], atol=1e-5)
+    # anytime: the first 8 steps of a 16-step run are the 8-step run (snn's own T)
+    assert torch.allclose(snn(x), res.logits[7], atol=1e-5)
     # logits at step t are the mean of the first t output steps
     assert torch.allclose(res.logits[0] * 1, res.logits[1] * 2 - (res.logits[1] * 2 - res.logits[0]), atol=1e-6)
     # events of the analog first layer count every step of the constant input
@@ -246,3 +247,19 @@ def test_load_refuses_foreign_files(tmp_path):
         sb.load(tmp_path / "other.pt")
     with pytest.raises(sb.CheckpointError, match="does not exist"):
         sb.load(tmp_path / "missing.pt")
+
+
+def test_simulate_T_applies_to_that_run_only():
+    """simulate(x, T) must not change what later calls do; mixed-level bit-plane sites keep
+    their own step counts."""
+    qann = qcfs_model(models.create("small_cnn", num_classes=10, in_channels=1), [7, 15])
+    x = torch.randn(2, 1, 28, 28)
+    rate = sb.convert(qann, "qcfs", T=4)
+    before = rate(x)
+    assert rate.simulate(x, T=16).logits.shape[0] == 16
+    assert rate.T == 4 and torch.equal(rate(x), before)
+    bits = sb.convert(qann, "bitplane")
+    steps = {n: m.T for n, m in bits.neurons().items()}
+    assert set(steps.values()) == {3, 4}
+    bits.simulate(x, T=6)
+    assert {n: m.T for n, m in bits.neurons().items()} == steps

@@ -14,7 +14,8 @@ from .network import SimulationResult, SpikingNetwork
 @dataclass
 class Evaluation:
     accuracy: dict[int, float]                 # steps -> top-1 accuracy
-    result: SimulationResult                   # spikes and events summed over the dataset (longest run)
+    result: SimulationResult                   # spikes and events summed over the dataset (the run at the
+                                               # network's own T, else the longest)
     images: int = 0
     info: dict = field(default_factory=dict)
     agreement: dict[int, float] = field(default_factory=dict)  # steps -> share of the reference's predictions
@@ -48,6 +49,7 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
         runs = [max(Ts or [snn.T])]
     else:
         runs = sorted(set(Ts or [snn.T]))
+    keep = snn.T if snn.T in runs else runs[-1]  # whose spikes and events are returned
     correct: dict[int, int] = {}
     agree: dict[int, int] = {}
     total, images = None, 0
@@ -65,7 +67,7 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
                 i = t - 1 if snn.coding == "rate" else -1
                 correct[t] = correct.get(t, 0) + int(hits[i])
                 agree[t] = agree.get(t, 0) + int(same[i])
-            if T == runs[-1]:
+            if T == keep:
                 total = accumulate(total, res)
     share = {t: c / max(images, 1) for t, c in sorted(correct.items())}
     agreement = {t: c / max(images, 1) for t, c in sorted(agree.items())} if reference is not None else {}

@@ -123,15 +123,21 @@ class SpikingNetwork(nn.Module):
 
     # -- execution -------------------------------------------------------------------------
     def simulate(self, x: torch.Tensor, T: int | None = None, record: bool = True, values: bool = False) -> SimulationResult:
-        """Run the SNN on analog input x [B, ...]. T overrides the method's default steps
-        (PASC's steps are its levels and cannot be overridden)."""
+        """Run the SNN on analog input x [B, ...]. T overrides the network's steps for this
+        run only (PASC's steps are its levels and cannot be overridden)."""
         if T is not None and self.method == "pasc":
             raise ValueError("PASC runs for its levels' steps; T cannot be set (see info['T_eff'])")
+        timed = {n: m for n, m in self.neurons().items() if isinstance(m, (IFNeuron, BitplaneNeuron))}
+        saved, default = {n: m.T for n, m in timed.items()}, self.T
         self.set_T(T)
-        result = SimulationResult(logits=torch.empty(0), batch_size=x.shape[0])
-        runner = TrainRunner(self, result if record else None, values)
-        out = runner.run(x)
-        result.logits = self.readout(out)
+        try:
+            result = SimulationResult(logits=torch.empty(0), batch_size=x.shape[0])
+            out = TrainRunner(self, result if record else None, values).run(x)
+            result.logits = self.readout(out)
+        finally:  # each neuron keeps its own steps (mixed-level bit-plane sites differ)
+            for name, neuron in timed.items():
+                neuron.T = saved[name]
+            self.T = default
         return result
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -204,9 +204,6 @@ class TrainRunner(fx.Interpreter):
         self.values = values
         self.analog = snn.analog_layers()
 
-    def run(self, x: torch.Tensor, **kwargs):
-        return super().run(x, **kwargs)
-
     def placeholder(self, target, args, kwargs):
         x = super().placeholder(target, args, kwargs)
         return x.unsqueeze(0)

@@ -3,7 +3,6 @@ one way to say where a node came from."""
 from __future__ import annotations
 
 import copy
-import operator
 
 import torch
 import torch.nn.functional as F
@@ -152,8 +151,3 @@ def _exists(gm: fx.GraphModule, path: str) -> bool:
     except AttributeError:
         return False
 
-
-def is_add(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add)) or (
-        node.op == "call_method" and node.target in ("add", "add_")
-    )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import distributed
 from .al import SiteMetric, adaptive_levels, load_levels_file, plot_metric, save_levels_file, t_eff
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, model_from_checkpoint
 from .errors import SpikeBridgeError
 from .qcfs import check_levels
 from .train import RUNTIME_FIELDS, TrainConfig, _with_recipe_defaults, train
@@ -145,12 +145,12 @@ def _al_stage(checkpoint: Path, directory: Path, clusters: int, levels: list[int
         by_site, metrics = compute_al(checkpoint, clusters, levels, settings["images"], alpha,
                                       config.data_root, max(config.batch_size, 256))
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic(directory / "levels.json", lambda p: save_levels_file(p, by_site))
-        _atomic(directory / "al.png", lambda p: plot_metric(metrics, p))
+        atomic_write(directory / "levels.json", lambda p: save_levels_file(p, by_site))
+        atomic_write(directory / "al.png", lambda p: plot_metric(metrics, p))
         payload = {"settings": settings, "t_eff": t_eff(by_site),
                    "metrics": [{"site": m.site, "A": m.A, "g": m.g, "K": m.K, "M": _json_float(m.M)}
                                for m in metrics]}
-        _atomic(report, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
+        atomic_write(report, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
     distributed.barrier()
     recorded = json.loads(report.read_text())
     if recorded["settings"] != settings:
@@ -164,9 +164,3 @@ def _json_float(x: float):
     """JSON has no infinity: +inf (a single level used) is stored as the string "inf"."""
     return x if math.isfinite(x) else "inf"
 
-
-def _atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path``: a crash never leaves a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)

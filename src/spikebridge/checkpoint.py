@@ -33,16 +33,26 @@ VERSION = 1
 
 
 def save_checkpoint(path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same directory is
-    written, flushed and fsynced, then renamed over ``path``. A crash leaves either the old
-    file or the new one, never a partial file under ``path``."""
+    """Write ``payload`` to ``path`` atomically (see ``atomic_write``)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path, write) -> None:
+    """``write(tmp)`` into a temporary file in the same directory, fsync it, rename it over
+    ``path``. A crash leaves either the old file or the new one, never a partial file under
+    ``path``. ``write`` gets a path ending in ".tmp": writers that infer a format from the
+    extension must name it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

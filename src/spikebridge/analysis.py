@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from . import al
+from .convert import ann_site_modules
 from .energy import count_macs, energy_report, spike_rates
 from .evaluation import evaluate_snn
 from .network import SpikingNetwork
 from .prepare import sites
-from .tracing import trace
 
 
 @torch.no_grad()
@@ -34,14 +34,10 @@ def activation_histograms(ann: nn.Module, x: torch.Tensor, snns: dict[str, Spiki
     """Histogram of each site's positive pre-activations on ``x`` with the thresholds every
     SNN uses there (the mean over channels for channel-wise thresholds)."""
     captured: dict[str, torch.Tensor] = {}
-    modules = _site_modules(ann)
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: captured.__setitem__(n, i[0].detach().flatten()))
-             for n, m in modules.items()]
-    try:
-        ann.eval()(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    gm, modules = ann_site_modules(ann, relu=not sites(ann))
+    for n, m in modules.items():
+        m.register_forward_hook(lambda mod, i, o, n=n: captured.__setitem__(n, i[0].detach().flatten()))
+    gm(x)
     out = {}
     for site, values in captured.items():
         values = values[values > 0].double()
@@ -54,19 +50,6 @@ def activation_histograms(ann: nn.Module, x: torch.Tensor, snns: dict[str, Spiki
         out[site] = {"hist": counts.tolist(), "edges": torch.linspace(0, top, bins + 1).tolist(),
                      "thresholds": thresholds}
     return out
-
-
-def _site_modules(ann: nn.Module) -> dict[str, nn.Module]:
-    """QCFS modules of a prepared ANN, or the ReLU modules of a plain one, under the site
-    names convert() gives them (functional ReLUs have no module to hook and are skipped)."""
-    found = sites(ann)
-    if found:
-        return found
-    gm = trace(ann)
-    from .prepare import relu_sites
-
-    names = {n.target: site for site, n in relu_sites(gm).items() if n.op == "call_module"}
-    return {site: ann.get_submodule(target) for target, site in names.items()}
 
 
 def report_data(ann: nn.Module, evaluations: dict, sample: torch.Tensor, ann_accuracy_: float,

@@ -197,6 +197,20 @@ def relu_site_modules(gm: fx.GraphModule, method: str) -> dict[str, fx.Node]:
     return sites
 
 
+def ann_site_modules(ann: nn.Module, relu: bool) -> tuple[fx.GraphModule, dict[str, nn.Module]]:
+    """A traced copy of ``ann`` and its activation-site modules under the names convert()
+    gives them: QCFS modules, or (``relu``) every ReLU call site as its own module — so hooks
+    on them see what the SNN's neurons replace."""
+    gm = trace(ann).eval()
+    if relu:
+        with warnings.catch_warnings():  # convert() already warned about QCFS sites read as ReLU
+            warnings.simplefilter("ignore")
+            names = list(relu_site_modules(gm, "analysis"))
+    else:
+        names = list(site_nodes(gm))
+    return gm, {name: gm.get_submodule(name) for name in names}
+
+
 def qcfs_site(gm: fx.GraphModule, name: str) -> tuple[torch.Tensor, int]:
     site = gm.get_submodule(name)
     assert isinstance(site, QCFS)

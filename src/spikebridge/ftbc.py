@@ -16,7 +16,6 @@ Cost: per batch, every neuron runs 2T steps and every other layer once: O(layers
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable
 from itertools import islice
 
@@ -24,11 +23,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .convert import METHODS, relu_site_modules
+from .convert import METHODS, ann_site_modules
 from .errors import SpikeBridgeError
 from .network import SpikingNetwork, TrainRunner
 from .neurons import IFNeuron
-from .tracing import site_nodes, trace
 
 
 def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5, batches: int = 4,
@@ -80,14 +78,9 @@ def ann_activations(ann: nn.Module, snn: SpikingNetwork) -> Callable[[torch.Tens
     """A function x -> {site: ANN activation} with the SNN's site names: the QCFS outputs
     (sb.sites) for QCFS methods, the ReLU outputs at the sites convert() names for ReLU
     methods (a QCFS ANN is taken as its ReLU equivalent there, as convert() does)."""
-    gm = trace(ann).eval()
     method = METHODS.get(snn.method)
-    if method is not None and method.source == "relu":
-        with warnings.catch_warnings():  # convert() already warned about QCFS sites read as ReLU
-            warnings.simplefilter("ignore")
-            names = list(relu_site_modules(gm, snn.method))
-    else:
-        names = list(site_nodes(gm))
+    gm, modules = ann_site_modules(ann, relu=method is not None and method.source == "relu")
+    names = list(modules)
     expected = list(snn.neurons())
     if names != expected:
         raise SpikeBridgeError(
@@ -96,8 +89,8 @@ def ann_activations(ann: nn.Module, snn: SpikingNetwork) -> Callable[[torch.Tens
             "converted from)")
     gm.to(next(iter(snn.buffers())).device)
     found: dict[str, torch.Tensor] = {}
-    for name in names:
-        gm.get_submodule(name).register_forward_hook(
+    for name, module in modules.items():
+        module.register_forward_hook(
             lambda _m, _i, out, name=name: found.__setitem__(name, out.detach().clone()))
 
     def capture(x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -281,11 +281,6 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
     if not stats.sites:
         raise ConversionError("calibration_data yielded no batches")
     stats.reduce_distributed()
-    subsampled = [s for s in sites if stats.subsampled(s)]
-    if subsampled:
-        warnings.warn(f"{len(subsampled)} site(s) had more than {max_samples} positive activations; their "
-                      "percentile and data-driven thresholds use a uniform random subsample of that size "
-                      "(the max is exact)", stacklevel=4)
     return stats
 
 
@@ -309,6 +304,11 @@ def _build_relu(gm, sites, T=None, calibration_data=None, statistics: Activation
     if sorted(stats.sites) != sorted(sites):
         raise ConversionError(f"the statistics cover sites {sorted(stats.sites)}, the model has {sorted(sites)}")
     thresholds, subsampled = {}, [s for s in sites if stats.subsampled(s)]
+    if subsampled and rule != "max":  # the max is exact whatever the sample
+        cap = (f"{stats.max_samples} per site, {stats.max_samples_per_channel} per channel" if channel_wise
+               else f"{stats.max_samples} per site")
+        warnings.warn(f"{len(subsampled)} site(s) had more positive activations than kept ({cap}); their {rule} "
+                      "thresholds use a uniform random subsample (raise max_samples for exact ones)", stacklevel=4)
     for name in sites:
         kwargs = {"T": T, "m": m} if rule == "data-driven" else {"percentile": percentile, "v0_fraction": v0_fraction}
         theta, v0 = stats.threshold(name, rule, channel_wise=channel_wise, **kwargs)

@@ -86,9 +86,17 @@ def test_set_percentile_thresholds_runs_the_relu_network():
     x = torch.cat([torch.arange(1.0, 101.0), -torch.arange(1.0, 101.0)]).view(2, 100)
     chosen = set_percentile_thresholds(model, [(x, torch.zeros(2))], percentile=50)
     first, second = sites(model)
-    assert chosen[first] == [50.0]  # median of the positive values 1..100
-    assert chosen[second] == [5.0]  # the second site sees the ReLU outputs 1..10, not QCFS(…, L=2)
-    assert sites(model)[first].threshold.item() == 50.0
+    assert chosen[first] == [50.5]  # median of the positive values 1..100 (linear interpolation)
+    assert chosen[second] == [5.5]  # the second site sees the ReLU outputs 1..10, not QCFS(…, L=2)
+    assert sites(model)[first].threshold.item() == 50.5
+    relu[0] = nn.Linear(100, 100)
+    with torch.no_grad():
+        relu[0].weight.copy_(torch.eye(100))
+        relu[0].bias.zero_()
+    per_channel = prepare(relu, levels=2, channel_wise=True)  # channel j sees j + 1 and 0
+    chosen = set_percentile_thresholds(per_channel, [(x, torch.zeros(2))], percentile=50)
+    assert chosen[first] == list(range(1, 101)) and chosen[second] == list(range(1, 11))
+    assert torch.equal(sites(per_channel)[second].threshold.flatten(), torch.arange(1.0, 11.0))
 
 
 def test_relu_then_qcfs_fine_tuning(tmp_path):

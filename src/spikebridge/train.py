@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from .data import calibration_subset, dataset_info, get_dataset, make_loader, se
 from .errors import SpikeBridgeError
 from .prepare import prepare, set_levels, sites
 from .qcfs import check_levels
+from .thresholds import ActivationStats
 from .regularizer import BitL1Regularizer
 
 # Fields that describe where and how this process runs, not the run itself: on resume they
@@ -347,28 +347,21 @@ def _initial_model(config: TrainConfig, info, pad_to) -> nn.Module:
     return model
 
 
-def set_percentile_thresholds(model: nn.Module, loader, percentile: float = 99.9,
-                              max_per_batch: int = 1 << 18) -> dict[str, list[float]]:
+def set_percentile_thresholds(model: nn.Module, loader, percentile: float = 99.9) -> dict[str, list[float]]:
     """Set each QCFS site's θ to the ``percentile`` of the positive ReLU outputs there (per
-    channel for channel-wise θ) while the model runs as the original ReLU network. At most
-    ``max_per_batch`` values per site and batch are kept (a fixed random sample).
-    Returns {site: [θ, ...]}."""
+    channel for channel-wise θ) while the model runs as the original ReLU network. The
+    statistics and the percentile are the "percentile" conversion's (`thresholds.ActivationStats`,
+    bounded memory; every rank sees the same images, so nothing is combined). Returns
+    {site: [θ, ...]}."""
     found = sites(model)
-    samples: dict[str, list[torch.Tensor]] = {name: [] for name in found}
-    generator = torch.Generator().manual_seed(0)
+    stats = ActivationStats(channel_wise=any(m.threshold.dim() for m in found.values()))
 
-    def hook(name):
-        def relu_instead(module, inputs, output):
-            a = torch.relu(inputs[0])
-            rows = a.detach().transpose(0, 1).reshape(a.shape[1], -1) if module.threshold.dim() else a.detach().reshape(1, -1)
-            cols = max(1, max_per_batch // rows.shape[0])
-            if rows.shape[1] > cols:
-                rows = rows[:, torch.randperm(rows.shape[1], generator=generator)[:cols].to(rows.device)]
-            samples[name].append(rows.cpu())
-            return a
-        return relu_instead
+    def relu_instead(name, inputs):
+        a = torch.relu(inputs[0])
+        stats.update(name, a)
+        return a
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in found.items()]
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: relu_instead(name, i)) for name, m in found.items()]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -382,15 +375,9 @@ def set_percentile_thresholds(model: nn.Module, loader, percentile: float = 99.9
         model.train(was_training)
     chosen = {}
     for name, m in found.items():
-        rows = torch.cat(samples[name], dim=1)
-        theta = m.threshold.detach().clone().reshape(-1)
-        for c, row in enumerate(rows):
-            positive = row[row > 0]
-            if positive.numel():  # nearest-rank percentile (torch.quantile caps the input size)
-                k = max(1, math.ceil(percentile / 100 * positive.numel()))
-                theta[c] = positive.kthvalue(k).values.item()
-        m.threshold.data.copy_(theta.reshape(m.threshold.shape))
-        chosen[name] = theta.tolist()
+        theta, _ = stats.threshold(name, "percentile", channel_wise=bool(m.threshold.dim()), percentile=percentile)
+        m.threshold.data.copy_(theta.reshape(m.threshold.shape).to(m.threshold))
+        chosen[name] = theta.reshape(-1).tolist()
     return chosen
 
 

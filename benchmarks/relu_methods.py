@@ -8,11 +8,16 @@ without FTBC; and SpikingJelly 2.0's ann2snn converter on the same ReLU model ("
 installs SpikingJelly for itself (it is not a spikebridge dependency).
 
     python benchmarks/relu_methods.py --relu-epochs 2 --epochs 1
+
+Split over processes with --groups and --name, then join their tables (rows in the order given):
+
+    python benchmarks/relu_methods.py --merge part1,part2,part3 --name relu_methods
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, qcfs_model, relu_model, save, test_loader  # noqa: E402
+from common import RESULTS, machine, qcfs_model, relu_model, save, test_loader  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge import data  # noqa: E402
@@ -79,7 +84,13 @@ def main() -> None:
                    help=f"which rows to run (comma-separated from {', '.join(GROUPS)}), e.g. to split the work "
                         "over processes")
     p.add_argument("--name", default="relu_methods", help="results file name under benchmarks/results")
+    p.add_argument("--merge", help="comma-separated result names of a split run: join them into --name, run nothing")
     args = p.parse_args()
+    if args.merge:
+        merged = merge([json.loads((RESULTS / f"{n}.json").read_text()) for n in args.merge.split(",")])
+        print(f"results: {save(args.name, merged)}")
+        print(markdown(merged))
+        return
     torch.manual_seed(0)
     test = test_loader(limit=args.limit)
     train_set = data.get_dataset("fashion-mnist", "train")
@@ -135,6 +146,20 @@ def main() -> None:
                spikingjelly_accuracy(relu, sj_calib, test, mode="99.9%", channel_wise=True, half_threshold=True))
     print(f"results: {save(args.name, results)}")
     print(markdown(results))
+
+
+def merge(parts: list[dict]) -> dict:
+    """One table from the results of a split run: every part used the same ReLU model and
+    machine; the QCFS model's accuracy is taken from the parts that hold QCFS rows."""
+    def same(key, group):
+        if len({str(part[key]) for part in group}) != 1:
+            raise SystemExit(f"the parts differ in {key}: they are not one run")
+        return group[0][key]
+
+    with_qcfs = [part for part in parts if any(name.startswith("qcfs") for name in part["accuracy"])] or parts
+    return {"machine": same("machine", parts), "relu_ann_accuracy": same("relu_ann_accuracy", parts),
+            "qcfs_ann_accuracy": same("qcfs_ann_accuracy", with_qcfs), "commands": [part["command"] for part in parts],
+            "accuracy": {name: acc for part in parts for name, acc in part["accuracy"].items()}}
 
 
 def markdown(results: dict) -> str:

@@ -58,13 +58,16 @@ def setup():
 
 @pytest.fixture(scope="module")
 def calibrated(setup):
-    """{T: (uncalibrated accuracy, calibrated accuracy, summary, snn)} for T = 2, 4."""
+    """{T: (uncalibrated accuracy, calibrated accuracy, summary, snn)} for T = 2, 4.
+
+    α = 0.3 (003 uses 0.2–0.5): at α = 0.5 one pass over 4 batches overshoots at one site and
+    step of this network at T = 4 (error ratio 1.32 measured), at 0.3 every ratio is <= 0.83."""
     out = {}
     for T in (2, 4):
         snn = sb.convert(setup["qann"], "qcfs", T=T)
         with torch.no_grad():
             before = (snn(setup["xt"]).argmax(1) == setup["yt"]).double().mean().item()
-            summary = ftbc(snn, setup["qann"], setup["calib"], alpha=0.5, batches=4, progress=False)
+            summary = ftbc(snn, setup["qann"], setup["calib"], alpha=0.3, batches=4, progress=False)
             after = (snn(setup["xt"]).argmax(1) == setup["yt"]).double().mean().item()
         out[T] = (before, after, summary, snn)
     return out
@@ -83,7 +86,7 @@ def test_ftbc_lowers_every_sites_error_at_every_step(calibrated, T):
 @pytest.mark.parametrize("T, gain", [(2, 0.02), (4, 0.002)])
 def test_ftbc_raises_held_out_accuracy(calibrated, T, gain):
     """003's claim: FTBC on top of QCFS raises low-latency accuracy (10k test images;
-    measured here: T=2 75.3% -> 78.9%, T=4 80.2% -> 81.1%, ANN 81.9%)."""
+    measured here: T=2 73.98% -> 79.06%, T=4 80.86% -> 81.39%, ANN 82.14%)."""
     before, after, _, _ = calibrated[T]
     assert after >= before + gain, (before, after)
 

@@ -8,11 +8,14 @@ from spikebridge import QCFS, SpikeBridgeError
 from spikebridge.qcfs import qcfs
 
 
-def reference(z, theta, L):
-    """θ/L · clip(floor(z·L/θ + 1/2), 0, L) with floor replaced by identity in backward."""
-    u = z * L / theta + 0.5
-    u = u + (torch.floor(u) - u).detach()
-    return torch.clamp(u, 0, L) * theta / L
+def reference_gradients(z, theta, L, w):
+    """d/dz and d/dθ of Σ w·θ/L·clip(floor(z·L/θ + 1/2), 0, L) with floor straight-through and
+    the clip's subgradient 1 at its bounds (the published QCFS code under the torch it was
+    written for): inside 0 <= k <= L, out = z + θ/(2L) + (k − y)θ/L with y = z·L/θ + 1/2 held
+    fixed, so d/dz = 1 and d/dθ = k/L − z/θ; above (k > L) out = θ; below out = 0."""
+    k = torch.floor(z * L / theta + 0.5)
+    inside, above = ((k >= 0) & (k <= L)).double(), (k > L).double()
+    return w * inside, (w * (inside * (k / L - z / theta) + above)).sum()
 
 
 @settings(max_examples=60, deadline=None)
@@ -20,18 +23,28 @@ def reference(z, theta, L):
 def test_forward_and_gradients_match_formula(L, theta, seed):
     g = torch.Generator().manual_seed(seed)
     z = (torch.randn(64, generator=g, dtype=torch.float64) * theta).requires_grad_()
+    # and points exactly on the bounds' bins: level 0 (just below the first step) and level L
+    z = torch.cat([z, torch.tensor([0.0, theta / (4 * L), theta, theta * (1 - 1 / (4 * L))], dtype=torch.float64)])
     m = QCFS(L, theta).double()
     out = m(z)
     expected_levels = torch.clamp(torch.floor(z.detach() * L / theta + 0.5), 0, L)
     assert torch.equal(out.detach(), expected_levels * m.threshold.detach() / L)
     assert torch.equal(m.level(z.detach()), expected_levels)
 
-    w = torch.randn(64, generator=g, dtype=torch.float64)
+    w = torch.randn(z.numel(), generator=g, dtype=torch.float64)
     gz, gt = torch.autograd.grad((out * w).sum(), [z, m.threshold])
-    z2 = z.detach().clone().requires_grad_()
-    t2 = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
-    rz, rt = torch.autograd.grad((reference(z2, t2, L) * w).sum(), [z2, t2])
+    rz, rt = reference_gradients(z.detach(), theta, L, w)
     assert torch.allclose(gz, rz) and torch.allclose(gt, rt)
+
+
+def test_units_at_level_0_and_L_learn():
+    """The clip passes the gradient at its bounds: a unit in the bin of level 0 or of level L
+    gets d/dz = 1; only units below −θ/(2L) or above θ(L + 1/2)/L get none."""
+    theta, L = 8.0, 3
+    z = torch.tensor([-2.0, -1.0, 0.0, 1.0, 5.0, 7.5, 9.0, 9.5], requires_grad=True)
+    QCFS(L, theta)(z).sum().backward()
+    # bins: level 0 is [−4/3, 4/3), level 3 is [20/3, 28/3)
+    assert z.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
 
 
 def test_channel_wise_threshold_broadcasts_over_channel_dim():
@@ -47,7 +60,7 @@ def test_channel_wise_threshold_broadcasts_over_channel_dim():
 def test_levels_travel_in_state_dict():
     a, b = QCFS(3, 2.0), QCFS(8, 8.0)
     b.load_state_dict(a.state_dict())
-    assert b.levels == 3 and float(b.threshold) == 2.0
+    assert b.levels == 3 and b.threshold.item() == 2.0
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, "8", True])

@@ -3,8 +3,9 @@
     QCFS(z) = θ/L · clip(floor(z·L/θ + 1/2), 0, L)
 
 θ (λ in the QCFS paper) is learnable, a scalar per site by default or one value per channel.
-Backward: floor is straight-through; θ gets the autograd gradient of the expression above
-(as the published QCFS code does; the paper's closed form for dθ is wrong).
+Backward: floor is straight-through and the clip passes the gradient at its bounds (its
+subgradient 1 there); θ gets the autograd gradient of the expression above (as the published
+QCFS code does; the paper's closed form for dθ is wrong).
 """
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def qcfs_level(z: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
-    """Integer level k = clip(floor(z·L/θ + 1/2), 0, L), straight-through in z and θ."""
-    return torch.clamp(floor_ste(z * levels / threshold + 0.5), 0, levels)
+    """Integer level k = clip(floor(z·L/θ + 1/2), 0, L), straight-through in z and θ.
+
+    The gradient passes wherever 0 <= floor(z·L/θ + 1/2) <= L, bounds included: the clip's
+    subgradient is 1 at its bounds, as torch.clamp's was when the QCFS code was published.
+    torch 2.14's clamp passes nothing at a bound, which would stop every unit at level 0 or L
+    from learning (see docs/methods.md)."""
+    k = floor_ste(z * levels / threshold + 0.5)
+    return torch.where((k >= 0) & (k <= levels), k, k.detach().clamp(0, levels))
 
 
 def qcfs(z: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:

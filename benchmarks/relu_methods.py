@@ -81,8 +81,8 @@ def main() -> None:
     p.add_argument("--calibration-images", type=int, default=2048)
     p.add_argument("--finetune-images", type=int, default=10_000)
     p.add_argument("--groups", default=",".join(GROUPS),
-                   help=f"which rows to run (comma-separated from {', '.join(GROUPS)}), e.g. to split the work "
-                        "over processes")
+                   help=f"which rows to run (comma-separated from {', '.join(GROUPS)}; data-driven-layer or "
+                        "data-driven-channel for half of data-driven), e.g. to split the work over processes")
     p.add_argument("--name", default="relu_methods", help="results file name under benchmarks/results")
     p.add_argument("--merge", help="comma-separated result names of a split run: join them into --name, run nothing")
     args = p.parse_args()
@@ -120,8 +120,8 @@ def main() -> None:
         report(name + " + FTBC", anytime(with_ftbc(sb.convert(relu, rule, T=max(TS), calibration_data=calib), relu),
                                          test, relu))
     for cw in (False, True):
-        if "data-driven" not in groups:
-            break
+        if not groups & {"data-driven", "data-driven-" + ("channel" if cw else "layer")}:
+            continue
         name = "data-driven " + ("channel-wise" if cw else "layer-wise")
         convert = lambda T: sb.convert(relu, "data-driven", T=T, calibration_data=calib, channel_wise=cw)  # noqa: E731
         report(name, per_T(convert, test, relu))

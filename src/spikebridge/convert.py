@@ -181,15 +181,16 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, **opti
     return SpikingNetwork(gm, method, spec.coding, info.pop("T", T), info)
 
 
-def relu_site_modules(gm: fx.GraphModule, method: str) -> dict[str, fx.Node]:
+def relu_site_modules(gm: fx.GraphModule, method: str | None) -> dict[str, fx.Node]:
     """For ReLU methods: give every ReLU call site its own nn.ReLU module, named as prepare()
-    names sites. A QCFS model is taken as its ReLU-equivalent, with a warning."""
+    names sites. A QCFS model is taken as its ReLU-equivalent, with a warning naming
+    ``method`` (None: no warning, for helpers that follow a conversion)."""
     qcfs = site_nodes(gm)
-    if qcfs:
+    if qcfs and method is not None:
         warnings.warn(f"method {method!r} treats the QCFS sites as ReLU (their learned levels and thresholds are "
                       "ignored); use 'qcfs', 'pasc' or 'bitplane' to keep them", stacklevel=3)
-        for name in qcfs:
-            gm.add_submodule(name, nn.ReLU())
+    for name in qcfs:
+        gm.add_submodule(name, nn.ReLU())
     sites = {name: replace_with_module(gm, node, name, nn.ReLU()) for name, node in relu_sites(gm).items()}
     if not sites:
         raise ConversionError("the model has no ReLU activation to convert")
@@ -203,9 +204,7 @@ def ann_site_modules(ann: nn.Module, relu: bool) -> tuple[fx.GraphModule, dict[s
     on them see what the SNN's neurons replace."""
     gm = trace(ann).eval()
     if relu:
-        with warnings.catch_warnings():  # convert() already warned about QCFS sites read as ReLU
-            warnings.simplefilter("ignore")
-            names = list(relu_site_modules(gm, "analysis"))
+        names = list(relu_site_modules(gm, None))  # convert() already warned about QCFS sites read as ReLU
     else:
         names = list(site_nodes(gm))
     return gm, {name: gm.get_submodule(name) for name in names}

@@ -6,14 +6,14 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import spikebridge as sb
 from spikebridge.convert import ann_site_modules
-from spikebridge.data import get_dataset
 from spikebridge.errors import ConversionError
 from spikebridge.thresholds import max_threshold, percentile_threshold, search_threshold, search_threshold_channelwise
+
+from helpers import fashion_mnist_14x14, sgd_fit
 
 
 def _net():
@@ -30,25 +30,11 @@ def setup():
     4 batches of 128 other training images; 2000 test images."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    images = {}
-    for split, n in (("train", 5512), ("test", 2000)):
-        ds = get_dataset("fashion-mnist", split)  # CI installs dataset-fashion-mnist
-        xs, ys = zip(*(ds[i] for i in range(n)))
-        images[split] = F.avg_pool2d(torch.stack(xs), 2), torch.tensor(ys)
-    x, y = images["train"]
+    x, y = fashion_mnist_14x14("train", 5512)
     torch.manual_seed(0)
-    ann = _net()
-    opt = torch.optim.SGD(ann.parameters(), lr=0.02, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        i = torch.randint(0, 5000, (64,), generator=g)
-        loss = F.cross_entropy(ann(x[i]), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    ann.eval()
+    ann = sgd_fit(_net(), x[:5000], y[:5000], 300, lr=0.02)
     calib = [(x[5000 + 128 * j:5000 + 128 * (j + 1)], y[5000 + 128 * j:5000 + 128 * (j + 1)]) for j in range(4)]
-    yield {"ann": ann, "calib": calib, "test": images["test"]}
+    yield {"ann": ann, "calib": calib, "test": fashion_mnist_14x14("test", 2000)}
     torch.set_num_threads(threads)
 
 

@@ -8,9 +8,10 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.cli import main
-from spikebridge.data import get_dataset
 from spikebridge.errors import SpikeBridgeError
 from spikebridge.finetune import CHECKPOINT, finetune
+
+from helpers import fashion_mnist_14x14, sgd_fit
 
 
 @pytest.fixture(scope="module")
@@ -19,24 +20,13 @@ def setup():
     fine-tuning data: 16 batches of 64 other training images."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    ds = get_dataset("fashion-mnist", "train")  # CI installs dataset-fashion-mnist
-    xs, ys = zip(*(ds[i] for i in range(5024)))
-    x, y = F.avg_pool2d(torch.stack(xs), 2), torch.tensor(ys)
+    x, y = fashion_mnist_14x14("train", 5024)
     torch.manual_seed(0)
     qann = sb.prepare(nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
         nn.Flatten(), nn.Linear(16 * 9, 32), nn.ReLU(), nn.Linear(32, 10)), levels=8, threshold=2.0)
-    opt = torch.optim.SGD(qann.parameters(), lr=0.05, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
-    qann.train()
-    for _ in range(200):
-        i = torch.randint(0, 4000, (64,), generator=g)
-        loss = F.cross_entropy(qann(x[i]), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    qann.eval()
+    sgd_fit(qann, x[:4000], y[:4000], 200, lr=0.05)
     data = [(x[4000 + 64 * j:4000 + 64 * (j + 1)], y[4000 + 64 * j:4000 + 64 * (j + 1)]) for j in range(16)]
     yield {"qann": qann, "data": data}
     torch.set_num_threads(threads)

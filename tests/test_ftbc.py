@@ -8,17 +8,11 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.cli import main
-from spikebridge.data import get_dataset
 from spikebridge.errors import SpikeBridgeError
 from spikebridge.ftbc import calibrate_neuron, channel_mean, ftbc
 from spikebridge.neurons import IFNeuron
 
-
-def _images(split: str, n: int):
-    """The first n Fashion-MNIST images of a split, average-pooled to 14x14 (fast on a CPU)."""
-    ds = get_dataset("fashion-mnist", split)  # CI installs dataset-fashion-mnist
-    xs, ys = zip(*(ds[i] for i in range(n)))
-    return F.avg_pool2d(torch.stack(xs), 2), torch.tensor(ys)
+from helpers import fashion_mnist_14x14, sgd_fit
 
 
 def _net():
@@ -36,21 +30,9 @@ def setup():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster here
     torch.manual_seed(0)
-    x, y = _images("train", 10000)
-    xt, yt = _images("test", 10000)
-    qann = sb.prepare(_net(), levels=32, threshold=2.0)
-    opt = torch.optim.SGD(qann.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 400)
-    g = torch.Generator().manual_seed(0)
-    qann.train()
-    for _ in range(400):
-        i = torch.randint(0, len(x), (64,), generator=g)
-        loss = F.cross_entropy(qann(x[i]), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    qann.eval()
+    x, y = fashion_mnist_14x14("train", 10000)
+    xt, yt = fashion_mnist_14x14("test", 10000)
+    qann = sgd_fit(sb.prepare(_net(), levels=32, threshold=2.0), x, y, 400, lr=0.05, weight_decay=5e-4, cosine=True)
     calib = [x[j * 128:(j + 1) * 128] for j in range(4)]
     yield {"qann": qann, "calib": calib, "xt": xt, "yt": yt}
     torch.set_num_threads(threads)

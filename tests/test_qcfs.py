@@ -21,11 +21,12 @@ def reference_gradients(z, theta, L, w):
 @settings(max_examples=60, deadline=None)
 @given(L=st.integers(1, 32), theta=st.floats(0.05, 20), seed=st.integers(0, 2**16))
 def test_forward_and_gradients_match_formula(L, theta, seed):
+    m = QCFS(L, theta).double()
+    theta = m.threshold.item()  # θ as stored (float32-rounded at construction)
     g = torch.Generator().manual_seed(seed)
     z = (torch.randn(64, generator=g, dtype=torch.float64) * theta).requires_grad_()
     # and points exactly on the bounds' bins: level 0 (just below the first step) and level L
     z = torch.cat([z, torch.tensor([0.0, theta / (4 * L), theta, theta * (1 - 1 / (4 * L))], dtype=torch.float64)])
-    m = QCFS(L, theta).double()
     out = m(z)
     expected_levels = torch.clamp(torch.floor(z.detach() * L / theta + 0.5), 0, L)
     assert torch.equal(out.detach(), expected_levels * m.threshold.detach() / L)

@@ -9,7 +9,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--method", default="pasc")
     p.add_argument("--T", type=int, default=None)
-    p.add_argument("--float64", action="store_true", help="simulate both in float64 (exact methods: 0 mismatches)")
+    p.add_argument("--float64", action="store_true",
+                   help="simulate both in float64 (exact methods: equal predictions; a level mismatch only where "
+                        "an activation lies within rounding of a level boundary)")
     add_data_arguments(p)
     p.set_defaults(func=run)
 

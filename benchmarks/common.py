@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from spikebridge import data
-from spikebridge.checkpoint import load_checkpoint, model_from_checkpoint
-from spikebridge.train import TrainConfig, train
+from spikebridge.train.checkpoint import load_checkpoint, model_from_checkpoint
+from spikebridge.train.loop import TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, qcfs_model, save, test_loader, timed  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
-from spikebridge.evaluation import evaluate_snn  # noqa: E402
+from spikebridge.analysis.evaluation import evaluate_snn  # noqa: E402
 
 TS = [1, 2, 4, 8, 16, 32, 64]
 

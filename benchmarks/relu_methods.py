@@ -29,7 +29,7 @@ from common import RESULTS, machine, qcfs_model, relu_model, save, test_loader  
 
 import spikebridge as sb  # noqa: E402
 from spikebridge import data  # noqa: E402
-from spikebridge.evaluation import evaluate_snn  # noqa: E402
+from spikebridge.analysis.evaluation import evaluate_snn  # noqa: E402
 
 TS = [1, 2, 4, 8, 16, 32, 64]
 GROUPS = ("thresholds", "data-driven", "finetune", "qcfs", "spikingjelly")

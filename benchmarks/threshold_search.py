@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from spikebridge.thresholds import brute_force_search, model_cost, paper_algorithm2, search_threshold
+from spikebridge.conversion.thresholds import brute_force_search, model_cost, paper_algorithm2, search_threshold
 
 
 def timed(fn, *args):

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import test_loader, trained  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
-from spikebridge.adaptive import STAGE_1, STAGE_2, STAGE_3, run_algorithm4  # noqa: E402
-from spikebridge.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from spikebridge.evaluation import evaluate_snn  # noqa: E402
+from spikebridge.train.adaptive import STAGE_1, STAGE_2, STAGE_3, run_algorithm4  # noqa: E402
+from spikebridge.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from spikebridge.analysis.evaluation import evaluate_snn  # noqa: E402
 
 AL_LEVELS = {2: [4, 8], 3: [2, 4, 8]}
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from spikebridge import prepare, sites
-from spikebridge.al import (
+from spikebridge.train.al import (
     SiteMetric, adaptive_levels, agreement, al_metrics, assign_levels, kmeans_1d, kurtosis, level_histograms,
     load_levels_file, plot_metric, save_levels_file, skewness, t_eff,
 )

@@ -5,13 +5,14 @@ import json
 import pytest
 
 import spikebridge as sb
-from spikebridge import adaptive, sites
-from spikebridge.al import load_levels_file
-from spikebridge.checkpoint import load_ann, load_checkpoint
+from spikebridge import sites
+from spikebridge.train import adaptive
+from spikebridge.train.al import load_levels_file
+from spikebridge.train.checkpoint import load_ann, load_checkpoint
 from spikebridge.cli import main
 from spikebridge.data import calibration_subset, get_dataset, make_loader
 from spikebridge.errors import SpikeBridgeError
-from spikebridge.train import TrainConfig, train
+from spikebridge.train.loop import TrainConfig, train
 
 
 TINY = dict(model="small_cnn", model_kwargs={"width": 8}, batch_size=32, limit_train=256, limit_test=128,

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import spikebridge as sb
-from spikebridge.analysis import analyse
-from spikebridge.report import write_report
+from spikebridge.analysis.summary import analyse
+from spikebridge.analysis.report import write_report
 
 
 def test_analyse_and_report_hold_the_same_numbers(tmp_path):

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from spikebridge import sites
-from spikebridge.checkpoint import load_ann, load_checkpoint
+from spikebridge.train.checkpoint import load_ann, load_checkpoint
 from spikebridge.cli import main
-from spikebridge.regularizer import bit_count
-from spikebridge.train import TrainConfig, train
+from spikebridge.ann.regularizer import bit_count
+from spikebridge.train.loop import TrainConfig, train
 
 
 TINY = dict(model="small_cnn", model_kwargs={"width": 8}, batch_size=32, limit_train=256, limit_test=128,

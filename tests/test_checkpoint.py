@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from spikebridge import models, prepare, sites
-from spikebridge.checkpoint import (
+from spikebridge.train.checkpoint import (
     FORMAT, VERSION, load_ann, load_checkpoint, model_from_checkpoint, save_checkpoint, thresholds_of,
 )
 from spikebridge.errors import CheckpointError

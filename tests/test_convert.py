@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 import spikebridge as sb
-from spikebridge import ConversionError
+from spikebridge import ConversionError, OptionError
 from spikebridge import models
 
 
@@ -85,7 +85,7 @@ def test_pasc_reports_t_eff_and_latency():
     res = snn.simulate(torch.randn(2, 1, 8, 8))
     assert res.steps == {"1": 2, "3": 6}
     assert res.logits.shape == (6, 2, 3)
-    with pytest.raises(ValueError, match="PASC"):
+    with pytest.raises(ValueError, match="pasc.*T cannot be set"):
         snn.simulate(torch.randn(2, 1, 8, 8), T=4)
 
 
@@ -173,7 +173,7 @@ def test_max_pooling_is_refused_with_advice():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(2))
     net(torch.zeros(1, 1, 6, 6))
     qann = sb.prepare(net, replace_maxpool=False)
-    with pytest.raises(ConversionError, match=r"max pooling at node '_2'.*use average pooling"):
+    with pytest.raises(ConversionError, match=r"node '_2'.*MaxPool2d.*max pooling has no spiking equivalent: use average pooling"):
         sb.convert(qann, "pasc")
 
 
@@ -211,12 +211,14 @@ def test_direct_parameter_use_is_refused():
 
 def test_method_and_argument_errors():
     qann = sb.prepare(nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)))
-    with pytest.raises(ConversionError, match="unknown method 'spiky'"):
+    with pytest.raises(OptionError, match="unknown method 'spiky'"):
         sb.convert(qann, "spiky")
-    with pytest.raises(ConversionError, match="T must be an integer"):
+    with pytest.raises(OptionError, match="T must be an integer"):
         sb.convert(qann, "qcfs", T=0)
-    with pytest.raises(ConversionError, match="do not pass T"):
+    with pytest.raises(OptionError, match="do not pass T"):
         sb.convert(qann, "pasc", T=4)
+    with pytest.raises(OptionError, match="no option 'standrd_if'; its options: standard_if"):
+        sb.convert(qann, "bitplane", standrd_if=True)
     with pytest.raises(ConversionError, match="needs a QCFS model"):
         sb.convert(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), "pasc")
     assert set(sb.methods()) >= {"qcfs", "pasc", "bitplane"}

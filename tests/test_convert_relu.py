@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import spikebridge as sb
-from spikebridge.convert import ann_site_modules
+from spikebridge.conversion.graph import ann_site_modules
 from spikebridge.errors import ConversionError
-from spikebridge.thresholds import max_threshold, percentile_threshold, search_threshold, search_threshold_channelwise
+from spikebridge.conversion.thresholds import max_threshold, percentile_threshold, search_threshold, search_threshold_channelwise
 
 from helpers import fashion_mnist_14x14, sgd_fit
 

@@ -6,13 +6,13 @@ import textwrap
 
 import torch
 
-from spikebridge import distributed
+from spikebridge.train import distributed
 
 
 WORKER = textwrap.dedent("""
     import sys, torch
-    from spikebridge import distributed
-    from spikebridge.train import TrainConfig, train
+    from spikebridge.train import distributed
+    from spikebridge.train.loop import TrainConfig, train
 
     out = sys.argv[1]
     model, history = train(TrainConfig(out=out, epochs=1, levels=4, threshold=2.0, batch_size=16, limit_train=64,

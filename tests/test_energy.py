@@ -6,7 +6,7 @@ import torch
 from hypothesis import assume, given, settings, strategies as st
 from torch import nn
 
-from spikebridge import energy as en
+from spikebridge.analysis import energy as en
 from spikebridge import models
 
 
@@ -180,8 +180,8 @@ def test_pasc_latency_and_t_eff():
 
 def test_energy_report_on_a_simulated_network():
     import spikebridge as sb
-    from spikebridge import network
-    from spikebridge.convert import convert
+    from spikebridge.snn import network
+    from spikebridge.conversion.converter import convert
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
                           nn.Linear(4 * 4 * 4, 3))

@@ -9,7 +9,7 @@ from torch import nn
 import spikebridge as sb
 from spikebridge.cli import main
 from spikebridge.errors import SpikeBridgeError
-from spikebridge.finetune import CHECKPOINT, finetune
+from spikebridge.calibrate.finetune import CHECKPOINT, finetune
 
 from helpers import fashion_mnist_14x14, sgd_fit
 

@@ -9,8 +9,8 @@ from torch import nn
 import spikebridge as sb
 from spikebridge.cli import main
 from spikebridge.errors import SpikeBridgeError
-from spikebridge.ftbc import calibrate_neuron, channel_mean, ftbc
-from spikebridge.neurons import IFNeuron
+from spikebridge.calibrate.ftbc import calibrate_neuron, channel_mean, ftbc
+from spikebridge.snn.neurons import IFNeuron
 
 from helpers import fashion_mnist_14x14, sgd_fit
 
@@ -180,7 +180,7 @@ def test_sum_coded_and_mismatched_networks_are_refused(setup):
 
 def test_calibrate_cli(tmp_path, capsys):
     from spikebridge import models
-    from spikebridge.checkpoint import FORMAT, VERSION, save_checkpoint, thresholds_of
+    from spikebridge.train.checkpoint import FORMAT, VERSION, save_checkpoint, thresholds_of
 
     torch.manual_seed(0)
     model = models.create("small_cnn", num_classes=10, in_channels=1, width=4)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from spikebridge.neurons import (
+from spikebridge.snn.neurons import (
     BitplaneNeuron,
     IFNeuron,
     PASCNeuron,
@@ -17,7 +17,7 @@ from spikebridge.neurons import (
     pasc_count,
     spike,
 )
-from spikebridge.qcfs import qcfs, qcfs_level
+from spikebridge.ann.qcfs import qcfs, qcfs_level
 
 F64 = torch.float64
 FAST = settings(max_examples=60, deadline=None)

@@ -8,7 +8,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.cli import main
-from spikebridge.nir_export import export_nir
+from spikebridge.export.nir import export_nir
 
 SHAPE = (1, 12, 12)
 

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from spikebridge import QCFS, SpikeBridgeError
-from spikebridge.qcfs import qcfs
+from spikebridge.ann.qcfs import qcfs
 
 
 def reference_gradients(z, theta, L, w):

@@ -9,7 +9,7 @@ from torch import nn
 
 from spikebridge import prepare, sites
 from spikebridge.errors import SpikeBridgeError
-from spikebridge.regularizer import BitCount, BitL1Regularizer, bit_count, bits_per_level
+from spikebridge.ann.regularizer import BitCount, BitL1Regularizer, bit_count, bits_per_level
 
 
 class Tiny(nn.Module):

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from spikebridge import energy as en
-from spikebridge.report import write_report
+from spikebridge.analysis import energy as en
+from spikebridge.analysis.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

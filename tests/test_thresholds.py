@@ -9,8 +9,8 @@ import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import spikebridge.thresholds as th
-from spikebridge.thresholds import (
+import spikebridge.conversion.thresholds as th
+from spikebridge.conversion.thresholds import (
     ActivationStats, brute_force_search, candidate_thetas, max_threshold, model_cost, paper_algorithm1,
     paper_algorithm2, paper_candidates, percentile_threshold, search_threshold, search_threshold_channelwise,
 )

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from spikebridge import prepare, sites
-from spikebridge.checkpoint import load_ann, load_checkpoint
+from spikebridge.train.checkpoint import load_ann, load_checkpoint
 from spikebridge.cli import main
 from spikebridge.errors import SpikeBridgeError
-from spikebridge.train import TrainConfig, set_percentile_thresholds, train
+from spikebridge.train.loop import TrainConfig, set_percentile_thresholds, train
 
 pytest.importorskip("spikebridge.data").get_dataset("fashion-mnist", "test")  # DataError if absent
 

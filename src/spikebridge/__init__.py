@@ -8,16 +8,19 @@ Pipeline: prepare → train → convert → calibrate → simulate → analyse/e
     res = snn.simulate(x)                       # anytime logits, spike counts
     print(sb.verify(qann, snn, x).table())
 """
-from .convert import calibration_statistics, convert, methods
-from .finetune import finetune
-from .ftbc import ftbc
-from .errors import CheckpointError, ConversionError, DataError, SpikeBridgeError, UnsupportedActivationError
-from .network import SimulationResult, SpikingNetwork
-from .prepare import prepare, set_levels, sites
-from .qcfs import QCFS
-from .checkpoint import load_ann
-from .serialization import load, save
-from .verify import VerifyReport, verify
+from .analysis.verify import VerifyReport, verify
+from .ann.prepare import prepare, set_levels, sites
+from .ann.qcfs import QCFS
+from .calibrate.finetune import finetune
+from .calibrate.ftbc import ftbc
+from .conversion.converter import calibration_statistics, convert
+from .conversion.registry import methods
+from .errors import (
+    CheckpointError, ConversionError, DataError, OptionError, SpikeBridgeError, UnsupportedActivationError,
+)
+from .export.snn_file import load, save
+from .snn.network import SimulationResult, SpikingNetwork
+from .train.checkpoint import load_ann
 
 __version__ = "0.1.0"
 
@@ -25,5 +28,5 @@ __all__ = [
     "prepare", "sites", "set_levels", "QCFS", "convert", "methods", "calibration_statistics",
     "SpikingNetwork", "SimulationResult", "ftbc", "finetune", "verify", "VerifyReport",
     "save", "load", "load_ann", "SpikeBridgeError", "ConversionError", "UnsupportedActivationError",
-    "DataError", "CheckpointError",
+    "DataError", "CheckpointError", "OptionError",
 ]

@@ -1,9 +1,14 @@
-"""User-facing errors. Every error a user can cause by bad input is a SpikeBridgeError
-subclass whose message is one complete line; the CLI prints it without a traceback."""
+"""User-facing errors and the argument checks that raise them. Every error a user can cause
+by bad input is a SpikeBridgeError subclass whose message is one complete line; the CLI
+prints it without a traceback."""
 
 
 class SpikeBridgeError(Exception):
     """Base class of every error caused by the user's input (model, data, files, options)."""
+
+
+class OptionError(SpikeBridgeError, ValueError):
+    """An argument or option has an invalid value (T, levels, thresholds, a method's options)."""
 
 
 class UnsupportedActivationError(SpikeBridgeError):
@@ -20,3 +25,20 @@ class DataError(SpikeBridgeError):
 
 class CheckpointError(SpikeBridgeError):
     """A file is missing, corrupt, or not a spikebridge checkpoint."""
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` must be an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_T(T) -> int:
+    """Timesteps: an integer >= 1."""
+    return check_int(T, "T")
+
+
+def check_levels(levels) -> int:
+    """Quantisation levels L: an integer >= 1."""
+    return check_int(levels, "levels")

@@ -67,8 +67,8 @@ def run(args) -> int:
         raise SpikeBridgeError("give a QCFS checkpoint, or --train to run PASCAL Alg. 4")
     if given:
         raise SpikeBridgeError(f"{', '.join(given)} only apply with --train")
-    from ..adaptive import al_table, compute_al
-    from ..al import plot_metric, save_levels_file
+    from ..train.adaptive import al_table, compute_al
+    from ..train.al import plot_metric, save_levels_file
 
     by_site, metrics = compute_al(args.checkpoint, clusters, args.levels, args.images, args.alpha,
                                   args.data_root, args.batch_size or 256)
@@ -83,8 +83,8 @@ def run(args) -> int:
 
 
 def _train(args, clusters: int) -> int:
-    from .. import distributed
-    from ..adaptive import STAGE_3, run_algorithm4
+    from ..train import distributed
+    from ..train.adaptive import STAGE_3, run_algorithm4
 
     if args.checkpoint is not None:
         raise SpikeBridgeError("--train trains its own stage-1 model; give no CKPT (or drop --train)")

@@ -24,16 +24,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import model_from_checkpoint
-    from ..ftbc import ftbc
-    from ..serialization import load, save
-    from .common import loader_for
+    from ..train.checkpoint import model_from_checkpoint
+    from ..calibrate.ftbc import ftbc
+    from ..export.snn_file import load, save
+    from ..pipeline import loader
 
     snn = load(args.snn)
     ann = model_from_checkpoint(args.ckpt)
-    loader = loader_for(args.dataset, ann.spikebridge_spec["name"], "train", args.data_root, args.batch_size,
-                        args.batches * args.batch_size)
-    summary = ftbc(snn, ann, loader, alpha=args.alpha, batches=args.batches, progress=not args.no_progress)
+    data = loader(args.dataset, ann.spikebridge_spec["name"], "train", args.data_root, args.batch_size,
+                  args.batches * args.batch_size)
+    summary = ftbc(snn, ann, data, alpha=args.alpha, batches=args.batches, progress=not args.no_progress)
     save(snn, args.output)
     print(f"FTBC, T={snn.T}, alpha={args.alpha}, {args.batches} batches of {args.batch_size}: "
           "per-step channel-mean |error| before -> after")

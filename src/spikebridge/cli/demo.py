@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import SpikeBridgeError
+from ..conversion.registry import Source
 
 DEMO_MODEL = "small_cnn"
 DEMO_WIDTH = 16
@@ -56,31 +56,13 @@ def train_demo_ann(out, epochs: int = DEMO_EPOCHS, train_images: int = DEMO_TRAI
     """Train the demo's ANN (QCFS with ``levels``, or ReLU for None) into ``out`` (or reuse the
     finished one there, or resume an unfinished one); returns (model, checkpoint path, ANN
     test accuracy 0..1)."""
-    from ..checkpoint import load_checkpoint, model_from_checkpoint
-    from ..train import TrainConfig, train
+    from ..pipeline import train_or_reuse
+    from ..train.loop import TrainConfig
 
-    out = Path(out)
-    last = out / "last.pt"
     config = TrainConfig(model=DEMO_MODEL, model_kwargs={"width": DEMO_WIDTH}, dataset=DEMO_DATASET,
                          levels=levels, epochs=epochs, limit_train=train_images, augment=False,
                          out=str(out), resume=True, data_root=data_root)
-    if fresh:
-        for name in ("last.pt", "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
-    elif last.exists():
-        ckpt = load_checkpoint(last)
-        wanted = {k: v for k, v in config.record().items() if k not in ("lr", "weight_decay")}
-        differs = sorted(k for k, v in wanted.items() if ckpt["args"].get(k) != v)
-        if differs:
-            raise SpikeBridgeError(f"{out} holds a run with other settings ({', '.join(differs)}); "
-                                   "pass --fresh to retrain there or choose another --out")
-        if ckpt["epoch"] >= epochs:
-            acc = ckpt["metrics"][-1]["test_acc"]
-            if progress:
-                print(f"reusing the trained ANN in {last} (test accuracy {100 * acc:.2f}%; --fresh retrains)")
-            return model_from_checkpoint(ckpt), last, acc
-    model, history = train(config, progress=progress)
-    return model, last, history[-1]["test_acc"]
+    return train_or_reuse(config, fresh=fresh, progress=progress)
 
 
 def step_train(args, results: dict) -> None:
@@ -104,14 +86,14 @@ def step_relu(args, results: dict) -> None:
 def step_convert(args, results: dict) -> None:
     """Step 3: every method on the full test set, one simulation per SNN; one table."""
     import spikebridge as sb
-    from ..cli.common import loader_for
-    from ..evaluation import evaluate_snn
+    from ..analysis.evaluation import evaluate_snn
+    from ..pipeline import loader
 
     start = time.perf_counter()
     qann, relu = results["ann"], results["relu"]
-    test = loader_for(DEMO_DATASET, DEMO_MODEL, "test", args.data_root, 500, args.snn_images)
-    calib = loader_for(DEMO_DATASET, DEMO_MODEL, "train", args.data_root, 256, DEMO_CALIBRATION_IMAGES)
-    ftbc_batches = [b for b, _ in zip(loader_for(DEMO_DATASET, DEMO_MODEL, "train", args.data_root, 128), range(4))]
+    test = loader(DEMO_DATASET, DEMO_MODEL, "test", args.data_root, 500, args.snn_images)
+    calib = loader(DEMO_DATASET, DEMO_MODEL, "train", args.data_root, 256, DEMO_CALIBRATION_IMAGES)
+    ftbc_batches = [b for b, _ in zip(loader(DEMO_DATASET, DEMO_MODEL, "train", args.data_root, 128), range(4))]
     Ts, top = list(DEMO_TS), max(DEMO_TS)
     evals = {}
 
@@ -142,8 +124,8 @@ def summary_table(evals: dict, results: dict) -> str:
     """method | ANN | timesteps | accuracy | agreement with its ANN, one row per (method, T)."""
     lines = [f"{'method':<20} {'ANN':>6} {'steps':>6} {'accuracy':>9} {'agreement':>10}"]
     for name, runs in evals.items():
-        ann_acc = results["relu_accuracy"] if name.startswith(("max-norm", "data-driven")) else results["ann_accuracy"]
         for snn, ev in runs:
+            ann_acc = results["relu_accuracy"] if snn.record.source is Source.RELU else results["ann_accuracy"]
             for T, acc in ev.accuracy.items():
                 steps = f"{snn.info['T_eff']:.2f}" if "T_eff" in snn.info else str(T)
                 lines.append(f"{name:<20} {100 * ann_acc:>5.2f}% {steps:>6} {100 * acc:>8.2f}% {100 * ev.agreement[T]:>9.2f}%")
@@ -152,10 +134,10 @@ def summary_table(evals: dict, results: dict) -> str:
 
 def step_report(args, results: dict) -> None:
     """Step 4: report.md, report.json and plots from the evaluations above (no new simulation)."""
-    from ..analysis import report_data
-    from ..cli.common import loader_for
-    from ..evaluation import Evaluation
-    from ..report import write_report
+    from ..analysis.evaluation import Evaluation
+    from ..analysis.report import write_report
+    from ..analysis.summary import report_data
+    from ..pipeline import loader
 
     evals = {}
     for name, runs in results["evaluations"].items():
@@ -163,8 +145,8 @@ def step_report(args, results: dict) -> None:
         merged = Evaluation({T: a for _, ev in runs for T, a in ev.accuracy.items()}, longest.result, longest.images,
                             dict(snn.info), {T: a for _, ev in runs for T, a in ev.agreement.items()})
         evals[name] = (snn, merged)
-    sample = next(iter(loader_for(DEMO_DATASET, DEMO_MODEL, "test", args.data_root, 256)))[0]
-    qcfs_methods = {k: v for k, v in evals.items() if not k.startswith(("max-norm", "data-driven"))}
+    sample = next(iter(loader(DEMO_DATASET, DEMO_MODEL, "test", args.data_root, 256)))[0]
+    qcfs_methods = {k: v for k, v in evals.items() if v[0].record.source is Source.QCFS}
     data = report_data(results["ann"], qcfs_methods, sample, results["ann_accuracy"],
                        title=f"spikebridge demo: {DEMO_MODEL} on {DEMO_DATASET}")
     relu_data = report_data(results["relu"], {k: v for k, v in evals.items() if k not in qcfs_methods}, sample,
@@ -176,7 +158,6 @@ def step_report(args, results: dict) -> None:
 
 
 STEPS = [step_train, step_relu, step_convert, step_report]
-
 
 
 def run_demo(args) -> int:

@@ -1,38 +1,43 @@
-"""`spikebridge evaluate SNN_OR_CKPT --T 1,2,4,...`: test accuracy for each T from one simulation."""
+"""`spikebridge evaluate SNN_OR_CKPT --T 1,2,4,...`: test accuracy for each T from as few
+simulations as the method's time policy allows."""
 from __future__ import annotations
 
 import json
 
-from .common import add_data_arguments, int_list, load_snn_or_convert, loader_for
+from .common import add_data_arguments, add_method_arguments, int_list, method_options
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="accuracy of an SNN at several T (anytime, one simulation)")
     p.add_argument("snn", metavar="SNN_OR_CKPT", help="SNN file, or an ANN checkpoint with --method")
-    p.add_argument("--method", default=None, help="convert an ANN checkpoint with this method first")
-    p.add_argument("--T", default="1,2,4,8,16,32,64", help="comma-separated step counts")
+    add_method_arguments(p, method_required=False, method_help="convert an ANN checkpoint with this method first",
+                         single_T=False)
+    p.add_argument("--T", default="1,2,4,8,16,32,64", help="comma-separated step counts (default: %(default)s)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
     add_data_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..analysis.evaluation import evaluate_snn
+    from ..conversion.registry import get_method
     from ..errors import SpikeBridgeError
-    from ..evaluation import evaluate_snn
+    from ..pipeline import load_snn_or_convert, loader
 
     Ts = int_list(args.T)
-    snn = load_snn_or_convert(args.snn, args.method, T=max(Ts) if args.method else None, root=args.data_root)
+    T = get_method(args.method).time.steps_for(Ts) if args.method else None
+    snn = load_snn_or_convert(args.snn, args.method, T=T, root=args.data_root, **method_options(args))
     dataset = args.dataset or snn.info.get("dataset")
     if not dataset:
         raise SpikeBridgeError("this SNN does not record its dataset: pass --dataset")
     model = (snn.info.get("model") or {}).get("name")
-    loader = loader_for(dataset, model, "test", args.data_root, args.batch_size, args.limit)
-    ev = evaluate_snn(snn, loader, Ts)
-    label = "T_eff" if snn.method == "pasc" else "T"
+    test = loader(dataset, model, "test", args.data_root, args.batch_size, args.limit)
+    ev = evaluate_snn(snn, test, Ts)
+    own_levels = not snn.record.time.accepts_T
     print(f"{snn.method} on {dataset} ({ev.images} test images)")
-    print(f"{label:>6}  accuracy")
-    for T, acc in ev.accuracy.items():
-        shown = f"{snn.info['T_eff']:.2f}" if snn.method == "pasc" else str(T)
+    print(f"{'T_eff' if own_levels else 'T':>6}  accuracy")
+    for steps, acc in ev.accuracy.items():
+        shown = f"{snn.info['T_eff']:.2f}" if own_levels else str(steps)
         print(f"{shown:>6}  {100 * acc:7.2f}%")
     if args.json:
         with open(args.json, "w") as f:

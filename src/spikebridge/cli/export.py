@@ -31,8 +31,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def run(args) -> int:
-    from ..nir_export import export_nir
-    from ..serialization import load
+    from ..export.nir import export_nir
+    from ..export.snn_file import load
 
     snn = load(args.snn)
     shape = parse_shape(args.input_shape) if args.input_shape else None

@@ -28,17 +28,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..finetune import finetune
-    from ..serialization import load, save
-    from .common import int_list, loader_for
+    from ..calibrate.finetune import finetune
+    from ..export.snn_file import load, save
+    from ..pipeline import loader
+    from .common import int_list
 
     T_schedule, epochs = int_list(args.T), int_list(args.epochs)
     epochs = epochs[0] if len(epochs) == 1 else epochs
     snn = load(args.snn)
     model = (snn.info.get("model") or {}).get("name")  # recorded by 'spikebridge convert': its input padding
-    loader = loader_for(args.dataset, model, "train", args.data_root, args.batch_size, args.limit,
-                        shuffle=True, seed=args.seed)
-    history = finetune(snn, loader, T_schedule=T_schedule, epochs=epochs, lr=args.lr, momentum=args.momentum,
+    data = loader(args.dataset, model, "train", args.data_root, args.batch_size, args.limit,
+                  shuffle=True, seed=args.seed)
+    history = finetune(snn, data, T_schedule=T_schedule, epochs=epochs, lr=args.lr, momentum=args.momentum,
                        weight_decay=args.weight_decay, out=args.out, resume=args.resume,
                        progress=not args.no_progress)
     for h in history:

@@ -53,8 +53,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .. import distributed
-    from ..train import TrainConfig, train
+    from ..train import distributed
+    from ..train.loop import TrainConfig, train
 
     if args.relu and (args.levels is not None or args.levels_file):
         raise SpikeBridgeError("--relu trains a ReLU ANN; it cannot be combined with --levels or --levels-file")

@@ -1,14 +1,14 @@
 """`spikebridge verify CKPT --method M`: does the SNN reproduce the ANN, input by input?"""
 from __future__ import annotations
 
-from .common import add_data_arguments, convert_checkpoint, loader_for
+from .common import add_data_arguments, add_method_arguments, method_options
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("verify", help="compare an ANN checkpoint with its converted SNN")
     p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--method", default="pasc")
-    p.add_argument("--T", type=int, default=None)
+    add_method_arguments(p, method_required=False, method_help="conversion method (default: %(default)s)")
+    p.set_defaults(method="pasc")
     p.add_argument("--float64", action="store_true",
                    help="simulate both in float64 (exact methods: equal predictions; a level mismatch only where "
                         "an activation lies within rounding of a level boundary)")
@@ -17,14 +17,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..verify import verify
+    from ..analysis.verify import verify
+    from ..pipeline import convert_checkpoint, loader
 
-    ckpt, ann, snn = convert_checkpoint(args.checkpoint, args.method, T=args.T, root=args.data_root)
+    ckpt, ann, snn = convert_checkpoint(args.checkpoint, args.method, T=args.T, root=args.data_root,
+                                        **method_options(args))
     if args.float64:
         ann, snn = ann.double(), snn.double()
-    loader = loader_for(args.dataset or ckpt["dataset"], ckpt["model"]["name"], "test", args.data_root,
-                        args.batch_size, args.limit)
-    batches = ((x.double() if args.float64 else x) for x, _ in loader)
+    test = loader(args.dataset or ckpt["dataset"], ckpt["model"]["name"], "test", args.data_root,
+                  args.batch_size, args.limit)
+    batches = ((x.double() if args.float64 else x) for x, _ in test)
     report = verify(ann, snn, batches)
     print(f"{args.method} vs the ANN of {args.checkpoint}")
     print(report.table())

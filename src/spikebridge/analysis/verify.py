@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .network import SpikingNetwork
-from .prepare import sites
+from ..snn.network import SpikingNetwork
+from ..ann.prepare import sites
 
 
 @dataclass

@@ -23,10 +23,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .convert import METHODS, ann_site_modules
-from .errors import SpikeBridgeError
-from .network import SpikingNetwork, TrainRunner
-from .neurons import IFNeuron
+from ..conversion.graph import ann_site_modules
+from ..conversion.registry import Source
+from ..errors import SpikeBridgeError
+from ..snn.codings import RATE
+from ..snn.engine import TrainRunner
+from ..snn.network import SpikingNetwork
+from ..snn.neurons import SpikingNeuron
 
 
 def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5, batches: int = 4,
@@ -60,17 +63,16 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
     return {site: {"error_before": before[site], "error_after": after[site]} for site in neurons}
 
 
-def _check_snn(snn: SpikingNetwork) -> dict[str, IFNeuron]:
+def _check_snn(snn: SpikingNetwork) -> dict[str, SpikingNeuron]:
     if not isinstance(snn, SpikingNetwork):
         raise SpikeBridgeError(f"FTBC calibrates a SpikingNetwork, got {type(snn).__name__}")
-    if snn.coding != "rate":
-        raise SpikeBridgeError(f"FTBC needs a rate-coded SNN (qcfs, max-norm, percentile, data-driven); method "
-                               f"{snn.method!r} is {snn.coding}-coded: its spikes do not estimate the ANN activation "
-                               "at every step")
+    if snn.coding is not RATE:
+        raise SpikeBridgeError(f"FTBC needs a rate-coded SNN; method {snn.method!r} is {snn.coding.name}-coded: its "
+                               "spikes do not estimate the ANN activation at every step")
     neurons = snn.neurons()
-    other = [name for name, n in neurons.items() if not isinstance(n, IFNeuron)]
+    other = [name for name, n in neurons.items() if not n.stepwise]
     if other or not neurons:
-        raise SpikeBridgeError(f"FTBC needs an IF neuron at every site; not at {other or 'any site'}")
+        raise SpikeBridgeError(f"FTBC needs a neuron with per-step biases at every site; not at {other or 'any site'}")
     return neurons
 
 
@@ -78,8 +80,7 @@ def ann_activations(ann: nn.Module, snn: SpikingNetwork) -> Callable[[torch.Tens
     """A function x -> {site: ANN activation} with the SNN's site names: the QCFS outputs
     (sb.sites) for QCFS methods, the ReLU outputs at the sites convert() names for ReLU
     methods (a QCFS ANN is taken as its ReLU equivalent there, as convert() does)."""
-    method = METHODS.get(snn.method)
-    gm, modules = ann_site_modules(ann, relu=method is not None and method.source == "relu")
+    gm, modules = ann_site_modules(ann, relu=snn.record.source is Source.RELU)
     names = list(modules)
     expected = list(snn.neurons())
     if names != expected:
@@ -107,7 +108,7 @@ def channel_mean(e: torch.Tensor) -> torch.Tensor:
     return e.mean([d for d in range(e.dim()) if d != 1])
 
 
-def calibrate_neuron(neuron: IFNeuron, train: torch.Tensor, a: torch.Tensor, alpha: float) -> torch.Tensor:
+def calibrate_neuron(neuron: SpikingNeuron, train: torch.Tensor, a: torch.Tensor, alpha: float) -> torch.Tensor:
     """FTBC at one site (METHODS §5): for t = 1..T, step with b(t); b(t) += α·channel-mean(θ·s(t) − a);
     re-step with the new b(t). Returns the corrected output train [T, B, ...]."""
     T = neuron.T
@@ -128,7 +129,7 @@ def calibrate_neuron(neuron: IFNeuron, train: torch.Tensor, a: torch.Tensor, alp
     return torch.stack(out)
 
 
-def _widen_bias(neuron: IFNeuron, T: int, channels: int) -> None:
+def _widen_bias(neuron: SpikingNeuron, T: int, channels: int) -> None:
     """Make the bias [max(T_b, T), C], keeping the biases already learned."""
     old = neuron.bias
     if old.shape[0] >= T and old.shape[1] == channels:
@@ -160,7 +161,7 @@ class _FTBCRunner(TrainRunner):
 
     def call_module(self, target, args, kwargs):
         module = self.fetch_attr(target)
-        if isinstance(module, IFNeuron):
+        if isinstance(module, SpikingNeuron):
             return calibrate_neuron(module, args[0], self.targets[target], self.alpha)
         return super().call_module(target, args, kwargs)
 
@@ -179,7 +180,7 @@ class _ErrorRunner(TrainRunner):
 
     def call_module(self, target, args, kwargs):
         out = super().call_module(target, args, kwargs)
-        if isinstance(self.fetch_attr(target), IFNeuron):
+        if isinstance(self.fetch_attr(target), SpikingNeuron):
             a = self.targets[target]
             self.errors[target] = torch.stack([channel_mean(o - a).abs().mean() for o in out])
         return out

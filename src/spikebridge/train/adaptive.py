@@ -24,9 +24,9 @@ from pathlib import Path
 from . import distributed
 from .al import SiteMetric, adaptive_levels, load_levels_file, plot_metric, save_levels_file, t_eff
 from .checkpoint import atomic_write, load_checkpoint, model_from_checkpoint
-from .errors import SpikeBridgeError
-from .qcfs import check_levels
-from .train import RUNTIME_FIELDS, TrainConfig, _with_recipe_defaults, train
+from ..errors import SpikeBridgeError
+from ..errors import check_levels
+from .loop import RUNTIME_FIELDS, TrainConfig, _with_recipe_defaults, train
 
 STAGE_1, AL, STAGE_2, STAGE_3 = "stage_1_uniform", "al", "stage_2_uniform", "stage_3_adaptive"
 # TrainConfig fields each stage sets itself; the caller's other training options apply to all.
@@ -48,7 +48,7 @@ def compute_al(checkpoint, clusters: int, levels: list[int], images: int = 3000,
                data_root=None, batch_size: int = 256) -> tuple[dict[str, int], list[SiteMetric]]:
     """PASCAL Alg. 3 + clustering on the first ``images`` training images (no augmentation)
     of the checkpoint's dataset. Returns ({site: L_n}, metrics)."""
-    from .cli.common import loader_for
+    from ..pipeline import loader
 
     if images < 1:
         raise SpikeBridgeError(f"the AL metric needs at least 1 image, got {images}")
@@ -56,8 +56,8 @@ def compute_al(checkpoint, clusters: int, levels: list[int], images: int = 3000,
     if not ckpt["levels"]:
         raise SpikeBridgeError(f"{checkpoint} is a ReLU ANN; the AL metric needs a QCFS ANN")
     model = model_from_checkpoint(ckpt)
-    loader = loader_for(ckpt["dataset"], ckpt["model"]["name"], "train", data_root, batch_size, images)
-    return adaptive_levels(model, loader, clusters, list(levels), images, alpha)
+    data = loader(ckpt["dataset"], ckpt["model"]["name"], "train", data_root, batch_size, images)
+    return adaptive_levels(model, data, clusters, list(levels), images, alpha)
 
 
 def al_table(metrics: list[SiteMetric], levels_by_site: dict[str, int]) -> str:

@@ -5,29 +5,13 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from .errors import SpikeBridgeError
+from ..conversion.ops import Kind, Op, op_for_node
+from ..errors import SpikeBridgeError
 from .qcfs import QCFS
 
-RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
-RELU_METHODS = {"relu", "relu_"}
-INPLACE_FUNCTIONS = {torch.relu_, F.relu_}
-
-# Activations that have no spiking counterpart here. They are refused by name, not
-# silently treated as ReLU.
-OTHER_ACTIVATION_MODULES = (
-    nn.GELU, nn.SiLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
-    nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
-    nn.RReLU, nn.GLU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
-)
-OTHER_ACTIVATION_FUNCTIONS = {
-    F.gelu, F.silu, F.relu6, F.leaky_relu, F.hardswish, F.hardsigmoid, F.sigmoid,
-    torch.sigmoid, F.tanh, torch.tanh, F.elu, F.selu, F.celu, F.mish, F.hardtanh,
-    F.softplus, F.prelu, F.rrelu, F.glu, F.softsign, F.logsigmoid,
-}
-OTHER_ACTIVATION_METHODS = {"sigmoid", "tanh", "sigmoid_", "tanh_"}
+INPLACE_FUNCTIONS = {torch.relu_}  # F.relu_ is torch.relu_
 
 
 class SiteTracer(fx.Tracer):
@@ -72,13 +56,9 @@ def describe(node: fx.Node, gm: fx.GraphModule) -> str:
 
 
 def is_relu(node: fx.Node, gm: fx.GraphModule) -> bool:
-    if node.op == "call_module":
-        return type(gm.get_submodule(node.target)) is nn.ReLU
-    if node.op == "call_function":
-        return node.target in RELU_FUNCTIONS
-    if node.op == "call_method":
-        return node.target in RELU_METHODS
-    return False
+    """A ReLU call site (module, function or method), by the op table."""
+    op = op_for_node(node, gm)
+    return op is not None and op.name == "relu"
 
 
 def is_inplace_relu(node: fx.Node) -> bool:
@@ -87,14 +67,10 @@ def is_inplace_relu(node: fx.Node) -> bool:
     return node.op == "call_method" and node.target == "relu_"
 
 
-def is_other_activation(node: fx.Node, gm: fx.GraphModule) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), OTHER_ACTIVATION_MODULES)
-    if node.op == "call_function":
-        return node.target in OTHER_ACTIVATION_FUNCTIONS
-    if node.op == "call_method":
-        return node.target in OTHER_ACTIVATION_METHODS
-    return False
+def refused_activation(node: fx.Node, gm: fx.GraphModule) -> Op | None:
+    """The op-table entry of an activation that cannot become a site (GELU, SiLU, ...), or None."""
+    op = op_for_node(node, gm)
+    return op if op is not None and op.kind is Kind.REFUSED and op.name == "other_activation" else None
 
 
 def site_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:

@@ -1,10 +1,9 @@
-"""Spiking neurons: rate-coded IF (METHODS.md §1, §5), PASC (§2) and bit-plane (§3).
+"""The neuron protocol and its neurons: rate-coded IF (docs/methods.md §1, §5), PASC (§2)
+and bit-plane (§3).
 
-Conventions (DESIGN.md): a spike train is a tensor [T, B, C, ...] (time-major) and a neuron's
-output holds postsynaptic values, 0 or the spike's value. Thresholds are buffers, a scalar
-(0-dim) or one value per channel [C] (dim 2 of a train, dim 1 of one step). Every neuron has
-``steps_out(t_in)``, the length of the train it emits for an input train of ``t_in`` steps,
-and ``forward(x) -> train``. All state is local to one forward call.
+Conventions (docs/architecture.md): a spike train is a tensor [T, B, C, ...] (time-major) and
+a neuron's output holds postsynaptic values, 0 or the spike's value. Thresholds are buffers, a
+scalar (0-dim) or one value per channel [C] (dim 2 of a train, dim 1 of one step).
 """
 from __future__ import annotations
 
@@ -13,7 +12,8 @@ import itertools
 import torch
 from torch import nn
 
-from .qcfs import check_levels
+from ..errors import OptionError, check_levels, check_T
+from .codings import RATE, SUM, Coding
 
 
 def channel_view(buf: torch.Tensor, ndim: int, time_major: bool = False) -> torch.Tensor:
@@ -30,8 +30,45 @@ def _buffer(value) -> torch.Tensor:
     t = torch.as_tensor(value)
     t = t.detach().clone() if t.is_floating_point() else t.to(torch.get_default_dtype())
     if t.dim() > 1:
-        raise ValueError(f"a threshold must be a scalar or per-channel [C], got shape {tuple(t.shape)}")
+        raise OptionError(f"a threshold must be a scalar or per-channel [C], got shape {tuple(t.shape)}")
     return t
+
+
+class SpikingNeuron(nn.Module):
+    """The neuron protocol. The engine, FTBC, the verifier, energy and export dispatch on it;
+    a module that is neither a SpikingNeuron nor in the op table is refused by the engine.
+
+    A neuron has a ``threshold`` buffer (0-dim or [C]), ``forward(train) -> train`` with all
+    state local to one call (two calls on the same input give the same output), and declares:
+
+    - ``coding``: the coding of the train it emits (``snn.codings``);
+    - ``time_driven``: True if it runs ``T`` steps, which the network sets (``self.T``); False
+      if its output length follows from its own parameters (PASC: its levels);
+    - ``stepwise``: True if it also exposes ``init_state``, ``step(v, x_t, t)`` and a per-step
+      ``bias`` buffer [T_b, C'] (what FTBC calibrates and NIR exports);
+    - ``steps_out(t_in)``: the length of the train it emits for an input of ``t_in`` steps;
+    - ``config()``: its constructor arguments besides ``threshold`` (data-only SNN files
+      rebuild it as ``cls(threshold, **config)`` and then load its buffers).
+
+    Subclasses are registered by class name in ``NEURONS``.
+    """
+
+    coding: Coding
+    time_driven: bool
+    stepwise: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        NEURONS[cls.__name__] = cls
+
+    def steps_out(self, t_in: int) -> int:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+
+NEURONS: dict[str, type[SpikingNeuron]] = {}
 
 
 class _Spike(torch.autograd.Function):
@@ -53,7 +90,7 @@ def spike(v_minus_theta: torch.Tensor, width) -> torch.Tensor:
     return _Spike.apply(v_minus_theta, width)
 
 
-class IFNeuron(nn.Module):
+class IFNeuron(SpikingNeuron):
     """Rate-coded integrate-and-fire neuron with soft reset and FTBC biases (METHODS §1, §5).
 
     Per step t (0-based): v ← v + x(t) − b(t); s = H(v − θ); v ← v − θ·s; out(t) = θ·s.
@@ -62,19 +99,26 @@ class IFNeuron(nn.Module):
     initial empty [0, C'] bias means "none". ``T`` is the number of steps; the network sets it.
     """
 
-    def __init__(self, threshold, v0, T: int = 4):
+    coding = RATE
+    time_driven = True
+    stepwise = True
+
+    def __init__(self, threshold, v0=0.0, T: int = 4):
         super().__init__()
         threshold = _buffer(threshold)
         v0 = _buffer(v0).to(threshold.dtype)
         if v0.dim() > threshold.dim():
-            raise ValueError(f"v0 of shape {tuple(v0.shape)} does not match the threshold's {tuple(threshold.shape)}")
+            raise OptionError(f"v0 of shape {tuple(v0.shape)} does not match the threshold's {tuple(threshold.shape)}")
         self.register_buffer("threshold", threshold)
         self.register_buffer("v0", v0.expand_as(threshold).clone())
         self.register_buffer("bias", threshold.new_zeros(0, threshold.numel() if threshold.dim() else 1))
-        self.T = T
+        self.T = check_T(T)
 
     def steps_out(self, t_in: int) -> int:
         return self.T
+
+    def config(self) -> dict:
+        return {"T": self.T}
 
     def set_bias(self, bias: torch.Tensor) -> None:
         """Replace the FTBC bias: [T_b, C'] ([T_b] is read as [T_b, 1]); C' = 1 or C."""
@@ -82,7 +126,7 @@ class IFNeuron(nn.Module):
         if bias.dim() == 1:
             bias = bias[:, None]
         if bias.dim() != 2 or (self.threshold.dim() and bias.shape[1] not in (1, self.threshold.numel())):
-            raise ValueError(f"bias must be [T_b, C'] with C' = 1 or C = {self.threshold.numel()}, got {tuple(bias.shape)}")
+            raise OptionError(f"bias must be [T_b, C'] with C' = 1 or C = {self.threshold.numel()}, got {tuple(bias.shape)}")
         self.bias = bias.clone()
 
     def bias_at(self, t: int, ndim: int) -> torch.Tensor | None:
@@ -110,7 +154,7 @@ class IFNeuron(nn.Module):
         """x: [T_in, B, ...] with T_in = T, or T_in = 1 (a constant current every step)."""
         t_in = x.shape[0]
         if t_in not in (1, self.T):
-            raise ValueError(f"IFNeuron runs T = {self.T} steps but got an input train of {t_in} steps (need 1 or {self.T})")
+            raise OptionError(f"IFNeuron runs T = {self.T} steps but got an input train of {t_in} steps (need 1 or {self.T})")
         if torch.is_grad_enabled():  # surrogate-gradient training: the autograd path
             v, out = self.init_state(x[0]), []
             for t in range(self.T):
@@ -147,7 +191,7 @@ class IFNeuron(nn.Module):
         return f"T={self.T}, {kind} threshold, bias steps={self.bias.shape[0]}"
 
 
-class PASCNeuron(nn.Module):
+class PASCNeuron(SpikingNeuron):
     """PASC hidden neuron with inhibitory spikes (METHODS §2; 000 Alg. 1–2).
 
     θ* = θ/L, v = θ*/2, integer count c = 0. (1) for each of the L_in input steps:
@@ -158,6 +202,9 @@ class PASCNeuron(nn.Module):
     (the first layer) carries the analog pre-activation.
     """
 
+    coding = SUM
+    time_driven = False
+
     def __init__(self, threshold, levels: int):
         super().__init__()
         self.levels = check_levels(levels)
@@ -165,6 +212,9 @@ class PASCNeuron(nn.Module):
 
     def steps_out(self, t_in: int) -> int:
         return self.levels
+
+    def config(self) -> dict:
+        return {"levels": self.levels}
 
     def count(self, x: torch.Tensor) -> torch.Tensor:
         """The emitted spike count k (int64, shape of one step) for an input train x."""
@@ -217,7 +267,7 @@ def bitplane_code(levels: int, T: int) -> tuple[int, int, int]:
     return n, bits, 2 ** (n - bits)
 
 
-class BitplaneNeuron(nn.Module):
+class BitplaneNeuron(SpikingNeuron):
     """Bit-plane neuron, most significant bit first (METHODS §3; 001 Sec. 5).
 
     Modified IF (default): u = Σ_t x(t) over the whole input train; u = min(u, θ);
@@ -234,15 +284,21 @@ class BitplaneNeuron(nn.Module):
     steps after T are ignored), then fires bit t as above if t ≤ bits; no saturation at θ.
     """
 
+    coding = SUM
+    time_driven = True
+
     def __init__(self, threshold, levels: int, T: int | None = None, standard_if: bool = False):
         super().__init__()
         self.levels = check_levels(levels)
-        self.T = bits_needed(levels) if T is None else T
+        self.T = bits_needed(levels) if T is None else check_T(T)
         self.standard_if = standard_if
         self.register_buffer("threshold", _buffer(threshold))
 
     def steps_out(self, t_in: int) -> int:
         return self.T
+
+    def config(self) -> dict:
+        return {"levels": self.levels, "T": self.T, "standard_if": self.standard_if}
 
     def saturates(self) -> bool:
         """True when the top level L has no code in T steps (inputs ≥ θ emit less than θ)."""

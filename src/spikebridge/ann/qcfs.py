@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import check_levels
+
 
 def floor_ste(x: torch.Tensor) -> torch.Tensor:
     """floor(x) forward, identity backward (straight-through estimator)."""
@@ -70,11 +72,3 @@ class QCFS(nn.Module):
         kind = "channel-wise" if self.threshold.dim() else "layer-wise"
         return f"levels={self.levels}, {kind} threshold"
 
-
-def check_levels(levels) -> int:
-    """Levels must be an integer >= 1; anything else is a user error."""
-    from .errors import SpikeBridgeError
-
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise SpikeBridgeError(f"levels must be an integer >= 1, got {levels!r}")
-    return levels

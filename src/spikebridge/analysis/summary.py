@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import al
-from .convert import ann_site_modules
+from ..train import al
+from ..conversion.graph import ann_site_modules
 from .energy import count_macs, energy_report, spike_rates
 from .evaluation import evaluate_snn
-from .network import SpikingNetwork
-from .prepare import sites
+from ..snn.network import SpikingNetwork
+from ..ann.prepare import sites
 
 
 @torch.no_grad()

@@ -12,13 +12,12 @@ from collections.abc import Mapping
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .errors import SpikeBridgeError, UnsupportedActivationError
-from .qcfs import QCFS, check_levels
+from ..conversion.ops import op_for_node
+from ..errors import SpikeBridgeError, UnsupportedActivationError, check_levels
+from .qcfs import QCFS
 from .tracing import (
-    describe, is_other_activation, is_relu, replace_with_module, site_nodes, trace, unique_site_name,
+    describe, is_relu, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
 )
-
-SUPPORTED = "nn.ReLU, F.relu, torch.relu, Tensor.relu and their in-place variants"
 
 
 def relu_sites(gm: fx.GraphModule) -> dict[str, fx.Node]:
@@ -26,29 +25,28 @@ def relu_sites(gm: fx.GraphModule) -> dict[str, fx.Node]:
     taken: set[str] = set(site_nodes(gm))
     sites = {}
     for node in list(gm.graph.nodes):
-        if is_other_activation(node, gm):
-            raise UnsupportedActivationError(
-                f"unsupported activation at {describe(node, gm)}: only {SUPPORTED} can become "
-                "QCFS sites; replace it with ReLU and retrain or fine-tune"
-            )
+        if (op := refused_activation(node, gm)) is not None:
+            raise UnsupportedActivationError(f"unsupported activation at {describe(node, gm)}: {op.advice}")
         if is_relu(node, gm):
             sites[unique_site_name(gm, node, taken)] = node
     return sites
 
 
 def replace_max_pooling(gm: fx.GraphModule) -> int:
-    """Swap max pooling for average pooling of the same window (METHODS §0: max pooling has
-    no spiking equivalent). Returns how many were replaced."""
+    """Swap max pooling for average pooling of the same window, where the op table declares a
+    replacement (docs/methods.md §0: max pooling has no spiking equivalent). Returns how many
+    were replaced."""
     count = 0
     for node in list(gm.graph.nodes):
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.MaxPool2d):
-            mp = gm.get_submodule(node.target)
-            gm.add_submodule(node.target, nn.AvgPool2d(mp.kernel_size, mp.stride, mp.padding, mp.ceil_mode))
-            count += 1
-        elif node.op == "call_function" and node.target is F.max_pool2d:
+        op = op_for_node(node, gm)
+        if op is None or op.replacement is None:
+            continue
+        if node.op == "call_module":
+            gm.add_submodule(node.target, op.replacement(gm.get_submodule(node.target)))
+        else:  # the functional form
             node.target = F.avg_pool2d
             node.kwargs = {k: v for k, v in node.kwargs.items() if k not in ("dilation", "return_indices")}
-            count += 1
+        count += 1
     if count:
         gm.recompile()
     return count

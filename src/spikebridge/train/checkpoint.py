@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 FORMAT = "spikebridge-ann"
 VERSION = 1
@@ -99,7 +99,7 @@ def load_checkpoint(path) -> dict:
 
 def thresholds_of(model: nn.Module) -> dict:
     """{site: θ} of a prepared model: a float, or a list for channel-wise thresholds."""
-    from .prepare import sites
+    from ..ann.prepare import sites
 
     return {name: m.threshold.detach().cpu().tolist() for name, m in sites(model).items()}
 
@@ -107,8 +107,8 @@ def thresholds_of(model: nn.Module) -> dict:
 def model_from_checkpoint(ckpt_or_path) -> nn.Module:
     """Rebuild the trained model of a checkpoint (dict or path), in eval mode on the CPU:
     ``models.create(**spec)``, ``prepare(levels=...)`` for QCFS ANNs, then the weights."""
-    from . import models
-    from .prepare import prepare
+    from .. import models
+    from ..ann.prepare import prepare
 
     ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
     model = models.create(**ckpt["model"])

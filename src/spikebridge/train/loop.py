@@ -36,14 +36,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed, models
+from . import distributed
+from .. import models
 from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint, thresholds_of
-from .data import calibration_subset, dataset_info, get_dataset, make_loader, set_epoch
-from .errors import SpikeBridgeError
-from .prepare import prepare, set_levels, sites
-from .qcfs import check_levels
-from .thresholds import ActivationStats
-from .regularizer import BitL1Regularizer
+from ..data import calibration_subset, dataset_info, get_dataset, make_loader, set_epoch
+from ..errors import SpikeBridgeError
+from ..ann.prepare import prepare, set_levels, sites
+from ..errors import check_levels
+from ..conversion.thresholds import ActivationStats
+from ..ann.regularizer import BitL1Regularizer
 
 # Fields that describe where and how this process runs, not the run itself: on resume they
 # come from the caller, everything else from the checkpoint.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import SpikeBridgeError
+from ..errors import SpikeBridgeError
 from .prepare import sites
 
 

@@ -37,6 +37,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from ..errors import OptionError, check_T
+
 EMPTY_SITE_THETA = 1.0
 _TIE_RTOL = 1e-12
 _CHUNK = 1 << 22  # searchsorted queries per chunk
@@ -56,15 +58,14 @@ def _positive_sorted(a: torch.Tensor) -> torch.Tensor:
     if not a.is_floating_point():
         a = a.to(torch.float64)
     if not torch.isfinite(a).all():
-        raise ValueError("activations contain NaN or inf")
+        raise OptionError("activations contain NaN or inf")
     return torch.sort(a[a > 0]).values.to(torch.float64)  # sorting before the cast is cheaper
 
 
 def _check(T: int, m: int) -> None:
-    if int(T) != T or T < 1:
-        raise ValueError(f"T must be a positive integer, got {T}")
+    check_T(T)
     if m not in (1, 2):
-        raise ValueError(f"m must be 1 or 2, got {m}")
+        raise OptionError(f"m must be 1 or 2, got {m}")
 
 
 def model_output(a: torch.Tensor, theta: float, v0: float, T: int) -> torch.Tensor:
@@ -169,10 +170,10 @@ def candidate_thetas(a_sorted: torch.Tensor, T: int, candidates: str, m: int) ->
         return a_sorted
     if candidates == "global":
         if m != 1:
-            raise ValueError("candidates='global' is exact only for m = 1")
+            raise OptionError("candidates='global' is exact only for m = 1")
         j = torch.arange(1, T + 1, dtype=torch.float64)
         return torch.unique(T * a_sorted[:, None] / j)
-    raise ValueError(f"candidates must be 'paper', 'all' or 'global', got {candidates!r}")
+    raise OptionError(f"candidates must be 'paper', 'all' or 'global', got {candidates!r}")
 
 
 def _search_t1(a: torch.Tensor, m: int) -> float:
@@ -287,7 +288,7 @@ def search_threshold_channelwise(acts, T: int, m: int = 1, candidates: str = "pa
     """
     if isinstance(acts, torch.Tensor):
         if acts.dim() != 2:
-            raise ValueError(f"expected [N, C] activations, got shape {tuple(acts.shape)}")
+            raise OptionError(f"expected [N, C] activations, got shape {tuple(acts.shape)}")
         acts = list(acts.T)
     res = [search_threshold(x, T, m, candidates) for x in acts]
     return tuple(torch.tensor([r[k] for r in res], dtype=torch.float64) for k in range(3))
@@ -306,7 +307,7 @@ def percentile_threshold(a: torch.Tensor, p: float = 99.9) -> float:
     with h = (n − 1)·p/100 (numpy's and torch.quantile's default); exact, no size limit.
     """
     if not 0 <= p <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {p}")
+        raise OptionError(f"percentile must be in [0, 100], got {p}")
     a = _positive_sorted(a)
     n = a.numel()
     if n == 0:
@@ -407,7 +408,7 @@ class ActivationStats:
     def update(self, site: str, x: torch.Tensor) -> None:
         x = x.detach()
         if x.dim() < 2:
-            raise ValueError(f"site {site!r}: expected [B, C, ...] activations, got shape {tuple(x.shape)}")
+            raise OptionError(f"site {site!r}: expected [B, C, ...] activations, got shape {tuple(x.shape)}")
         per_channel = x.transpose(0, 1).reshape(x.shape[1], -1)
         cmax = per_channel.amax(1).clamp_min(0).to("cpu", torch.float64)
         if site not in self._res:
@@ -417,7 +418,7 @@ class ActivationStats:
                 self._cres[site] = [_Reservoir(self.max_samples_per_channel, self._seed(site, c))
                                     for c in range(x.shape[1])]
         if cmax.shape != self._cmax[site].shape:
-            raise ValueError(f"site {site!r}: channel count changed from {self._cmax[site].numel()} to {cmax.numel()}")
+            raise OptionError(f"site {site!r}: channel count changed from {self._cmax[site].numel()} to {cmax.numel()}")
         self._cmax[site] = torch.maximum(self._cmax[site], cmax)
         self._max[site] = float(self._cmax[site].max())
         self._res[site].add(x[x > 0])
@@ -449,44 +450,44 @@ class ActivationStats:
 
     def _need_channels(self, site: str) -> None:
         if site not in self._cres:
-            raise ValueError("channel-wise statistics need ActivationStats(channel_wise=True)")
+            raise OptionError("channel-wise statistics need ActivationStats(channel_wise=True)")
 
-    def threshold(self, site: str, method: str = "max", T: int | None = None, m: int = 1,
+    def threshold(self, site: str, rule: str = "max", T: int | None = None, m: int = 1,
                   channel_wise: bool = False, percentile: float = 99.9, v0_fraction: float | None = None,
                   candidates: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
         """(θ, v0) for ``site`` as float64 tensors, scalar or [C] (METHODS §4).
 
-        method "max" or "percentile": v0 = v0_fraction·θ, default 0 (vanilla rate coding; QCFS
-        uses 0.5). method "data-driven": `search_threshold` with T, m, candidates; v0 = θ/2.
+        rule "max" or "percentile": v0 = v0_fraction·θ, default 0 (vanilla rate coding; QCFS
+        uses 0.5). rule "data-driven": `search_threshold` with T, m, candidates; v0 = θ/2.
         """
         if site not in self._res:
             raise KeyError(f"no statistics for site {site!r}")
         if channel_wise:
             self._need_channels(site)
-        if method == "data-driven":
+        if rule == "data-driven":
             if T is None:
-                raise ValueError("method='data-driven' needs T")
+                raise OptionError("the data-driven rule needs T")
             if v0_fraction is not None:
-                raise ValueError("method='data-driven' sets v0 = θ/2 itself")
+                raise OptionError("the data-driven rule sets v0 = θ/2 itself")
             if channel_wise:
                 theta, v0, _ = search_threshold_channelwise(self.channel_samples(site), T, m, candidates)
                 return theta, v0
             r = search_threshold(self.samples(site), T, m, candidates)
             return torch.tensor(r.theta, dtype=torch.float64), torch.tensor(r.v0, dtype=torch.float64)
-        if method == "max":
+        if rule == "max":
             if channel_wise:
                 cm = self._cmax[site]
                 theta = torch.where(cm > 0, cm, torch.full_like(cm, EMPTY_SITE_THETA))
             else:
                 theta = torch.tensor(self._max[site] or EMPTY_SITE_THETA, dtype=torch.float64)
-        elif method == "percentile":
+        elif rule == "percentile":
             if channel_wise:
                 theta = torch.tensor([percentile_threshold(s, percentile) for s in self.channel_samples(site)],
                                      dtype=torch.float64)
             else:
                 theta = torch.tensor(percentile_threshold(self.samples(site), percentile), dtype=torch.float64)
         else:
-            raise ValueError(f"method must be 'max', 'percentile' or 'data-driven', got {method!r}")
+            raise OptionError(f"rule must be 'max', 'percentile' or 'data-driven', got {rule!r}")
         return theta, theta * (v0_fraction or 0.0)
 
     def reduce_distributed(self) -> None:
@@ -503,7 +504,7 @@ class ActivationStats:
         dist.all_gather_object(gathered, mine)
         names = [sorted(g) for g in gathered]
         if any(n != names[0] for n in names):
-            raise ValueError("reduce_distributed: ranks saw different sites")
+            raise OptionError("reduce_distributed: ranks saw different sites")
         for s in names[0]:
             per_rank = [g[s] for g in gathered]
             self._max[s] = max(p[0] for p in per_rank)

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import save_checkpoint
-from .data import set_epoch
-from .errors import CheckpointError, SpikeBridgeError
-from .network import SpikingNetwork
+from ..train.checkpoint import save_checkpoint
+from ..data import set_epoch
+from ..errors import CheckpointError, SpikeBridgeError
+from ..snn.codings import RATE
+from ..snn.network import SpikingNetwork
 
 FORMAT = "spikebridge-finetune"
 VERSION = 1
@@ -80,9 +81,10 @@ def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1
 
 
 def _check(snn, T_schedule, epochs, lr) -> tuple[list[int], list[int]]:
-    if not isinstance(snn, SpikingNetwork) or snn.coding != "rate":
-        what = f"method {snn.method!r} ({snn.coding}-coded)" if isinstance(snn, SpikingNetwork) else type(snn).__name__
-        raise SpikeBridgeError(f"fine-tuning needs a rate-coded SpikingNetwork (qcfs or a ReLU method), got {what}")
+    if not isinstance(snn, SpikingNetwork) or snn.coding is not RATE:
+        what = (f"method {snn.method!r} ({snn.coding.name}-coded)" if isinstance(snn, SpikingNetwork)
+                else type(snn).__name__)
+        raise SpikeBridgeError(f"fine-tuning needs a rate-coded SpikingNetwork, got {what}")
     T_schedule = [T_schedule] if isinstance(T_schedule, int) else list(T_schedule)
     epochs = [epochs] * len(T_schedule) if isinstance(epochs, int) else list(epochs)
     if not T_schedule or any(isinstance(T, bool) or not isinstance(T, int) or T < 1 for T in T_schedule):

@@ -15,7 +15,6 @@ and fires on v > θ: a different, less accurate network.
 """
 from __future__ import annotations
 
-import operator
 import warnings
 
 import nir
@@ -24,17 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from . import __version__
-from .errors import SpikeBridgeError
-from .network import ADD_FUNCTIONS, NEURONS, SpikingNetwork
-from .neurons import IFNeuron, channel_view
+from .. import __version__
+from ..errors import SpikeBridgeError
+from ..conversion.ops import op_for_node
+from ..snn.codings import RATE
+from ..snn.network import SpikingNetwork
+from ..snn.neurons import SpikingNeuron, channel_view
 
 RESET_NOTE = ("soft reset: when v >= v_threshold the neuron spikes and v <- v - v_threshold "
               "(reset by subtraction), NOT v <- v_reset as NIR's IF defines it")
-PASS_THROUGH_METHODS = {"contiguous"}
-SHAPE_OPS = {getattr, operator.getitem, "size", "dim"}
-RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape}
-RESHAPE_METHODS = {"flatten", "view", "reshape"}
 
 
 def export_nir(snn: SpikingNetwork, path=None, input_shape=None, allow_drop_ftbc: bool = False) -> nir.NIRGraph:
@@ -48,7 +45,7 @@ def export_nir(snn: SpikingNetwork, path=None, input_shape=None, allow_drop_ftbc
     FTBC biases (a different bias per step) have no NIR equivalent: refused, or dropped with a
     warning when ``allow_drop_ftbc`` (the exported network is then the uncalibrated one).
     """
-    if snn.coding != "rate":
+    if snn.coding is not RATE:
         raise SpikeBridgeError(
             f"NIR has no neuron for the sum-coded method {snn.method!r} (it needs neurons that emit graded or "
             "weighted spike trains after seeing their whole input); only rate-coded IF networks "
@@ -69,7 +66,7 @@ def _shapes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> dict[fx.Node, t
 
     class Probe(fx.Interpreter):
         def run_node(self, n):
-            if n.op == "call_module" and isinstance(self.module.get_submodule(n.target), NEURONS):
+            if n.op == "call_module" and isinstance(self.module.get_submodule(n.target), SpikingNeuron):
                 out = self.env[n.args[0]]
             else:
                 out = super().run_node(n)
@@ -120,7 +117,7 @@ class _Exporter:
 
     def check_ftbc(self) -> None:
         neurons = self.snn.neurons()
-        other = [name for name, n in neurons.items() if not isinstance(n, IFNeuron)]
+        other = [name for name, n in neurons.items() if not n.stepwise]
         if other:
             raise SpikeBridgeError(f"NIR export needs IF neurons at every site; {other[0]} holds a "
                                    f"{type(neurons[other[0]]).__name__}")
@@ -166,57 +163,29 @@ class _Exporter:
 
     def on_call_module(self, node):
         module = self.gm.get_submodule(node.target)
-        in_shape = self.shapes[node.args[0]]
-        if isinstance(module, IFNeuron):
+        if isinstance(module, SpikingNeuron):
             return self.neuron(node, module)
-        if isinstance(module, nn.Conv2d | nn.Conv1d):
-            return self.conv(node, module, in_shape)
-        if isinstance(module, nn.Linear):
-            return self.linear(node, module, in_shape)
-        if isinstance(module, nn.AvgPool2d):
-            return self.avg_pool(node, module)
-        if isinstance(module, nn.AdaptiveAvgPool2d):
-            return self.adaptive_pool(node, in_shape)
-        if isinstance(module, nn.Identity):
-            return self.inputs(node)
-        if isinstance(module, nn.Flatten | nn.Unflatten):
-            return self.reshape(node)
-        raise self.unsupported(node, f"NIR has no equivalent of {type(module).__name__}")
+        return self.on_op(node)
 
     def on_call_function(self, node):
-        target = node.target
-        if target in ADD_FUNCTIONS:
-            return self.add(node)
-        if target in SHAPE_OPS and self.shapes[node] is None:
-            return None
-        if target in RESHAPE_FUNCTIONS:
-            return self.reshape(node)
-        if target is F.avg_pool2d:
-            return self.avg_pool(node, nn.AvgPool2d(*node.args[1:], **node.kwargs))
-        if target is F.adaptive_avg_pool2d:
-            return self.adaptive_pool(node, self.shapes[node.args[0]])
-        if target is torch.mean:
-            return self.mean(node)
-        if target is torch.cat:
-            raise self.unsupported(node, "NIR has no concatenation")
-        raise self.unsupported(node, "NIR has no equivalent of this operation")
+        return self.on_op(node)
 
     def on_call_method(self, node):
-        target = node.target
-        if target in ("add", "add_"):
-            return self.add(node)
-        if target in SHAPE_OPS:
-            return None
-        if target in PASS_THROUGH_METHODS:
-            return self.inputs(node)
-        if target in RESHAPE_METHODS:
-            return self.reshape(node)
-        if target == "mean":
-            return self.mean(node)
-        raise self.unsupported(node, "NIR has no equivalent of this operation")
+        return self.on_op(node)
+
+    def on_op(self, node):
+        """Export a node by the NIR rule its op-table entry names (``rule_<nir>``)."""
+        op = op_for_node(node, self.gm)
+        if op is None:
+            raise self.unsupported(node, "it is not an op of the op table")
+        if op.nir is None:
+            raise self.unsupported(node, op.nir_refusal)
+        return getattr(self, f"rule_{op.nir}")(node)
 
     # -- conversions -----------------------------------------------------------------------
-    def neuron(self, node, neuron: IFNeuron):
+    def neuron(self, node, neuron: SpikingNeuron):
+        if not neuron.stepwise:
+            raise self.unsupported(node, f"NIR has no neuron like {type(neuron).__name__}")
         shape = self.shapes[node]
         full = torch.zeros(1, *shape, dtype=neuron.threshold.dtype)
         theta = _np((full + channel_view(neuron.threshold, full.dim()))[0])
@@ -230,7 +199,11 @@ class _Exporter:
         return self.emit(f"{node.name}_value", nir.Scale(scale=theta.copy(), metadata={
             "spikebridge": f"postsynaptic value of {node.target}'s spikes: v_threshold per spike"}), spikes)
 
-    def conv(self, node, conv: nn.Conv2d | nn.Conv1d, in_shape):
+    def module(self, node) -> nn.Module | None:
+        return self.gm.get_submodule(node.target) if node.op == "call_module" else None
+
+    def rule_conv(self, node):
+        conv, in_shape = self.module(node), self.shapes[node.args[0]]
         if conv.padding_mode != "zeros":
             raise self.unsupported(node, f"NIR convolutions pad with zeros, not {conv.padding_mode!r}")
         weight = _np(conv.weight)
@@ -245,14 +218,16 @@ class _Exporter:
                                dilation=conv.dilation[0], groups=conv.groups, bias=bias)
         return self.emit(node.name, layer, self.inputs(node))
 
-    def linear(self, node, linear: nn.Linear, in_shape):
+    def rule_linear(self, node):
+        linear, in_shape = self.module(node), self.shapes[node.args[0]]
         if len(in_shape) != 1:
             raise self.unsupported(node, f"NIR's Affine takes 1-d inputs, this layer gets {in_shape}; flatten first")
         weight = _np(linear.weight)
         layer = nir.Linear(weight=weight) if linear.bias is None else nir.Affine(weight=weight, bias=_np(linear.bias))
         return self.emit(node.name, layer, self.inputs(node))
 
-    def avg_pool(self, node, pool: nn.AvgPool2d):
+    def rule_avg_pool(self, node):
+        pool = self.module(node) or nn.AvgPool2d(*node.args[1:], **node.kwargs)
         padding = np.broadcast_to(np.array(pool.padding), 2)
         if pool.ceil_mode or pool.divisor_override is not None or padding.any():
             raise self.unsupported(node, "NIR's AvgPool2d has no padding, ceil_mode or divisor_override semantics")
@@ -261,7 +236,8 @@ class _Exporter:
         return self.emit(node.name, nir.AvgPool2d(kernel_size=kernel, stride=stride, padding=np.zeros(2, dtype=int)),
                          self.inputs(node))
 
-    def adaptive_pool(self, node, in_shape):
+    def rule_adaptive_pool(self, node):
+        in_shape = self.shapes[node.args[0]]
         size, out = np.array(in_shape[1:]), np.array(self.shapes[node][1:])
         if (size % out).any():
             raise self.unsupported(node, f"adaptive pooling from {tuple(size)} to {tuple(out)} has unequal windows")
@@ -269,7 +245,15 @@ class _Exporter:
         return self.emit(node.name, nir.AvgPool2d(kernel_size=kernel, stride=kernel.copy(), padding=np.zeros(2, dtype=int)),
                          self.inputs(node))
 
-    def mean(self, node):
+    def rule_identity(self, node):
+        return self.inputs(node)
+
+    def rule_shape(self, node):
+        if self.shapes[node] is not None:
+            raise self.unsupported(node, "indexing a tensor has no NIR equivalent")
+        return None
+
+    def rule_mean(self, node):
         in_shape = self.shapes[node.args[0]]
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
@@ -284,7 +268,7 @@ class _Exporter:
         return self.emit(f"{node.name}_flatten", nir.Flatten(input_type=np.array([in_shape[0], 1, 1]), start_dim=0),
                          pooled)
 
-    def reshape(self, node):
+    def rule_reshape(self, node):
         in_shape, out_shape = self.shapes[node.args[0]], self.shapes[node]
         if out_shape == in_shape:
             return self.inputs(node)
@@ -292,7 +276,7 @@ class _Exporter:
             raise self.unsupported(node, f"NIR has no reshape from {in_shape} to {out_shape}, only flattening")
         return self.emit(node.name, nir.Flatten(input_type=np.array(in_shape), start_dim=0), self.inputs(node))
 
-    def add(self, node):
+    def rule_add(self, node):
         args = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
         if len(args) != 2 or len(node.args) + len(node.kwargs) != 2 or any(self.shapes[a] != self.shapes[node] for a in args):
             raise self.unsupported(node, "only the sum of two tensors of the same shape has a NIR equivalent")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .network import SimulationResult, SpikingNetwork
+from ..snn.network import SimulationResult, SpikingNetwork
 
 
 @dataclass
@@ -43,12 +43,8 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
     snn.eval()
     device = next((b.device for b in snn.buffers()), torch.device("cpu"))
     dtype = next((b.dtype for b in snn.buffers() if b.is_floating_point()), torch.float32)
-    if snn.method == "pasc":
-        runs = [None]
-    elif snn.coding == "rate":
-        runs = [max(Ts or [snn.T])]
-    else:
-        runs = sorted(set(Ts or [snn.T]))
+    time = snn.record.time
+    runs = time.runs(Ts, snn.T)
     keep = snn.T if snn.T in runs else runs[-1]  # whose spikes and events are returned
     correct: dict[int, int] = {}
     agree: dict[int, int] = {}
@@ -62,9 +58,9 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
             pred = res.logits.argmax(-1)
             hits = (pred == y).sum(1)
             same = (pred == ann_pred).sum(1) if ann_pred is not None else hits
-            steps = (Ts or [res.T]) if snn.coding == "rate" else [res.T]
+            steps = (Ts or [res.T]) if time.anytime else [res.T]
             for t in steps:
-                i = t - 1 if snn.coding == "rate" else -1
+                i = t - 1 if time.anytime else -1
                 correct[t] = correct.get(t, 0) + int(hits[i])
                 agree[t] = agree.get(t, 0) + int(same[i])
             if T == keep:

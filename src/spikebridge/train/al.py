@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import SpikeBridgeError
-from .prepare import sites
+from ..errors import SpikeBridgeError, check_levels
+from ..ann.prepare import sites
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,8 @@ def assign_levels(metrics: list[SiteMetric], clusters: int, levels: list[int]) -
     levels = list(levels)
     if len(levels) != clusters:
         raise SpikeBridgeError(f"{clusters} clusters need {clusters} levels values, got {len(levels)}: {levels}")
-    if any(isinstance(L, bool) or not isinstance(L, int) or L < 1 for L in levels):
-        raise SpikeBridgeError(f"levels must be integers >= 1, got {levels}")
+    for L in levels:
+        check_levels(L)
     distinct = sorted({m.M for m in metrics})
     if not 1 <= clusters <= len(distinct):
         raise SpikeBridgeError(

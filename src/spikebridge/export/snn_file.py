@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_checkpoint
-from .errors import CheckpointError
-from .network import SpikingNetwork
+from ..train.checkpoint import save_checkpoint
+from ..errors import CheckpointError
+from ..snn.network import SpikingNetwork
 
 FORMAT = "spikebridge-snn"
 VERSION = 1

@@ -19,13 +19,12 @@ Every number is per image (one sample of the batch) and comes from a ``Simulatio
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from ..conversion.ops import Kind, op_for_module
 
 # pJ per operation, 45 nm CMOS. fp32: 000 Table 10. int32/int8: 001 Table 6 (mult + add).
 COSTS = {
@@ -36,7 +35,8 @@ COSTS = {
 
 
 def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """MACs per image of every conv/linear module, by forward hooks on one forward pass.
+    """MACs per image of every synaptic module (the op table's SYNAPTIC entries, counted by
+    their ``macs`` rule), by forward hooks on one forward pass.
 
     conv: output elements · (C_in/groups) · prod(kernel); linear: in · out · leading dims
     (000 A.4). The pass's count is divided by the batch size (``example_input.shape[0]``);
@@ -44,17 +44,16 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     """
     macs: dict[str, int] = {}
 
-    def hook(name):
+    def hook(name, op):
         def count(module, inputs, output):
-            if isinstance(module, _CONV):
-                per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
-            else:
-                per_out = module.in_features
-            macs[name] = macs.get(name, 0) + output.numel() * per_out
+            macs[name] = macs.get(name, 0) + op.macs(module, output)
         return count
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (*_CONV, nn.Linear))]
+    handles = []
+    for n, m in model.named_modules():
+        op = op_for_module(m)
+        if op is not None and op.kind is Kind.SYNAPTIC:
+            handles.append(m.register_forward_hook(hook(n, op)))
     try:
         with torch.no_grad():
             model(example_input)
@@ -66,21 +65,15 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
 
 
 def synaptic_ops_exact(layer: nn.Module, events: torch.Tensor) -> int:
-    """Accumulates caused by ``events`` (event count per input position, no batch dim).
-
-    #AC = Σ_in e_in · fanout(in), fanout(in) = number of (output channel, output position)
-    pairs whose receptive field holds ``in``. Swapping the sums,
-    Σ_in e_in · fanout(in) = Σ_out Σ_{in ∈ RF(out)} e_in, which is the layer's own convolution
-    (stride, padding and its mode, dilation, groups) of the event map with an all-ones kernel
-    of the weight's shape, summed over the output. Linear: Σ e · out_features.
-    """
-    if isinstance(layer, nn.Linear):
-        return int(events.sum().item()) * layer.out_features
-    if not isinstance(layer, _CONV):
-        raise TypeError(f"synaptic_ops_exact: expected a conv or linear layer, got {type(layer).__name__}")
-    ones = torch.ones(layer.weight.shape, dtype=torch.float64)
-    out = layer._conv_forward(events.to(torch.float64)[None], ones, None)
-    return int(round(out.sum().item()))
+    """Accumulates caused by ``events`` (event count per input position, no batch dim), by the
+    layer's op-table rule: #AC = Σ_in e_in · fanout(in), fanout(in) = number of (output
+    channel, output position) pairs whose receptive field holds ``in`` (for a conv, the
+    layer's own convolution of the event map with an all-ones kernel, summed; linear:
+    Σ e · out_features)."""
+    op = op_for_module(layer)
+    if op is None or op.synaptic_ops is None:
+        raise TypeError(f"synaptic_ops_exact: {type(layer).__name__} is not a synaptic layer of the op table")
+    return op.synaptic_ops(layer, events)
 
 
 def synaptic_ops_approx(macs: float, spike_rate: float) -> float:

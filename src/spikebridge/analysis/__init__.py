@@ -1,0 +1,1 @@
+"""Stage 6, analysis: evaluation, verification, operations and energy, reports."""

@@ -1,0 +1,1 @@
+"""Stage 1, the ANN: the QCFS activation, torch.fx tracing, prepare() and the bit regulariser."""

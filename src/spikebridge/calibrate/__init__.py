@@ -1,0 +1,1 @@
+"""Stage 5, calibration of a converted SNN: FTBC and surrogate-gradient fine-tuning."""

@@ -1,0 +1,1 @@
+"""Stage 3, conversion: the op table, graph passes, the method registry and its methods, threshold maths."""

@@ -1,0 +1,31 @@
+""""pasc": exact conversion with spike counts and inhibitory spikes (docs/methods.md §2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...analysis.energy import pasc_latency, pasc_t_eff
+from ...snn.codings import SUM
+from ...snn.neurons import PASCNeuron
+from ..graph import qcfs_site
+from ..registry import OWN_LEVELS, Method, Source, register
+
+
+@dataclass(frozen=True)
+class PASCOptions:
+    """PASC has no options: every site runs for its own levels."""
+
+
+def build(gm, sites, T, options: PASCOptions, statistics=None) -> dict:
+    levels = []
+    for name in sites:
+        theta, L = qcfs_site(gm, name)
+        gm.add_submodule(name, PASCNeuron(theta, L))
+        levels.append(L)
+    return {"T": None, "T_eff": pasc_t_eff(levels), "pipeline_latency": pasc_latency(levels),
+            "levels": dict(zip(sites, levels))}
+
+
+register(Method(
+    name="pasc", summary="exact: spike counts with inhibitory spikes, T_eff = mean levels (PASCAL)",
+    coding=SUM, source=Source.QCFS, time=OWN_LEVELS, options=PASCOptions, build=build,
+    reference="docs/methods.md §2"))

@@ -1,0 +1,220 @@
+"""The op table: every operation spikebridge knows, declared once, as data (docs/architecture.md).
+
+Each ``Op`` says what a graph node is to the pipeline:
+
+- ``kind``: SYNAPTIC (weights; runs step by step with the coding's bias rule), STATELESS (the
+  same function on every step of a train), MERGE (combines trains, which the coding aligns
+  first), SHAPE (reads shapes, no train), DROPPED (identity at inference, removed before
+  conversion), FOLDED (folded into the preceding synaptic layer), ACTIVATION (becomes a
+  neuron at conversion), REFUSED (no spiking meaning; ``advice`` says what to do).
+- ``combine``: for MERGE ops, how the aligned trains are combined.
+- ``macs`` / ``synaptic_ops``: for SYNAPTIC ops, the ANN's MACs for one output and the SNN's
+  accumulates for a map of input events (docs/methods.md §6).
+- ``config``: constructor arguments of the module, read from its attributes (data-only files).
+- ``nir``: the name of the NIR exporter's rule for it, or None with ``nir_refusal`` saying why.
+- ``replacement``: for REFUSED modules that prepare() can swap (max pooling), the swap.
+
+Who reads it: prepare (activations, max-pool swap), the converter (supported set, refusals,
+graph passes), the engine (dispatch by kind), analysis.energy (synaptic layers and their
+counts), export (NIR rules, data-only files). Adding an op is one entry here (and an engine
+rule only for a new kind).
+"""
+from __future__ import annotations
+
+import enum
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..ann.qcfs import QCFS
+
+
+class Kind(enum.Enum):
+    SYNAPTIC = "synaptic"
+    STATELESS = "stateless"
+    MERGE = "merge"
+    SHAPE = "shape"
+    DROPPED = "dropped"
+    FOLDED = "folded"
+    ACTIVATION = "activation"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    kind: Kind
+    modules: tuple[type[nn.Module], ...] = ()
+    functions: tuple[Callable, ...] = ()
+    methods: tuple[str, ...] = ()
+    combine: Callable | None = None
+    macs: Callable[[nn.Module, torch.Tensor], int] | None = None
+    synaptic_ops: Callable[[nn.Module, torch.Tensor], int] | None = None
+    config: tuple[str, ...] = ()
+    nir: str | None = None
+    nir_refusal: str = "NIR has no equivalent of this operation"
+    advice: str = ""
+    replacement: Callable[[nn.Module], nn.Module] | None = None
+
+    def module_config(self, module: nn.Module) -> dict:
+        """The constructor arguments that rebuild ``module`` (without its tensors)."""
+        return {a: _jsonable(getattr(module, a)) if a != "bias" else module.bias is not None for a in self.config}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+# -- the rules that are part of an op's meaning ----------------------------------------------
+
+def conv_macs(conv: nn.Module, output: torch.Tensor) -> int:
+    """MACs of a conv: output elements · (C_in / groups) · prod(kernel) (000 A.4)."""
+    return output.numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
+
+
+def linear_macs(linear: nn.Linear, output: torch.Tensor) -> int:
+    """MACs of a linear layer: output elements · in_features."""
+    return output.numel() * linear.in_features
+
+
+def conv_synaptic_ops(conv: nn.Module, events: torch.Tensor) -> int:
+    """Accumulates caused by an event map (no batch dim): Σ_in e_in · fanout(in), which equals
+    the layer's own convolution of the events with an all-ones kernel, summed (docs §6)."""
+    ones = torch.ones(conv.weight.shape, dtype=torch.float64)
+    out = conv._conv_forward(events.to(torch.float64)[None], ones, None)
+    return int(round(out.sum().item()))
+
+
+def linear_synaptic_ops(linear: nn.Linear, events: torch.Tensor) -> int:
+    """Every input event reaches out_features synapses."""
+    return int(events.sum().item()) * linear.out_features
+
+
+def add_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
+    return trains[0] + trains[1]
+
+
+def cat_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
+    """torch.cat of per-sample dim d is dim d + 1 of a train [T, B, ...]."""
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    return torch.cat(trains, dim=dim + 1 if dim >= 0 else dim)
+
+
+def avg_pool_for_max_pool(pool: nn.MaxPool2d) -> nn.AvgPool2d:
+    """Average pooling over the window of a max pooling (prepare's swap, docs §0)."""
+    return nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
+
+
+_CONV_CONFIG = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+                "padding_mode")
+_POOL_CONFIG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+
+RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)  # F.relu_ is torch.relu_
+OTHER_ACTIVATIONS = "GELU, SiLU, ReLU6, LeakyReLU, Hardswish, sigmoid, tanh, ..."
+
+OPS: tuple[Op, ...] = (
+    # synaptic layers
+    Op("conv", Kind.SYNAPTIC, modules=(nn.Conv1d, nn.Conv2d), config=_CONV_CONFIG, macs=conv_macs,
+       synaptic_ops=conv_synaptic_ops, nir="conv"),
+    Op("linear", Kind.SYNAPTIC, modules=(nn.Linear,), config=("in_features", "out_features", "bias"),
+       macs=linear_macs, synaptic_ops=linear_synaptic_ops, nir="linear"),
+    # per-step stateless ops
+    Op("avg_pool1d", Kind.STATELESS, modules=(nn.AvgPool1d,), functions=(F.avg_pool1d,), config=_POOL_CONFIG,
+       nir_refusal="NIR has no 1-d average pooling"),
+    Op("avg_pool2d", Kind.STATELESS, modules=(nn.AvgPool2d,), functions=(F.avg_pool2d,),
+       config=(*_POOL_CONFIG, "divisor_override"), nir="avg_pool"),
+    Op("adaptive_avg_pool1d", Kind.STATELESS, modules=(nn.AdaptiveAvgPool1d,), functions=(F.adaptive_avg_pool1d,),
+       config=("output_size",), nir_refusal="NIR has no 1-d average pooling"),
+    Op("adaptive_avg_pool2d", Kind.STATELESS, modules=(nn.AdaptiveAvgPool2d,), functions=(F.adaptive_avg_pool2d,),
+       config=("output_size",), nir="adaptive_pool"),
+    Op("flatten", Kind.STATELESS, modules=(nn.Flatten,), functions=(torch.flatten,), methods=("flatten",),
+       config=("start_dim", "end_dim"), nir="reshape"),
+    Op("unflatten", Kind.STATELESS, modules=(nn.Unflatten,), config=("dim", "unflattened_size"), nir="reshape"),
+    Op("reshape", Kind.STATELESS, functions=(torch.reshape,), methods=("view", "reshape"), nir="reshape"),
+    Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous",), nir="identity"),
+    Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
+    # merges of trains
+    Op("add", Kind.MERGE, functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),
+       combine=add_trains, nir="add"),
+    Op("cat", Kind.MERGE, functions=(torch.cat,), combine=cat_trains, nir_refusal="NIR has no concatenation"),
+    # shapes
+    Op("shape", Kind.SHAPE, functions=(getattr, operator.getitem), methods=("size", "dim"), nir="shape"),
+    # removed or folded before conversion
+    Op("dropout", Kind.DROPPED, modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout),
+       functions=(F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout)),
+    Op("batch_norm", Kind.FOLDED, modules=(nn.BatchNorm1d, nn.BatchNorm2d)),
+    # activation sites
+    Op("qcfs", Kind.ACTIVATION, modules=(QCFS,)),
+    Op("relu", Kind.ACTIVATION, modules=(nn.ReLU,), functions=RELU_FUNCTIONS, methods=("relu", "relu_")),
+    # refused, with what to do instead
+    Op("max_pool2d", Kind.REFUSED, modules=(nn.MaxPool2d,), functions=(F.max_pool2d,),
+       replacement=avg_pool_for_max_pool,
+       advice="max pooling has no spiking equivalent: use average pooling (sb.prepare(model, replace_maxpool=True) "
+              "swaps it) and fine-tune the ANN"),
+    Op("max_pool", Kind.REFUSED, modules=(nn.MaxPool1d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
+       functions=(F.max_pool1d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
+       advice="max pooling has no spiking equivalent: replace it with average pooling and fine-tune the ANN"),
+    Op("other_activation", Kind.REFUSED,
+       modules=(nn.GELU, nn.SiLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.ELU,
+                nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU, nn.RReLU, nn.GLU, nn.Softsign,
+                nn.Tanhshrink, nn.LogSigmoid),
+       functions=(F.gelu, F.silu, F.relu6, F.leaky_relu, F.hardswish, F.hardsigmoid, F.sigmoid, torch.sigmoid,
+                  F.tanh, torch.tanh, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu, F.rrelu,
+                  F.glu, F.softsign, F.logsigmoid),
+       methods=("sigmoid", "tanh", "sigmoid_", "tanh_"),
+       advice="only nn.ReLU, F.relu, torch.relu, Tensor.relu and their in-place variants can become QCFS sites; "
+              "replace it with ReLU and retrain or fine-tune"),
+)
+
+
+def _index() -> tuple[dict, dict, dict]:
+    """Module type, function and method name -> its entry; each may be declared only once."""
+    indexes: tuple[dict, dict, dict] = ({}, {}, {})
+    for op in OPS:
+        for index, keys in zip(indexes, (op.modules, op.functions, op.methods)):
+            for key in keys:
+                assert key not in index, f"{key} is declared twice in the op table"
+                index[key] = op
+    return indexes
+
+
+BY_MODULE, BY_FUNCTION, BY_METHOD = _index()
+
+
+def op_for_module(module: nn.Module) -> Op | None:
+    """The entry of a module (by exact type, then by base class), or None."""
+    op = BY_MODULE.get(type(module))
+    if op is None:
+        op = next((o for t, o in BY_MODULE.items() if isinstance(module, t)), None)
+    return op
+
+
+def op_for_node(node: fx.Node, gm: fx.GraphModule) -> Op | None:
+    """The entry of a call node, or None when the table does not know it."""
+    if node.op == "call_module":
+        return op_for_module(gm.get_submodule(node.target))
+    if node.op == "call_function":
+        return BY_FUNCTION.get(node.target)
+    if node.op == "call_method":
+        return BY_METHOD.get(node.target)
+    return None
+
+
+def supported_ops() -> str:
+    """One line naming what a spiking network can hold, for refusal messages."""
+    names = [op.name for op in OPS if op.kind not in (Kind.REFUSED, Kind.SHAPE)]
+    return ", ".join(names)
+
+
+def function_name(fn: Callable) -> str:
+    """A function's stable name in data-only files: its module and name, e.g. 'torch.flatten'."""
+    return f"{fn.__module__}.{fn.__name__}"
+
+
+FUNCTIONS_BY_NAME = {function_name(f): f for f in BY_FUNCTION}
+assert len(FUNCTIONS_BY_NAME) == len(BY_FUNCTION), "two functions of the op table share a name"

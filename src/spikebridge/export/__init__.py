@@ -1,0 +1,1 @@
+"""Stage 7, export: data-only SNN files and NIR graphs."""

@@ -1,0 +1,134 @@
+"""The execution engine: runs a SpikingNetwork's graph on spike trains, node by node, in
+topological order (docs/architecture.md "snn").
+
+Dispatch: a neuron (``SpikingNeuron``) runs its own dynamics on the whole input train; every
+other node is looked up in the op table (``conversion.ops``) and run by the rule of its kind:
+
+- SYNAPTIC: W·x(t) per step plus the coding's bias per step (``synapse``);
+- STATELESS and SHAPE: the same function on every step, time folded into the batch;
+- MERGE: the trains are aligned by the coding, then combined by the op's ``combine``.
+
+A module or function that is neither is refused: it is never run as if it were stateless.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..conversion.ops import Kind, Op, op_for_module, BY_FUNCTION, BY_METHOD
+from ..errors import ConversionError
+from .neurons import SpikingNeuron
+
+
+def fold(train: torch.Tensor) -> torch.Tensor:
+    return train.reshape(-1, *train.shape[2:])
+
+
+def unfold(x: torch.Tensor, steps: int) -> torch.Tensor:
+    return x.reshape(steps, -1, *x.shape[1:])
+
+
+def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
+    """W·x(t) + the coding's bias for a train of ``train.shape[0]`` steps (docs §1–3)."""
+    steps = train.shape[0]
+    if isinstance(layer, nn.Linear):
+        y = unfold(F.linear(fold(train), layer.weight), steps)
+    else:  # one step at a time
+        y = None
+        for t in range(steps):
+            y_t = layer._conv_forward(train[t], layer.weight, None)
+            if y is None:
+                y = y_t.new_empty((steps, *y_t.shape))
+            y[t] = y_t
+    if layer.bias is not None:
+        bias = coding.bias_per_step(layer.bias, steps)
+        y = y + bias.view(-1, *([1] * (y.dim() - 3)))
+    return y
+
+
+class TrainRunner(fx.Interpreter):
+    """Executes the SNN graph on spike trains (see the module docstring)."""
+
+    def __init__(self, snn, result=None, values: bool = False):
+        super().__init__(snn.graph)
+        self.snn = snn
+        self.coding = snn.coding
+        self.result = result
+        self.values = values
+        self.analog = snn.analog_layers()
+
+    def placeholder(self, target, args, kwargs):
+        x = super().placeholder(target, args, kwargs)
+        return x.unsqueeze(0)
+
+    def call_module(self, target, args, kwargs):
+        module = self.fetch_attr(target)
+        if isinstance(module, SpikingNeuron):
+            out = module(args[0])
+            self.record_site(target, out)
+            return out
+        op = op_for_module(module)
+        if op is None:
+            raise ConversionError(f"the engine cannot run module {target!r} ({type(module).__name__}): it is neither "
+                                  "a spiking neuron nor an op of the op table")
+        if op.kind is Kind.SYNAPTIC:
+            self.record_events(target, args[0])
+            return synapse(module, args[0], self.coding)
+        return self.run_op(op, module, args, kwargs)
+
+    def call_function(self, target, args, kwargs):
+        return self.run_op(self.lookup(BY_FUNCTION.get(target), target), target, args, kwargs)
+
+    def call_method(self, target, args, kwargs):
+        op = self.lookup(BY_METHOD.get(target), target)
+        return self.run_op(op, lambda obj, *a, **k: getattr(obj, target)(*a, **k), args, kwargs)
+
+    def lookup(self, op: Op | None, target) -> Op:
+        if op is None or op.kind not in (Kind.STATELESS, Kind.SHAPE, Kind.MERGE):
+            name = target if isinstance(target, str) else getattr(target, "__name__", target)
+            raise ConversionError(f"the engine cannot run {name!r}: it is not an op of the op table")
+        return op
+
+    def run_op(self, op: Op, fn, args, kwargs):
+        if op.kind is Kind.MERGE:
+            trains = args[0] if isinstance(args[0], (list, tuple)) else args[:2]
+            if all(isinstance(t, torch.Tensor) for t in trains):
+                return op.combine(self.coding.align(list(trains)), args, kwargs)
+        return self.folded(fn, args, kwargs)
+
+    def folded(self, fn, args, kwargs):
+        """Apply a per-sample op to every step at once: [T, B, ...] -> [T·B, ...] -> back."""
+        steps = {a.shape[0] for a in _tensors((args, kwargs))}
+        if not steps:
+            return fn(*args, **kwargs)
+        if len(steps) > 1:
+            raise ConversionError("an op received spike trains of different lengths")
+        (steps,) = steps
+        args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: fold(v) if isinstance(v, torch.Tensor) else v)
+        out = fn(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            return unfold(out, steps)
+        return out
+
+    def record_site(self, site: str, out: torch.Tensor) -> None:
+        if self.result is None:
+            return
+        self.result.spikes[site] = (out != 0).sum((0, 1))
+        self.result.steps[site] = out.shape[0]
+        if self.values:
+            self.result.values[site] = self.coding.decode(out)
+
+    def record_events(self, layer: str, train: torch.Tensor) -> None:
+        if self.result is None:
+            return
+        events = (train != 0).sum((0, 1)) * self.coding.presentations(train.shape[0], self.snn.T)
+        if layer in self.analog:
+            self.result.analog_layers.add(layer)
+        self.result.events[layer] = events
+
+
+def _tensors(tree):
+    found = []
+    fx.node.map_aggregate(tree, lambda v: found.append(v) if isinstance(v, torch.Tensor) else None)
+    return found

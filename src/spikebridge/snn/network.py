@@ -1,0 +1,139 @@
+"""SpikingNetwork: a converted graph and how to run it (docs/architecture.md "snn").
+
+A spike train is a tensor [T, B, ...]; the analog input enters as a 1-step train. The engine
+(``engine.TrainRunner``) runs the graph layer by layer, time-major, dispatching each node on
+the neuron protocol (``neurons.SpikingNeuron``) or the op table (``conversion.ops``). The
+method's record (``conversion.registry``) gives the coding (``codings``) and time policy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+
+from ..conversion.ops import Kind, op_for_module
+from ..conversion.registry import Method, get_method
+from ..errors import OptionError, check_T
+from .codings import Coding
+from .neurons import SpikingNeuron
+
+
+@dataclass
+class SimulationResult:
+    """What one simulation measured.
+
+    logits: [T, B, classes], the output read out after each step (anytime).
+    spikes: site -> spike count per neuron position, summed over steps and batch.
+    events: synaptic layer -> non-zero input events per input position, summed over steps
+        and batch (a constant rate-coded input counts once per step).
+    steps: site -> number of steps of the site's output train.
+    values: site -> the train's decoded value per neuron [B, ...] (sum, or mean for rate
+        coding); filled only when asked for (verify uses it).
+    """
+
+    logits: torch.Tensor
+    spikes: dict[str, torch.Tensor] = field(default_factory=dict)
+    events: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    analog_layers: set[str] = field(default_factory=set)
+    batch_size: int = 0
+
+    @property
+    def T(self) -> int:
+        return self.logits.shape[0]
+
+    def accuracy(self, labels: torch.Tensor) -> torch.Tensor:
+        """Fraction of correct predictions after each step: [T]."""
+        return (self.logits.argmax(-1) == labels.to(self.logits.device)).double().mean(1)
+
+
+class SpikingNetwork(nn.Module):
+    """A converted SNN. ``forward(x)`` returns logits [B, classes] after ``T`` steps;
+    ``simulate(x, T)`` returns a SimulationResult with anytime logits and spike counts.
+
+    graph: the model's torch.fx graph with a neuron at every activation site and BatchNorm
+    folded into the synaptic layers. method: the registered method's name.
+    """
+
+    def __init__(self, graph: fx.GraphModule, method: str, T: int | None, info: dict | None = None):
+        super().__init__()
+        self.graph = graph
+        self.method = method
+        self.T = T
+        self.info = dict(info or {})
+
+    @property
+    def record(self) -> Method:
+        return get_method(self.method)
+
+    @property
+    def coding(self) -> Coding:
+        return self.record.coding
+
+    # -- structure -------------------------------------------------------------------------
+    def neurons(self) -> dict[str, SpikingNeuron]:
+        """Activation sites in execution order: {site name: neuron}."""
+        return {n.target: self.graph.get_submodule(n.target) for n in self.graph.graph.nodes
+                if n.op == "call_module" and isinstance(self.graph.get_submodule(n.target), SpikingNeuron)}
+
+    def synaptic_layers(self) -> dict[str, nn.Module]:
+        """Synaptic layers (conv, linear; BatchNorm folded in) in execution order."""
+        return {n.target: self.graph.get_submodule(n.target) for n in self.graph.graph.nodes
+                if n.op == "call_module" and _is_synaptic(self.graph.get_submodule(n.target))}
+
+    def analog_layers(self) -> set[str]:
+        """Synaptic layers whose input has passed no neuron: they multiply analog values."""
+        spiking: set[fx.Node] = set()
+        layers = set()
+        for node in self.graph.graph.nodes:
+            upstream = any(a in spiking for a in node.all_input_nodes)
+            if node.op == "call_module":
+                module = self.graph.get_submodule(node.target)
+                if _is_synaptic(module) and not upstream:
+                    layers.add(node.target)
+                if isinstance(module, SpikingNeuron):
+                    upstream = True
+            if upstream:
+                spiking.add(node)
+        return layers
+
+    def set_T(self, T: int | None) -> None:
+        """Set the number of steps of every time-driven neuron (rate-coded IF, bit-plane)."""
+        if T is None:
+            return
+        check_T(T)
+        for neuron in self.neurons().values():
+            if neuron.time_driven:
+                neuron.T = T
+        self.T = T
+
+    # -- execution -------------------------------------------------------------------------
+    def simulate(self, x: torch.Tensor, T: int | None = None, record: bool = True, values: bool = False) -> SimulationResult:
+        """Run the SNN on analog input x [B, ...]. T overrides the network's steps for this
+        run only, where the method's time policy accepts a T (PASC runs its levels)."""
+        from .engine import TrainRunner
+
+        if T is not None and not self.record.time.accepts_T:
+            raise OptionError(f"method {self.method!r} runs for {self.record.time.description}")
+        timed = {n: m for n, m in self.neurons().items() if m.time_driven}
+        saved, default = {n: m.T for n, m in timed.items()}, self.T
+        self.set_T(T)
+        try:
+            result = SimulationResult(logits=torch.empty(0), batch_size=x.shape[0])
+            out = TrainRunner(self, result if record else None, values).run(x)
+            result.logits = self.coding.readout(out, self.T)
+        finally:  # each neuron keeps its own steps (mixed-level bit-plane sites differ)
+            for name, neuron in timed.items():
+                neuron.T = saved[name]
+            self.T = default
+        return result
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.simulate(x, record=False).logits[-1]
+
+
+def _is_synaptic(module: nn.Module) -> bool:
+    op = op_for_module(module)
+    return op is not None and op.kind is Kind.SYNAPTIC

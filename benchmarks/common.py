@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from spikebridge import data
-from spikebridge.train.checkpoint import load_checkpoint, model_from_checkpoint
-from spikebridge.train.loop import TrainConfig, train
+from spikebridge.pipeline import loader, train_or_reuse
+from spikebridge.train.checkpoint import load_checkpoint
+from spikebridge.train.loop import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -24,12 +24,8 @@ def machine() -> str:
 
 def trained(out: str, **config) -> tuple[torch.nn.Module, dict]:
     """Train into ``out`` (resuming or reusing a finished run) and return (model, checkpoint)."""
-    cfg = TrainConfig(out=out, resume=True, **config)
-    last = Path(out) / "last.pt"
-    if not (last.exists() and load_checkpoint(last)["epoch"] >= cfg.epochs):
-        train(cfg, progress=False)
-    ckpt = load_checkpoint(last)
-    return model_from_checkpoint(ckpt), ckpt
+    model, last, _ = train_or_reuse(TrainConfig(out=out, resume=True, **config), progress=False)
+    return model, load_checkpoint(last)
 
 
 MODEL = {"model": "small_cnn", "model_kwargs": {"width": 16}}
@@ -48,10 +44,7 @@ def qcfs_model(runs: str, levels: int, epochs: int, relu_epochs: int):
 
 
 def test_loader(batch_size: int = 500, limit: int | None = None, split: str = "test"):
-    ds = data.get_dataset("fashion-mnist", split)
-    if limit:
-        ds = data.calibration_subset(ds, limit)
-    return data.make_loader(ds, batch_size)
+    return loader("fashion-mnist", None, split, batch_size=batch_size, limit=limit)
 
 
 def timed(fn, repeat: int = 3) -> float:

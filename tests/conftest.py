@@ -1,6 +1,12 @@
-"""Shared fixtures."""
+"""Shared fixtures. Tests are grouped by pipeline stage (tests/<stage>/); ``helpers`` (small
+real networks and data) lives beside this file and is importable from every stage."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture

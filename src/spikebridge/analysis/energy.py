@@ -1,4 +1,4 @@
-"""Operation counts, spike rates, energy and latency of a converted network (METHODS.md §6).
+"""Operation counts, spike rates, energy and latency of a converted network (docs/methods.md §6).
 
 Every number is per image (one sample of the batch) and comes from a ``SimulationResult``
 (``spikebridge.network``); nothing here re-runs the network.
@@ -117,7 +117,7 @@ class LayerEnergy:
 
 @dataclass
 class EnergyReport:
-    """Per-layer and total operations and energy per image (METHODS §6); see ``as_dict``."""
+    """Per-layer and total operations and energy per image (docs/methods.md §6); see ``as_dict``."""
     layers: list[LayerEnergy]
     e_mac: float
     e_ac: float
@@ -214,7 +214,7 @@ def pasc_t_eff(levels: list[int]) -> float:
 
 
 def pasc_latency(levels_in_order: list[int]) -> int:
-    """Steps from the input until PASC's last site has emitted its whole train (METHODS §2).
+    """Steps from the input until PASC's last site has emitted its whole train (docs/methods.md §2).
 
     Sites L_1..L_N in order along the network (for a DAG, along its longest path). Site 1
     (analog input) emits in steps 1..L_1: E_1 = L_1. Site n integrates while site n−1 emits

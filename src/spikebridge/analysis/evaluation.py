@@ -1,6 +1,6 @@
 """Accuracy and spike statistics of an SNN over a dataset, from as few simulations as the
-method allows: rate coding reads every T ≤ max(T) off one anytime run (METHODS §1); PASC
-has one fixed length; bit-plane re-codes for each T (METHODS §3), so it runs once per T."""
+method allows: rate coding reads every T ≤ max(T) off one anytime run (docs/methods.md §1); PASC
+has one fixed length; bit-plane re-codes for each T (docs/methods.md §3), so it runs once per T."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

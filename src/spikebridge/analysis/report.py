@@ -1,4 +1,4 @@
-"""Experiment report: markdown tables, a JSON file and PNG plots (METHODS.md §6, §7).
+"""Experiment report: markdown tables, a JSON file and PNG plots (docs/methods.md §6, §7).
 
 ``write_report(folder, data)`` takes a dict; every section is optional and skipped when absent:
 
@@ -199,7 +199,7 @@ def _agreement(d, folder):
 
 def _timesteps(d, folder):
     md = ["## Timesteps", "", "steps: T, or T_eff = mean levels for PASC (000 Eq. 8); pipeline latency: steps from "
-          "the input until PASC's last site has emitted (METHODS §2).", ""]
+          "the input until PASC's last site has emitted (docs/methods.md §2).", ""]
     rows = [[m, t.get("steps"), t.get("pipeline_latency")] for m, t in d["timesteps"].items()]
     return md + _table(["method", "steps", "pipeline latency"], rows), []
 

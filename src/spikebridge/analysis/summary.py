@@ -1,9 +1,9 @@
-"""From trained ANN and converted SNNs to the numbers of a report (DESIGN.md: analysis reads
+"""From trained ANN and converted SNNs to the numbers of a report (docs/architecture.md: analysis reads
 SimulationResults and never re-runs a network its own way).
 
 ``analyse`` evaluates every SNN once over a loader (anytime accuracy, spikes, events), turns
-the counts into spike rates and energy (METHODS §6), and adds activation histograms with each
-method's thresholds and, for QCFS ANNs, the AL metric per site (METHODS §7). The result is the
+the counts into spike rates and energy (docs/methods.md §6), and adds activation histograms with each
+method's thresholds and, for QCFS ANNs, the AL metric per site (docs/methods.md §7). The result is the
 ``data`` dict that ``report.write_report`` takes.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def activation_histograms(ann: nn.Module, x: torch.Tensor, snns: dict[str, Spiki
 def report_data(ann: nn.Module, evaluations: dict, sample: torch.Tensor, ann_accuracy_: float,
                 title: str = "") -> dict:
     """Report data (see report.py) from finished evaluations {name: (snn, Evaluation)}: accuracy
-    and agreement per T, spike rates, energy per layer (METHODS §6), activation histograms."""
+    and agreement per T, spike rates, energy per layer (docs/methods.md §6), activation histograms."""
     data: dict = {"title": title or "spikebridge report", "ann_accuracy": 100 * ann_accuracy_,
                   "accuracy": {}, "agreement": {}, "timesteps": {}, "spike_rates": {}, "energy": {}}
     macs = count_macs(ann, sample[:1])

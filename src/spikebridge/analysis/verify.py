@@ -1,4 +1,4 @@
-"""verify(): how faithfully an SNN reproduces its ANN (METHODS §2–3 "claim to verify").
+"""verify(): how faithfully an SNN reproduces its ANN (docs/methods.md §2–3 "claim to verify").
 
 Per input: do the predictions agree, and how far apart are the logits; per QCFS site: how
 many neurons decode to a different level than the ANN's, level = round(value·L/θ) with the

@@ -1,4 +1,4 @@
-"""prepare(): every ReLU call site of a model becomes its own QCFS module (METHODS.md §0).
+"""prepare(): every ReLU call site of a model becomes its own QCFS module (docs/methods.md §0).
 
 Like torch.ao.quantization's prepare_qat, the result is an ordinary trainable nn.Module
 (a torch.fx GraphModule). Module ReLUs, F.relu, torch.relu, the in-place variants and one

@@ -1,4 +1,4 @@
-"""The QCFS activation (METHODS.md §0).
+"""The QCFS activation (docs/methods.md §0).
 
     QCFS(z) = θ/L · clip(floor(z·L/θ + 1/2), 0, L)
 

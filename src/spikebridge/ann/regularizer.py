@@ -1,4 +1,4 @@
-"""Fine-grained ℓ1 bit regulariser (METHODS.md §3, paper 001 Eq. 10–11).
+"""Fine-grained ℓ1 bit regulariser (docs/methods.md §3, paper 001 Eq. 10–11).
 
     loss += λ · Σ_sites Σ_neurons popcount(k),   k = round(a·L/θ) the QCFS level of output a
 
@@ -17,7 +17,7 @@ from .prepare import sites
 
 
 def bits_per_level(levels: int) -> int:
-    """T = ceil(log2(L+1)): bits needed for the levels 0..L (METHODS §3)."""
+    """T = ceil(log2(L+1)): bits needed for the levels 0..L (docs/methods.md §3)."""
     return int(levels).bit_length()
 
 
@@ -54,7 +54,7 @@ def bit_count(a: torch.Tensor, theta: torch.Tensor, levels: int) -> torch.Tensor
 
 
 class BitL1Regularizer:
-    """λ · Σ popcount(levels) over every QCFS site of a prepared model (METHODS §3).
+    """λ · Σ popcount(levels) over every QCFS site of a prepared model (docs/methods.md §3).
 
     Forward hooks collect each site's output during the model's forward pass; ``penalty()``
     returns the regulariser for the latest forward pass (a forward of the model clears what

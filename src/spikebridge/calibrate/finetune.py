@@ -1,4 +1,4 @@
-"""Surrogate-gradient fine-tuning of a converted rate-coded SNN (METHODS §4 "SNN calibration";
+"""Surrogate-gradient fine-tuning of a converted rate-coded SNN (docs/methods.md §4 "SNN calibration";
 002 Sec. 8.2.1).
 
 Latency-increasing: train at T_schedule[0] for epochs[0], then at T_schedule[1] starting from

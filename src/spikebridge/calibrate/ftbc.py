@@ -1,4 +1,4 @@
-"""FTBC: forward temporal bias correction of a rate-coded SNN (METHODS §5; paper 003).
+"""FTBC: forward temporal bias correction of a rate-coded SNN (docs/methods.md §5; paper 003).
 
 Every IF neuron gets a per-(step, channel) bias b[t, C] (its ``bias`` buffer, so it is in
 the state dict and in sb.save files): v ← v + z(t) − b(t); s = H(v − θ); v ← v − θ·s.
@@ -10,7 +10,7 @@ ANN activation a (same images) and input train z, for t = 1..T:
     re-run step t with the new b(t), so that the state carried into t + 1 is corrected,
 
 then the corrected output train goes on to the next layers. The bias is *subtracted* (the
-sign of 003's Alg. 1 is wrong, METHODS errata) and each step starts from the bias already
+sign of 003's Alg. 1 is wrong, docs/methods.md errata) and each step starts from the bias already
 learned, so repeated batches refine it instead of over-correcting (unlike 003's code).
 Cost: per batch, every neuron runs 2T steps and every other layer once: O(layers).
 """
@@ -109,7 +109,7 @@ def channel_mean(e: torch.Tensor) -> torch.Tensor:
 
 
 def calibrate_neuron(neuron: SpikingNeuron, train: torch.Tensor, a: torch.Tensor, alpha: float) -> torch.Tensor:
-    """FTBC at one site (METHODS §5): for t = 1..T, step with b(t); b(t) += α·channel-mean(θ·s(t) − a);
+    """FTBC at one site (docs/methods.md §5): for t = 1..T, step with b(t); b(t) += α·channel-mean(θ·s(t) − a);
     re-step with the new b(t). Returns the corrected output train [T, B, ...]."""
     T = neuron.T
     if train.shape[0] not in (1, T):

@@ -1,4 +1,4 @@
-"""`spikebridge al`: AL levels per QCFS site (METHODS §7), or all of PASCAL Alg. 4 with --train.
+"""`spikebridge al`: AL levels per QCFS site (docs/methods.md §7), or all of PASCAL Alg. 4 with --train.
 
     spikebridge al CKPT --levels 1,2,4 [--clusters 3] [--images 3000] [--alpha A] [-o levels.json] [--plot al.png]
     spikebridge al --train --levels 2,4,8 --levels-uniform 8 --epochs E [--model ...] --out runs/al
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "al", help="AL: adaptive levels per QCFS site (PASCAL Alg. 3), or Alg. 4 end to end with --train",
         description="Compute the AL metric M = A·(g²+1)·K per QCFS site on the first training images of the "
-                    "checkpoint's dataset, cluster the sites by M and give higher M fewer levels (METHODS §7). "
+                    "checkpoint's dataset, cluster the sites by M and give higher M fewer levels (docs/methods.md §7). "
                     "With --train (no CKPT): PASCAL Alg. 4 in OUT/stage_1_uniform, OUT/al, OUT/stage_2_uniform "
                     "(retrained from the same initial weights for ~2/3 of the epochs), OUT/stage_3_adaptive "
                     "(stage_2_uniform's weights and θ at the AL levels); run it again to resume after an "

@@ -1,4 +1,4 @@
-"""`spikebridge calibrate ftbc`: FTBC biases for a rate-coded SNN file (METHODS §5)."""
+"""`spikebridge calibrate ftbc`: FTBC biases for a rate-coded SNN file (docs/methods.md §5)."""
 from __future__ import annotations
 
 
@@ -8,7 +8,7 @@ def add_parser(subparsers) -> None:
     methods = p.add_subparsers(dest="calibration", required=True, metavar="METHOD")
     f = methods.add_parser(
         "ftbc", help="forward temporal bias correction (rate-coded SNNs)",
-        description="FTBC (METHODS §5): per-(step, channel) biases of every IF neuron, calibrated forward, "
+        description="FTBC (docs/methods.md §5): per-(step, channel) biases of every IF neuron, calibrated forward, "
                     "layer by layer, against the ANN's activations on training images. Writes the calibrated "
                     "SNN to OUT and prints each site's per-step error before and after.")
     f.add_argument("snn", metavar="SNN_FILE", help="a rate-coded SNN written by 'spikebridge convert'")

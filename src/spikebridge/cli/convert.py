@@ -7,10 +7,10 @@ from .common import add_method_arguments, method_options
 
 
 def add_parser(subparsers) -> None:
-    from ..conversion.registry import methods_table
+    from ..conversion.registry import methods
 
     p = subparsers.add_parser("convert", help="convert a trained ANN checkpoint into an SNN file",
-                              description=f"Methods:\n{methods_table()}", formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=f"Methods:\n{methods()}", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by 'spikebridge train'")
     add_method_arguments(p, method_required=True, method_help="conversion method (listed above)")
     p.add_argument("-o", "--output", required=True, metavar="SNN", help="SNN file to write")

@@ -1,5 +1,5 @@
 """`spikebridge finetune`: surrogate-gradient fine-tuning of a rate-coded SNN file
-(METHODS §4 "SNN calibration"; latency-increasing T schedule, resumable)."""
+(docs/methods.md §4 "SNN calibration"; latency-increasing T schedule, resumable)."""
 from __future__ import annotations
 
 

@@ -9,7 +9,7 @@ from ..errors import SpikeBridgeError
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a QCFS (or ReLU) ANN; resumable; multi-GPU via torchrun",
-        description="Train a QCFS ANN (METHODS §0 recipe). Writes OUT/last.pt after every epoch (atomically) "
+        description="Train a QCFS ANN (docs/methods.md §0 recipe). Writes OUT/last.pt after every epoch (atomically) "
                     "and OUT/metrics.jsonl. Multi-GPU/node: torchrun --nproc_per_node N -m spikebridge train ...",
     )
     p.add_argument("--model", default=None, help="model name (default: small_cnn, or the --init-from model)")
@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
                    help="continue the run in --out with its recorded settings (other training options are ignored)")
     p.add_argument("--bit-l1", type=float, default=0.0, metavar="LAMBDA",
                    help="add 001's bit regulariser: LAMBDA x the number of 1-bits of every hidden QCFS level "
-                        "(METHODS §3; surrogate gradient LAMBDA·T on 0 < a < θ); fewer spikes for bit-plane "
+                        "(docs/methods.md §3; surrogate gradient LAMBDA·T on 0 < a < θ); fewer spikes for bit-plane "
                         "SNNs. Default 0 (off); recorded in the checkpoint")
     p.add_argument("--bit-l1-normalize", choices=("sum", "mean"), default="sum",
                    help="sum: raw sum over neurons and the batch (001's form: 1e-8 CIFAR, 5e-10 ImageNet; "

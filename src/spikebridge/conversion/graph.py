@@ -45,7 +45,8 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
 def batchnorm_as_conv(bn: nn.Module) -> nn.Module:
     """A BatchNorm in eval mode as a depthwise 1x1 conv: scale γ/σ, shift β − μγ/σ."""
     conv_type = nn.Conv2d if isinstance(bn, nn.BatchNorm2d) else nn.Conv1d
-    conv = conv_type(bn.num_features, bn.num_features, 1, groups=bn.num_features)
+    conv = conv_type(bn.num_features, bn.num_features, 1, groups=bn.num_features,
+                     dtype=bn.running_var.dtype, device=bn.running_var.device)
     scale = (bn.weight if bn.affine else 1) / torch.sqrt(bn.running_var + bn.eps)
     shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
     with torch.no_grad():
@@ -64,7 +65,7 @@ def remove_dropped(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
-ACCEPTED = (Kind.SYNAPTIC, Kind.STATELESS, Kind.MERGE, Kind.SHAPE)
+ACCEPTED = (Kind.SYNAPTIC, Kind.STATELESS, Kind.MERGE, Kind.SHAPE)  # what a spiking network holds
 
 
 def check_supported(gm: fx.GraphModule, sites: Iterable[str]) -> None:

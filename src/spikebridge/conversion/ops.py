@@ -139,11 +139,11 @@ OPS: tuple[Op, ...] = (
     Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous",), nir="identity"),
     Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
     # merges of trains
-    Op("add", Kind.MERGE, functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),
+    Op("add", Kind.MERGE, functions=(operator.add, torch.add), methods=("add", "add_"),  # fx traces += as add
        combine=add_trains, nir="add"),
     Op("cat", Kind.MERGE, functions=(torch.cat,), combine=cat_trains, nir_refusal="NIR has no concatenation"),
     # shapes
-    Op("shape", Kind.SHAPE, functions=(getattr, operator.getitem), methods=("size", "dim"), nir="shape"),
+    Op("shape", Kind.SHAPE, functions=(getattr, operator.getitem), methods=("size",), nir="shape"),
     # removed or folded before conversion
     Op("dropout", Kind.DROPPED, modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout),
        functions=(F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout)),

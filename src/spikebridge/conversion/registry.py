@@ -139,13 +139,30 @@ def get_method(name: str) -> Method:
     return methods[name]
 
 
-def all_methods() -> dict[str, Method]:
-    return dict(_load())
+class MethodTable(dict):
+    """{name: Method record}; printed, a readable table of the methods and their options."""
+
+    def __str__(self) -> str:
+        rows = [("method", "converts", "coding", "steps", "what it is")]
+        options = {}
+        for m in self.values():
+            rows.append((m.name, m.source.value, m.coding.name, m.time.description.split(";")[0], m.summary))
+            options[m.name] = ", ".join(f"{f.name}={f.default!r}" for f in m.option_fields())
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        lines = []
+        for r in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+            if options.get(r[0]):
+                lines.append(" " * (widths[0] + 2) + "options: " + options[r[0]])
+        return "\n".join(lines)
+
+    __repr__ = __str__
 
 
-def methods() -> dict[str, str]:
-    """Registered method names with one line each (``sb.methods()``)."""
-    return {m.name: m.summary for m in _load().values()}
+def methods() -> MethodTable:
+    """The registered methods (``sb.methods()``): {name: Method record}, printed as a table
+    with each method's source, coding, time policy, summary and options."""
+    return MethodTable(_load())
 
 
 # -- the command line: flags generated from the records ------------------------------------
@@ -168,7 +185,7 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
                                default=argparse.SUPPRESS, help=text)
         else:
             group.add_argument(flag, dest=f"option_{name}", type=kinds[0], default=argparse.SUPPRESS,
-                               choices=f.metadata.get("choices"), help=text)
+                               choices=f.metadata.get("choices"), metavar=name.upper(), help=text)
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -200,13 +217,3 @@ def options_for_methods(args: argparse.Namespace, methods: list[Method]) -> dict
     if unused:
         raise OptionError(f"{_flags(unused)} applies to none of the methods {[m.name for m in methods]}")
     return per_method
-
-
-def methods_table() -> str:
-    """A readable table of the registered methods: name, source, coding, steps, options."""
-    rows = [("method", "converts", "coding", "steps", "options", "what it is")]
-    for m in _load().values():
-        opts = ", ".join(f.name for f in m.option_fields()) or "-"
-        rows.append((m.name, m.source.value, m.coding.name, m.time.description.split(";")[0], opts, m.summary))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)

@@ -1,4 +1,4 @@
-"""Data-driven threshold θ and initial potential v0 for ReLU → IF conversion (METHODS.md §4).
+"""Data-driven threshold θ and initial potential v0 for ReLU → IF conversion (docs/methods.md §4).
 
 Layer-wise constant-input model (002 Sec. 4.1): a positive activation a drives an IF neuron
 (threshold θ, initial potential v0, soft reset) for T steps; its rate-coded output is
@@ -87,7 +87,7 @@ def _prefix(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor | None]
 
 
 def _costs(a: torch.Tensor, p1: torch.Tensor, p2, thetas: torch.Tensor, T: int, m: int) -> torch.Tensor:
-    """C_m(θ, θ/2) for every θ in ``thetas`` via binary search + prefix sums (METHODS §4)."""
+    """C_m(θ, θ/2) for every θ in ``thetas`` via binary search + prefix sums (docs/methods.md §4)."""
     n = a.numel()
     frac = torch.arange(1, 2 * T + 1, dtype=torch.float64) / (2 * T)  # boundaries (odd) and levels (even)
     out = torch.empty_like(thetas)
@@ -194,7 +194,7 @@ def _search_t1(a: torch.Tensor, m: int) -> float:
 
 
 def search_threshold(a: torch.Tensor, T: int, m: int = 1, candidates: str = "paper") -> ThresholdResult:
-    """argmin over θ of C_m(θ, θ/2) for the positive entries of ``a`` (METHODS §4).
+    """argmin over θ of C_m(θ, θ/2) for the positive entries of ``a`` (docs/methods.md §4).
 
     T = 1: exact over all (θ, v0) (``candidates`` is ignored). T > 1: exact argmin over the
     ``candidates`` set (see `candidate_thetas`); v0 = θ/2 (002 Thm 4.3). Returns
@@ -215,7 +215,7 @@ def search_threshold(a: torch.Tensor, T: int, m: int = 1, candidates: str = "pap
 
 
 def brute_force_search(a: torch.Tensor, T: int, m: int = 1, candidates: str = "paper") -> ThresholdResult:
-    """Reference for tests: the closed-form C_m(θ, θ/2) of every candidate, O(K·N) (METHODS §4).
+    """Reference for tests: the closed-form C_m(θ, θ/2) of every candidate, O(K·N) (docs/methods.md §4).
 
     For T = 1 the candidates are all activations (m = 1) or all suffix means (m = 2).
     """
@@ -261,7 +261,7 @@ def paper_algorithm1(a: torch.Tensor) -> ThresholdResult:
 def paper_algorithm2(a: torch.Tensor, T: int) -> ThresholdResult:
     """002 Alg. 2 / App. 8.3, faithfully: for each θ = a(i), i = N/2 … N − 5, pass every activation
     through the IF neuron (v0 = θ/2, T steps, soft reset) and take E(i) = Σ |a − θ·rate|; keep the
-    first strict minimum. O(N) per candidate, O(N²) overall (METHODS §4). m = 1 as in 002.
+    first strict minimum. O(N) per candidate, O(N²) overall (docs/methods.md §4). m = 1 as in 002.
     """
     a = _positive_sorted(a)
     if a.numel() == 0:
@@ -284,7 +284,7 @@ def paper_algorithm2(a: torch.Tensor, T: int) -> ThresholdResult:
 def search_threshold_channelwise(acts, T: int, m: int = 1, candidates: str = "paper"):
     """`search_threshold` per channel: ``acts`` is [N, C] or a list of C 1-D tensors.
 
-    Returns (theta[C], v0[C], error[C]) as float64 tensors (METHODS §4, channel-wise variant).
+    Returns (theta[C], v0[C], error[C]) as float64 tensors (docs/methods.md §4, channel-wise variant).
     """
     if isinstance(acts, torch.Tensor):
         if acts.dim() != 2:
@@ -379,7 +379,7 @@ def _merge(parts: Sequence[tuple[torch.Tensor, int]], cap: int, seed: int) -> tu
 
 
 class ActivationStats:
-    """Streaming per-site statistics of post-ReLU activations with bounded memory (METHODS §4).
+    """Streaming per-site statistics of post-ReLU activations with bounded memory (docs/methods.md §4).
 
     ``update(site, x)`` with x of shape [B, C, ...]. Kept per site: exact max (layer and per
     channel; 0 if nothing positive was seen), the number of positive values seen, and the
@@ -455,7 +455,7 @@ class ActivationStats:
     def threshold(self, site: str, rule: str = "max", T: int | None = None, m: int = 1,
                   channel_wise: bool = False, percentile: float = 99.9, v0_fraction: float | None = None,
                   candidates: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
-        """(θ, v0) for ``site`` as float64 tensors, scalar or [C] (METHODS §4).
+        """(θ, v0) for ``site`` as float64 tensors, scalar or [C] (docs/methods.md §4).
 
         rule "max" or "percentile": v0 = v0_fraction·θ, default 0 (vanilla rate coding; QCFS
         uses 0.5). rule "data-driven": `search_threshold` with T, m, candidates; v0 = θ/2.

@@ -1,4 +1,4 @@
-"""NIR export of rate-coded IF networks (DESIGN.md "Outside the core").
+"""NIR export of rate-coded IF networks (docs/architecture.md "Outside the core").
 
 Mapping: conv → nir.Conv1d/Conv2d, linear → nir.Affine (nir.Linear without bias), average
 pooling → nir.AvgPool2d, flatten → nir.Flatten, residual add → several edges into one node

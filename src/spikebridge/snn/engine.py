@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import Kind, Op, op_for_module, BY_FUNCTION, BY_METHOD
+from ..conversion.ops import BY_FUNCTION, BY_METHOD, Kind, Op, op_for_module
 from ..errors import ConversionError
 from .neurons import SpikingNeuron
 
@@ -42,9 +42,12 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
                 y = y_t.new_empty((steps, *y_t.shape))
             y[t] = y_t
     if layer.bias is not None:
-        bias = coding.bias_per_step(layer.bias, steps)
-        y = y + bias.view(-1, *([1] * (y.dim() - 3)))
+        bias = coding.bias_per_step(layer.bias, steps)  # linear: features last; conv: channels at dim 2
+        y = y + (bias if isinstance(layer, nn.Linear) else bias.view(-1, *([1] * (y.dim() - 3))))
     return y
+
+
+RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE)
 
 
 class TrainRunner(fx.Interpreter):
@@ -69,9 +72,9 @@ class TrainRunner(fx.Interpreter):
             self.record_site(target, out)
             return out
         op = op_for_module(module)
-        if op is None:
+        if op is None or op.kind not in RUNNABLE:
             raise ConversionError(f"the engine cannot run module {target!r} ({type(module).__name__}): it is neither "
-                                  "a spiking neuron nor an op of the op table")
+                                  "a spiking neuron nor an op of the op table that a spiking network can hold")
         if op.kind is Kind.SYNAPTIC:
             self.record_events(target, args[0])
             return synapse(module, args[0], self.coding)
@@ -85,7 +88,7 @@ class TrainRunner(fx.Interpreter):
         return self.run_op(op, lambda obj, *a, **k: getattr(obj, target)(*a, **k), args, kwargs)
 
     def lookup(self, op: Op | None, target) -> Op:
-        if op is None or op.kind not in (Kind.STATELESS, Kind.SHAPE, Kind.MERGE):
+        if op is None or op.kind not in RUNNABLE:
             name = target if isinstance(target, str) else getattr(target, "__name__", target)
             raise ConversionError(f"the engine cannot run {name!r}: it is not an op of the op table")
         return op

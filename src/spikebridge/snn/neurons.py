@@ -85,13 +85,13 @@ class _Spike(torch.autograd.Function):
 
 def spike(v_minus_theta: torch.Tensor, width) -> torch.Tensor:
     """s = H(v − θ), with H(0) = 1. Backward: ds/dv = 1 where |v − θ| < width, else 0
-    (rectangular surrogate, METHODS §4 "SNN calibration"; IFNeuron uses width a = θ/T)."""
+    (rectangular surrogate, docs/methods.md §4 "SNN calibration"; IFNeuron uses width a = θ/T)."""
     width = torch.as_tensor(width, dtype=v_minus_theta.dtype, device=v_minus_theta.device)
     return _Spike.apply(v_minus_theta, width)
 
 
 class IFNeuron(SpikingNeuron):
-    """Rate-coded integrate-and-fire neuron with soft reset and FTBC biases (METHODS §1, §5).
+    """Rate-coded integrate-and-fire neuron with soft reset and FTBC biases (docs/methods.md §1, §5).
 
     Per step t (0-based): v ← v + x(t) − b(t); s = H(v − θ); v ← v − θ·s; out(t) = θ·s.
     v starts at ``v0`` (absolute potential; θ/2 for QCFS). ``bias`` is a buffer [T_b, C']
@@ -192,7 +192,7 @@ class IFNeuron(SpikingNeuron):
 
 
 class PASCNeuron(SpikingNeuron):
-    """PASC hidden neuron with inhibitory spikes (METHODS §2; 000 Alg. 1–2).
+    """PASC hidden neuron with inhibitory spikes (docs/methods.md §2; 000 Alg. 1–2).
 
     θ* = θ/L, v = θ*/2, integer count c = 0. (1) for each of the L_in input steps:
     v += x(t); if v ≥ θ*: c += 1, v −= θ*. (2) max(L_in, L) − 1 steps without input:
@@ -246,7 +246,7 @@ class PASCNeuron(SpikingNeuron):
 
 
 def bits_needed(levels: int) -> int:
-    """ceil(log2(L + 1)): the bits that code every level 0..L (METHODS §3 errata)."""
+    """ceil(log2(L + 1)): the bits that code every level 0..L (docs/methods.md §3 errata)."""
     return check_levels(levels).bit_length()
 
 
@@ -268,7 +268,7 @@ def bitplane_code(levels: int, T: int) -> tuple[int, int, int]:
 
 
 class BitplaneNeuron(SpikingNeuron):
-    """Bit-plane neuron, most significant bit first (METHODS §3; 001 Sec. 5).
+    """Bit-plane neuron, most significant bit first (docs/methods.md §3; 001 Sec. 5).
 
     Modified IF (default): u = Σ_t x(t) over the whole input train; u = min(u, θ);
     u += lsb·θ/(2L) (half an LSB: rounds like QCFS's +1/2); for t = 1..bits:
@@ -346,7 +346,7 @@ def bitplane_level(total: torch.Tensor, threshold, levels: int, T: int) -> torch
 
 
 def if_reference(x: torch.Tensor, threshold, v0, T: int, bias=None) -> torch.Tensor:
-    """Plain-Python IF (METHODS §1, §5), element by element, for tests: v ← v + x(t) − b(t);
+    """Plain-Python IF (docs/methods.md §1, §5), element by element, for tests: v ← v + x(t) − b(t);
     if v ≥ θ: v ← v − θ, out = θ. x: [T_in, B, C, ...] with T_in ∈ {1, T}; bias [T_b, C']."""
     th = torch.as_tensor(threshold, dtype=torch.float64)
     v0 = torch.as_tensor(v0, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""PASCAL Algorithm 4 (METHODS.md §7): AL levels from a trained model, then retraining.
+"""PASCAL Algorithm 4 (docs/methods.md §7): AL levels from a trained model, then retraining.
 
     out/stage_1_uniform/   step 1: train at uniform L_α for E epochs
     out/al/                step 2: AL metric per site on the first ``images`` training images

@@ -1,4 +1,4 @@
-"""AL — adaptive layerwise levels (METHODS.md §7; PASCAL Sec. 3.3, Alg. 3–4, Eq. 3–6, 8).
+"""AL — adaptive layerwise levels (docs/methods.md §7; PASCAL Sec. 3.3, Alg. 3–4, Eq. 3–6, 8).
 
 Per QCFS site: histogram H of output levels 0..L over ~3000 images; agreement A, skewness g
 and kurtosis K of the level distribution given by H; metric M = A·(g² + 1)·K. Sites are
@@ -34,7 +34,7 @@ class SiteMetric:
 def level_histograms(model: nn.Module, loader: Iterable, n_images: int = 3000) -> dict[str, torch.LongTensor]:
     """{site: H} with H[k] = number of outputs at level k (L+1 bins) over the first ``n_images``
     images of ``loader`` (batches of images or (images, labels)), model in eval mode, no grad
-    (METHODS §7, PASCAL Alg. 3 steps 1–2)."""
+    (docs/methods.md §7, PASCAL Alg. 3 steps 1–2)."""
     found = sites(model)
     if not found:
         raise SpikeBridgeError("the model has no QCFS site; call spikebridge.prepare(model) first")

@@ -1,4 +1,4 @@
-"""Training of QCFS (or plain ReLU) ANNs: a plain PyTorch loop (METHODS.md §0).
+"""Training of QCFS (or plain ReLU) ANNs: a plain PyTorch loop (docs/methods.md §0).
 
 Recipe: SGD with momentum 0.9, weight decay 5e-4 (1e-4 on ImageNet), lr 0.1 (0.02 on
 CIFAR-100), cosine decay to 0 stepped after every batch (smoother than per epoch; the
@@ -16,7 +16,7 @@ at that site over the first ``init_images`` training images (no augmentation): t
 maximum of Rueckauer et al., so a few outliers do not stretch the quantisation grid. From a
 QCFS checkpoint, the trained θ are kept and only the levels change (PASCAL Alg. 4 step 4).
 
-``bit_l1 = λ > 0`` adds 001's fine-grained ℓ1 bit regulariser (METHODS §3) to the loss:
+``bit_l1 = λ > 0`` adds 001's fine-grained ℓ1 bit regulariser (docs/methods.md §3) to the loss:
 λ·(number of 1-bits of every hidden QCFS level), summed (``bit_l1_normalize="sum"``, 001's
 form) or averaged per neuron and image (``"mean"``); see ``regularizer.BitL1Regularizer``.
 Both are recorded in the checkpoint, so a resumed run keeps them.
@@ -57,7 +57,7 @@ class TrainConfig:
     (JSON {"levels": {site: L}}) takes precedence over ``levels``. ``lr`` and
     ``weight_decay`` default to the recipe's value for the dataset. ``extra_loss(model)``
     returns a tensor added to the loss at every step; it gets the plain model, also under DDP.
-    ``bit_l1`` > 0 adds λ·popcount of the QCFS levels (METHODS §3), normalised as
+    ``bit_l1`` > 0 adds λ·popcount of the QCFS levels (docs/methods.md §3), normalised as
     ``bit_l1_normalize`` ("sum" or "mean") says."""
 
     model: str | None = None  # None: the init_from checkpoint's model, else "small_cnn"

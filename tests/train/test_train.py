@@ -139,7 +139,7 @@ def test_cli_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message)
 
 
 def test_demo_ann_is_trained_once_then_reused(tmp_path, capsys):
-    from spikebridge.cli.demo import train_demo_ann
+    from spikebridge.demo import train_demo_ann
 
     model, path, acc = train_demo_ann(tmp_path, epochs=1, train_images=128, progress=False)
     assert path == tmp_path / "last.pt" and 0 < acc <= 1

@@ -1,0 +1,237 @@
+"""Contract tests of the op table: every entry, in every form it declares (module type,
+function, method name), is exercised by a graph that uses it, and behaves as its kind says:
+accepted ops convert and PASC stays exact in float64, dropped and folded ops leave the graph,
+activations become sites, refused ops are refused with the entry's advice."""
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import spikebridge as sb
+from spikebridge import ConversionError, UnsupportedActivationError
+from spikebridge.ann.tracing import trace
+from spikebridge.conversion.ops import OPS, Kind, op_for_node
+
+
+class Net(nn.Module):
+    """conv → ReLU (a spike train) → ``body`` → flatten → linear, on 2-d (or 1-d) inputs.
+    ``body(net, h, g)`` gets the train h and a second train g of the same shape."""
+
+    def __init__(self, body, dims: int = 2, module: nn.Module | None = None):
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv1d
+        self.conv, self.conv2 = conv(2, 4, 3, padding=1), conv(2, 4, 3, padding=1)
+        self.op = module if module is not None else nn.Identity()
+        self.body = body
+        self.fc = nn.LazyLinear(3)
+
+    def forward(self, x):
+        h, g = F.relu(self.conv(x)), F.relu(self.conv2(x))
+        return self.fc(torch.flatten(self.body(self, h, g), 1))
+
+
+def module_body(net, h, g):
+    return net.op(h)
+
+
+# (entry name, form, example network, input shape); the form is the module type, function
+# or method name the example must contain.
+M2, M1 = (2, 8, 8), (2, 8)
+EXAMPLES = [
+    ("conv", nn.Conv2d, Net(module_body), M2),
+    ("conv", nn.Conv1d, Net(module_body, dims=1), M1),
+    ("linear", nn.Linear, Net(module_body, module=nn.Linear(8, 8)), M2),
+    ("avg_pool1d", nn.AvgPool1d, Net(module_body, 1, nn.AvgPool1d(2)), M1),
+    ("avg_pool1d", F.avg_pool1d, Net(lambda n, h, g: F.avg_pool1d(h, 2), 1), M1),
+    ("avg_pool2d", nn.AvgPool2d, Net(module_body, module=nn.AvgPool2d(2)), M2),
+    ("avg_pool2d", F.avg_pool2d, Net(lambda n, h, g: F.avg_pool2d(h, 2)), M2),
+    ("adaptive_avg_pool1d", nn.AdaptiveAvgPool1d, Net(module_body, 1, nn.AdaptiveAvgPool1d(2)), M1),
+    ("adaptive_avg_pool1d", F.adaptive_avg_pool1d, Net(lambda n, h, g: F.adaptive_avg_pool1d(h, 2), 1), M1),
+    ("adaptive_avg_pool2d", nn.AdaptiveAvgPool2d, Net(module_body, module=nn.AdaptiveAvgPool2d(2)), M2),
+    ("adaptive_avg_pool2d", F.adaptive_avg_pool2d, Net(lambda n, h, g: F.adaptive_avg_pool2d(h, 2)), M2),
+    ("flatten", nn.Flatten, Net(module_body, module=nn.Flatten()), M2),
+    ("flatten", torch.flatten, Net(lambda n, h, g: torch.flatten(h, 2)), M2),
+    ("flatten", "flatten", Net(lambda n, h, g: h.flatten(2)), M2),
+    ("unflatten", nn.Unflatten, Net(module_body, module=nn.Unflatten(1, (2, 2))), M2),
+    ("reshape", torch.reshape, Net(lambda n, h, g: torch.reshape(h, (h.shape[0], -1))), M2),
+    ("reshape", "view", Net(lambda n, h, g: h.view(h.size(0), 4, -1)), M2),
+    ("reshape", "reshape", Net(lambda n, h, g: h.reshape(h.size(0), -1)), M2),
+    ("identity", nn.Identity, Net(module_body), M2),
+    ("identity", "contiguous", Net(lambda n, h, g: h.contiguous()), M2),
+    ("mean", torch.mean, Net(lambda n, h, g: torch.mean(h, (2, 3))), M2),
+    ("mean", "mean", Net(lambda n, h, g: h.mean(3)), M2),
+    ("add", operator.add, Net(lambda n, h, g: h + g), M2),
+    ("add", torch.add, Net(lambda n, h, g: torch.add(h, g)), M2),
+    ("add", "add", Net(lambda n, h, g: h.add(g)), M2),
+    ("add", "add_", Net(lambda n, h, g: h.add_(g)), M2),
+    ("cat", torch.cat, Net(lambda n, h, g: torch.cat([h, g], 1)), M2),
+    ("shape", getattr, Net(lambda n, h, g: h.view(h.shape[0], -1)), M2),
+    ("shape", operator.getitem, Net(lambda n, h, g: h.view(h.shape[0], -1)), M2),
+    ("shape", "size", Net(lambda n, h, g: h.view(h.size(0), -1)), M2),
+]
+DROPPED = [nn.Dropout(0.5), nn.Dropout1d(0.5), nn.Dropout2d(0.5), nn.AlphaDropout(0.5)]
+DROPPED_FUNCTIONS = [F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout]
+ONE_D = (nn.Dropout1d, F.dropout1d)
+
+
+def _forms(op) -> list:
+    return [*op.modules, *op.functions, *op.methods]
+
+
+def _uses(gm, name, form) -> bool:
+    for node in gm.graph.nodes:
+        entry = op_for_node(node, gm)
+        if entry is None or entry.name != name:
+            continue
+        if node.op == "call_module" and type(gm.get_submodule(node.target)) is form:
+            return True
+        if node.op in ("call_function", "call_method") and node.target is form or node.target == form:
+            return True
+    return False
+
+
+def _built(net, shape):
+    torch.manual_seed(0)
+    net(torch.zeros(1, *shape))  # materialise LazyLinear
+    for m in net.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            nn.init.uniform_(m.weight, -0.6, 0.6)
+    return net.eval()
+
+
+def test_every_form_of_every_accepted_entry_has_an_example():
+    covered = {(name, form) for name, form, _, _ in EXAMPLES}
+    for op in OPS:
+        if op.kind in (Kind.SYNAPTIC, Kind.STATELESS, Kind.MERGE, Kind.SHAPE):
+            missing = [f for f in _forms(op) if (op.name, f) not in covered]
+            assert not missing, f"op table entry {op.name!r}: no example graph for {missing}"
+
+
+@pytest.mark.parametrize("name, form, net, shape", EXAMPLES,
+                         ids=[f"{n}-{getattr(f, '__name__', f)}" for n, f, _, _ in EXAMPLES])
+def test_accepted_op_converts_and_pasc_stays_exact(name, form, net, shape):
+    net = _built(net, shape)
+    assert _uses(trace(net), name, form), f"the example does not use {name} as {form}"
+    qann = sb.prepare(net, levels=5, threshold=1.0).double()
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    report = sb.verify(qann, sb.convert(qann, "pasc").double(), x)
+    assert report.agreement == 1.0 and report.max_logit_diff < 1e-9, report.table()
+    assert sum(report.mismatches.values()) == 0
+    res = sb.convert(qann, "qcfs", T=3).double().simulate(x)
+    assert res.logits.shape == (3, 4, 3) and torch.isfinite(res.logits).all()
+
+
+@pytest.mark.parametrize("dropout", DROPPED + DROPPED_FUNCTIONS, ids=lambda d: getattr(d, "__name__", type(d).__name__))
+def test_dropped_entries_leave_the_graph(dropout):
+    body = module_body if isinstance(dropout, nn.Module) else (lambda n, h, g: dropout(h, 0.5, n.training))
+    one_d = type(dropout) in ONE_D or dropout in ONE_D
+    net = _built(Net(body, dims=1 if one_d else 2, module=dropout if isinstance(dropout, nn.Module) else None),
+                 M1 if one_d else M2)
+    assert any(op_for_node(n, trace(net)) is not None and op_for_node(n, trace(net)).kind is Kind.DROPPED
+               for n in trace(net).graph.nodes)
+    snn = sb.convert(sb.prepare(net, levels=4), "pasc")
+    assert not any((op := op_for_node(n, snn.graph)) is not None and op.kind is Kind.DROPPED
+                   for n in snn.graph.graph.nodes)
+    covered = {type(d) for d in DROPPED} | set(DROPPED_FUNCTIONS)
+    assert covered == set(_forms(next(op for op in OPS if op.kind is Kind.DROPPED)))
+
+
+@pytest.mark.parametrize("bn, body, shape", [
+    (nn.BatchNorm2d(4), lambda n, h, g: n.op(h + g), M2),      # after an add: becomes a 1x1 conv
+    (nn.BatchNorm1d(4), lambda n, h, g: n.op(h + g), M1),
+], ids=["BatchNorm2d", "BatchNorm1d"])
+def test_folded_entries_leave_the_graph_exactly(bn, body, shape):
+    net = Net(body, dims=len(shape) - 1, module=bn)
+    net = _built(net, shape)
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    qann = sb.prepare(net, levels=5, threshold=1.0).double()
+    snn = sb.convert(qann, "pasc").double()
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in snn.modules())
+    report = sb.verify(qann, snn, torch.randn(4, *shape, dtype=torch.float64))
+    assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
+
+
+@pytest.mark.parametrize("relu", [nn.ReLU(), F.relu, torch.relu, torch.relu_, "relu", "relu_"],
+                         ids=["ReLU", "F.relu", "torch.relu", "torch.relu_", "relu", "relu_"])
+def test_activation_entries_become_sites(relu):
+    if isinstance(relu, nn.Module):
+        body = module_body
+    elif isinstance(relu, str):
+        body = lambda n, h, g: getattr(h + g, relu)()  # noqa: E731
+    else:
+        body = lambda n, h, g: relu(h + g)  # noqa: E731
+    net = _built(Net(body, module=relu if isinstance(relu, nn.Module) else None), M2)
+    qann = sb.prepare(net, levels=4)
+    assert len(sb.sites(qann)) == 3  # the two F.relu of Net and the one under test
+    assert all(type(m) is sb.QCFS for m in sb.sites(qann).values())
+    assert len(sb.convert(qann, "pasc").neurons()) == 3
+    relu_op = next(op for op in OPS if op.name == "relu")
+    assert set(_forms(relu_op)) <= {type(nn.ReLU()), F.relu, torch.relu, torch.relu_, "relu", "relu_"}
+
+
+REFUSED_ACTIVATION = next(op for op in OPS if op.name == "other_activation")
+
+
+@pytest.mark.parametrize("form", _forms(REFUSED_ACTIVATION), ids=lambda f: getattr(f, "__name__", str(f)))
+def test_other_activations_are_refused_by_prepare_with_the_advice(form):
+    if isinstance(form, type):
+        module = form() if form not in (nn.GLU,) else form(dim=1)
+        net = Net(module_body, module=module)
+    elif isinstance(form, str):
+        net = Net(lambda n, h, g: getattr(h, form)())
+    elif form is F.glu:
+        net = Net(lambda n, h, g: form(h, 1))
+    elif form is F.prelu:
+        net = Net(lambda n, h, g: form(h, torch.ones(1)))
+    else:
+        net = Net(lambda n, h, g: form(h))
+    with pytest.raises(UnsupportedActivationError, match="replace it with ReLU"):
+        sb.prepare(net)
+
+
+MAX_POOLS = [(nn.MaxPool2d(2), M2), (F.max_pool2d, M2), (nn.MaxPool1d(2), M1), (F.max_pool1d, M1),
+             (nn.AdaptiveMaxPool1d(2), M1), (F.adaptive_max_pool1d, M1), (nn.AdaptiveMaxPool2d(2), M2),
+             (F.adaptive_max_pool2d, M2)]
+
+
+@pytest.mark.parametrize("pool, shape", MAX_POOLS, ids=lambda p: getattr(p, "__name__", type(p).__name__))
+def test_max_pooling_is_refused_with_the_entrys_advice(pool, shape):
+    module = pool if isinstance(pool, nn.Module) else None
+    body = module_body if module is not None else (lambda n, h, g: pool(h, 2))
+    net = _built(Net(body, dims=len(shape) - 1, module=module), shape)
+    qann = sb.prepare(net, replace_maxpool=False)
+    with pytest.raises(ConversionError, match="max pooling has no spiking equivalent"):
+        sb.convert(qann, "pasc")
+    covered = {type(p) if isinstance(p, nn.Module) else p for p, _ in MAX_POOLS}
+    refused = [op for op in OPS if op.kind is Kind.REFUSED and op.name.startswith("max_pool")]
+    assert covered == {f for op in refused for f in _forms(op)}
+
+
+def test_prepare_swaps_exactly_the_entries_that_declare_a_replacement():
+    net = _built(Net(module_body, module=nn.MaxPool2d(2)), M2)
+    with pytest.warns(UserWarning, match="replaced 1 max pooling"):
+        qann = sb.prepare(net)
+    assert isinstance(qann.op, nn.AvgPool2d)
+    assert sb.convert(qann, "pasc") is not None
+    net1 = _built(Net(module_body, dims=1, module=nn.MaxPool1d(2)), M1)
+    qann1 = sb.prepare(net1)  # no replacement declared: left for convert() to refuse
+    assert isinstance(qann1.op, nn.MaxPool1d)
+
+
+def test_an_op_outside_the_table_is_refused_naming_the_node_and_the_supported_set():
+    net = _built(Net(lambda n, h, g: h * g), M2)
+    with pytest.raises(ConversionError, match=r"node 'mul'.*can only hold conv, linear, avg_pool1d"):
+        sb.convert(sb.prepare(net), "pasc")
+
+
+def test_the_engine_refuses_a_module_it_does_not_know():
+    net = _built(Net(module_body), M2)
+    snn = sb.convert(sb.prepare(net), "pasc")
+    snn.graph.add_submodule("op", nn.Softplus())  # smuggled in after conversion
+    with pytest.raises(ConversionError, match="neither a spiking neuron nor an op of the op table"):
+        snn.simulate(torch.randn(2, *M2))

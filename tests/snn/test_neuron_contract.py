@@ -1,0 +1,87 @@
+"""Contract tests of the neuron protocol, parametrised over every registered neuron class:
+threshold buffers, output steps, state local to one call, config round trip, and what the
+protocol's flags promise (time-driven neurons follow T; stepwise neurons expose one step)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spikebridge.snn.codings import CODINGS
+from spikebridge.snn.neurons import NEURONS, BitplaneNeuron, IFNeuron, PASCNeuron, SpikingNeuron
+
+# One example per registered class: a neuron with per-channel thresholds for 3 channels.
+EXAMPLES = {
+    "IFNeuron": lambda: IFNeuron(torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.25, 0.5, 1.0]), T=4),
+    "PASCNeuron": lambda: PASCNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=5),
+    "BitplaneNeuron": lambda: BitplaneNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=7),
+}
+
+
+def test_every_registered_neuron_has_an_example():
+    assert set(NEURONS) == set(EXAMPLES), "add an example for each new neuron class"
+    assert {IFNeuron, PASCNeuron, BitplaneNeuron} <= set(NEURONS.values())
+
+
+@pytest.fixture(params=sorted(EXAMPLES))
+def neuron(request) -> SpikingNeuron:
+    return EXAMPLES[request.param]().eval()
+
+
+def test_threshold_is_a_buffer_not_a_parameter(neuron):
+    buffers = dict(neuron.named_buffers())
+    assert "threshold" in buffers and buffers["threshold"].shape == (3,)
+    assert not any(name == "threshold" for name, _ in neuron.named_parameters())
+
+
+def test_declares_its_coding_and_time_policy(neuron):
+    assert neuron.coding in CODINGS.values()
+    assert isinstance(neuron.time_driven, bool) and isinstance(neuron.stepwise, bool)
+
+
+@pytest.mark.parametrize("t_in", [1, 3])
+def test_output_length_is_steps_out(neuron, t_in):
+    x = torch.rand(t_in if not neuron.time_driven or t_in == 1 else getattr(neuron, "T"), 2, 3, 4)
+    out = neuron(x)
+    assert out.shape == (neuron.steps_out(x.shape[0]), 2, 3, 4)
+
+
+def test_state_is_local_to_one_call(neuron):
+    x = torch.rand(1, 2, 3, 4) * 3
+    first = neuron(x)
+    neuron(torch.rand(1, 2, 3, 4) * 5)  # another input in between
+    assert torch.equal(neuron(x), first)
+
+
+def test_outputs_are_zero_or_a_spike_value_of_the_channel(neuron):
+    out = neuron(torch.rand(1, 2, 3, 4) * 3)
+    theta = neuron.threshold.view(1, 1, 3, 1)
+    # every non-zero output is a positive multiple of θ / 2^k or θ / L: never another sign or channel
+    assert torch.all((out == 0) | ((out > 0) & (out <= theta + 1e-6)))
+
+
+def test_time_driven_neurons_follow_T(neuron):
+    if not neuron.time_driven:
+        assert neuron.steps_out(1) == neuron.steps_out(7)
+        return
+    neuron.T = 6
+    assert neuron(torch.rand(1, 2, 3, 4)).shape[0] == 6 == neuron.steps_out(1)
+
+
+def test_config_rebuilds_the_same_neuron(neuron):
+    twin = type(neuron)(neuron.threshold.clone(), **neuron.config())
+    twin.load_state_dict(neuron.state_dict())
+    x = torch.rand(1, 2, 3, 4) * 3
+    assert torch.equal(twin(x), neuron(x))
+
+
+def test_stepwise_neurons_expose_one_step_and_a_bias(neuron):
+    if not neuron.stepwise:
+        return
+    x = torch.rand(1, 2, 3, 4) * 3
+    v = neuron.init_state(x[0])
+    steps = []
+    for t in range(neuron.T):
+        v, o = neuron.step(v, x[0], t)
+        steps.append(o)
+    assert torch.equal(torch.stack(steps), neuron(x))
+    assert neuron.bias.dim() == 2

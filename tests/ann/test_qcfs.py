@@ -68,3 +68,22 @@ def test_levels_travel_in_state_dict():
 def test_bad_levels_are_user_errors(bad):
     with pytest.raises(SpikeBridgeError, match="levels must be an integer >= 1"):
         QCFS(bad)
+
+
+def test_training_keeps_every_threshold_positive():
+    """A loss that drives θ below 0 (as one epoch at L = 3 did: θ = -7.5) leaves θ at THETA_MIN
+    after every step, so the site still computes a staircase a spiking neuron can emit."""
+    from torch import nn
+
+    import spikebridge as sb
+    from spikebridge.ann.qcfs import THETA_MIN
+    from spikebridge.train.loop import _train_epoch
+
+    torch.manual_seed(0)
+    qann = sb.prepare(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), levels=3, threshold=0.5)
+    push_down = lambda model: 100.0 * sum(s.threshold.sum() for s in sb.sites(model).values())  # noqa: E731
+    opt = torch.optim.SGD(qann.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    data = [(torch.randn(16, 4), torch.randint(0, 3, (16,))) for _ in range(3)]
+    _train_epoch(qann, qann, data, opt, sched, torch.device("cpu"), push_down, "", False)
+    assert [float(s.threshold) for s in sb.sites(qann).values()] == [pytest.approx(THETA_MIN)]

@@ -36,6 +36,22 @@ def qcfs(z: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
     return qcfs_level(z, threshold, levels) * threshold / levels
 
 
+THETA_MIN = 1e-3
+
+
+@torch.no_grad()
+def keep_thresholds_positive(model: nn.Module) -> None:
+    """Project every QCFS θ of ``model`` onto θ >= THETA_MIN (after an optimiser step; docs §0).
+
+    Nothing in the QCFS gradient keeps θ positive, and with the clip's subgradient 1 at its
+    bounds a site's θ can cross 0 (seen: θ = −7.5 after one epoch at L = 3). With θ < 0 the
+    site computes a negated staircase that no spiking neuron emits: PASC and rate-coded IF
+    then disagree with the ANN on almost every image, and θ = 0 divides by zero."""
+    for module in model.modules():
+        if isinstance(module, QCFS):
+            module.threshold.clamp_(min=THETA_MIN)
+
+
 class QCFS(nn.Module):
     """A QCFS activation site with its own threshold θ and number of levels L.
 

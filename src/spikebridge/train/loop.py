@@ -44,6 +44,7 @@ from ..errors import SpikeBridgeError
 from ..ann.prepare import prepare, set_levels, sites
 from ..errors import check_levels
 from ..conversion.thresholds import ActivationStats
+from ..ann.qcfs import keep_thresholds_positive
 from ..ann.regularizer import BitL1Regularizer
 
 # Fields that describe where and how this process runs, not the run itself: on resume they
@@ -223,6 +224,7 @@ def _train_epoch(net, model, loader, optimizer, scheduler, device, extra_loss, d
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        keep_thresholds_positive(model)
         scheduler.step()
         loss_sum += float(loss.detach()) * len(y)
         correct += int((logits.detach().argmax(1) == y).sum())

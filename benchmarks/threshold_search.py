@@ -1,4 +1,4 @@
-"""Benchmark of the data-driven threshold search (METHODS.md §4) against 002's Algorithm 2.
+"""Benchmark of the data-driven threshold search (docs/methods.md §4) against 002's Algorithm 2.
 
 Activations: |N(0, 1)| in float32 (half-normal, what a ReLU of a BN-normalised pre-activation
 gives for its positive part), fixed seed. For each N: time of `search_threshold` (sort + prefix
@@ -85,7 +85,7 @@ def main() -> None:
     cmd = "python " + " ".join(sys.argv)
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     table = "\n".join(rows)
-    md = f"""## Data-driven threshold search (METHODS §4)
+    md = f"""## Data-driven threshold search (docs/methods.md §4)
 
 Command: `{cmd}`
 Machine: {cpu_name()}, `nproc` = {nproc}, torch {torch.__version__} (CPU, {torch.get_num_threads()} threads),

@@ -1,9 +1,9 @@
 """Issue 5 item 5: what training-time methods buy on Fashion-MNIST (small_cnn).
 
-(a) Bit regulariser (METHODS §3, 001 Eq. 10–11): QCFS L = 15 (T = 4 bits, every code used)
+(a) Bit regulariser (docs/methods.md §3, 001 Eq. 10–11): QCFS L = 15 (T = 4 bits, every code used)
     trained with λ = 0 and larger λ ("mean" normalisation); ANN accuracy, bit-plane SNN
     accuracy and spikes per image over the full test set.
-(b) AL (METHODS §7, PASCAL Alg. 4): uniform L = 8 (stage_1_uniform) against the AL levels
+(b) AL (docs/methods.md §7, PASCAL Alg. 4): uniform L = 8 (stage_1_uniform) against the AL levels
     for χ = 2 (levels 4,8) and χ = 3 (levels 2,4,8); PASC accuracy over the full test set and
     T_eff. χ = 3 reuses χ = 2's stage_1_uniform and stage_2_uniform (they do not depend on χ).
 
@@ -109,9 +109,9 @@ def report(args, bits, al, seconds: float) -> str:
         f"Machine: nproc {os.cpu_count()}, torch {torch.__version__}, {args.threads} torch thread(s), "
         f"python {platform.python_version()}, shared with other jobs. Total wall time {seconds / 60:.1f} min.", "",
         f"Setup: small_cnn width {args.width} (4 QCFS sites), first {images} training images with random "
-        f"crop + flip, SGD recipe of METHODS §0 (lr 0.1 cosine, batch 128, θ₀ = 8), seed 0; every accuracy "
+        f"crop + flip, SGD recipe of docs/methods.md §0 (lr 0.1 cosine, batch 128, θ₀ = 8), seed 0; every accuracy "
         "and spike count is over the full 10000-image test set, SNNs simulated in float32.", "",
-        f"## (a) Bit regulariser (METHODS §3), L = 15, T = 4 bits, {args.epochs} epochs each", "",
+        f"## (a) Bit regulariser (docs/methods.md §3), L = 15, T = 4 bits, {args.epochs} epochs each", "",
         "λ is the 'mean' normalisation: λ × mean number of 1-bits per neuron and image (sum over the four "
         "sites' neurons, averaged over images and neurons).", "",
         "| λ (mean) | ANN acc | bit-plane SNN acc | spikes / image | spikes vs λ = 0 |",
@@ -121,7 +121,7 @@ def report(args, bits, al, seconds: float) -> str:
     lines += [f"| {r['lambda']:g} | {100 * r['ann']:.2f}% | {100 * r['acc']:.2f}% | {r['spikes']:.0f} | "
               f"{r['spikes'] / ref:.2f}× |" for r in bits]
     lines += [
-        "", f"## (b) AL (METHODS §7, PASCAL Alg. 4), E = {args.epochs}", "",
+        "", f"## (b) AL (docs/methods.md §7, PASCAL Alg. 4), E = {args.epochs}", "",
         f"Alg. 4 as `spikebridge al --train` runs it: stage_1_uniform (L = 8, {args.epochs} epochs), AL on "
         f"the first {min(3000, images)} training images, stage_2_uniform (L = 8, from the same initial weights, "
         f"{stage2} epoch(s)), "

@@ -1,4 +1,4 @@
-"""Tests of METHODS.md §4: data-driven θ and v0, max/percentile thresholds, streaming statistics."""
+"""Tests of docs/methods.md §4: data-driven θ and v0, max/percentile thresholds, streaming statistics."""
 import itertools
 
 import numpy as np

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..conversion.graph import ann_site_modules
 from ..conversion.registry import Source
-from ..errors import SpikeBridgeError
+from ..errors import OptionError, SpikeBridgeError, check_int
 from ..snn.codings import RATE
 from ..snn.engine import TrainRunner
 from ..snn.network import SpikingNetwork
@@ -43,9 +43,8 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
     """
     neurons = _check_snn(snn)
     if not alpha > 0:
-        raise SpikeBridgeError(f"FTBC needs a step size alpha > 0, got {alpha!r}")
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise SpikeBridgeError(f"batches must be an integer >= 1, got {batches!r}")
+        raise OptionError(f"FTBC needs a step size alpha > 0, got {alpha!r}")
+    check_int(batches, "batches")
     capture = ann_activations(ann, snn)
     device = next(iter(snn.buffers())).device
     inputs = [(item[0] if isinstance(item, (tuple, list)) else item).to(device) for item in islice(data, batches)]
@@ -113,7 +112,7 @@ def calibrate_neuron(neuron: SpikingNeuron, train: torch.Tensor, a: torch.Tensor
     re-step with the new b(t). Returns the corrected output train [T, B, ...]."""
     T = neuron.T
     if train.shape[0] not in (1, T):
-        raise RuntimeError(f"IFNeuron runs T = {T} steps but got an input train of {train.shape[0]} steps")
+        raise OptionError(f"the neuron runs T = {T} steps but got an input train of {train.shape[0]} steps")
     if a.shape != train.shape[1:]:
         raise SpikeBridgeError(f"ANN activation of shape {tuple(a.shape)} does not match the SNN site's "
                                f"{tuple(train.shape[1:])}")

@@ -57,6 +57,9 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
         if sorted(statistics.sites) != sorted(sites):
             raise ConversionError(f"the statistics cover sites {sorted(statistics.sites)}, the model has {sorted(sites)}")
     info = record.build(gm, sites, T or record.time.default_T, parsed, statistics)
+    foreign = [name for name in sites if gm.get_submodule(name).coding is not record.coding]
+    if foreign:
+        raise ConversionError(f"method {method!r} put neurons of another coding than {record.coding.name} at {foreign}")
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()

@@ -65,6 +65,15 @@ def option(default, help: str, choices=None):
 
 
 @dataclass(frozen=True)
+class CalibrationOptions:
+    """Options every method that converts a ReLU ANN has: how its calibration statistics are
+    collected (the converter reads them; the method's options dataclass extends this one)."""
+    channel_wise: bool = option(False, "one threshold per channel instead of per site")
+    max_samples: int = option(2_000_000, "positive activations kept per site for the statistics")
+    calibration_batches: int | None = option(None, "use only the first N calibration batches")
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     summary: str
@@ -122,6 +131,8 @@ def register(method: Method) -> Method:
     """Add a method to the registry (each file in conversion/methods/ calls this once)."""
     if method.name in METHODS:
         raise ValueError(f"method {method.name!r} is registered twice")
+    if method.source is Source.RELU and not issubclass(method.options, CalibrationOptions):
+        raise TypeError(f"method {method.name!r} converts a ReLU ANN: its options must extend CalibrationOptions")
     METHODS[method.name] = method
     return method
 

@@ -59,7 +59,9 @@ class SpikingNeuron(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        NEURONS[cls.__name__] = cls
+        if NEURONS.setdefault(cls.__name__, cls) is not cls:
+            raise TypeError(f"a neuron class named {cls.__name__} is already registered "
+                            f"({NEURONS[cls.__name__].__module__}); give the new class another name")
 
     def steps_out(self, t_in: int) -> int:
         raise NotImplementedError

@@ -9,18 +9,11 @@ import torch
 
 from ...snn.codings import RATE
 from ...snn.neurons import IFNeuron
-from ..registry import ANY_T, Method, Source, option, register
+from ..registry import ANY_T, CalibrationOptions, Method, Source, option, register
 
 
 @dataclass(frozen=True)
-class ReLUOptions:
-    channel_wise: bool = option(False, "one threshold per channel instead of per site")
-    max_samples: int = option(2_000_000, "positive activations kept per site for the statistics")
-    calibration_batches: int | None = option(None, "use only the first N calibration batches")
-
-
-@dataclass(frozen=True)
-class MaxNormOptions(ReLUOptions):
+class MaxNormOptions(CalibrationOptions):
     v0_fraction: float | None = option(None, "initial potential as a fraction of θ (0.5: half threshold)")
 
 
@@ -30,7 +23,7 @@ class PercentileOptions(MaxNormOptions):
 
 
 @dataclass(frozen=True)
-class DataDrivenOptions(ReLUOptions):
+class DataDrivenOptions(CalibrationOptions):
     m: int = option(1, "the error power of Σ|a − ã|^m", choices=(1, 2))
 
 

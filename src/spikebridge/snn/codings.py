@@ -26,13 +26,27 @@ class Coding:
         """``train`` brought to ``steps`` steps (it has fewer)."""
         raise NotImplementedError
 
-    def decode(self, train: torch.Tensor) -> torch.Tensor:
-        """A train's value per neuron."""
+    def value(self, total: torch.Tensor, steps: int) -> torch.Tensor:
+        """A train's value per neuron from its sum over ``steps`` steps."""
         raise NotImplementedError
 
-    def readout(self, train: torch.Tensor, T: int | None) -> torch.Tensor:
-        """Anytime logits [T, B, ...] from the output train."""
+    def readout(self, train: torch.Tensor, steps: int | None, t0: int = 0,
+                running: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anytime logits from the output train, which holds the ``steps`` steps t0, t0 + 1, ...
+        of the run (``running``: the sum of the output over the steps before t0). Returns (logits
+        [steps, B, ...], the running sum after the train). The sum is accumulated step by step
+        in order, so a run read out in chunks gives the same logits as in one piece."""
         raise NotImplementedError
+
+    @staticmethod
+    def _cumsum(train: torch.Tensor, running: torch.Tensor | None) -> torch.Tensor:
+        """Sums over steps 1..t, added one step at a time (torch.cumsum's order of additions
+        depends on the length, so chunks would round differently)."""
+        total = torch.empty_like(train)
+        for t in range(train.shape[0]):
+            running = train[t] if running is None else running + train[t]
+            total[t] = running
+        return total
 
     def presentations(self, steps: int, T: int | None) -> int:
         """How often each step of a train of ``steps`` steps reaches a layer in a T-step run."""
@@ -58,17 +72,18 @@ class RateCoding(Coding):
             raise SpikeBridgeError(f"rate-coded trains of {train.shape[0]} and {steps} steps cannot be combined")
         return train.expand(steps, *train.shape[1:])
 
-    def decode(self, train):
-        return train.mean(0)
+    def value(self, total, steps):
+        return total / steps
 
     def presentations(self, steps, T):
         return T if steps == 1 and T else 1  # a 1-step train is a constant current
 
-    def readout(self, train, T):
-        if train.shape[0] == 1 and T and T > 1:
-            train = train.expand(T, *train.shape[1:])
-        steps = torch.arange(1, train.shape[0] + 1, device=train.device, dtype=train.dtype)
-        return train.cumsum(0) / steps.view(-1, *([1] * (train.dim() - 1)))
+    def readout(self, train, steps, t0=0, running=None):
+        if train.shape[0] == 1 and steps and steps > 1:  # a constant output (no neuron upstream)
+            train = train.expand(steps, *train.shape[1:])
+        total = self._cumsum(train, running)
+        count = torch.arange(t0 + 1, t0 + train.shape[0] + 1, device=train.device, dtype=train.dtype)
+        return total / count.view(-1, *([1] * (train.dim() - 1))), total[-1]
 
 
 class SumCoding(Coding):
@@ -80,11 +95,12 @@ class SumCoding(Coding):
     def pad(self, train, steps):
         return F.pad(train, [0, 0] * (train.dim() - 1) + [0, steps - train.shape[0]])
 
-    def decode(self, train):
-        return train.sum(0)
+    def value(self, total, steps):
+        return total
 
-    def readout(self, train, T):
-        return train.cumsum(0)
+    def readout(self, train, steps, t0=0, running=None):
+        total = self._cumsum(train, running)
+        return total, total[-1]
 
 
 RATE = RateCoding()

@@ -30,20 +30,20 @@ def unfold(x: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
-    """W·x(t) + the coding's bias for a train of ``train.shape[0]`` steps (docs §1–3)."""
+    """W·x(t) + the coding's bias for a train of ``train.shape[0]`` steps (docs §1–3), one
+    step at a time with the bias inside the conv/linear call. Per step, every call has the
+    batch's shape whatever the train's length, so a run in time chunks computes bit for bit
+    what one run computes (a GEMM over T·B rows can round differently from one over B)."""
     steps = train.shape[0]
-    if isinstance(layer, nn.Linear):
-        y = unfold(F.linear(fold(train), layer.weight), steps)
-    else:  # one step at a time
-        y = None
-        for t in range(steps):
-            y_t = layer._conv_forward(train[t], layer.weight, None)
-            if y is None:
-                y = y_t.new_empty((steps, *y_t.shape))
-            y[t] = y_t
-    if layer.bias is not None:
-        bias = coding.bias_per_step(layer.bias, steps)  # linear: features last; conv: channels at dim 2
-        y = y + (bias if isinstance(layer, nn.Linear) else bias.view(-1, *([1] * (y.dim() - 3))))
+    bias = None if layer.bias is None else coding.bias_per_step(layer.bias, steps)
+    forward = (lambda x: F.linear(x, layer.weight, bias)) if isinstance(layer, nn.Linear) else (
+        lambda x: layer._conv_forward(x, layer.weight, bias))
+    y = None
+    for t in range(steps):
+        y_t = forward(train[t])
+        if y is None:
+            y = y_t.new_empty((steps, *y_t.shape))
+        y[t] = y_t
     return y
 
 
@@ -51,7 +51,14 @@ RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE)
 
 
 class TrainRunner(fx.Interpreter):
-    """Executes the SNN graph on spike trains (see the module docstring)."""
+    """Executes the SNN graph on spike trains (see the module docstring).
+
+    ``run(x)`` runs the whole simulation in one piece. ``run_window(x, (t0, steps))`` runs
+    steps t0 .. t0 + steps − 1 only: each neuron continues from the potential it ended the
+    previous window with, and nodes with no neuron upstream (``constant_nodes``: the same
+    value at every step) are computed in the first window and reused. Counts (spikes,
+    events) and site values accumulate over the windows of one runner.
+    """
 
     def __init__(self, snn, result=None, values: bool = False):
         super().__init__(snn.graph)
@@ -59,7 +66,26 @@ class TrainRunner(fx.Interpreter):
         self.coding = snn.coding
         self.result = result
         self.values = values
+        self.constant = snn.constant_nodes()
         self.analog = snn.analog_layers()
+        self.window: tuple[int, int] | None = None
+        self.potentials: dict[str, torch.Tensor] = {}
+        self.cache: dict[fx.Node, object] = {}
+        self.totals: dict[str, torch.Tensor] = {}
+        self.steps: dict[str, int] = {}
+
+    def run_window(self, x: torch.Tensor, window: tuple[int, int] | None):
+        """Steps t0 .. t0 + steps − 1 of the simulation (None: all of them, in one piece)."""
+        self.window = window
+        return self.run(x)
+
+    def run_node(self, n: fx.Node):
+        if n in self.cache:
+            return self.cache[n]
+        out = super().run_node(n)
+        if self.window is not None and n in self.constant:
+            self.cache[n] = out
+        return out
 
     def placeholder(self, target, args, kwargs):
         x = super().placeholder(target, args, kwargs)
@@ -68,7 +94,11 @@ class TrainRunner(fx.Interpreter):
     def call_module(self, target, args, kwargs):
         module = self.fetch_attr(target)
         if isinstance(module, SpikingNeuron):
-            out = module(args[0])
+            if self.window is None:
+                out = module(args[0])
+            else:
+                t0, steps = self.window
+                out, self.potentials[target] = module.run(args[0], self.potentials.get(target), t0, steps)
             self.record_site(target, out)
             return out
         op = op_for_module(module)
@@ -115,20 +145,30 @@ class TrainRunner(fx.Interpreter):
         return out
 
     def record_site(self, site: str, out: torch.Tensor) -> None:
-        if self.result is None:
-            return
-        self.result.spikes[site] = (out != 0).sum((0, 1))
-        self.result.steps[site] = out.shape[0]
+        self.steps[site] = self.steps.get(site, 0) + out.shape[0]
         if self.values:
-            self.result.values[site] = self.coding.decode(out)
+            self.totals[site] = self.totals[site] + out.sum(0) if site in self.totals else out.sum(0)
+        if self.result is not None:
+            _accumulate(self.result.spikes, site, (out != 0).sum((0, 1)))
+            self.result.steps[site] = self.steps[site]
 
     def record_events(self, layer: str, train: torch.Tensor) -> None:
         if self.result is None:
             return
-        events = (train != 0).sum((0, 1)) * self.coding.presentations(train.shape[0], self.snn.T)
-        if layer in self.analog:
+        events = (train != 0).sum((0, 1))
+        if layer in self.analog:  # its input is the same at every step: computed once, presented per the coding
+            events = events * self.coding.presentations(train.shape[0], self.snn.T)
             self.result.analog_layers.add(layer)
-        self.result.events[layer] = events
+        _accumulate(self.result.events, layer, events)
+
+    def site_values(self) -> dict[str, torch.Tensor]:
+        """Each site's decoded value per neuron over all steps run so far (sum, or mean for
+        rate coding); empty unless the runner was asked for values."""
+        return {site: self.coding.value(total, self.steps[site]) for site, total in self.totals.items()}
+
+
+def _accumulate(counts: dict, key: str, value: torch.Tensor) -> None:
+    counts[key] = counts[key] + value if key in counts else value
 
 
 def _tensors(tree):

@@ -14,7 +14,7 @@ from torch import fx, nn
 
 from ..conversion.ops import Kind, op_for_module
 from ..conversion.registry import Method, get_method
-from ..errors import OptionError, check_T
+from ..errors import OptionError, check_int, check_T
 from .codings import Coding
 from .neurons import SpikingNeuron
 
@@ -47,6 +47,9 @@ class SimulationResult:
     def accuracy(self, labels: torch.Tensor) -> torch.Tensor:
         """Fraction of correct predictions after each step: [T]."""
         return (self.logits.argmax(-1) == labels.to(self.logits.device)).double().mean(1)
+
+
+DEFAULT_CHUNK = 8
 
 
 class SpikingNetwork(nn.Module):
@@ -83,21 +86,20 @@ class SpikingNetwork(nn.Module):
         return {n.target: self.graph.get_submodule(n.target) for n in self.graph.graph.nodes
                 if n.op == "call_module" and _is_synaptic(self.graph.get_submodule(n.target))}
 
+    def constant_nodes(self) -> set[fx.Node]:
+        """Nodes with no neuron upstream (and not neurons): their value is the same at every
+        step, computed on the analog input."""
+        spiking: set[fx.Node] = set()
+        for node in self.graph.graph.nodes:
+            if any(a in spiking for a in node.all_input_nodes) or (
+                    node.op == "call_module" and isinstance(self.graph.get_submodule(node.target), SpikingNeuron)):
+                spiking.add(node)
+        return {n for n in self.graph.graph.nodes if n not in spiking and n.op != "output"}
+
     def analog_layers(self) -> set[str]:
         """Synaptic layers whose input has passed no neuron: they multiply analog values."""
-        spiking: set[fx.Node] = set()
-        layers = set()
-        for node in self.graph.graph.nodes:
-            upstream = any(a in spiking for a in node.all_input_nodes)
-            if node.op == "call_module":
-                module = self.graph.get_submodule(node.target)
-                if _is_synaptic(module) and not upstream:
-                    layers.add(node.target)
-                if isinstance(module, SpikingNeuron):
-                    upstream = True
-            if upstream:
-                spiking.add(node)
-        return layers
+        return {n.target for n in self.constant_nodes()
+                if n.op == "call_module" and _is_synaptic(self.graph.get_submodule(n.target))}
 
     def set_T(self, T: int | None) -> None:
         """Set the number of steps of every time-driven neuron (rate-coded IF, bit-plane)."""
@@ -110,20 +112,42 @@ class SpikingNetwork(nn.Module):
         self.T = T
 
     # -- execution -------------------------------------------------------------------------
-    def simulate(self, x: torch.Tensor, T: int | None = None, record: bool = True, values: bool = False) -> SimulationResult:
+    def simulate(self, x: torch.Tensor, T: int | None = None, record: bool = True, values: bool = False,
+                 chunk: int | None = None) -> SimulationResult:
         """Run the SNN on analog input x [B, ...]. T overrides the network's steps for this
-        run only, where the method's time policy accepts a T (PASC runs its levels)."""
+        run only, where the method's time policy accepts a T (PASC runs its levels).
+
+        chunk: steps simulated at once (default ``DEFAULT_CHUNK``). A network whose neurons
+        all run step by step (``stepwise``: rate-coded IF) simulates time in chunks of that
+        many steps, each neuron carrying its potential from one chunk to the next, so memory
+        grows with the chunk, not with T; the results are the same for every chunk. Sum-coded
+        neurons see their whole input before they emit, and run in one piece (their T is the
+        levels or bits, not a user's T).
+        """
         from .engine import TrainRunner
 
         if T is not None and not self.record.time.accepts_T:
             raise OptionError(f"method {self.method!r} runs for {self.record.time.description}")
-        timed = {n: m for n, m in self.neurons().items() if m.time_driven}
+        chunk = check_int(DEFAULT_CHUNK if chunk is None else chunk, "chunk")
+        neurons = self.neurons()
+        timed = {n: m for n, m in neurons.items() if m.time_driven}
         saved, default = {n: m.T for n, m in timed.items()}, self.T
         self.set_T(T)
         try:
             result = SimulationResult(logits=torch.empty(0), batch_size=x.shape[0])
-            out = TrainRunner(self, result if record else None, values).run(x)
-            result.logits = self.coding.readout(out, self.T)
+            runner = TrainRunner(self, result if record else None, values)
+            if self.T and self.T > chunk and neurons and all(n.stepwise for n in neurons.values()):
+                windows = [(t0, min(chunk, self.T - t0)) for t0 in range(0, self.T, chunk)]
+            else:
+                windows = [None]
+            logits, running = [], None
+            for window in windows:
+                out = runner.run_window(x, window)
+                t0, steps = window or (0, self.T)
+                chunk_logits, running = self.coding.readout(out, steps, t0, running)
+                logits.append(chunk_logits)
+            result.logits = torch.cat(logits) if len(logits) > 1 else logits[0]
+            result.values = runner.site_values()
         finally:  # each neuron keeps its own steps (mixed-level bit-plane sites differ)
             for name, neuron in timed.items():
                 neuron.T = saved[name]

@@ -44,8 +44,9 @@ class SpikingNeuron(nn.Module):
     - ``coding``: the coding of the train it emits (``snn.codings``);
     - ``time_driven``: True if it runs ``T`` steps, which the network sets (``self.T``); False
       if its output length follows from its own parameters (PASC: its levels);
-    - ``stepwise``: True if it also exposes ``init_state``, ``step(v, x_t, t)`` and a per-step
-      ``bias`` buffer [T_b, C'] (what FTBC calibrates and NIR exports);
+    - ``stepwise``: True if it also exposes ``init_state``, ``step(v, x_t, t)``, a per-step
+      ``bias`` buffer [T_b, C'] (what FTBC calibrates and NIR exports) and
+      ``run(x, v, t0, steps) -> (train, v)``, which lets the engine simulate time in chunks;
     - ``steps_out(t_in)``: the length of the train it emits for an input of ``t_in`` steps;
     - ``config()``: its constructor arguments besides ``threshold`` (data-only SNN files
       rebuild it as ``cls(threshold, **config)`` and then load its buffers).
@@ -157,30 +158,38 @@ class IFNeuron(SpikingNeuron):
         t_in = x.shape[0]
         if t_in not in (1, self.T):
             raise OptionError(f"IFNeuron runs T = {self.T} steps but got an input train of {t_in} steps (need 1 or {self.T})")
-        if torch.is_grad_enabled():  # surrogate-gradient training: the autograd path
-            v, out = self.init_state(x[0]), []
-            for t in range(self.T):
-                v, o = self.step(v, x[0 if t_in == 1 else t], t)
-                out.append(o)
-            return torch.stack(out)
-        return self._infer(x)
+        return self.run(x, None, 0, self.T)[0]
 
-    def _infer(self, x: torch.Tensor) -> torch.Tensor:
-        """``step`` repeated in place, bit for bit the same (v − θ ≥ 0 ⇔ v ≥ θ in floats):
-        inference without the autograd path's temporaries."""
+    def run(self, x: torch.Tensor, v: torch.Tensor | None, t0: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps t0 .. t0 + steps − 1 from potential ``v`` (None: v0), for time-chunked
+        simulation: x is [steps, B, ...] or [1, B, ...] (a constant current). Returns
+        (output train [steps, B, ...], potential after the last step); ``v`` may be updated in
+        place."""
+        if v is None:
+            v = self.init_state(x[0])
+        if torch.is_grad_enabled():  # surrogate-gradient training: the autograd path
+            out = []
+            for t in range(steps):
+                v, o = self.step(v, x[0 if x.shape[0] == 1 else t], t0 + t)
+                out.append(o)
+            return torch.stack(out), v
+        return self._infer(x, v, t0, steps)
+
+    def _infer(self, x: torch.Tensor, v: torch.Tensor, t0: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``step`` repeated in place on ``v``, bit for bit the same (v − θ ≥ 0 ⇔ v ≥ θ in
+        floats): inference without the autograd path's temporaries."""
         theta = channel_view(self.threshold, x.dim() - 1)
-        v = self.init_state(x[0])
-        out = x.new_empty((self.T, *x.shape[1:]))
+        out = x.new_empty((steps, *x.shape[1:]))
         fired = torch.empty_like(v, dtype=torch.bool)
-        for t in range(self.T):
+        for t in range(steps):
             v.add_(x[0 if x.shape[0] == 1 else t])
-            b = self.bias_at(t, v.dim())
+            b = self.bias_at(t0 + t, v.dim())
             if b is not None:
                 v.sub_(b)
             torch.ge(v, theta, out=fired)
             torch.mul(fired, theta, out=out[t])
             v.sub_(out[t])
-        return out
+        return out, v
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The bias length is a calibration result: take the saved shape.

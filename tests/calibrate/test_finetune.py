@@ -51,7 +51,7 @@ def test_one_epoch_lowers_the_loss_and_keeps_thresholds(setup):
     thresholds = {k: v.clone() for k, v in snn.state_dict().items() if k.endswith(("threshold", "v0"))}
     weights = {k: v.clone() for k, v in snn.named_parameters()}
     before = _loss(snn, setup["data"], 1)
-    history = finetune(snn, setup["data"], T_schedule=(1,), epochs=1, lr=5e-3, progress=False)
+    history = finetune(snn, setup["data"], T_schedule=(1,), epochs=1, lr=1e-2, progress=False)
     after = _loss(snn, setup["data"], 1)
     assert after < 0.9 * before, (before, after)
     assert [(h["stage"], h["T"], h["epoch"]) for h in history] == [(0, 1, 1)]

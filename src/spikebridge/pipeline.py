@@ -15,6 +15,7 @@ from pathlib import Path
 from . import data, models
 from .conversion.converter import convert
 from .conversion.registry import Source, get_method
+from .device import resolve_device
 from .errors import CheckpointError, SpikeBridgeError
 from .export.snn_file import load
 from .snn.network import SpikingNetwork
@@ -67,11 +68,12 @@ def load_ann(path):
 
 
 def convert_checkpoint(path, method: str, T=None, root=None, calibration_images: int = 2048,
-                       batch_size: int = 256, **options) -> tuple[dict, object, SpikingNetwork]:
+                       batch_size: int = 256, device=None, **options) -> tuple[dict, object, SpikingNetwork]:
     """Convert a training checkpoint; methods that convert a ReLU ANN calibrate on its first
-    ``calibration_images`` training images. Returns (checkpoint, ANN, SNN); the SNN records its
-    dataset, model and input shape."""
+    ``calibration_images`` training images. Returns (checkpoint, ANN, SNN), both on
+    ``device``; the SNN records its dataset, model and input shape."""
     ckpt, ann = load_ann(path)
+    ann.to(resolve_device(device))
     dataset, name = ckpt["dataset"], ckpt["model"]["name"]
     if get_method(method).source is Source.RELU:
         options["calibration_data"] = loader(dataset, name, "train", root, batch_size, calibration_images)
@@ -83,13 +85,13 @@ def convert_checkpoint(path, method: str, T=None, root=None, calibration_images:
     return ckpt, ann, snn
 
 
-def load_snn_or_convert(path, method: str | None, T=None, root=None, **options) -> SpikingNetwork:
-    """An SNN file as it is, or a training checkpoint converted with ``method``."""
+def load_snn_or_convert(path, method: str | None, T=None, root=None, device=None, **options) -> SpikingNetwork:
+    """An SNN file as it is, or a training checkpoint converted with ``method``, on ``device``."""
     try:
-        return load(path)
+        return load(path, map_location=resolve_device(device))
     except CheckpointError as exc:
         if "not a spikebridge SNN" not in str(exc):
             raise
     if not method:
         raise SpikeBridgeError(f"{path} is an ANN checkpoint: pass --method to convert it first")
-    return convert_checkpoint(path, method, T=T, root=root, **options)[2]
+    return convert_checkpoint(path, method, T=T, root=root, device=device, **options)[2]

@@ -169,7 +169,7 @@ def energy_report(result, layers: dict[str, nn.Module], macs: dict[str, int] | N
     rows = []
     for name, layer in layers.items():
         events = result.events[name]
-        n_macs = macs[name] if macs is not None else count_macs(layer, torch.zeros(1, *events.shape))[""]
+        n_macs = macs[name] if macs is not None else count_macs(layer, torch.zeros(1, *events.shape, device=events.device, dtype=layer.weight.dtype))[""]
         if name in result.analog_layers:
             snn_macs, acs, acs_approx, rate = n_macs * analog_steps, 0.0, 0.0, None
         else:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..device import place
 from ..snn.network import SimulationResult, SpikingNetwork
 
 
@@ -37,11 +38,14 @@ def accumulate(total: SimulationResult | None, res: SimulationResult) -> Simulat
 
 @torch.no_grad()
 def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progress: bool = True,
-                 desc: str = "simulate", reference: torch.nn.Module | None = None) -> Evaluation:
+                 desc: str = "simulate", reference: torch.nn.Module | None = None, device=None) -> Evaluation:
     """Top-1 accuracy for each T in ``Ts`` (PASC: its own length, ``Ts`` ignored), and with a
-    ``reference`` model (the ANN) the share of its predictions the SNN reproduces."""
+    ``reference`` model (the ANN) the share of its predictions the SNN reproduces. Runs on
+    ``device`` (the networks are moved there) or, by default, on the SNN's device."""
     snn.eval()
-    device = next((b.device for b in snn.buffers()), torch.device("cpu"))
+    device = place(snn, device)
+    if reference is not None:
+        reference.to(device)
     dtype = next((b.dtype for b in snn.buffers() if b.is_floating_point()), torch.float32)
     time = snn.record.time
     runs = time.runs(Ts, snn.T)

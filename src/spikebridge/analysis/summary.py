@@ -13,6 +13,7 @@ from torch import nn
 
 from ..train import al
 from ..conversion.graph import ann_site_modules
+from ..device import module_device
 from .energy import count_macs, energy_report, spike_rates
 from .evaluation import evaluate_snn
 from ..snn.network import SpikingNetwork
@@ -23,8 +24,9 @@ from ..ann.prepare import sites
 def ann_accuracy(ann: nn.Module, loader) -> float:
     ann.eval()
     correct = total = 0
+    device = module_device(ann)
     for x, y in loader:
-        correct += int((ann(x).argmax(1) == y).sum())
+        correct += int((ann(x.to(device)).argmax(1).cpu() == y).sum())
         total += y.numel()
     return correct / max(total, 1)
 
@@ -37,7 +39,7 @@ def activation_histograms(ann: nn.Module, x: torch.Tensor, snns: dict[str, Spiki
     gm, modules = ann_site_modules(ann, relu=not sites(ann))
     for n, m in modules.items():
         m.register_forward_hook(lambda mod, i, o, n=n: captured.__setitem__(n, i[0].detach().flatten()))
-    gm(x)
+    gm(x.to(module_device(gm)))
     out = {}
     for site, values in captured.items():
         values = values[values > 0].double()
@@ -58,7 +60,7 @@ def report_data(ann: nn.Module, evaluations: dict, sample: torch.Tensor, ann_acc
     and agreement per T, spike rates, energy per layer (docs/methods.md §6), activation histograms."""
     data: dict = {"title": title or "spikebridge report", "ann_accuracy": 100 * ann_accuracy_,
                   "accuracy": {}, "agreement": {}, "timesteps": {}, "spike_rates": {}, "energy": {}}
-    macs = count_macs(ann, sample[:1])
+    macs = count_macs(ann, sample[:1].to(module_device(ann)))
     for name, (snn, ev) in evaluations.items():
         data["accuracy"][name] = {T: 100 * a for T, a in ev.accuracy.items()}
         data["agreement"][name] = {T: 100 * a for T, a in ev.agreement.items()}
@@ -74,11 +76,11 @@ def report_data(ann: nn.Module, evaluations: dict, sample: torch.Tensor, ann_acc
 
 def analyse(ann: nn.Module, snns: dict[str, SpikingNetwork], loader, Ts: list[int], title: str = "",
             al_loader=None, al_images: int = 3000, al_clusters: int = 3, al_levels: tuple[int, ...] = (2, 4, 8),
-            progress: bool = True) -> dict:
+            progress: bool = True, device=None) -> dict:
     """Evaluate every SNN once on ``loader`` and return the report data for ``ann`` and them;
     with ``al_loader`` (training images) also the AL metric of every QCFS site."""
-    evaluations = {name: (snn, evaluate_snn(snn, loader, Ts, progress=progress, desc=name, reference=ann))
-                   for name, snn in snns.items()}
+    evaluations = {name: (snn, evaluate_snn(snn, loader, Ts, progress=progress, desc=name, reference=ann,
+                                            device=device)) for name, snn in snns.items()}
     data = report_data(ann, evaluations, next(iter(loader))[0], ann_accuracy(ann, loader), title)
     if al_loader is not None and sites(ann):
         levels, metrics = al.adaptive_levels(ann, al_loader, al_clusters, list(al_levels), n_images=al_images)

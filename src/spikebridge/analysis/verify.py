@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..device import place
 from ..snn.network import SpikingNetwork
 from ..ann.prepare import sites
 
@@ -37,13 +38,17 @@ class VerifyReport:
 
 
 @torch.no_grad()
-def verify(ann: nn.Module, snn: SpikingNetwork, x, batch_size: int = 256) -> VerifyReport:
-    """Compare ``ann`` and ``snn`` on a tensor of inputs or an iterable of (x, y) batches."""
+def verify(ann: nn.Module, snn: SpikingNetwork, x, batch_size: int = 256, device=None) -> VerifyReport:
+    """Compare ``ann`` and ``snn`` on a tensor of inputs or an iterable of (x, y) batches, on
+    ``device`` (both networks are moved there) or, by default, the SNN's device."""
     ann.eval()
     snn.eval()
+    device = place(snn, device)
+    ann.to(device)
     qcfs_sites = {name: m for name, m in sites(ann).items() if name in snn.neurons()}
     report = VerifyReport(mismatches={s: 0 for s in qcfs_sites}, neurons={s: 0 for s in qcfs_sites})
     for batch in _batches(x, batch_size):
+        batch = batch.to(device)
         levels, hooks = {}, []
         for name, module in qcfs_sites.items():
             hooks.append(module.register_forward_hook(

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..train.checkpoint import save_checkpoint
 from ..data import set_epoch
+from ..device import place
 from ..errors import CheckpointError, SpikeBridgeError
 from ..snn.codings import RATE
 from ..snn.network import SpikingNetwork
@@ -34,7 +35,8 @@ CHECKPOINT = "finetune_last.pt"
 
 def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1, 2, 4),
              epochs: Sequence[int] | int = (5, 2, 2), lr: float = 1e-3, momentum: float = 0.9,
-             weight_decay: float = 5e-4, out=None, resume: bool = False, progress: bool = True) -> list[dict]:
+             weight_decay: float = 5e-4, out=None, resume: bool = False, progress: bool = True,
+             device=None) -> list[dict]:
     """Fine-tune ``snn`` in place; return one record per epoch
     {"stage", "T", "epoch", "loss", "accuracy", "lr", "seconds"} (training-set mean loss/accuracy).
 
@@ -42,6 +44,7 @@ def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1
     before every epoch, so a resumed run sees the same batches. out: after every epoch
     ``<out>/finetune_last.pt`` is written atomically (weights, optimiser, scheduler, stage,
     epoch, history); ``resume=True`` continues from it exactly (from scratch if it is absent).
+    device: where to train (the SNN is moved there; default: where it is).
     """
     T_schedule, epochs = _check(snn, T_schedule, epochs, lr)
     settings = {"T_schedule": T_schedule, "epochs": epochs, "lr": lr, "momentum": momentum,
@@ -52,7 +55,7 @@ def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1
     if ckpt:
         snn.load_state_dict(ckpt["state_dict"])
     stage, done = (ckpt["stage"], ckpt["epoch"]) if ckpt else (0, 0)
-    device = next(iter(snn.parameters())).device
+    device = place(snn, device)
     for s in range(stage, len(T_schedule)):
         T = T_schedule[s]
         optimizer = torch.optim.SGD(snn.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..conversion.graph import ann_site_modules
 from ..conversion.registry import Source
+from ..device import module_device, place
 from ..errors import OptionError, SpikeBridgeError, check_int
 from ..snn.codings import RATE
 from ..snn.engine import TrainRunner
@@ -33,20 +34,21 @@ from ..snn.neurons import SpikingNeuron
 
 
 def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5, batches: int = 4,
-         progress: bool = True) -> dict[str, dict[str, list[float]]]:
+         progress: bool = True, device=None) -> dict[str, dict[str, list[float]]]:
     """Calibrate the FTBC biases of a rate-coded ``snn`` in place against ``ann``.
 
     data: batches of x or (x, y); the first ``batches`` are used, one calibration pass each.
     Returns {site: {"error_before": [e(t)], "error_after": [e(t)]}} for t = 1..T, where
     e(t) = mean over channels c of |mean over batch and positions of θ·s_c(t) − a_c|,
     averaged over the calibration batches, for the biases before and after calibration.
+    device: where to calibrate (the SNN is moved there; default: where it is).
     """
     neurons = _check_snn(snn)
     if not alpha > 0:
         raise OptionError(f"FTBC needs a step size alpha > 0, got {alpha!r}")
     check_int(batches, "batches")
+    device = place(snn, device)
     capture = ann_activations(ann, snn)
-    device = next(iter(snn.buffers())).device
     inputs = [(item[0] if isinstance(item, (tuple, list)) else item).to(device) for item in islice(data, batches)]
     if not inputs:
         raise SpikeBridgeError("FTBC got no calibration data (the data iterable is empty)")
@@ -87,7 +89,7 @@ def ann_activations(ann: nn.Module, snn: SpikingNetwork) -> Callable[[torch.Tens
             f"the ANN does not match the SNN: its activation sites {names[:6]}{'...' if len(names) > 6 else ''} "
             f"are not the SNN's {expected[:6]}{'...' if len(expected) > 6 else ''} (pass the ANN the SNN was "
             "converted from)")
-    gm.to(next(iter(snn.buffers())).device)
+    gm.to(module_device(snn))
     found: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         module.register_forward_hook(

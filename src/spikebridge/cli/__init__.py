@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from ..device import resolve_device
 from ..errors import SpikeBridgeError
 
 # Subcommand modules, in the order of the pipeline.
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None) is not None:  # checked before any file is read
+            args.device = resolve_device(args.device)
         return args.func(args) or 0
     except SpikeBridgeError as exc:
         print(f"spikebridge {args.command}: error: {exc}", file=sys.stderr)

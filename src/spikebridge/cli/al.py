@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ..errors import SpikeBridgeError
-from .common import int_list
+from .common import add_device_argument, int_list
 
 # --train options: (flag, dest, argparse kwargs); None by default so that misuse is detected.
 _TRAIN_ONLY = [
@@ -55,6 +55,7 @@ def add_parser(subparsers) -> None:
     for flag, kwargs in _TRAIN_ONLY:
         g.add_argument(flag, default=None, **kwargs)
     g.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -71,7 +72,7 @@ def run(args) -> int:
     from ..train.al import plot_metric, save_levels_file
 
     by_site, metrics = compute_al(args.checkpoint, clusters, args.levels, args.images, args.alpha,
-                                  args.data_root, args.batch_size or 256)
+                                  args.data_root, args.batch_size or 256, device=args.device)
     print(al_table(metrics, by_site))
     output = args.output or "levels.json"
     save_levels_file(output, by_site)
@@ -91,7 +92,8 @@ def _train(args, clusters: int) -> int:
     if args.output or args.plot:
         raise SpikeBridgeError("--train writes OUT/al/levels.json and OUT/al/al.png; -o and --plot are for a CKPT")
     options = {k: getattr(args, k) for k in ("model", "dataset", "lr", "seed", "limit_train", "limit_test",
-                                             "workers", "data_root", "batch_size") if getattr(args, k) is not None}
+                                             "workers", "data_root", "batch_size", "device")
+               if getattr(args, k) is not None}
     out = args.out or "runs/al"
     try:
         result = run_algorithm4(out, epochs=args.epochs or 3, clusters=clusters, levels=args.levels,

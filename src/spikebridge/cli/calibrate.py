@@ -1,6 +1,8 @@
 """`spikebridge calibrate ftbc`: FTBC biases for a rate-coded SNN file (docs/methods.md §5)."""
 from __future__ import annotations
 
+from .common import add_device_argument
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("calibrate", help="calibrate a converted SNN (FTBC)",
@@ -20,6 +22,7 @@ def add_parser(subparsers) -> None:
     f.add_argument("--batch-size", type=int, default=64)
     f.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the calibrated SNN")
     f.add_argument("--no-progress", action="store_true")
+    add_device_argument(f)
     f.set_defaults(func=run)
 
 
@@ -33,7 +36,8 @@ def run(args) -> int:
     ann = model_from_checkpoint(args.ckpt)
     data = loader(args.dataset, ann.spikebridge_spec["name"], "train", args.data_root, args.batch_size,
                   args.batches * args.batch_size)
-    summary = ftbc(snn, ann, data, alpha=args.alpha, batches=args.batches, progress=not args.no_progress)
+    summary = ftbc(snn, ann, data, alpha=args.alpha, batches=args.batches, progress=not args.no_progress,
+                   device=args.device)
     save(snn, args.output)
     print(f"FTBC, T={snn.T}, alpha={args.alpha}, {args.batches} batches of {args.batch_size}: "
           "per-step channel-mean |error| before -> after")

@@ -38,3 +38,8 @@ def method_options(args) -> dict:
     from ..conversion.registry import get_method, options_from_arguments
 
     return options_from_arguments(args, get_method(args.method)) if args.method else {}
+
+
+def add_device_argument(p) -> None:
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda or cuda:N (default: auto, CUDA when available, else the CPU)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_method_arguments, method_options
+from .common import add_device_argument, add_method_arguments, method_options
 
 
 def add_parser(subparsers) -> None:
@@ -17,6 +17,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data-root", default=None, metavar="DIR")
     p.add_argument("--calibration-images", type=int, default=2048, metavar="N",
                    help="methods for ReLU ANNs: statistics from the first N training images (default: %(default)s)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -25,7 +26,8 @@ def run(args) -> int:
     from ..pipeline import convert_checkpoint
 
     _, _, snn = convert_checkpoint(args.checkpoint, args.method, T=args.T, root=args.data_root,
-                                   calibration_images=args.calibration_images, **method_options(args))
+                                   calibration_images=args.calibration_images, device=args.device,
+                                   **method_options(args))
     save(snn, args.output)
     steps = f"T_eff={snn.info['T_eff']:.2f}" if "T_eff" in snn.info else f"T={snn.T}"
     print(f"{args.method} SNN ({steps}, {len(snn.neurons())} spiking sites) written to {args.output}")

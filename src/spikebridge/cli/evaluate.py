@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_data_arguments, add_method_arguments, int_list, method_options
+from .common import add_data_arguments, add_device_argument, add_method_arguments, int_list, method_options
 
 
 def add_parser(subparsers) -> None:
@@ -15,6 +15,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--T", default="1,2,4,8,16,32,64", help="comma-separated step counts (default: %(default)s)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
     add_data_arguments(p)
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -26,7 +27,8 @@ def run(args) -> int:
 
     Ts = int_list(args.T)
     T = get_method(args.method).time.steps_for(Ts) if args.method else None
-    snn = load_snn_or_convert(args.snn, args.method, T=T, root=args.data_root, **method_options(args))
+    snn = load_snn_or_convert(args.snn, args.method, T=T, root=args.data_root, device=args.device,
+                              **method_options(args))
     dataset = args.dataset or snn.info.get("dataset")
     if not dataset:
         raise SpikeBridgeError("this SNN does not record its dataset: pass --dataset")

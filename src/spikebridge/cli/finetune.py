@@ -2,6 +2,8 @@
 (docs/methods.md §4 "SNN calibration"; latency-increasing T schedule, resumable)."""
 from __future__ import annotations
 
+from .common import add_device_argument
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -24,6 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the fine-tuned SNN")
     p.add_argument("--no-progress", action="store_true")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -41,7 +44,7 @@ def run(args) -> int:
                   shuffle=True, seed=args.seed)
     history = finetune(snn, data, T_schedule=T_schedule, epochs=epochs, lr=args.lr, momentum=args.momentum,
                        weight_decay=args.weight_decay, out=args.out, resume=args.resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, device=args.device)
     for h in history:
         print(f"T={h['T']} epoch {h['epoch']}: loss {h['loss']:.4f}  train {100 * h['accuracy']:.2f}%  "
               f"lr {h['lr']:.3g}")

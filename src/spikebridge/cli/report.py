@@ -2,7 +2,7 @@
 report.md, report.json and PNG plots (accuracy vs T, spike rates, energy, activations, AL)."""
 from __future__ import annotations
 
-from .common import add_data_arguments, int_list
+from .common import add_data_arguments, add_device_argument, int_list
 
 
 def add_parser(subparsers) -> None:
@@ -17,6 +17,7 @@ def add_parser(subparsers) -> None:
                    help="also compute the AL metric per site on N training images (QCFS checkpoints)")
     add_option_arguments(p)
     add_data_arguments(p)
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -32,7 +33,8 @@ def run(args) -> int:
     snns, ann, ckpt = {}, None, None
     for record in records:
         ckpt, ann, snns[record.name] = convert_checkpoint(args.checkpoint, record.name, T=record.time.steps_for(Ts),
-                                                          root=args.data_root, **options[record.name])
+                                                          root=args.data_root, device=args.device,
+                                                          **options[record.name])
     dataset, model = args.dataset or ckpt["dataset"], ckpt["model"]["name"]
     test = loader(dataset, model, "test", args.data_root, args.batch_size, args.limit)
     al_loader = loader(dataset, model, "train", args.data_root, args.batch_size) if args.al_images else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import SpikeBridgeError
+from .common import add_device_argument
 
 
 def add_parser(subparsers) -> None:
@@ -48,6 +49,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training images")
     p.add_argument("--limit-test", type=int, default=None, metavar="N", help="use the first N test images")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=run)
 
@@ -68,7 +70,7 @@ def run(args) -> int:
         channel_wise=args.channel_wise, seed=args.seed, augment=args.augment, cutout=args.cutout,
         autoaugment=args.autoaugment, init_from=args.init_from, limit_train=args.limit_train,
         limit_test=args.limit_test, bit_l1=args.bit_l1, bit_l1_normalize=args.bit_l1_normalize,
-        resume=args.resume, data_root=args.data_root, workers=args.workers,
+        resume=args.resume, data_root=args.data_root, workers=args.workers, device=args.device,
     )
     try:
         _, history = train(config, progress=not args.no_progress)

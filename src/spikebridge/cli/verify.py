@@ -1,7 +1,7 @@
 """`spikebridge verify CKPT --method M`: does the SNN reproduce the ANN, input by input?"""
 from __future__ import annotations
 
-from .common import add_data_arguments, add_method_arguments, method_options
+from .common import add_data_arguments, add_device_argument, add_method_arguments, method_options
 
 
 def add_parser(subparsers) -> None:
@@ -13,6 +13,7 @@ def add_parser(subparsers) -> None:
                    help="simulate both in float64 (exact methods: equal predictions; a level mismatch only where "
                         "an activation lies within rounding of a level boundary)")
     add_data_arguments(p)
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -21,7 +22,7 @@ def run(args) -> int:
     from ..pipeline import convert_checkpoint, loader
 
     ckpt, ann, snn = convert_checkpoint(args.checkpoint, args.method, T=args.T, root=args.data_root,
-                                        **method_options(args))
+                                        device=args.device, **method_options(args))
     if args.float64:
         ann, snn = ann.double(), snn.double()
     test = loader(args.dataset or ckpt["dataset"], ckpt["model"]["name"], "test", args.data_root,

@@ -12,6 +12,7 @@ from torch import fx, nn
 from tqdm.auto import tqdm
 
 from ..ann.tracing import site_nodes, trace
+from ..device import module_device, place
 from ..errors import ConversionError, OptionError, check_T
 from ..snn.network import SpikingNetwork
 from .graph import check_supported, fold_batchnorm, relu_site_modules, remove_dropped
@@ -20,7 +21,7 @@ from .thresholds import ActivationStats
 
 
 def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibration_data=None,
-            statistics: ActivationStats | None = None, **options) -> SpikingNetwork:
+            statistics: ActivationStats | None = None, device=None, **options) -> SpikingNetwork:
     """Convert a trained ANN with a registered method (``sb.methods()`` lists them).
 
     Methods that convert a QCFS ANN ("qcfs", "pasc", "bitplane") take a model from
@@ -28,6 +29,8 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
     ``calibration_data`` (batches of x or (x, y)) or ``statistics`` from
     ``calibration_statistics``. ``T``: see the method's time policy. ``options``: the fields of
     the method's options dataclass; an unknown option is an OptionError naming the valid ones.
+    ``device``: where calibration runs and the SNN is put (default: the model's device); the
+    user's model is not moved.
     """
     record = get_method(method)
     parsed = record.parse_options(options)
@@ -39,6 +42,7 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
         raise ConversionError(f"convert() needs a torch nn.Module, got {type(model).__name__}")
     model = model.eval()
     gm = trace(model)
+    place(gm, device)
     if record.source is Source.QCFS:
         if calibration_data is not None or statistics is not None:
             raise OptionError(f"method {method!r} takes its thresholds from the QCFS ANN; it uses no calibration data")
@@ -76,7 +80,7 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
     stats = ActivationStats(max_samples=max_samples, channel_wise=channel_wise)
     hooks = [gm.get_submodule(s).register_forward_hook(
         lambda m, i, out, s=s: stats.update(s, out)) for s in sites]
-    device = next((p.device for p in gm.parameters()), torch.device("cpu"))
+    device = module_device(gm)
     dtype = next((p.dtype for p in gm.parameters()), torch.float32)
     try:
         for i, batch in enumerate(tqdm(data, desc="calibration statistics", leave=False, disable=None)):
@@ -94,10 +98,13 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
 
 
 def calibration_statistics(model: nn.Module, data, channel_wise: bool = False, max_samples: int = 2_000_000,
-                           batches: int | None = None) -> ActivationStats:
+                           batches: int | None = None, device=None) -> ActivationStats:
     """Activation statistics of a ReLU model's sites, computed once and reusable by several
-    conversions: ``convert(model, "data-driven", T=T, statistics=stats)`` for each T."""
+    conversions: ``convert(model, "data-driven", T=T, statistics=stats)`` for each T. The
+    model's forward passes run on ``device`` (default: the model's); the statistics are kept
+    on the CPU."""
     gm = trace(model.eval())
+    place(gm, device)
     sites = relu_site_modules(gm, "calibration_statistics")
     remove_dropped(gm)
     fold_batchnorm(gm)

@@ -85,7 +85,7 @@ def linear_macs(linear: nn.Linear, output: torch.Tensor) -> int:
 def conv_synaptic_ops(conv: nn.Module, events: torch.Tensor) -> int:
     """Accumulates caused by an event map (no batch dim): Σ_in e_in · fanout(in), which equals
     the layer's own convolution of the events with an all-ones kernel, summed (docs §6)."""
-    ones = torch.ones(conv.weight.shape, dtype=torch.float64)
+    ones = torch.ones(conv.weight.shape, dtype=torch.float64, device=events.device)
     out = conv._conv_forward(events.to(torch.float64)[None], ones, None)
     return int(round(out.sum().item()))
 

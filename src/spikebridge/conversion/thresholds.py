@@ -406,7 +406,7 @@ class ActivationStats:
         return (self.seed * 1_000_003 + zlib.crc32(site.encode()) + 7919 * (channel + 1)) % (1 << 63)
 
     def update(self, site: str, x: torch.Tensor) -> None:
-        x = x.detach()
+        x = x.detach().to("cpu")
         if x.dim() < 2:
             raise OptionError(f"site {site!r}: expected [B, C, ...] activations, got shape {tuple(x.shape)}")
         per_channel = x.transpose(0, 1).reshape(x.shape[1], -1)

@@ -45,9 +45,10 @@ class Algorithm4Result:
 
 
 def compute_al(checkpoint, clusters: int, levels: list[int], images: int = 3000, alpha: float | None = None,
-               data_root=None, batch_size: int = 256) -> tuple[dict[str, int], list[SiteMetric]]:
+               data_root=None, batch_size: int = 256, device=None) -> tuple[dict[str, int], list[SiteMetric]]:
     """PASCAL Alg. 3 + clustering on the first ``images`` training images (no augmentation)
     of the checkpoint's dataset. Returns ({site: L_n}, metrics)."""
+    from ..device import resolve_device
     from ..pipeline import loader
 
     if images < 1:
@@ -55,7 +56,7 @@ def compute_al(checkpoint, clusters: int, levels: list[int], images: int = 3000,
     ckpt = load_checkpoint(checkpoint)
     if not ckpt["levels"]:
         raise SpikeBridgeError(f"{checkpoint} is a ReLU ANN; the AL metric needs a QCFS ANN")
-    model = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt).to(resolve_device(device))
     data = loader(ckpt["dataset"], ckpt["model"]["name"], "train", data_root, batch_size, images)
     return adaptive_levels(model, data, clusters, list(levels), images, alpha)
 

@@ -17,13 +17,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ..device import resolve_device
 
-def init_from_env() -> torch.device:
-    """Join the torchrun process group if WORLD_SIZE > 1; return this process's device
-    (cuda:LOCAL_RANK when CUDA is available, else the CPU)."""
-    cuda = torch.cuda.is_available()
+
+def init_from_env(device=None) -> torch.device:
+    """Join the torchrun process group if WORLD_SIZE > 1; return this process's device:
+    ``device`` if given ("cpu", "cuda", "auto"; plain "cuda" means cuda:LOCAL_RANK), by
+    default cuda:LOCAL_RANK when CUDA is available, else the CPU."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    device = resolve_device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():

@@ -49,7 +49,7 @@ from ..ann.regularizer import BitL1Regularizer
 
 # Fields that describe where and how this process runs, not the run itself: on resume they
 # come from the caller, everything else from the checkpoint.
-RUNTIME_FIELDS = ("out", "resume", "data_root", "workers", "extra_loss")
+RUNTIME_FIELDS = ("out", "resume", "data_root", "workers", "extra_loss", "device")
 
 
 @dataclass
@@ -89,6 +89,7 @@ class TrainConfig:
     data_root: str | None = None
     workers: int = 0
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None
+    device: str | None = None  # None: CUDA (cuda:LOCAL_RANK under torchrun) when available, else the CPU
 
     def record(self) -> dict:
         """The run's settings as plain types (stored in the checkpoint as "args")."""
@@ -120,7 +121,7 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
 
     progress: tqdm bars (only on a terminal) and one summary line per epoch, rank 0 only.
     """
-    device = distributed.init_from_env()
+    device = distributed.init_from_env(config.device)
     main = distributed.is_main()
     out = Path(config.out)
     last = out / "last.pt"

@@ -1,0 +1,186 @@
+"""Simulation speed and memory against SpikingJelly 2.0 and the dense limit (issue 13).
+
+For each model (CIFAR-style, 3x32x32 inputs, random weights and random BatchNorm statistics),
+batch size and T, in one process with interleaved rounds (median of ``--rounds``):
+
+- ours: ``snn.simulate(x, T, record=False)`` of the "max-norm" conversion of the ReLU ANN
+  (rate-coded IF, soft reset), and of "qcfs" on its prepared twin;
+- SpikingJelly 2.0: ``RateCodingRecipe(mode="max")`` on the same ReLU weights and calibration
+  batch, in multi-step mode (``functional.set_step_mode(snn, "m")``, input [T, B, ...]), with
+  its default torch backend (its CuPy/Triton backends are GPU-only);
+- the dense limit: T × the plain ReLU ANN's forward time on the same batch;
+- PASC and bit-plane: their time against their own steps × the ANN's forward time.
+
+Peak memory (``--memory``): the peak resident set size of a fresh subprocess that builds the
+network and runs one simulation, minus that of one that only builds it, for T = 8 and 32.
+
+    python benchmarks/speed.py                       # the table in BENCHMARKS.md
+    python benchmarks/speed.py --device cuda --models vgg16,resnet18 --image-size 224 --batches 16,64
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, save  # noqa: E402
+
+import spikebridge as sb  # noqa: E402
+from spikebridge import models  # noqa: E402
+from spikebridge.device import resolve_device  # noqa: E402
+
+
+def spikingjelly():
+    try:
+        from spikingjelly.activation_based import ann2snn, functional
+    except ImportError:
+        pip = [sys.executable, "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["--no-deps", "spikingjelly==2.0.0"], check=True)
+        subprocess.run(pip + ["loguru", "requests", "tqdm", "scipy"], check=True)
+        from spikingjelly.activation_based import ann2snn, functional
+    return ann2snn, functional
+
+
+def build(name: str, image_size: int, device) -> nn.Module:
+    """A model with random weights and random BatchNorm statistics, in eval mode."""
+    torch.manual_seed(0)
+    model = models.create(name, num_classes=10, in_channels=3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval().to(device)
+
+
+def timed(fn) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.no_grad():
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def contenders(relu: nn.Module, x: torch.Tensor, T: int) -> dict:
+    """name -> (callable running one simulation of T steps, steps it counts as)."""
+    ann2snn, functional = spikingjelly()
+    calib = [x]
+    ours = sb.convert(relu, "max-norm", T=T, calibration_data=calib)
+    qann = sb.prepare(copy.deepcopy(relu), levels=8, threshold=1.0).to(x.device)
+    qcfs = sb.convert(qann, "qcfs", T=T)
+    pasc, bitplane = sb.convert(qann, "pasc"), sb.convert(qann, "bitplane")
+    sj = ann2snn.FXConverter(recipe=ann2snn.recipes.RateCodingRecipe(calib, mode="max")).convert(
+        copy.deepcopy(relu)).eval()
+    functional.set_step_mode(sj, "m")
+
+    def run_sj():
+        functional.reset_net(sj)
+        return sj(x.unsqueeze(0).expand(T, *x.shape)).mean(0)
+
+    return {
+        "ours max-norm": (lambda: ours.simulate(x, record=False), T),
+        "ours qcfs": (lambda: qcfs.simulate(x, record=False), T),
+        "SpikingJelly max": (run_sj, T),
+        "ours pasc": (lambda: pasc.simulate(x, record=False), pasc.info["T_eff"]),
+        "ours bitplane": (lambda: bitplane.simulate(x, record=False), bitplane.T),
+    }
+
+
+def measure(name: str, batch: int, Ts: list[int], rounds: int, image_size: int, device) -> list[dict]:
+    relu = build(name, image_size, device)
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    rows = []
+    for T in Ts:
+        runs = contenders(relu, x, T)
+        runs["ReLU ANN"] = (lambda: relu(x), 1)
+        for fn, _ in runs.values():  # warm-up
+            timed(fn)
+        times = {k: [] for k in runs}
+        for _ in range(rounds):  # interleaved rounds
+            for k, (fn, _) in runs.items():
+                times[k].append(timed(fn))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ann = med.pop("ReLU ANN")
+        row = {"model": name, "batch": batch, "T": T, "threads": torch.get_num_threads(), "device": str(device),
+               "ann_s": ann, "seconds": med,
+               "ours_over_sj": med["ours max-norm"] / med["SpikingJelly max"],
+               "over_dense_limit": {k: med[k] / (runs[k][1] * ann) for k in med}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+PROBE = """
+import resource, sys, torch, json
+sys.path.insert(0, {bench!r})
+import speed
+import spikebridge as sb
+relu = speed.build({name!r}, {size}, "cpu")
+x = torch.randn({batch}, 3, {size}, {size})
+kind, T, run_it = {kind!r}, {T}, {run!r}
+if kind == "spikingjelly":
+    ann2snn, functional = speed.spikingjelly()
+    sj = ann2snn.FXConverter(recipe=ann2snn.recipes.RateCodingRecipe([x[:8]], mode="max")).convert(relu).eval()
+    functional.set_step_mode(sj, "m")
+    run = lambda: sj(x.unsqueeze(0).expand(T, *x.shape))
+else:
+    snn = sb.convert(relu, "max-norm", T=T, calibration_data=[x[:8]], max_samples=10_000)
+    run = lambda: snn.simulate(x, record=False, chunk=T if kind == "ours-unchunked" else None)
+if run_it:
+    with torch.no_grad():
+        run()
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def peak_kib(name: str, batch: int, size: int, kind: str, T: int, run: bool) -> int:
+    code = PROBE.format(bench=str(Path(__file__).parent), name=name, size=size, batch=batch, kind=kind, T=T, run=run)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory(name: str, batch: int, size: int, Ts: list[int]) -> dict:
+    """Peak RSS (MiB) of a process that converts and runs one simulation, above the peak of
+    the same process that only converts (a fresh subprocess each)."""
+    return {kind: {T: (peak_kib(name, batch, size, kind, T, True) - peak_kib(name, batch, size, kind, T, False)) / 1024
+                   for T in Ts} for kind in ("ours", "ours-unchunked", "spikingjelly")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="small_cnn,resnet20,vgg16,resnet18")
+    p.add_argument("--batches", default="16,64")
+    p.add_argument("--Ts", default="4,8,32")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--memory", default="", help="models to measure peak memory for (batch 64, T = 8 and 32)")
+    p.add_argument("--name", default="speed", help="results file name under benchmarks/results/")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    results = {"machine": machine(), "command": " ".join(sys.argv), "rows": [], "memory": {}}
+    for name in [m for m in args.models.split(",") if m]:
+        for batch in [int(b) for b in args.batches.split(",")]:
+            results["rows"] += measure(name, batch, [int(t) for t in args.Ts.split(",")], args.rounds,
+                                       args.image_size, device)
+            save(args.name, results)
+    for name in [m for m in args.memory.split(",") if m]:
+        results["memory"][name] = memory(name, 64, args.image_size, [8, 32])
+        print(name, results["memory"][name], flush=True)
+        save(args.name, results)
+    print(f"results: {save(args.name, results)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,19 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+
+
+def spikingjelly():
+    """SpikingJelly 2.0's ann2snn and functional modules, installed on first use (without its
+    dependencies, which would pull in torchaudio; it needs loguru, requests, tqdm, scipy)."""
+    try:
+        from spikingjelly.activation_based import ann2snn, functional
+    except ImportError:
+        pip = [sys.executable, "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["--no-deps", "spikingjelly==2.0.0"], check=True)
+        subprocess.run(pip + ["loguru", "requests", "tqdm", "scipy"], check=True)
+        from spikingjelly.activation_based import ann2snn, functional
+    return ann2snn, functional
 
 
 def trained(out: str, **config) -> tuple[torch.nn.Module, dict]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine, qcfs_model, relu_model, save, test_loader  # noqa: E402
+from common import RESULTS, machine, qcfs_model, relu_model, save, spikingjelly, test_loader  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge import data  # noqa: E402
@@ -33,17 +32,6 @@ from spikebridge.analysis.evaluation import evaluate_snn  # noqa: E402
 
 TS = [1, 2, 4, 8, 16, 32, 64]
 GROUPS = ("thresholds", "data-driven", "finetune", "qcfs", "spikingjelly")
-
-
-def spikingjelly():
-    try:
-        from spikingjelly.activation_based import ann2snn, functional
-    except ImportError:
-        pip = [sys.executable, "-m", "pip", "install", "-q"]
-        subprocess.run(pip + ["--no-deps", "spikingjelly==2.0.0"], check=True)
-        subprocess.run(pip + ["loguru", "requests", "tqdm", "scipy"], check=True)
-        from spikingjelly.activation_based import ann2snn, functional
-    return ann2snn, functional
 
 
 @torch.no_grad()

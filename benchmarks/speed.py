@@ -32,22 +32,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from common import machine, save, spikingjelly  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge import models  # noqa: E402
 from spikebridge.device import resolve_device  # noqa: E402
-
-
-def spikingjelly():
-    try:
-        from spikingjelly.activation_based import ann2snn, functional
-    except ImportError:
-        pip = [sys.executable, "-m", "pip", "install", "-q"]
-        subprocess.run(pip + ["--no-deps", "spikingjelly==2.0.0"], check=True)
-        subprocess.run(pip + ["loguru", "requests", "tqdm", "scipy"], check=True)
-        from spikingjelly.activation_based import ann2snn, functional
-    return ann2snn, functional
 
 
 def build(name: str, image_size: int, device) -> nn.Module:

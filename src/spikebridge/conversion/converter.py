@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..ann.tracing import site_nodes, trace
 from ..errors import ConversionError, OptionError, check_T
 from ..snn.network import SpikingNetwork
-from .graph import check_supported, fold_batchnorm, relu_site_modules, remove_dropped
+from .graph import check_supported, fold_batchnorm, redirect_inplace, relu_site_modules, remove_dropped
 from .registry import Source, get_method
 from .thresholds import ActivationStats
 
@@ -50,6 +50,7 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
         sites = list(relu_site_modules(gm, method))
     remove_dropped(gm)
     fold_batchnorm(gm)
+    redirect_inplace(gm)
     check_supported(gm, sites)
     if record.source is Source.RELU:
         statistics = statistics or collect_statistics(

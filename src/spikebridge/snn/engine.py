@@ -5,8 +5,12 @@ Dispatch: a neuron (``SpikingNeuron``) runs its own dynamics on the whole input 
 other node is looked up in the op table (``conversion.ops``) and run by the rule of its kind:
 
 - SYNAPTIC: W·x(t) per step plus the coding's bias per step (``synapse``);
-- STATELESS and SHAPE: the same function on every step, time folded into the batch;
+- STATELESS and SHAPE: the same function on every step (``per_step``): each step is a batch
+  [B, ...] as in the ANN, so shapes read off a train (``x.size(0)``) are the ANN's;
+- AFFINE: y = Σ a_i·x_i + c on aligned trains, the constant c spread over the steps by the
+  coding (``affine``; docs/methods.md §8);
 - MERGE: the trains are aligned by the coding, then combined by the op's ``combine``.
+A Python ``operator`` function on numbers alone (shape arithmetic) runs as Python.
 
 A module or function that is neither is refused: it is never run as if it were stateless.
 """
@@ -16,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import BY_FUNCTION, BY_METHOD, Kind, Op, op_for_module
+from ..conversion.ops import BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, on_numbers, op_for_module
 from ..errors import ConversionError
 from .neurons import SpikingNeuron
 
@@ -42,12 +46,12 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
                 y = y_t.new_empty((steps, *y_t.shape))
             y[t] = y_t
     if layer.bias is not None:
-        bias = coding.bias_per_step(layer.bias, steps)  # linear: features last; conv: channels at dim 2
+        bias = coding.constant_per_step(layer.bias, steps)  # linear: features last; conv: channels at dim 2
         y = y + (bias if isinstance(layer, nn.Linear) else bias.view(-1, *([1] * (y.dim() - 3))))
     return y
 
 
-RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE)
+RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE, Kind.AFFINE)
 
 
 class TrainRunner(fx.Interpreter):
@@ -81,6 +85,8 @@ class TrainRunner(fx.Interpreter):
         return self.run_op(op, module, args, kwargs)
 
     def call_function(self, target, args, kwargs):
+        if on_numbers(target) and not _tensors((args, kwargs)):
+            return target(*args, **kwargs)  # arithmetic on numbers (shapes)
         return self.run_op(self.lookup(BY_FUNCTION.get(target), target), target, args, kwargs)
 
     def call_method(self, target, args, kwargs):
@@ -94,25 +100,50 @@ class TrainRunner(fx.Interpreter):
         return op
 
     def run_op(self, op: Op, fn, args, kwargs):
+        if op.kind is Kind.AFFINE and _tensors((args, kwargs)):
+            return self.affine(op, args, kwargs)
         if op.kind is Kind.MERGE:
             trains = args[0] if isinstance(args[0], (list, tuple)) else args[:2]
             if all(isinstance(t, torch.Tensor) for t in trains):
                 return op.combine(self.coding.align(list(trains)), args, kwargs)
-        return self.folded(fn, args, kwargs)
+        return self.per_step(fn, args, kwargs)
 
-    def folded(self, fn, args, kwargs):
-        """Apply a per-sample op to every step at once: [T, B, ...] -> [T·B, ...] -> back."""
+    def affine(self, op: Op, args, kwargs) -> torch.Tensor:
+        """y = Σ a_i·x_i + c (``ops.Affine``): the trains aligned by the coding, scaled and summed
+        step by step, and the ANN's constant c added as the coding spreads it over the steps
+        (rate: c every step; sum: c/T_in per step, so that the train carries c once; docs/methods.md §8).
+        Steps broadcast against each other as the ANN's tensors do (time stays the first dim)."""
+        try:
+            form = op.affine(_is_train, *args, **kwargs)
+        except NotAffine as exc:  # convert() refuses these; a graph edited afterwards can still hold one
+            raise ConversionError(f"the engine cannot run {op.name!r} on spike trains: it {exc}") from None
+        out = None
+        rank = max(x.dim() for _, x in form.terms)
+        for (a, _), x in zip(form.terms, self.coding.align([x for _, x in form.terms])):
+            x = x.reshape(x.shape[0], *([1] * (rank - x.dim())), *x.shape[1:])  # steps broadcast as in the ANN
+            term = x if a == 1 else a * x
+            out = term if out is None else out + term
+        if form.constant != 0:
+            out = out + self.coding.constant_per_step(form.constant, out.shape[0])
+        return out
+
+    def per_step(self, fn, args, kwargs):
+        """Apply a per-sample op to each step [B, ...] of its trains and stack the results; an op
+        that returns no tensor (a shape) gives the same at every step and is returned once."""
         steps = {a.shape[0] for a in _tensors((args, kwargs))}
         if not steps:
             return fn(*args, **kwargs)
         if len(steps) > 1:
             raise ConversionError("an op received spike trains of different lengths")
         (steps,) = steps
-        args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: fold(v) if isinstance(v, torch.Tensor) else v)
-        out = fn(*args, **kwargs)
-        if isinstance(out, torch.Tensor):
-            return unfold(out, steps)
-        return out
+
+        def at(t):
+            return fx.node.map_aggregate((args, kwargs), lambda v: v[t] if isinstance(v, torch.Tensor) else v)
+
+        first = fn(*at(0)[0], **at(0)[1])
+        if not isinstance(first, torch.Tensor):
+            return first
+        return torch.stack([first, *(fn(*a, **k) for a, k in map(at, range(1, steps)))])
 
     def record_site(self, site: str, out: torch.Tensor) -> None:
         if self.result is None:
@@ -129,6 +160,10 @@ class TrainRunner(fx.Interpreter):
         if layer in self.analog:
             self.result.analog_layers.add(layer)
         self.result.events[layer] = events
+
+
+def _is_train(value) -> bool:
+    return isinstance(value, torch.Tensor)
 
 
 def _tensors(tree):

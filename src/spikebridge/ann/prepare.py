@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
@@ -62,7 +63,8 @@ def prepare(
     """Return a copy of ``model`` with a QCFS module at every ReLU call site.
 
     levels: one L for every site, or {site name: L} naming every site (see ``sites()``).
-    threshold: initial θ of every site (8.0 as in the QCFS code).
+    threshold: initial θ of every site (8.0 as in the QCFS code), finite and > 0; held in
+    the model's dtype.
     replace_maxpool: turn max pooling into average pooling (with a warning), since the
     converted SNN cannot have it; set False to keep it and let convert() refuse it.
     """
@@ -71,9 +73,10 @@ def prepare(
     if not sites and not site_nodes(gm):
         raise UnsupportedActivationError(f"{type(model).__name__} has no ReLU to turn into a QCFS site")
     per_site = resolve_levels(levels, list(sites))
+    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
     for name, node in sites.items():
         channels = _channels_of(gm, node) if channel_wise else 0
-        replace_with_module(gm, node, name, QCFS(per_site[name], threshold, channels))
+        replace_with_module(gm, node, name, QCFS(per_site[name], threshold, channels).to(dtype))
     if replace_maxpool and (n := replace_max_pooling(gm)):
         warnings.warn(f"prepare(): replaced {n} max pooling layer(s) by average pooling of the same window", stacklevel=2)
     gm.graph.lint()

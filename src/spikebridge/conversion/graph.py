@@ -177,7 +177,21 @@ def ann_site_modules(ann: nn.Module, relu: bool) -> tuple[fx.GraphModule, dict[s
 
 
 def qcfs_site(gm: fx.GraphModule, name: str) -> tuple[torch.Tensor, int]:
-    """(θ, L) of the QCFS module at site ``name``."""
+    """(θ, L) of the QCFS module at site ``name``; θ must be finite and > 0."""
     site = gm.get_submodule(name)
     assert isinstance(site, QCFS)
-    return site.threshold.detach().clone(), site.levels
+    theta = site.threshold.detach().clone()
+    if not (torch.isfinite(theta).all() and (theta > 0).all()):
+        shown = theta.tolist() if theta.numel() <= 4 else f"{theta.numel()} values, min {theta.min().item()}"
+        raise ConversionError(f"QCFS site {name!r} has threshold {shown}; a threshold must be finite and > 0 "
+                              "(retrain the ANN, or set the site's threshold before converting)")
+    return theta, site.levels
+
+
+def check_finite(gm: fx.GraphModule) -> None:
+    """Every floating-point parameter and buffer of the model must be finite: a NaN or inf
+    weight makes NaN in the ANN, which no spike train can reproduce."""
+    for name, tensor in (*gm.named_parameters(), *gm.named_buffers()):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ConversionError(f"{name} holds {bad} NaN or inf value(s); fix or retrain the model before converting")

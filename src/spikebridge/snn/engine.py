@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..conversion.ops import BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, on_numbers, op_for_module
-from ..errors import ConversionError
+from ..errors import ConversionError, InputError, SpikeBridgeError
 from .neurons import SpikingNeuron
 
 
@@ -59,11 +59,24 @@ class TrainRunner(fx.Interpreter):
 
     def __init__(self, snn, result=None, values: bool = False):
         super().__init__(snn.graph)
+        self.extra_traceback = False  # errors stay one line (fx would append the node's code)
         self.snn = snn
         self.coding = snn.coding
         self.result = result
         self.values = values
         self.analog = snn.analog_layers()
+
+    def run_node(self, n: fx.Node):
+        """One node; torch's error on an input that reaches a layer in a shape it cannot take
+        becomes a one-line InputError naming the node."""
+        try:
+            return super().run_node(n)
+        except (SpikeBridgeError, torch.OutOfMemoryError):
+            raise
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"the input does not fit node {n.name!r} ({first[:200]}); the network takes "
+                             f"{self.snn.input_spec().describe()}") from None
 
     def placeholder(self, target, args, kwargs):
         x = super().placeholder(target, args, kwargs)

@@ -15,6 +15,7 @@ from torch import fx, nn
 from ..conversion.ops import Kind, op_for_module
 from ..conversion.registry import Method, get_method
 from ..errors import OptionError, check_T
+from ..inputs import InputSpec, input_spec
 from .codings import Coding
 from .neurons import SpikingNeuron
 
@@ -99,6 +100,10 @@ class SpikingNetwork(nn.Module):
                 spiking.add(node)
         return layers
 
+    def input_spec(self) -> InputSpec:
+        """What ``simulate`` takes: batches of the network's dtype (and shape, where known)."""
+        return input_spec(self.graph)
+
     def set_T(self, T: int | None) -> None:
         """Set the number of steps of every time-driven neuron (rate-coded IF, bit-plane)."""
         if T is None:
@@ -112,11 +117,13 @@ class SpikingNetwork(nn.Module):
     # -- execution -------------------------------------------------------------------------
     def simulate(self, x: torch.Tensor, T: int | None = None, record: bool = True, values: bool = False) -> SimulationResult:
         """Run the SNN on analog input x [B, ...]. T overrides the network's steps for this
-        run only, where the method's time policy accepts a T (PASC runs its levels)."""
+        run only, where the method's time policy accepts a T (PASC runs its levels). An input
+        that does not fit (``input_spec``) is an InputError."""
         from .engine import TrainRunner
 
         if T is not None and not self.record.time.accepts_T:
             raise OptionError(f"method {self.method!r} runs for {self.record.time.description}")
+        self.input_spec().check(x, "simulate()")
         timed = {n: m for n, m in self.neurons().items() if m.time_driven}
         saved, default = {n: m.T for n, m in timed.items()}, self.T
         self.set_T(T)

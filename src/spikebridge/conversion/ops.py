@@ -187,9 +187,25 @@ def cat_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
     return torch.cat(trains, dim=dim + 1 if dim >= 0 else dim)
 
 
+class NoReplacement(Exception):
+    """A module that declares a replacement cannot be replaced exactly; the message says why."""
+
+
 def avg_pool_for_max_pool(pool: nn.MaxPool2d) -> nn.AvgPool2d:
-    """Average pooling over the window of a max pooling (prepare's swap, docs §0)."""
-    return nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
+    """Average pooling over exactly the windows of a max pooling (prepare's swap, docs §0): the
+    same kernel, stride, padding and ceil_mode give the same output shape, and the padding is
+    left out of each average (count_include_pad=False) as max pooling ignores it. Dilated
+    windows (average pooling has none) and returned indices have no such replacement."""
+    if _pair(pool.dilation) != (1, 1):
+        raise NoReplacement(f"its dilation {pool.dilation} has no average-pooling equivalent (average pooling "
+                            "windows are dense)")
+    if pool.return_indices:
+        raise NoReplacement("it returns indices, which average pooling has not")
+    return nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode, count_include_pad=False)
+
+
+def _pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 _CONV_CONFIG = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",

@@ -22,8 +22,12 @@ class SiteTracer(fx.Tracer):
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace a deep copy of ``model`` (the user's model is never modified)."""
+    """Symbolically trace a deep copy of ``model`` (the user's model is never modified). A
+    GraphModule (a prepared model) is already traced: its copy keeps its graph, so each node
+    keeps the module it came from (re-tracing would put every function call at the top level)."""
     model = copy.deepcopy(model)
+    if isinstance(model, fx.GraphModule):
+        return fx.GraphModule(model, model.graph, type(model).__name__)
     try:
         graph = SiteTracer().trace(model)
     except Exception as exc:  # fx raises many types; the user needs one clear line

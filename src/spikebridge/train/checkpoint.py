@@ -83,6 +83,9 @@ def load_checkpoint(path) -> dict:
     """Read a spikebridge ANN checkpoint; a missing, unreadable or foreign file raises a
     one-line CheckpointError."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass a checkpoint file written by 'spikebridge train' "
+                              "(e.g. its OUT/last.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:

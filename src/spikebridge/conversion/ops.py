@@ -3,7 +3,7 @@
 Each ``Op`` says what a graph node is to the pipeline:
 
 - ``kind``: SYNAPTIC (weights; runs step by step with the coding's bias rule), STATELESS (the
-  same linear function on every step of a train), AFFINE (a sum of trains scaled by numbers
+  same linear function on every step of a train, so right under either coding), AFFINE (a sum of trains scaled by numbers
   plus a constant: y = Σ a_i·x_i + c, run with the coding's constant rule), MERGE (combines
   trains, which the coding aligns first), SHAPE (reads shapes, no train), DROPPED (identity at
   inference, removed before conversion), FOLDED (folded into the preceding synaptic layer),
@@ -69,7 +69,7 @@ class Op:
     config: tuple[str, ...] = ()
     nir: str | None = None
     nir_refusal: str = "NIR has no equivalent of this operation"
-    advice: str = ""  # REFUSED ops, and AFFINE ops on trains that are not affine: what to do
+    advice: str = ""
     replacement: Callable[[nn.Module], nn.Module] | None = None
 
     def module_config(self, module: nn.Module) -> dict:
@@ -116,7 +116,7 @@ class Affine:
 
     On a train the terms run step by step (a scaled sum of aligned trains is the scaled sum of
     their values under either coding); the constant is the ANN's c, which the coding spreads
-    over the steps (``Coding.per_step``: every step for rate coding, c/T_in per step for sum
+    over the steps (``Coding.constant_per_step``: every step for rate coding, c/T_in per step for sum
     coding, docs/methods.md §8).
     """
     terms: tuple[tuple[float, object], ...]

@@ -153,7 +153,8 @@ class TrainRunner(fx.Interpreter):
         def at(t):
             return fx.node.map_aggregate((args, kwargs), lambda v: v[t] if isinstance(v, torch.Tensor) else v)
 
-        first = fn(*at(0)[0], **at(0)[1])
+        a, k = at(0)
+        first = fn(*a, **k)
         if not isinstance(first, torch.Tensor):
             return first
         return torch.stack([first, *(fn(*a, **k) for a, k in map(at, range(1, steps)))])

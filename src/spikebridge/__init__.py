@@ -16,7 +16,7 @@ from .calibrate.ftbc import ftbc
 from .conversion.converter import calibration_statistics, convert
 from .conversion.registry import methods
 from .errors import (
-    CheckpointError, ConversionError, DataError, OptionError, SpikeBridgeError, UnsupportedActivationError,
+    CheckpointError, ConversionError, DataError, InputError, OptionError, SpikeBridgeError, UnsupportedActivationError,
 )
 from .export.snn_file import load, save
 from .snn.network import SimulationResult, SpikingNetwork
@@ -28,5 +28,5 @@ __all__ = [
     "prepare", "sites", "set_levels", "QCFS", "convert", "methods", "calibration_statistics",
     "SpikingNetwork", "SimulationResult", "ftbc", "finetune", "verify", "VerifyReport",
     "save", "load", "load_ann", "SpikeBridgeError", "ConversionError", "UnsupportedActivationError",
-    "DataError", "CheckpointError", "OptionError",
+    "DataError", "CheckpointError", "OptionError", "InputError",
 ]

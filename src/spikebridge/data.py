@@ -195,7 +195,14 @@ def get_dataset(name="fashion-mnist", split="train", root=None, augment=False, p
 
 
 def _search_bases(root):
-    return [Path(root).expanduser()] if root is not None else []
+    """The directories a given root stands for; a root that is not a directory is an error."""
+    if root is None:
+        return []
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"data root {base} does not exist or is not a directory; pass --data-root DIR holding the "
+                        "dataset files")
+    return [base]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -220,11 +227,13 @@ def _download(download, dest: Path) -> str | None:
 # --- Fashion-MNIST / MNIST: IDX files -------------------------------------------------------
 
 def _idx_dirs(key, root):
+    """Where the IDX files may be: under a given root only (a root that holds no data is an
+    error, never a fall-back to another copy), else the system dataset and the cache."""
     dirs = []
     for base in _search_bases(root):
         dirs += [base, base / key, base / key / "raw", base / _TORCHVISION_FOLDER[key] / "raw"]
-    dirs.append(SYSTEM_ROOT / key)
-    dirs.append(CACHE_ROOT / _TORCHVISION_FOLDER[key] / "raw")
+    if root is None:
+        dirs += [SYSTEM_ROOT / key, CACHE_ROOT / _TORCHVISION_FOLDER[key] / "raw"]
     return dirs
 
 
@@ -241,16 +250,18 @@ def _find_idx(directory: Path, split):
 def _load_idx(key, split, root):
     dirs = _idx_dirs(key, root)
     files = next((f for f in (_find_idx(d, split) for d in dirs) if f), None)
+    stems = ", ".join(f"{s}.gz" for s in _IDX_FILES["train"] + _IDX_FILES["test"])
+    if files is None and root is not None:
+        raise DataError(f"{key} {split} data not found under --data-root {root} (searched {', '.join(map(str, dirs))}); "
+                        f"put {stems} there, or omit --data-root to use the installed dataset")
     reason = None
     if files is None:
         import torchvision.datasets as tvd
 
-        dest = Path(root).expanduser() if root is not None else CACHE_ROOT
         cls = tvd.FashionMNIST if key == "fashion-mnist" else tvd.MNIST
-        reason = _download(lambda d: cls(d, train=split == "train", download=True), dest)
-        files = _find_idx(dest / _TORCHVISION_FOLDER[key] / "raw", split)
+        reason = _download(lambda d: cls(d, train=split == "train", download=True), CACHE_ROOT)
+        files = _find_idx(CACHE_ROOT / _TORCHVISION_FOLDER[key] / "raw", split)
     if files is None:
-        stems = ", ".join(f"{s}.gz" for s in _IDX_FILES["train"] + _IDX_FILES["test"])
         how = "apt-get install dataset-fashion-mnist, or " if key == "fashion-mnist" else ""
         raise DataError(
             f"{key} {split} data not found (searched {', '.join(map(str, dirs))}; download failed: "
@@ -288,19 +299,19 @@ def _load_cifar(key, split, root):
     bases = []
     for base in _search_bases(root):
         bases += [base, base / key]
-    bases += [SYSTEM_ROOT / key, CACHE_ROOT]
+    if root is None:  # a given root is the only place searched
+        bases += [SYSTEM_ROOT / key, CACHE_ROOT]
 
     def find():
         return next((b / folder for b in bases if all((b / folder / n).is_file() for n in names)), None)
 
     directory = find()
-    reason = None
-    if directory is None:
+    reason = "not tried: --data-root was given" if root is not None else None
+    if directory is None and root is None:
         import torchvision.datasets as tvd
 
-        dest = Path(root).expanduser() if root is not None else CACHE_ROOT
         cls = tvd.CIFAR10 if key == "cifar10" else tvd.CIFAR100
-        reason = _download(lambda d: cls(d, train=split == "train", download=True), dest)
+        reason = _download(lambda d: cls(d, train=split == "train", download=True), CACHE_ROOT)
         directory = find()
     if directory is None:
         raise DataError(
@@ -326,7 +337,8 @@ def _imagenet(split, root, augment, info):
     from torchvision import transforms as T
 
     sub = "train" if split == "train" else "val"
-    candidates = [b / sub for base in _search_bases(root) for b in (base, base / "imagenet")]
+    bases = [Path(root).expanduser()] if root is not None else []  # a missing root: the error below
+    candidates = [b / sub for base in bases for b in (base, base / "imagenet")]
     directory = next((c for c in candidates if c.is_dir()), None)
     if directory is None:
         where = f"{root}/{sub}" if root is not None else "(no --data-root given)"

@@ -1,6 +1,8 @@
 """User-facing errors and the argument checks that raise them. Every error a user can cause
 by bad input is a SpikeBridgeError subclass whose message is one complete line; the CLI
 prints it without a traceback."""
+import math
+import numbers
 
 
 class SpikeBridgeError(Exception):
@@ -27,11 +29,23 @@ class CheckpointError(SpikeBridgeError):
     """A file is missing, corrupt, or not a spikebridge checkpoint."""
 
 
+class InputError(SpikeBridgeError, ValueError):
+    """Data given to a network (simulate, verify, calibration) does not fit it: its type,
+    dtype or shape, or it holds NaN or inf."""
+
+
 def check_int(value, name: str, minimum: int = 1) -> int:
     """``value`` must be an integer (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_positive(value, name: str) -> float:
+    """``value`` must be a finite real number > 0 (a threshold, a scale)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise OptionError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_T(T) -> int:

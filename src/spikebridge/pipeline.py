@@ -16,7 +16,7 @@ from . import data, models
 from .conversion.converter import convert
 from .conversion.registry import Source, get_method
 from .device import resolve_device
-from .errors import CheckpointError, SpikeBridgeError
+from .errors import CheckpointError, SpikeBridgeError, check_int
 from .export.snn_file import load
 from .snn.network import SpikingNetwork
 from .train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -28,8 +28,8 @@ def loader(dataset: str, model: str | None, split: str, root=None, batch_size: i
     (seed, epoch) when asked)."""
     pad_to = models.input_size(model) if model else None
     ds = data.get_dataset(dataset, split, root=root, pad_to=pad_to)
-    if limit:
-        ds = data.calibration_subset(ds, limit)
+    if limit is not None:
+        ds = data.calibration_subset(ds, check_int(limit, "the image limit"))
     return data.make_loader(ds, batch_size, shuffle=shuffle, seed=seed)
 
 

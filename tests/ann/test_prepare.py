@@ -111,3 +111,48 @@ def test_untraceable_model_is_a_clean_error():
 
     with pytest.raises(SpikeBridgeError, match="torch.fx could not trace"):
         sb.prepare(Dynamic())
+
+
+# -- max pooling replaced exactly or refused (issue #15 item 5) --------------------------------
+class _Pooled(torch.nn.Module):
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x):
+        return self.pool(torch.relu(x))
+
+
+MAX_POOLS = {
+    "2x2": torch.nn.MaxPool2d(2),
+    "3x3 stride 2 padding 1": torch.nn.MaxPool2d(3, 2, 1),
+    "ceil_mode": torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+    "rectangular": torch.nn.MaxPool2d((2, 3), (1, 2), (1, 0)),
+    "functional positional": lambda x: torch.nn.functional.max_pool2d(x, 3, 2, 1, 1, True),
+    "functional keywords": lambda x: torch.nn.functional.max_pool2d(x, kernel_size=3, stride=2, padding=1,
+                                                                     ceil_mode=True),
+}
+
+
+@pytest.mark.parametrize("case", MAX_POOLS, ids=list(MAX_POOLS))
+def test_max_pooling_becomes_average_pooling_over_exactly_the_same_windows(case):
+    model = _Pooled(MAX_POOLS[case]).eval()
+    x = torch.randn(3, 2, 13, 11)
+    with pytest.warns(UserWarning, match="same windows"):
+        qann = sb.prepare(model, levels=8)
+    assert qann(x).shape == model(x).shape
+    # a constant map (1 = one QCFS level of θ/L = 8/8) averages to that constant, also where a
+    # window overlaps the padding, which max pooling ignores: the windows hold the same inputs
+    ones = torch.ones(1, 2, 13, 11)
+    assert torch.equal(qann(ones), model(ones))
+
+
+@pytest.mark.parametrize("pool, reason", [
+    (torch.nn.MaxPool2d(2, 2, dilation=2), "dilation"),
+    (lambda x: torch.nn.functional.max_pool2d(x, 2, 2, 0, 2), "dilation"),
+    (torch.nn.MaxPool2d(2, return_indices=True), "returns indices"),
+], ids=["dilation", "functional dilation", "return_indices"])
+def test_max_pooling_without_an_exact_replacement_is_refused_naming_it(pool, reason):
+    model = _Pooled(pool if isinstance(pool, torch.nn.Module) else pool)
+    with pytest.raises(sb.ConversionError, match=rf"cannot replace node .* by average pooling: .*{reason}"):
+        sb.prepare(model, levels=8)

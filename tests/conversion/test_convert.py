@@ -193,7 +193,7 @@ def test_unsupported_node_names_node_op_origin_and_advice():
     with pytest.raises(ConversionError) as err:
         sb.convert(sb.prepare(Gated()), "pasc")
     msg = str(err.value)
-    assert "node 'mul'" in msg and "call_function mul" in msg and "replace it" in msg
+    assert "node 'mul'" in msg and "call_function mul" in msg and "multiplies two spike trains" in msg and "retrain" in msg
 
 
 def test_direct_parameter_use_is_refused():
@@ -265,3 +265,13 @@ def test_simulate_T_applies_to_that_run_only():
     assert set(steps.values()) == {3, 4}
     bits.simulate(x, T=6)
     assert {n: m.T for n, m in bits.neurons().items()} == steps
+
+
+def test_a_refusal_names_the_block_a_node_comes_from_also_after_prepare():
+    import torchvision
+
+    with pytest.warns(UserWarning):
+        qann = sb.prepare(torchvision.models.shufflenet_v2_x0_5(num_classes=10))
+    with pytest.raises(ConversionError, match=r"node 'transpose' .* in stage2\.0 \(InvertedResidual\)") as err:
+        sb.convert(qann, "pasc")
+    assert "top level" not in str(err.value)  # the channel shuffle's shape arithmetic (//) is accepted

@@ -168,7 +168,7 @@ def test_bad_inputs_are_refused(setup):
     ann = setup["ann"]
     with pytest.raises(ConversionError, match="need calibration_data"):
         sb.convert(ann, "percentile")
-    with pytest.raises(ConversionError, match="yielded no batches"):
+    with pytest.raises(sb.InputError, match="yielded no batches"):
         sb.convert(ann, "percentile", calibration_data=[])
     with pytest.raises(ConversionError, match="no ReLU activation"):
         sb.convert(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), "max-norm", calibration_data=[torch.ones(1, 4)])

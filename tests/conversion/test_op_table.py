@@ -68,10 +68,41 @@ EXAMPLES = [
     ("add", torch.add, Net(lambda n, h, g: torch.add(h, g)), M2),
     ("add", "add", Net(lambda n, h, g: h.add(g)), M2),
     ("add", "add_", Net(lambda n, h, g: h.add_(g)), M2),
+    ("add", operator.add, Net(lambda n, h, g: h + 0.5), M2),
+    ("add", torch.add, Net(lambda n, h, g: torch.add(h, g, alpha=-0.7)), M2),
+    ("sub", operator.sub, Net(lambda n, h, g: h - g), M2),
+    ("sub", operator.sub, Net(lambda n, h, g: 0.25 - h), M2),
+    ("sub", torch.sub, Net(lambda n, h, g: torch.sub(h, 0.3, alpha=2)), M2),
+    ("sub", torch.subtract, Net(lambda n, h, g: torch.subtract(h, g)), M2),
+    ("sub", "sub", Net(lambda n, h, g: h.sub(g, alpha=0.5)), M2),
+    ("sub", "sub_", Net(lambda n, h, g: h.sub_(0.2) + h), M2),  # h itself changed in place
+    ("sub", "subtract", Net(lambda n, h, g: h.subtract(g)), M2),
+    ("rsub", torch.rsub, Net(lambda n, h, g: torch.rsub(h, 1.5, alpha=3)), M2),
+    ("mul", operator.mul, Net(lambda n, h, g: 2 * h + h * h.size(1)), M2),
+    ("mul", torch.mul, Net(lambda n, h, g: torch.mul(h, -0.5)), M2),
+    ("mul", torch.multiply, Net(lambda n, h, g: torch.multiply(h, 3)), M2),
+    ("mul", "mul", Net(lambda n, h, g: h.mul(0.5)), M2),
+    ("mul", "mul_", Net(lambda n, h, g: h.mul_(1.5)), M2),
+    ("mul", "multiply", Net(lambda n, h, g: h.multiply(2)), M2),
+    ("div", operator.truediv, Net(lambda n, h, g: h / 3), M2),
+    ("div", torch.div, Net(lambda n, h, g: torch.div(h, 0.5)), M2),
+    ("div", torch.divide, Net(lambda n, h, g: torch.divide(h, 4)), M2),
+    ("div", torch.true_divide, Net(lambda n, h, g: torch.true_divide(h, 4)), M2),
+    ("div", "div", Net(lambda n, h, g: h.div(3)), M2),
+    ("div", "div_", Net(lambda n, h, g: h.div_(3)), M2),
+    ("div", "divide", Net(lambda n, h, g: h.divide(3)), M2),
+    ("div", "true_divide", Net(lambda n, h, g: h.true_divide(3)), M2),
+    ("neg", operator.neg, Net(lambda n, h, g: -h + 1), M2),
+    ("neg", torch.neg, Net(lambda n, h, g: torch.neg(h)), M2),
+    ("neg", torch.negative, Net(lambda n, h, g: torch.negative(h)), M2),
+    ("neg", "neg", Net(lambda n, h, g: h.neg()), M2),
+    ("neg", "neg_", Net(lambda n, h, g: h.neg_()), M2),
+    ("neg", "negative", Net(lambda n, h, g: h.negative()), M2),
     ("cat", torch.cat, Net(lambda n, h, g: torch.cat([h, g], 1)), M2),
     ("shape", getattr, Net(lambda n, h, g: h.view(h.shape[0], -1)), M2),
     ("shape", operator.getitem, Net(lambda n, h, g: h.view(h.shape[0], -1)), M2),
     ("shape", "size", Net(lambda n, h, g: h.view(h.size(0), -1)), M2),
+    ("shape", operator.getitem, Net(lambda n, h, g: h[:, 1:] + h[0, :3]), M2),  # h[0]: the first sample
 ]
 DROPPED = [nn.Dropout(0.5), nn.Dropout1d(0.5), nn.Dropout2d(0.5), nn.AlphaDropout(0.5)]
 DROPPED_FUNCTIONS = [F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout]
@@ -106,7 +137,7 @@ def _built(net, shape):
 def test_every_form_of_every_accepted_entry_has_an_example():
     covered = {(name, form) for name, form, _, _ in EXAMPLES}
     for op in OPS:
-        if op.kind in (Kind.SYNAPTIC, Kind.STATELESS, Kind.MERGE, Kind.SHAPE):
+        if op.kind in (Kind.SYNAPTIC, Kind.STATELESS, Kind.AFFINE, Kind.MERGE, Kind.SHAPE):
             missing = [f for f in _forms(op) if (op.name, f) not in covered]
             assert not missing, f"op table entry {op.name!r}: no example graph for {missing}"
 
@@ -224,8 +255,8 @@ def test_prepare_swaps_exactly_the_entries_that_declare_a_replacement():
 
 
 def test_an_op_outside_the_table_is_refused_naming_the_node_and_the_supported_set():
-    net = _built(Net(lambda n, h, g: h * g), M2)
-    with pytest.raises(ConversionError, match=r"node 'mul'.*can only hold conv, linear, avg_pool1d"):
+    net = _built(Net(lambda n, h, g: h.transpose(2, 3)), M2)
+    with pytest.raises(ConversionError, match=r"node 'transpose'.*can only hold conv, linear, avg_pool1d"):
         sb.convert(sb.prepare(net), "pasc")
 
 

@@ -118,12 +118,22 @@ def test_corrupt_idx(tmp_path, offline):
 
 def test_missing_idx_says_how_to_get_it(tmp_path, offline):
     with pytest.raises(DataError) as err:
-        data.get_dataset("fashion-mnist", root=tmp_path)
+        data.get_dataset("fashion-mnist")
     message = str(err.value)
     assert "apt-get install dataset-fashion-mnist" in message and "--data-root" in message
     assert "train-images-idx3-ubyte.gz" in message and "offline" in message and "\n" not in message
     with pytest.raises(DataError, match="--data-root"):
         data.get_dataset("mnist", "test")
+
+
+def test_a_given_data_root_without_data_is_an_error_not_a_fall_back(tmp_path, monkeypatch):
+    # the system dataset is installed (CI installs Fashion-MNIST), but a given root is the only place searched
+    monkeypatch.setattr(data, "_download", lambda download, dest: pytest.fail("no download into a given root"))
+    for root in (tmp_path, tmp_path / "missing"):
+        for name in ("fashion-mnist", "cifar10"):
+            with pytest.raises(DataError, match=f"{root}") as err:
+                data.get_dataset(name, root=root)
+            assert "\n" not in str(err.value)
 
 
 def test_bad_options(tmp_path, offline):

@@ -41,7 +41,7 @@ def test_cli_records_lambda_and_normalisation(tmp_path, capsys):
     args = load_checkpoint(out / "last.pt")["args"]
     assert args["bit_l1"] == 0.5 and args["bit_l1_normalize"] == "mean"
     assert main(["train", "--out", str(tmp_path / "x"), "--bit-l1", "-1", *CLI_TINY]) == 2
-    assert "lambda must be >= 0" in capsys.readouterr().err
+    assert "--bit-l1: expected a finite number >= 0" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "y"), "--relu", "--bit-l1", "1e-8", *CLI_TINY]) == 2
     assert "needs a QCFS ANN" in capsys.readouterr().err
 

@@ -132,5 +132,53 @@ def test_weights_that_do_not_fit(tmp_path):
     payload = payload_for(model, {n: 8 for n in sites(model)})
     payload["model"] = dict(payload["model"], width=8)
     save_checkpoint(tmp_path / "bad.pt", payload)
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match="this checkpoint is for a different model than 'small_cnn'"):
         load_ann(tmp_path / "bad.pt")
+
+
+def test_a_checkpoint_relabelled_as_another_model_says_so(tmp_path):
+    model = qcfs_model(8)
+    payload = payload_for(model, {n: 8 for n in sites(model)})
+    spec = {k: v for k, v in payload["model"].items() if k != "width"}  # models that have no width option
+    for other in ("vgg16", "resnet20", "mobilenetv2"):
+        payload["model"] = dict(spec, name=other)
+        save_checkpoint(tmp_path / "relabelled.pt", payload)
+        with pytest.raises(CheckpointError, match=f"different model than '{other}'") as err:
+            load_ann(tmp_path / "relabelled.pt")
+        assert "unknown site" not in str(err.value) and "\n" not in str(err.value)
+    payload["model"] = dict(payload["model"], name="vgg16", width=4)  # an option the model has not
+    save_checkpoint(tmp_path / "relabelled.pt", payload)
+    with pytest.raises(CheckpointError, match="different model or by another spikebridge version"):
+        load_ann(tmp_path / "relabelled.pt")
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "the file is empty"),
+    (b"hello, not a checkpoint\n", "not a zip archive"),
+])
+def test_unreadable_checkpoint_messages_name_no_torch_internals(tmp_path, content, reason):
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    message = one_line_error(path)
+    assert reason in message and "spikebridge train" in message
+
+
+def test_unreadable_checkpoint_messages_for_pickles_and_truncation(tmp_path):
+    torch.save(nn.Linear(2, 2), tmp_path / "module.pt")
+    truncated = tmp_path / "truncated.pt"
+    save_checkpoint(truncated, payload_for(qcfs_model(8), {n: 8 for n in sites(qcfs_model(8))}))
+    truncated.write_bytes(truncated.read_bytes()[:-300])
+    for path in (tmp_path / "module.pt", truncated):
+        message = one_line_error(path)
+        for leak in ("weights_only", "Memo value", "(101)", "Unpickler", "GLOBAL"):
+            assert leak not in message, message
+
+
+def test_orphan_temporary_files_of_interrupted_writes_are_removed_by_the_next_write(tmp_path):
+    orphan = tmp_path / ".last.pt.abc123.tmp"
+    orphan.write_bytes(b"partial")
+    other = tmp_path / ".other.pt.abc123.tmp"  # another file's: kept
+    other.write_bytes(b"partial")
+    save_checkpoint(tmp_path / "last.pt", {"format": FORMAT, "version": 1})
+    assert not orphan.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.pt.abc123.tmp", "last.pt"]

@@ -127,7 +127,7 @@ def test_cli_train_end_to_end_with_levels_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "no_such_net"], "unknown model 'no_such_net'"),
-    (["--levels", "0"], "levels must be an integer >= 1"),
+    (["--levels", "0"], "--levels: expected an integer >= 1"),
     (["--relu", "--levels", "4"], "--relu"),
     (["--dataset", "svhn"], "unknown dataset"),
 ])

@@ -2,7 +2,8 @@
 
 Per input: do the predictions agree, and how far apart are the logits; per QCFS site: how
 many neurons decode to a different level than the ANN's, level = round(value·L/θ) with the
-site's value the sum (sum coding) or mean (rate coding) of its train.
+site's value the sum (sum coding) or mean (rate coding) of its train. No inputs, or ANN logits
+that are NaN or inf, are an InputError: a comparison with NaN is never reported as a number.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch
 from torch import nn
 
 from ..device import place
-from ..snn.network import SpikingNetwork
 from ..ann.prepare import sites
+from ..errors import InputError
+from ..inputs import batches
+from ..snn.network import SpikingNetwork
 
 
 @dataclass
@@ -47,7 +50,9 @@ def verify(ann: nn.Module, snn: SpikingNetwork, x, batch_size: int = 256, device
     ann.to(device)
     qcfs_sites = {name: m for name, m in sites(ann).items() if name in snn.neurons()}
     report = VerifyReport(mismatches={s: 0 for s in qcfs_sites}, neurons={s: 0 for s in qcfs_sites})
-    for batch in _batches(x, batch_size):
+    spec = snn.input_spec()
+    for batch in batches(x, batch_size, "verify()"):
+        spec.check(batch, "verify()")
         batch = batch.to(device)
         levels, hooks = {}, []
         for name, module in qcfs_sites.items():
@@ -55,9 +60,16 @@ def verify(ann: nn.Module, snn: SpikingNetwork, x, batch_size: int = 256, device
                 lambda m, inp, out, name=name: levels.__setitem__(name, m.level(inp[0]))))
         try:
             ann_logits = ann(batch)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"verify(): the ANN cannot run on input of shape {tuple(batch.shape)} ({first[:200]}); "
+                             f"the SNN takes {spec.describe()}") from None
         finally:
             for h in hooks:
                 h.remove()
+        if not torch.isfinite(ann_logits).all():
+            raise InputError("the ANN's logits are NaN or inf for this input; check the ANN's weights and thresholds "
+                             "(verify compares finite logits only)")
         res = snn.simulate(batch, values=bool(qcfs_sites))
         snn_logits = res.logits[-1]
         report.images += batch.shape[0]
@@ -68,12 +80,6 @@ def verify(ann: nn.Module, snn: SpikingNetwork, x, batch_size: int = 256, device
             snn_level = torch.round(value * module.levels / module.theta(value.dim()))
             report.mismatches[name] += int((snn_level != levels[name]).sum())
             report.neurons[name] += value.numel()
+    if not report.images:
+        raise InputError("verify() got no inputs: pass a non-empty tensor [N, ...] or iterable of batches")
     return report
-
-
-def _batches(x, batch_size: int):
-    if isinstance(x, torch.Tensor):
-        yield from x.split(batch_size)
-    else:
-        for item in x:
-            yield item[0] if isinstance(item, (tuple, list)) else item

@@ -9,11 +9,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import op_for_node
-from ..errors import SpikeBridgeError, UnsupportedActivationError, check_levels
+from ..conversion.ops import NoReplacement, op_for_node
+from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationError, check_levels
 from .qcfs import QCFS
 from .tracing import (
     describe, is_relu, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
@@ -33,19 +34,30 @@ def relu_sites(gm: fx.GraphModule) -> dict[str, fx.Node]:
 
 
 def replace_max_pooling(gm: fx.GraphModule) -> int:
-    """Swap max pooling for average pooling of the same window, where the op table declares a
-    replacement (docs/methods.md §0: max pooling has no spiking equivalent). Returns how many
-    were replaced."""
+    """Swap max pooling for average pooling over the same windows, where the op table declares
+    a replacement (docs/methods.md §0: max pooling has no spiking equivalent); one that has no
+    exact replacement (dilation, returned indices) is a ConversionError naming it. Returns how
+    many were replaced."""
     count = 0
     for node in list(gm.graph.nodes):
         op = op_for_node(node, gm)
         if op is None or op.replacement is None:
             continue
-        if node.op == "call_module":
-            gm.add_submodule(node.target, op.replacement(gm.get_submodule(node.target)))
-        else:  # the functional form
-            node.target = F.avg_pool2d
-            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in ("dilation", "return_indices")}
+        functional = node.op != "call_module"
+        # the functional form has the module's arguments: F.max_pool2d(x, kernel_size, stride, padding, ...)
+        pool = nn.MaxPool2d(*node.args[1:], **node.kwargs) if functional else gm.get_submodule(node.target)
+        try:
+            avg = op.replacement(pool)
+        except NoReplacement as exc:
+            raise ConversionError(f"cannot replace {describe(node, gm)} by average pooling: {exc}; "
+                                  "remove the dilation (or the indices) and retrain, or keep max pooling out "
+                                  "of the network") from None
+        if functional:
+            node.target, node.args = F.avg_pool2d, (node.args[0],)
+            node.kwargs = {k: getattr(avg, k) for k in ("kernel_size", "stride", "padding", "ceil_mode",
+                                                         "count_include_pad")}
+        else:
+            gm.add_submodule(node.target, avg)
         count += 1
     if count:
         gm.recompile()
@@ -62,20 +74,24 @@ def prepare(
     """Return a copy of ``model`` with a QCFS module at every ReLU call site.
 
     levels: one L for every site, or {site name: L} naming every site (see ``sites()``).
-    threshold: initial θ of every site (8.0 as in the QCFS code).
-    replace_maxpool: turn max pooling into average pooling (with a warning), since the
-    converted SNN cannot have it; set False to keep it and let convert() refuse it.
+    threshold: initial θ of every site (8.0 as in the QCFS code), finite and > 0; held in
+    the model's dtype.
+    replace_maxpool: turn max pooling into average pooling over the same windows (with a
+    warning), since the converted SNN cannot have it; one without an exact replacement
+    (dilation) is refused. Set False to keep it and let convert() refuse it.
     """
     gm = trace(model)
     sites = relu_sites(gm)
     if not sites and not site_nodes(gm):
         raise UnsupportedActivationError(f"{type(model).__name__} has no ReLU to turn into a QCFS site")
     per_site = resolve_levels(levels, list(sites))
+    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
     for name, node in sites.items():
         channels = _channels_of(gm, node) if channel_wise else 0
-        replace_with_module(gm, node, name, QCFS(per_site[name], threshold, channels))
+        replace_with_module(gm, node, name, QCFS(per_site[name], threshold, channels).to(dtype))
     if replace_maxpool and (n := replace_max_pooling(gm)):
-        warnings.warn(f"prepare(): replaced {n} max pooling layer(s) by average pooling of the same window", stacklevel=2)
+        warnings.warn(f"prepare(): replaced {n} max pooling layer(s) by average pooling over the same windows "
+                      "(fine-tune the ANN: the values differ)", stacklevel=2)
     gm.graph.lint()
     gm.recompile()
     return gm

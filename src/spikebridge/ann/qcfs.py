@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import check_levels
+from ..errors import check_levels, check_positive
 
 
 def floor_ste(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ class QCFS(nn.Module):
         super().__init__()
         self.levels = check_levels(levels)
         shape = (channels,) if channels else ()
-        self.threshold = nn.Parameter(torch.full(shape, float(threshold)))
+        self.threshold = nn.Parameter(torch.full(shape, check_positive(threshold, "threshold")))
 
     def theta(self, ndim: int) -> torch.Tensor:
         """θ shaped to broadcast against an input of ``ndim`` dimensions."""

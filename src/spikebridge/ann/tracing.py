@@ -22,7 +22,10 @@ class SiteTracer(fx.Tracer):
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace a deep copy of ``model`` (the user's model is never modified)."""
+    """Symbolically trace a deep copy of ``model`` (the user's model is never modified).
+    Re-tracing a GraphModule (a prepared model) gives one node per node of its graph, in order;
+    each keeps the module path it came from (``nn_module_stack``), which the re-trace alone
+    would lose (every function call would be at the top level)."""
     model = copy.deepcopy(model)
     try:
         graph = SiteTracer().trace(model)
@@ -31,7 +34,18 @@ def trace(model: nn.Module) -> fx.GraphModule:
             f"torch.fx could not trace {type(model).__name__}: {str(exc).splitlines()[0]} "
             "(data-dependent control flow is not supported; make the forward pass traceable)"
         ) from exc
+    if isinstance(model, fx.GraphModule):
+        _keep_origins(model.graph, graph)
     return fx.GraphModule(model, graph, type(model).__name__)
+
+
+def _keep_origins(old: fx.Graph, new: fx.Graph) -> None:
+    old_nodes, new_nodes = list(old.nodes), list(new.nodes)
+    if len(old_nodes) != len(new_nodes):
+        return
+    for a, b in zip(old_nodes, new_nodes):
+        if a.op == b.op and a.target == b.target and a.meta.get("nn_module_stack") and not b.meta.get("nn_module_stack"):
+            b.meta["nn_module_stack"] = a.meta["nn_module_stack"]
 
 
 def node_origin(node: fx.Node) -> str:

@@ -1,7 +1,8 @@
 """The `spikebridge` command: one entry point, one module per subcommand.
 
 Each subcommand module defines ``add_parser(subparsers)`` (which sets ``func``) and the
-function it runs. A SpikeBridgeError ends the command with its one-line message, exit 2.
+function it runs. A SpikeBridgeError, or a bad command line, ends the command with one line
+on stderr and exit 2.
 """
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ from ..errors import SpikeBridgeError
 COMMANDS = ["demo", "train", "al", "convert", "calibrate", "finetune", "evaluate", "verify", "report", "export"]
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spikebridge", description="ANN-to-SNN conversion with few timesteps.")
+    parser = Parser(prog="spikebridge", description="ANN-to-SNN conversion with few timesteps.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(sub)
@@ -25,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SpikeBridgeError as exc:  # raised by an argument type
+        print(f"spikebridge: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if getattr(args, "device", None) is not None:  # checked before any file is read
             args.device = resolve_device(args.device)

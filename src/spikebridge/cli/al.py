@@ -6,24 +6,24 @@
 from __future__ import annotations
 
 from ..errors import SpikeBridgeError
-from .common import add_device_argument, int_list
+from .common import add_device_argument, count, count_or_zero, int_list, positive
 
 # --train options: (flag, dest, argparse kwargs); None by default so that misuse is detected.
 _TRAIN_ONLY = [
     ("--out", dict(metavar="DIR", help="run directory of the four stages (default: runs/al)")),
     ("--model", dict(help="model name (default: small_cnn)")),
     ("--dataset", dict(help="dataset (default: fashion-mnist)")),
-    ("--levels-uniform", dict(type=int, metavar="L",
+    ("--levels-uniform", dict(type=count, metavar="L",
                               help="uniform L_α of stage_1_uniform and stage_2_uniform (default 8)")),
-    ("--epochs", dict(type=int, metavar="E", help="epochs of stage_1_uniform (default 3)")),
-    ("--stage2-epochs", dict(type=int, metavar="N", help="epochs of stage_2_uniform (default round(2E/3))")),
-    ("--stage3-epochs", dict(type=int, metavar="N", help="epochs of stage_3_adaptive, at the AL levels (default E)")),
-    ("--lr", dict(type=float, help="initial learning rate of every stage (default: the recipe's)")),
+    ("--epochs", dict(type=count, metavar="E", help="epochs of stage_1_uniform (default 3)")),
+    ("--stage2-epochs", dict(type=count, metavar="N", help="epochs of stage_2_uniform (default round(2E/3))")),
+    ("--stage3-epochs", dict(type=count, metavar="N", help="epochs of stage_3_adaptive, at the AL levels (default E)")),
+    ("--lr", dict(type=positive, help="initial learning rate of every stage (default: the recipe's)")),
     ("--seed", dict(type=int, help="seed of every stage (so stage_2_uniform starts from stage_1_uniform's "
                                    "initial weights; default 0)")),
-    ("--limit-train", dict(type=int, metavar="N", help="use the first N training images")),
-    ("--limit-test", dict(type=int, metavar="N", help="use the first N test images")),
-    ("--workers", dict(type=int, help="data loader worker processes (default 0)")),
+    ("--limit-train", dict(type=count, metavar="N", help="use the first N training images")),
+    ("--limit-test", dict(type=count, metavar="N", help="use the first N test images")),
+    ("--workers", dict(type=count_or_zero, help="data loader worker processes (default 0)")),
 ]
 
 
@@ -40,16 +40,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("checkpoint", nargs="?", metavar="CKPT", help="QCFS checkpoint (spikebridge train)")
     p.add_argument("--levels", type=int_list, required=True, metavar="L1,L2,...",
                    help="the levels of the clusters; the cluster with the highest M gets the smallest")
-    p.add_argument("--clusters", type=int, default=None, metavar="χ",
+    p.add_argument("--clusters", type=count, default=None, metavar="χ",
                    help="number of clusters (default: how many --levels)")
-    p.add_argument("--images", type=int, default=3000, metavar="N",
+    p.add_argument("--images", type=count, default=3000, metavar="N",
                    help="training images for the histograms (default 3000)")
-    p.add_argument("--alpha", type=float, default=None, help="agreement cut-off α (default 1/(2·number of sites))")
+    p.add_argument("--alpha", type=positive, default=None, help="agreement cut-off α (default 1/(2·number of sites))")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help='levels file {"levels": {site: L}} for train --levels-file (default: levels.json)')
     p.add_argument("--plot", default=None, metavar="PNG", help="also save a bar plot of M per site")
     p.add_argument("--data-root", default=None, metavar="DIR", help="where the dataset files are")
-    p.add_argument("--batch-size", type=int, default=None, help="default 256 for the AL pass, 128 for --train")
+    p.add_argument("--batch-size", type=count, default=None, help="default 256 for the AL pass, 128 for --train")
     g = p.add_argument_group("PASCAL Alg. 4 (--train)")
     g.add_argument("--train", action="store_true", help="run Alg. 4: train, AL, retrain, train at the AL levels")
     for flag, kwargs in _TRAIN_ONLY:

@@ -1,7 +1,7 @@
 """`spikebridge calibrate ftbc`: FTBC biases for a rate-coded SNN file (docs/methods.md §5)."""
 from __future__ import annotations
 
-from .common import add_device_argument
+from .common import add_device_argument, count, positive
 
 
 def add_parser(subparsers) -> None:
@@ -17,9 +17,9 @@ def add_parser(subparsers) -> None:
     f.add_argument("--ckpt", required=True, metavar="ANN_CKPT", help="the ANN checkpoint the SNN was converted from")
     f.add_argument("--dataset", default="fashion-mnist")
     f.add_argument("--data-root", default=None, help="directory holding the dataset files")
-    f.add_argument("--alpha", type=float, default=0.5, help="bias step size α (003: 0.2-0.5)")
-    f.add_argument("--batches", type=int, default=4, help="calibration batches (003: 1-10)")
-    f.add_argument("--batch-size", type=int, default=64)
+    f.add_argument("--alpha", type=positive, default=0.5, help="bias step size α (003: 0.2-0.5)")
+    f.add_argument("--batches", type=count, default=4, help="calibration batches (003: 1-10)")
+    f.add_argument("--batch-size", type=count, default=64)
     f.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the calibrated SNN")
     f.add_argument("--no-progress", action="store_true")
     add_device_argument(f)

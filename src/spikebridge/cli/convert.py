@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device_argument, add_method_arguments, method_options
+from .common import add_device_argument, add_method_arguments, count, method_options
 
 
 def add_parser(subparsers) -> None:
@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
     add_method_arguments(p, method_required=True, method_help="conversion method (listed above)")
     p.add_argument("-o", "--output", required=True, metavar="SNN", help="SNN file to write")
     p.add_argument("--data-root", default=None, metavar="DIR")
-    p.add_argument("--calibration-images", type=int, default=2048, metavar="N",
+    p.add_argument("--calibration-images", type=count, default=2048, metavar="N",
                    help="methods for ReLU ANNs: statistics from the first N training images (default: %(default)s)")
     add_device_argument(p)
     p.set_defaults(func=run)

@@ -2,7 +2,7 @@
 (docs/methods.md §4 "SNN calibration"; latency-increasing T schedule, resumable)."""
 from __future__ import annotations
 
-from .common import add_device_argument
+from .common import add_device_argument, count, non_negative, positive
 
 
 def add_parser(subparsers) -> None:
@@ -16,11 +16,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
     p.add_argument("--T", default="1,2,4", help="latency schedule, e.g. 1,2,4")
     p.add_argument("--epochs", default="5,2,2", help="epochs per T: one number, or one per T")
-    p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (002's code: 1e-3; its paper: 5e-3)")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N training images")
+    p.add_argument("--lr", type=positive, default=1e-3, help="SGD learning rate (002's code: 1e-3; its paper: 5e-3)")
+    p.add_argument("--momentum", type=non_negative, default=0.9)
+    p.add_argument("--weight-decay", type=non_negative, default=5e-4)
+    p.add_argument("--batch-size", type=count, default=64)
+    p.add_argument("--limit", type=count, default=None, metavar="N", help="use the first N training images")
     p.add_argument("--seed", type=int, default=0, help="seed of the data order")
     p.add_argument("--out", default="runs/finetune", metavar="OUT_DIR", help="checkpoint directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

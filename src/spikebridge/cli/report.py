@@ -2,7 +2,7 @@
 report.md, report.json and PNG plots (accuracy vs T, spike rates, energy, activations, AL)."""
 from __future__ import annotations
 
-from .common import add_data_arguments, add_device_argument, int_list
+from .common import add_data_arguments, add_device_argument, count_or_zero, int_list
 
 
 def add_parser(subparsers) -> None:
@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--methods", default="qcfs,pasc,bitplane", help="comma-separated conversion methods")
     p.add_argument("--T", default="1,2,4,8,16", help="step counts for rate-coded methods and bit-plane")
     p.add_argument("-o", "--output", default="report", metavar="DIR", help="folder to write")
-    p.add_argument("--al-images", type=int, default=0, metavar="N",
+    p.add_argument("--al-images", type=count_or_zero, default=0, metavar="N",
                    help="also compute the AL metric per site on N training images (QCFS checkpoints)")
     add_option_arguments(p)
     add_data_arguments(p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import SpikeBridgeError
-from .common import add_device_argument
+from .common import add_device_argument, count, count_or_zero, non_negative, positive
 
 
 def add_parser(subparsers) -> None:
@@ -17,15 +17,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet")
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
     p.add_argument("--out", default="runs/train", help="run directory (default: runs/train)")
-    p.add_argument("--levels", type=int, default=None, help="QCFS levels L at every site (default 8)")
+    p.add_argument("--levels", type=count, default=None, help="QCFS levels L at every site (default 8)")
     p.add_argument("--levels-file", default=None, help='per-site levels, JSON {"levels": {site: L}} (spikebridge al)')
     p.add_argument("--relu", action="store_true", help="train a plain ReLU ANN (no QCFS)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128, help="per process")
-    p.add_argument("--lr", type=float, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100)")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=None, help="default 5e-4; 1e-4 for imagenet")
-    p.add_argument("--threshold", type=float, default=8.0, help="initial QCFS threshold θ (default 8.0)")
+    p.add_argument("--epochs", type=count, default=3)
+    p.add_argument("--batch-size", type=count, default=128, help="per process")
+    p.add_argument("--lr", type=positive, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100)")
+    p.add_argument("--momentum", type=non_negative, default=0.9)
+    p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet")
+    p.add_argument("--threshold", type=positive, default=8.0, help="initial QCFS threshold θ (default 8.0)")
     p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random crop + flip (default: on)")
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
                         "or a QCFS ANN (θ kept, new levels)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its recorded settings (other training options are ignored)")
-    p.add_argument("--bit-l1", type=float, default=0.0, metavar="LAMBDA",
+    p.add_argument("--bit-l1", type=non_negative, default=0.0, metavar="LAMBDA",
                    help="add 001's bit regulariser: LAMBDA x the number of 1-bits of every hidden QCFS level "
                         "(docs/methods.md §3; surrogate gradient LAMBDA·T on 0 < a < θ); fewer spikes for bit-plane "
                         "SNNs. Default 0 (off); recorded in the checkpoint")
@@ -46,9 +46,9 @@ def add_parser(subparsers) -> None:
                         "scales with batch and network size); mean: per neuron and image "
                         "(Fashion-MNIST small_cnn: 0.03 to 0.1; 0.03 kept accuracy with 1.35x fewer spikes, "
                         "0.1 gave 2.8x fewer for -1.6%%, see benchmarks/results/training_costs.md)")
-    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training images")
-    p.add_argument("--limit-test", type=int, default=None, metavar="N", help="use the first N test images")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--limit-train", type=count, default=None, metavar="N", help="use the first N training images")
+    p.add_argument("--limit-test", type=count, default=None, metavar="N", help="use the first N test images")
+    p.add_argument("--workers", type=count_or_zero, default=0, help="data loader worker processes")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=run)

@@ -13,11 +13,15 @@ from tqdm.auto import tqdm
 
 from ..ann.tracing import site_nodes, trace
 from ..device import module_device, place
-from ..errors import ConversionError, OptionError, check_T
+from ..errors import ConversionError, InputError, OptionError, check_T
+from ..inputs import batches as input_batches
+from ..inputs import input_spec
 from ..snn.network import SpikingNetwork
-from .graph import check_supported, fold_batchnorm, relu_site_modules, remove_dropped
+from .graph import check_finite, check_supported, fold_batchnorm, redirect_inplace, relu_site_modules, remove_dropped
 from .registry import Source, get_method
 from .thresholds import ActivationStats
+
+CALIBRATION_BATCH = 256  # calibration data given as one tensor is split into batches of this size
 
 
 def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibration_data=None,
@@ -43,6 +47,7 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
     model = model.eval()
     gm = trace(model)
     place(gm, device)
+    check_finite(gm)
     if record.source is Source.QCFS:
         if calibration_data is not None or statistics is not None:
             raise OptionError(f"method {method!r} takes its thresholds from the QCFS ANN; it uses no calibration data")
@@ -54,6 +59,7 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
         sites = list(relu_site_modules(gm, method))
     remove_dropped(gm)
     fold_batchnorm(gm)
+    redirect_inplace(gm)
     check_supported(gm, sites)
     if record.source is Source.RELU:
         statistics = statistics or collect_statistics(
@@ -73,26 +79,38 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
 @torch.no_grad()
 def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise: bool = False,
                        max_samples: int = 2_000_000, batches: int | None = None) -> ActivationStats:
-    """Stream calibration batches through the ReLU graph and keep each site's activation
-    statistics (bounded memory; combined over ranks under torchrun)."""
+    """Stream calibration batches (a tensor [N, ...] or an iterable of x or (x, y) batches)
+    through the ReLU graph and keep each site's activation statistics (bounded memory;
+    combined over ranks under torchrun). Floating-point batches are cast to the model's dtype;
+    anything else that does not fit the model is an InputError."""
     if data is None:
-        raise ConversionError("ReLU methods need calibration_data: an iterable of (x, y) or x batches")
+        raise ConversionError("ReLU methods need calibration_data: a tensor [N, ...] or an iterable of "
+                              "x or (x, y) batches")
     stats = ActivationStats(max_samples=max_samples, channel_wise=channel_wise)
     hooks = [gm.get_submodule(s).register_forward_hook(
         lambda m, i, out, s=s: stats.update(s, out)) for s in sites]
     device = module_device(gm)
-    dtype = next((p.dtype for p in gm.parameters()), torch.float32)
+    spec = input_spec(gm)
+    who = "calibration"
     try:
-        for i, batch in enumerate(tqdm(data, desc="calibration statistics", leave=False, disable=None)):
+        for i, x in enumerate(tqdm(input_batches(data, CALIBRATION_BATCH, who), desc="calibration statistics",
+                                   leave=False, disable=None)):
             if batches is not None and i >= batches:
                 break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            gm(x.to(device, dtype))
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                x = x.to(device, spec.dtype)
+            spec.check(x, who)
+            try:
+                gm(x)
+            except (RuntimeError, ValueError, IndexError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputError(f"calibration batch of shape {tuple(x.shape)} does not fit the model ({first[:200]}); "
+                                 f"the model takes {spec.describe()}") from None
     finally:
         for h in hooks:
             h.remove()
     if not stats.sites:
-        raise ConversionError("calibration_data yielded no batches")
+        raise InputError("calibration_data yielded no batches")
     stats.reduce_distributed()
     return stats
 

@@ -6,6 +6,7 @@ from and what to do instead.
 """
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Iterable
 
@@ -17,7 +18,7 @@ from ..ann.prepare import relu_sites
 from ..ann.qcfs import QCFS
 from ..ann.tracing import describe, replace_with_module, site_nodes, trace
 from ..errors import ConversionError
-from .ops import Kind, op_for_node, supported_ops
+from .ops import Kind, NotAffine, on_numbers, op_for_node, supported_ops
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> None:
@@ -65,12 +66,33 @@ def remove_dropped(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
-ACCEPTED = (Kind.SYNAPTIC, Kind.STATELESS, Kind.MERGE, Kind.SHAPE)  # what a spiking network holds
+ACCEPTED = (Kind.SYNAPTIC, Kind.STATELESS, Kind.AFFINE, Kind.MERGE, Kind.SHAPE)  # what a spiking network holds
+
+
+def train_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes whose value is a spike train when the SNN runs: the input, every module call,
+    and every call with a train among its arguments, except shapes read off a train
+    (``x.shape``, ``x.size()``), which are numbers, as is arithmetic on them."""
+    trains: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "call_module"):
+            trains.add(node)
+        elif node.op in ("call_function", "call_method") and any(a in trains for a in node.all_input_nodes):
+            op = op_for_node(node, gm)
+            if not (op is not None and op.kind is Kind.SHAPE and node.target is not operator.getitem):
+                trains.add(node)
+    return trains
+
+
+class _Train:
+    """Stands for a train when an AFFINE op's form is checked at conversion."""
 
 
 def check_supported(gm: fx.GraphModule, sites: Iterable[str]) -> None:
-    """Every node must have a spiking meaning in the op table; name the first that has none."""
+    """Every node must have a spiking meaning in the op table, for the arguments it gets
+    (trains or numbers, ``train_nodes``); name the first that has none."""
     sites = set(sites)
+    trains = train_nodes(gm)
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
@@ -79,14 +101,50 @@ def check_supported(gm: fx.GraphModule, sites: Iterable[str]) -> None:
                                   "only layers (conv, linear, BatchNorm) may hold weights")
         if node.op == "call_module" and node.target in sites:
             continue
+        on_trains = any(a in trains for a in node.all_input_nodes)
+        if node.op == "call_function" and on_numbers(node.target) and not on_trains:
+            continue  # arithmetic on numbers (shapes)
         op = op_for_node(node, gm)
-        if op is not None and op.kind in ACCEPTED:
-            continue
         if op is not None and op.kind is Kind.REFUSED:
             raise ConversionError(f"{describe(node, gm)}: {op.advice}")
-        raise ConversionError(
-            f"unsupported {describe(node, gm)}: a spiking network can only hold {supported_ops()} "
-            "(BatchNorm is folded, dropout removed); replace it in the model and retrain or fine-tune")
+        if op is None or op.kind not in ACCEPTED:
+            raise ConversionError(
+                f"unsupported {describe(node, gm)}: a spiking network can only hold {supported_ops()} "
+                "(BatchNorm is folded, dropout removed); replace it in the model and retrain or fine-tune")
+        if node.op != "call_module" and not on_trains and op.kind is not Kind.SHAPE:
+            raise ConversionError(f"{describe(node, gm)} makes a tensor from numbers alone; a spiking network holds "
+                                  "constants only as layer biases or as numbers in arithmetic on activations")
+        if op.kind is Kind.AFFINE:
+            check_affine(node, gm, op, trains)
+
+
+def check_affine(node: fx.Node, gm: fx.GraphModule, op, trains: set[fx.Node]) -> None:
+    """An AFFINE op must be y = Σ a_i·x_i + c in its trains (``ops.Affine``): no product or
+    quotient of trains, no rounding (docs/methods.md §8)."""
+    marker = _Train()
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: marker if n in trains else 1.0)
+    try:
+        op.affine(lambda v: v is marker, *args, **kwargs)
+    except NotAffine as exc:
+        raise ConversionError(f"{describe(node, gm)} {exc}, which has no step-by-step meaning on spike trains "
+                              "(docs/methods.md §8); remove it or compute it with layers and ReLU sites, and "
+                              "retrain or fine-tune") from None
+    except TypeError:
+        raise ConversionError(f"{describe(node, gm)} has arguments {op.name!r} does not take on spike trains "
+                              f"(args {node.args}, kwargs {node.kwargs})") from None
+
+
+def redirect_inplace(gm: fx.GraphModule) -> None:
+    """An in-place method (``h.add_(g)``, ``h.mul_(2)``) also changed its first argument: uses
+    of that argument after the call read the call's result, which the SNN computes out of place."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    for node in gm.graph.nodes:
+        if node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
+            source = node.args[0]
+            for user in list(source.users) if isinstance(source, fx.Node) else []:
+                if user is not node and order[user] > order[node]:
+                    user.replace_input_with(source, node)
+    gm.recompile()
 
 
 def relu_site_modules(gm: fx.GraphModule, method: str | None) -> dict[str, fx.Node]:
@@ -119,7 +177,21 @@ def ann_site_modules(ann: nn.Module, relu: bool) -> tuple[fx.GraphModule, dict[s
 
 
 def qcfs_site(gm: fx.GraphModule, name: str) -> tuple[torch.Tensor, int]:
-    """(θ, L) of the QCFS module at site ``name``."""
+    """(θ, L) of the QCFS module at site ``name``; θ must be finite and > 0."""
     site = gm.get_submodule(name)
     assert isinstance(site, QCFS)
-    return site.threshold.detach().clone(), site.levels
+    theta = site.threshold.detach().clone()
+    if not (torch.isfinite(theta).all() and (theta > 0).all()):
+        shown = theta.tolist() if theta.numel() <= 4 else f"{theta.numel()} values, min {theta.min().item()}"
+        raise ConversionError(f"QCFS site {name!r} has threshold {shown}; a threshold must be finite and > 0 "
+                              "(retrain the ANN, or set the site's threshold before converting)")
+    return theta, site.levels
+
+
+def check_finite(gm: fx.GraphModule) -> None:
+    """Every floating-point parameter and buffer of the model must be finite: a NaN or inf
+    weight makes NaN in the ANN, which no spike train can reproduce."""
+    for name, tensor in (*gm.named_parameters(), *gm.named_buffers()):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ConversionError(f"{name} holds {bad} NaN or inf value(s); fix or retrain the model before converting")

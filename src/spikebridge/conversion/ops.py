@@ -3,16 +3,25 @@
 Each ``Op`` says what a graph node is to the pipeline:
 
 - ``kind``: SYNAPTIC (weights; runs step by step with the coding's bias rule), STATELESS (the
-  same function on every step of a train), MERGE (combines trains, which the coding aligns
-  first), SHAPE (reads shapes, no train), DROPPED (identity at inference, removed before
-  conversion), FOLDED (folded into the preceding synaptic layer), ACTIVATION (becomes a
-  neuron at conversion), REFUSED (no spiking meaning; ``advice`` says what to do).
+  same linear function on every step of a train, so right under either coding), AFFINE (a sum of trains scaled by numbers
+  plus a constant: y = Σ a_i·x_i + c, run with the coding's constant rule), MERGE (combines
+  trains, which the coding aligns first), SHAPE (reads shapes, no train), DROPPED (identity at
+  inference, removed before conversion), FOLDED (folded into the preceding synaptic layer),
+  ACTIVATION (becomes a neuron at conversion), REFUSED (no spiking meaning; ``advice`` says
+  what to do).
 - ``combine``: for MERGE ops, how the aligned trains are combined.
+- ``affine``: for AFFINE ops, the call written as y = Σ a_i·x_i + c (see ``Affine``).
 - ``macs`` / ``synaptic_ops``: for SYNAPTIC ops, the ANN's MACs for one output and the SNN's
   accumulates for a map of input events (docs/methods.md §6).
 - ``config``: constructor arguments of the module, read from its attributes (data-only files).
 - ``nir``: the name of the NIR exporter's rule for it, or None with ``nir_refusal`` saying why.
 - ``replacement``: for REFUSED modules that prepare() can swap (max pooling), the swap.
+
+Arguments are trains or numbers. A call of a Python ``operator`` function whose arguments
+hold no train is arithmetic on numbers (shapes, e.g. ``x.size(1) // 2``) and runs as Python;
+an op of any other entry on trains follows its kind. Which arguments are trains is known at
+conversion by following the graph from the input (``conversion.graph.train_nodes``) and at
+run time by their type; the two agree.
 
 Who reads it: prepare (activations, max-pool swap), the converter (supported set, refusals,
 graph passes), the engine (dispatch by kind), analysis.energy (synaptic layers and their
@@ -37,6 +46,7 @@ from ..ann.qcfs import QCFS
 class Kind(enum.Enum):
     SYNAPTIC = "synaptic"
     STATELESS = "stateless"
+    AFFINE = "affine"
     MERGE = "merge"
     SHAPE = "shape"
     DROPPED = "dropped"
@@ -53,6 +63,7 @@ class Op:
     functions: tuple[Callable, ...] = ()
     methods: tuple[str, ...] = ()
     combine: Callable | None = None
+    affine: Callable | None = None
     macs: Callable[[nn.Module, torch.Tensor], int] | None = None
     synaptic_ops: Callable[[nn.Module, torch.Tensor], int] | None = None
     config: tuple[str, ...] = ()
@@ -95,8 +106,79 @@ def linear_synaptic_ops(linear: nn.Linear, events: torch.Tensor) -> int:
     return int(events.sum().item()) * linear.out_features
 
 
-def add_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
-    return trains[0] + trains[1]
+class NotAffine(Exception):
+    """A call that is not y = Σ a_i·x_i + c in its trains x_i; the message says why."""
+
+
+@dataclass(frozen=True)
+class Affine:
+    """y = Σ a_i·x_i + c: ``terms`` are (a_i, train x_i) with numbers a_i, ``constant`` is c.
+
+    On a train the terms run step by step (a scaled sum of aligned trains is the scaled sum of
+    their values under either coding); the constant is the ANN's c, which the coding spreads
+    over the steps (``Coding.constant_per_step``: every step for rate coding, c/T_in per step for sum
+    coding, docs/methods.md §8).
+    """
+    terms: tuple[tuple[float, object], ...]
+    constant: float = 0.0
+
+
+def _affine(is_train, *pairs) -> Affine:
+    """Σ coef·v over (coef, v) pairs: trains become terms, numbers add to the constant."""
+    terms, constant = [], 0.0
+    for coef, value in pairs:
+        if is_train(coef):
+            raise NotAffine("scales by a spike train")
+        if is_train(value):
+            terms.append((coef, value))
+        else:
+            constant = constant + coef * value
+    return Affine(tuple(terms), constant)
+
+
+def add_form(is_train, input, other, alpha=1) -> Affine:
+    """torch.add / operator.add: input + alpha·other."""
+    return _affine(is_train, (1, input), (alpha, other))
+
+
+def sub_form(is_train, input, other, alpha=1) -> Affine:
+    """torch.sub / operator.sub: input − alpha·other."""
+    return _affine(is_train, (1, input), (-alpha, other))
+
+
+def rsub_form(is_train, input, other, alpha=1) -> Affine:
+    """torch.rsub: other − alpha·input."""
+    return _affine(is_train, (-alpha, input), (1, other))
+
+
+def mul_form(is_train, input, other) -> Affine:
+    """torch.mul / operator.mul: a train times a number (a product of trains is not affine)."""
+    if is_train(input) and is_train(other):
+        raise NotAffine("multiplies two spike trains")
+    train, number = (input, other) if is_train(input) else (other, input)
+    return _affine(is_train, (number, train))
+
+
+def div_form(is_train, input, other, rounding_mode=None) -> Affine:
+    """torch.div / operator.truediv: a train divided by a number, without rounding."""
+    if rounding_mode is not None:
+        raise NotAffine(f"rounds its result (rounding_mode={rounding_mode!r})")
+    if is_train(other):
+        raise NotAffine("divides by a spike train")
+    if other == 0:
+        raise NotAffine("divides by zero")
+    return _affine(is_train, (1 / other, input))
+
+
+def neg_form(is_train, input) -> Affine:
+    """torch.neg / operator.neg: −input."""
+    return _affine(is_train, (-1, input))
+
+
+def on_numbers(fn) -> bool:
+    """A Python ``operator`` function: on arguments that hold no train it is arithmetic on
+    numbers (shapes) and runs as Python, whatever its entry."""
+    return getattr(fn, "__module__", None) in ("_operator", "operator")
 
 
 def cat_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
@@ -105,9 +187,25 @@ def cat_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
     return torch.cat(trains, dim=dim + 1 if dim >= 0 else dim)
 
 
+class NoReplacement(Exception):
+    """A module that declares a replacement cannot be replaced exactly; the message says why."""
+
+
 def avg_pool_for_max_pool(pool: nn.MaxPool2d) -> nn.AvgPool2d:
-    """Average pooling over the window of a max pooling (prepare's swap, docs §0)."""
-    return nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
+    """Average pooling over exactly the windows of a max pooling (prepare's swap, docs §0): the
+    same kernel, stride, padding and ceil_mode give the same output shape, and the padding is
+    left out of each average (count_include_pad=False) as max pooling ignores it. Dilated
+    windows (average pooling has none) and returned indices have no such replacement."""
+    if _pair(pool.dilation) != (1, 1):
+        raise NoReplacement(f"its dilation {pool.dilation} has no average-pooling equivalent (average pooling "
+                            "windows are dense)")
+    if pool.return_indices:
+        raise NoReplacement("it returns indices, which average pooling has not")
+    return nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode, count_include_pad=False)
+
+
+def _pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 _CONV_CONFIG = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
@@ -138,9 +236,19 @@ OPS: tuple[Op, ...] = (
     Op("reshape", Kind.STATELESS, functions=(torch.reshape,), methods=("view", "reshape"), nir="reshape"),
     Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous",), nir="identity"),
     Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
+    # sums of trains scaled by numbers, plus constants (fx traces x += c as operator.add)
+    Op("add", Kind.AFFINE, functions=(operator.add, torch.add), methods=("add", "add_"), affine=add_form, nir="add"),
+    Op("sub", Kind.AFFINE, functions=(operator.sub, torch.sub, torch.subtract), methods=("sub", "sub_", "subtract"),
+       affine=sub_form, nir_refusal="NIR has no subtraction"),
+    Op("rsub", Kind.AFFINE, functions=(torch.rsub,), affine=rsub_form, nir_refusal="NIR has no subtraction"),
+    Op("mul", Kind.AFFINE, functions=(operator.mul, torch.mul, torch.multiply), methods=("mul", "mul_", "multiply"),
+       affine=mul_form, nir_refusal="NIR has no scaling by a number outside a layer"),
+    Op("div", Kind.AFFINE, functions=(operator.truediv, torch.div, torch.divide, torch.true_divide),
+       methods=("div", "div_", "divide", "true_divide"), affine=div_form,
+       nir_refusal="NIR has no scaling by a number outside a layer"),
+    Op("neg", Kind.AFFINE, functions=(operator.neg, torch.neg, torch.negative), methods=("neg", "neg_", "negative"),
+       affine=neg_form, nir_refusal="NIR has no negation outside a layer"),
     # merges of trains
-    Op("add", Kind.MERGE, functions=(operator.add, torch.add), methods=("add", "add_"),  # fx traces += as add
-       combine=add_trains, nir="add"),
     Op("cat", Kind.MERGE, functions=(torch.cat,), combine=cat_trains, nir_refusal="NIR has no concatenation"),
     # shapes
     Op("shape", Kind.SHAPE, functions=(getattr, operator.getitem), methods=("size",), nir="shape"),
@@ -169,6 +277,18 @@ OPS: tuple[Op, ...] = (
        methods=("sigmoid", "tanh", "sigmoid_", "tanh_"),
        advice="only nn.ReLU, F.relu, torch.relu, Tensor.relu and their in-place variants can become QCFS sites; "
               "replace it with ReLU and retrain or fine-tune"),
+    Op("nonlinear_elementwise", Kind.REFUSED,
+       functions=(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.abs, operator.abs, torch.pow,
+                  operator.pow, torch.square, torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor,
+                  torch.ceil, torch.round, torch.trunc, torch.reciprocal, torch.maximum, torch.minimum, torch.max,
+                  torch.min, torch.fmod, torch.remainder, torch.floor_divide, operator.floordiv, operator.mod,
+                  operator.matmul, torch.matmul),
+       methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max", "abs", "abs_", "pow", "pow_", "square",
+                "sqrt", "rsqrt", "exp", "log", "sign", "floor", "ceil", "round", "trunc", "reciprocal", "maximum",
+                "minimum", "max", "min", "fmod", "remainder", "floor_divide", "matmul"),
+       advice="a nonlinear op has no step-by-step meaning on spike trains: its value on a train is not its value on "
+              "the activation (docs/methods.md §8); remove it, or express it with ReLU sites (clamp(x, 0, c) is a "
+              "QCFS site with threshold c), and retrain or fine-tune"),
 )
 
 

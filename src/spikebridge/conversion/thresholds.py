@@ -37,7 +37,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from ..errors import OptionError, check_T
+from ..errors import InputError, OptionError, check_T
 
 EMPTY_SITE_THETA = 1.0
 _TIE_RTOL = 1e-12
@@ -409,6 +409,9 @@ class ActivationStats:
         x = x.detach().to("cpu")
         if x.dim() < 2:
             raise OptionError(f"site {site!r}: expected [B, C, ...] activations, got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise InputError(f"the activations at site {site!r} contain NaN or inf; check the calibration data "
+                             "and the model's weights")
         per_channel = x.transpose(0, 1).reshape(x.shape[1], -1)
         cmax = per_channel.amax(1).clamp_min(0).to("cpu", torch.float64)
         if site not in self._res:

@@ -1,12 +1,14 @@
 """The two codings of a spike train [T, B, ...], and every rule that differs between them
 (docs/architecture.md "codings"; docs/methods.md §1–3):
 
-- rate (§1): a synaptic layer adds its full bias every step; a 1-step train is a constant
-  current, broadcast to the other train's length; the value of a train is the mean over its
-  steps, and the logits after step t are the mean of the output over steps 1..t.
-- sum (§2, §3): a synaptic layer fed a train of T_in steps adds bias / T_in every step, so the
-  sum over steps equals the ANN pre-activation; shorter trains are zero-padded at the end; the
-  value of a train is its sum, and the logits after step t are the sum over steps 1..t.
+- rate (§1): a constant of the ANN (a synaptic layer's bias, a number added to a train) is
+  added in full every step, since the value of a train is the mean over its steps; a 1-step
+  train is a constant current, broadcast to the other train's length; the logits after step t
+  are the mean of the output over steps 1..t.
+- sum (§2, §3, §8): on a train of T_in steps a constant c is added as c / T_in every step, so
+  the sum over steps carries c once, as in the ANN (a bias, 000 Thm 3.3; a number added to an
+  activation, docs/methods.md §8); shorter trains are zero-padded at the end; the value of a
+  train is its sum, and the logits after step t are the sum over steps 1..t.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from ..errors import SpikeBridgeError
 class Coding:
     name: str
 
-    def bias_per_step(self, bias: torch.Tensor, steps: int) -> torch.Tensor:
+    def constant_per_step(self, c, steps: int):
+        """What is added at each of ``steps`` steps so that the train carries the ANN's
+        constant ``c`` (a layer's bias, or a number added to an activation)."""
         raise NotImplementedError
 
     def pad(self, train: torch.Tensor, steps: int) -> torch.Tensor:
@@ -64,8 +68,8 @@ class Coding:
 class RateCoding(Coding):
     name = "rate"
 
-    def bias_per_step(self, bias, steps):
-        return bias
+    def constant_per_step(self, c, steps):
+        return c
 
     def pad(self, train, steps):
         if train.shape[0] != 1:
@@ -89,8 +93,8 @@ class RateCoding(Coding):
 class SumCoding(Coding):
     name = "sum"
 
-    def bias_per_step(self, bias, steps):
-        return bias / steps
+    def constant_per_step(self, c, steps):
+        return c / steps
 
     def pad(self, train, steps):
         return F.pad(train, [0, 0] * (train.dim() - 1) + [0, steps - train.shape[0]])

@@ -5,8 +5,12 @@ Dispatch: a neuron (``SpikingNeuron``) runs its own dynamics on the whole input 
 other node is looked up in the op table (``conversion.ops``) and run by the rule of its kind:
 
 - SYNAPTIC: W·x(t) per step plus the coding's bias per step (``synapse``);
-- STATELESS and SHAPE: the same function on every step, time folded into the batch;
+- STATELESS and SHAPE: the same function on every step (``per_step``): each step is a batch
+  [B, ...] as in the ANN, so shapes read off a train (``x.size(0)``) are the ANN's;
+- AFFINE: y = Σ a_i·x_i + c on aligned trains, the constant c spread over the steps by the
+  coding (``affine``; docs/methods.md §8);
 - MERGE: the trains are aligned by the coding, then combined by the op's ``combine``.
+A Python ``operator`` function on numbers alone (shape arithmetic) runs as Python.
 
 A module or function that is neither is refused: it is never run as if it were stateless.
 """
@@ -16,17 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import BY_FUNCTION, BY_METHOD, Kind, Op, op_for_module
-from ..errors import ConversionError
+from ..conversion.ops import BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, on_numbers, op_for_module
+from ..errors import ConversionError, InputError, SpikeBridgeError
 from .neurons import SpikingNeuron
-
-
-def fold(train: torch.Tensor) -> torch.Tensor:
-    return train.reshape(-1, *train.shape[2:])
-
-
-def unfold(x: torch.Tensor, steps: int) -> torch.Tensor:
-    return x.reshape(steps, -1, *x.shape[1:])
 
 
 def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
@@ -35,7 +31,7 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
     batch's shape whatever the train's length, so a run in time chunks computes bit for bit
     what one run computes (a GEMM over T·B rows can round differently from one over B)."""
     steps = train.shape[0]
-    bias = None if layer.bias is None else coding.bias_per_step(layer.bias, steps)
+    bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
     forward = (lambda x: F.linear(x, layer.weight, bias)) if isinstance(layer, nn.Linear) else (
         lambda x: layer._conv_forward(x, layer.weight, bias))
     y = None
@@ -47,7 +43,7 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
     return y
 
 
-RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE)
+RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE, Kind.AFFINE)
 
 
 class TrainRunner(fx.Interpreter):
@@ -62,6 +58,7 @@ class TrainRunner(fx.Interpreter):
 
     def __init__(self, snn, result=None, values: bool = False):
         super().__init__(snn.graph)
+        self.extra_traceback = False  # errors stay one line (fx would append the node's code)
         self.snn = snn
         self.coding = snn.coding
         self.result = result
@@ -80,9 +77,19 @@ class TrainRunner(fx.Interpreter):
         return self.run(x)
 
     def run_node(self, n: fx.Node):
+        """One node (a constant node's value from the first window when windowed); torch's
+        error on an input that reaches a layer in a shape it cannot take becomes a one-line
+        InputError naming the node."""
         if n in self.cache:
             return self.cache[n]
-        out = super().run_node(n)
+        try:
+            out = super().run_node(n)
+        except (SpikeBridgeError, torch.OutOfMemoryError):
+            raise
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"the input does not fit node {n.name!r} ({first[:200]}); the network takes "
+                             f"{self.snn.input_spec().describe()}") from None
         if self.window is not None and n in self.constant:
             self.cache[n] = out
         return out
@@ -111,6 +118,8 @@ class TrainRunner(fx.Interpreter):
         return self.run_op(op, module, args, kwargs)
 
     def call_function(self, target, args, kwargs):
+        if on_numbers(target) and not _tensors((args, kwargs)):
+            return target(*args, **kwargs)  # arithmetic on numbers (shapes)
         return self.run_op(self.lookup(BY_FUNCTION.get(target), target), target, args, kwargs)
 
     def call_method(self, target, args, kwargs):
@@ -124,25 +133,51 @@ class TrainRunner(fx.Interpreter):
         return op
 
     def run_op(self, op: Op, fn, args, kwargs):
+        if op.kind is Kind.AFFINE and _tensors((args, kwargs)):
+            return self.affine(op, args, kwargs)
         if op.kind is Kind.MERGE:
             trains = args[0] if isinstance(args[0], (list, tuple)) else args[:2]
             if all(isinstance(t, torch.Tensor) for t in trains):
                 return op.combine(self.coding.align(list(trains)), args, kwargs)
-        return self.folded(fn, args, kwargs)
+        return self.per_step(fn, args, kwargs)
 
-    def folded(self, fn, args, kwargs):
-        """Apply a per-sample op to every step at once: [T, B, ...] -> [T·B, ...] -> back."""
+    def affine(self, op: Op, args, kwargs) -> torch.Tensor:
+        """y = Σ a_i·x_i + c (``ops.Affine``): the trains aligned by the coding, scaled and summed
+        step by step, and the ANN's constant c added as the coding spreads it over the steps
+        (rate: c every step; sum: c/T_in per step, so that the train carries c once; docs/methods.md §8).
+        Steps broadcast against each other as the ANN's tensors do (time stays the first dim)."""
+        try:
+            form = op.affine(_is_train, *args, **kwargs)
+        except NotAffine as exc:  # convert() refuses these; a graph edited afterwards can still hold one
+            raise ConversionError(f"the engine cannot run {op.name!r} on spike trains: it {exc}") from None
+        out = None
+        rank = max(x.dim() for _, x in form.terms)
+        for (a, _), x in zip(form.terms, self.coding.align([x for _, x in form.terms])):
+            x = x.reshape(x.shape[0], *([1] * (rank - x.dim())), *x.shape[1:])  # steps broadcast as in the ANN
+            term = x if a == 1 else a * x
+            out = term if out is None else out + term
+        if form.constant != 0:
+            out = out + self.coding.constant_per_step(form.constant, out.shape[0])
+        return out
+
+    def per_step(self, fn, args, kwargs):
+        """Apply a per-sample op to each step [B, ...] of its trains and stack the results; an op
+        that returns no tensor (a shape) gives the same at every step and is returned once."""
         steps = {a.shape[0] for a in _tensors((args, kwargs))}
         if not steps:
             return fn(*args, **kwargs)
         if len(steps) > 1:
             raise ConversionError("an op received spike trains of different lengths")
         (steps,) = steps
-        args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: fold(v) if isinstance(v, torch.Tensor) else v)
-        out = fn(*args, **kwargs)
-        if isinstance(out, torch.Tensor):
-            return unfold(out, steps)
-        return out
+
+        def at(t):
+            return fx.node.map_aggregate((args, kwargs), lambda v: v[t] if isinstance(v, torch.Tensor) else v)
+
+        a, k = at(0)
+        first = fn(*a, **k)
+        if not isinstance(first, torch.Tensor):
+            return first
+        return torch.stack([first, *(fn(*a, **k) for a, k in map(at, range(1, steps)))])
 
     def record_site(self, site: str, out: torch.Tensor) -> None:
         self.steps[site] = self.steps.get(site, 0) + out.shape[0]
@@ -169,6 +204,10 @@ class TrainRunner(fx.Interpreter):
 
 def _accumulate(counts: dict, key: str, value: torch.Tensor) -> None:
     counts[key] = counts[key] + value if key in counts else value
+
+
+def _is_train(value) -> bool:
+    return isinstance(value, torch.Tensor)
 
 
 def _tensors(tree):

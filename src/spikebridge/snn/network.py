@@ -15,6 +15,7 @@ from torch import fx, nn
 from ..conversion.ops import Kind, op_for_module
 from ..conversion.registry import Method, get_method
 from ..errors import OptionError, check_int, check_T
+from ..inputs import InputSpec, input_spec
 from .codings import Coding
 from .neurons import SpikingNeuron
 
@@ -101,6 +102,10 @@ class SpikingNetwork(nn.Module):
         return {n.target for n in self.constant_nodes()
                 if n.op == "call_module" and _is_synaptic(self.graph.get_submodule(n.target))}
 
+    def input_spec(self) -> InputSpec:
+        """What ``simulate`` takes: batches of the network's dtype (and shape, where known)."""
+        return input_spec(self.graph)
+
     def set_T(self, T: int | None) -> None:
         """Set the number of steps of every time-driven neuron (rate-coded IF, bit-plane)."""
         if T is None:
@@ -115,7 +120,8 @@ class SpikingNetwork(nn.Module):
     def simulate(self, x: torch.Tensor, T: int | None = None, record: bool = True, values: bool = False,
                  chunk: int | None = None) -> SimulationResult:
         """Run the SNN on analog input x [B, ...]. T overrides the network's steps for this
-        run only, where the method's time policy accepts a T (PASC runs its levels).
+        run only, where the method's time policy accepts a T (PASC runs its levels). An input
+        that does not fit (``input_spec``) is an InputError.
 
         chunk: steps simulated at once (default ``DEFAULT_CHUNK``). A network whose neurons
         all run step by step (``stepwise``: rate-coded IF) simulates time in chunks of that
@@ -128,6 +134,7 @@ class SpikingNetwork(nn.Module):
 
         if T is not None and not self.record.time.accepts_T:
             raise OptionError(f"method {self.method!r} runs for {self.record.time.description}")
+        self.input_spec().check(x, "simulate()")
         chunk = check_int(DEFAULT_CHUNK if chunk is None else chunk, "chunk")
         neurons = self.neurons()
         timed = {n: m for n, m in neurons.items() if m.time_driven}

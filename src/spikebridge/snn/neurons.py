@@ -26,11 +26,21 @@ def channel_view(buf: torch.Tensor, ndim: int, time_major: bool = False) -> torc
 
 
 def _buffer(value) -> torch.Tensor:
-    """A detached floating-point 0-dim or [C] tensor (floats use the default dtype)."""
+    """A detached floating-point 0-dim or [C] tensor (a float tensor keeps its dtype; numbers
+    use the default dtype)."""
     t = torch.as_tensor(value)
     t = t.detach().clone() if t.is_floating_point() else t.to(torch.get_default_dtype())
     if t.dim() > 1:
         raise OptionError(f"a threshold must be a scalar or per-channel [C], got shape {tuple(t.shape)}")
+    return t
+
+
+def _threshold(value) -> torch.Tensor:
+    """``_buffer`` of a threshold, which must be finite and > 0 everywhere."""
+    t = _buffer(value)
+    if not (torch.isfinite(t).all() and (t > 0).all()):
+        shown = t.tolist() if t.numel() <= 4 else f"{t.numel()} values, min {t.min().item()}"
+        raise OptionError(f"a neuron's threshold must be finite and > 0, got {shown}")
     return t
 
 
@@ -108,7 +118,7 @@ class IFNeuron(SpikingNeuron):
 
     def __init__(self, threshold, v0=0.0, T: int = 4):
         super().__init__()
-        threshold = _buffer(threshold)
+        threshold = _threshold(threshold)
         v0 = _buffer(v0).to(threshold.dtype)
         if v0.dim() > threshold.dim():
             raise OptionError(f"v0 of shape {tuple(v0.shape)} does not match the threshold's {tuple(threshold.shape)}")
@@ -221,7 +231,7 @@ class PASCNeuron(SpikingNeuron):
     def __init__(self, threshold, levels: int):
         super().__init__()
         self.levels = check_levels(levels)
-        self.register_buffer("threshold", _buffer(threshold))
+        self.register_buffer("threshold", _threshold(threshold))
 
     def steps_out(self, t_in: int) -> int:
         return self.levels
@@ -305,7 +315,7 @@ class BitplaneNeuron(SpikingNeuron):
         self.levels = check_levels(levels)
         self.T = bits_needed(levels) if T is None else check_T(T)
         self.standard_if = standard_if
-        self.register_buffer("threshold", _buffer(threshold))
+        self.register_buffer("threshold", _threshold(threshold))
 
     def steps_out(self, t_in: int) -> int:
         return self.T

@@ -16,6 +16,7 @@ only on (seed, epoch) and the global RNG is re-seeded from (seed, epoch, rank) e
 """
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, SpikeBridgeError
 
 FORMAT = "spikebridge-ann"
 VERSION = 1
@@ -44,10 +45,13 @@ def save_checkpoint(path, payload: dict) -> None:
 def atomic_write(path, write) -> None:
     """``write(tmp)`` into a temporary file in the same directory, fsync it, rename it over
     ``path``. A crash leaves either the old file or the new one, never a partial file under
-    ``path``. ``write`` gets a path ending in ".tmp": writers that infer a format from the
-    extension must name it."""
+    ``path``; the temporary files such crashes leave (".<name>.*.tmp") are removed by the next
+    write of ``path``. ``write`` gets a path ending in ".tmp": writers that infer a format from
+    the extension must name it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for orphan in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        orphan.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -79,6 +83,9 @@ def load_checkpoint(path) -> dict:
     """Read a spikebridge ANN checkpoint; a missing, unreadable or foreign file raises a
     one-line CheckpointError."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass a checkpoint file written by 'spikebridge train' "
+                              "(e.g. its OUT/last.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -87,14 +94,30 @@ def load_checkpoint(path) -> dict:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, TypeError,
             AttributeError, ImportError, IndexError, KeyError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable spikebridge checkpoint ({first[:200]})") from None
+        raise CheckpointError(f"{path} is not a readable spikebridge ANN checkpoint: {_why_unreadable(path, exc)}; "
+                              "use a file written by 'spikebridge train'") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a spikebridge ANN checkpoint (format: {found!r})")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload.get('version')!r}; this spikebridge reads {VERSION}")
     return payload
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """What is wrong with a file torch.load refused, in the user's terms (torch's own message
+    names its internals: pickle opcodes, memo values, weights_only advice)."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory"
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "it is not a torch checkpoint (not a zip archive), or it is truncated"
+    if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+        return "it holds objects other than tensors and plain data, which spikebridge does not load"
+    return "the file is truncated or corrupt"
 
 
 def thresholds_of(model: nn.Module) -> dict:
@@ -111,15 +134,24 @@ def model_from_checkpoint(ckpt_or_path) -> nn.Module:
     from ..ann.prepare import prepare
 
     ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
-    model = models.create(**ckpt["model"])
+    name = ckpt["model"]["name"]
+    try:
+        model = models.create(**ckpt["model"])
+    except SpikeBridgeError as exc:
+        raise CheckpointError(f"the model this checkpoint records cannot be built ({exc}): it was written for a "
+                              "different model or by another spikebridge version") from None
+    different = (f"this checkpoint is for a different model than {name!r} (its recorded model was changed, or "
+                 "it was written by another spikebridge version); use the model it was trained as")
     if ckpt["levels"]:
         channel_wise = any(isinstance(t, list) for t in ckpt["thresholds"].values())
-        model = prepare(model, levels=ckpt["levels"], channel_wise=channel_wise)
+        try:
+            model = prepare(model, levels=ckpt["levels"], channel_wise=channel_wise)
+        except SpikeBridgeError:  # its QCFS sites are not this model's
+            raise CheckpointError(different) from None
     try:
         model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint weights do not fit model {ckpt['model']['name']!r}: "
-                              f"{str(exc).splitlines()[0]}") from None
+    except RuntimeError:
+        raise CheckpointError(different) from None
     model.spikebridge_spec = dict(ckpt["model"])
     return model.eval()
 

@@ -43,7 +43,7 @@ def threshold_builder(rule: str):
             kwargs = {"v0_fraction": options.v0_fraction}
             if rule == "percentile":
                 kwargs["percentile"] = options.percentile
-        dtype = torch.get_default_dtype()
+        dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
         for name in sites:
             theta, v0 = statistics.threshold(name, rule, channel_wise=options.channel_wise, **kwargs)
             gm.add_submodule(name, IFNeuron(theta.to(dtype), v0.to(dtype), T))

@@ -205,6 +205,46 @@ def test_activation_entries_become_sites(relu):
     assert set(_forms(relu_op)) <= {type(nn.ReLU()), F.relu, torch.relu, torch.relu_, "relu", "relu_"}
 
 
+# every form of every quantized-activation entry, with the f and k_min its site must get (docs/methods.md §8)
+QUANTIZED_FORMS = {
+    nn.ReLU6: ("relu", 0), F.relu6: ("relu", 0),
+    nn.GELU: ("gelu", -1), F.gelu: ("gelu", -1), nn.SiLU: ("silu", -1), F.silu: ("silu", -1),
+    nn.Hardswish: ("hardswish", -1), F.hardswish: ("hardswish", -1),
+    nn.Sigmoid: ("sigmoid", 0), F.sigmoid: ("sigmoid", 0), torch.sigmoid: ("sigmoid", 0), "sigmoid": ("sigmoid", 0),
+    "sigmoid_": ("sigmoid", 0), nn.Hardsigmoid: ("hardsigmoid", 0), F.hardsigmoid: ("hardsigmoid", 0),
+}
+QUANTIZED_OPS = [op for op in OPS if op.kind is Kind.ACTIVATION and op.name not in ("relu", "qcfs")]
+
+
+def test_every_form_of_every_quantized_activation_entry_has_an_example():
+    assert {f for op in QUANTIZED_OPS for f in _forms(op)} == set(QUANTIZED_FORMS)
+
+
+@pytest.mark.parametrize("form", list(QUANTIZED_FORMS), ids=lambda f: getattr(f, "__name__", str(f)))
+def test_quantized_activation_entries_become_sites_of_their_f(form):
+    if isinstance(form, type):
+        body = module_body
+    elif isinstance(form, str):
+        body = lambda n, h, g: getattr(h - g, form)()  # noqa: E731
+    else:
+        body = lambda n, h, g: form(h - g)  # noqa: E731
+    net = _built(Net(body, module=form() if isinstance(form, type) else None), M2).double()
+    qann = sb.prepare(net, levels=4).eval()
+    site = list(sb.sites(qann).values())[-1]
+    function, k_min = QUANTIZED_FORMS[form]
+    assert (getattr(site, "function", "relu"), getattr(site, "k_min", 0)) == (function, k_min)
+    for method in ("pasc", "bitplane"):
+        report = sb.verify(qann, sb.convert(qann, method), torch.randn(4, *M2, dtype=torch.float64))
+        assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
+
+
+@pytest.mark.parametrize("approximate, function", [("none", "gelu"), ("tanh", "gelu_tanh")])
+def test_gelu_entry_reads_the_approximation(approximate, function):
+    for body in (lambda n, h, g: F.gelu(h, approximate=approximate), module_body):
+        qann = sb.prepare(_built(Net(body, module=nn.GELU(approximate=approximate)), M2))
+        assert list(sb.sites(qann).values())[-1].function == function
+
+
 REFUSED_ACTIVATION = next(op for op in OPS if op.name == "other_activation")
 
 
@@ -221,7 +261,7 @@ def test_other_activations_are_refused_by_prepare_with_the_advice(form):
         net = Net(lambda n, h, g: form(h, torch.ones(1)))
     else:
         net = Net(lambda n, h, g: form(h))
-    with pytest.raises(UnsupportedActivationError, match="replace it with ReLU"):
+    with pytest.raises(UnsupportedActivationError, match="replace it with ReLU or one of those"):
         sb.prepare(net)
 
 

@@ -7,14 +7,21 @@ import pytest
 import torch
 
 from spikebridge.snn.codings import CODINGS
-from spikebridge.snn.neurons import NEURONS, BitplaneNeuron, IFNeuron, PASCNeuron, SpikingNeuron
+from spikebridge.snn.neurons import (
+    NEURONS, BitplaneNeuron, IFNeuron, PASCNeuron, QuantizedBitplaneNeuron, QuantizedPASCNeuron, SpikingNeuron,
+)
 
 # One example per registered class: a neuron with per-channel thresholds for 3 channels.
 EXAMPLES = {
     "IFNeuron": lambda: IFNeuron(torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.25, 0.5, 1.0]), T=4),
     "PASCNeuron": lambda: PASCNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=5),
     "BitplaneNeuron": lambda: BitplaneNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=7),
+    "QuantizedPASCNeuron": lambda: QuantizedPASCNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=5, function="gelu",
+                                                       k_min=-2),
+    "QuantizedBitplaneNeuron": lambda: QuantizedBitplaneNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=7,
+                                                               function="silu", k_min=-1),
 }
+SIGNED = {"QuantizedPASCNeuron", "QuantizedBitplaneNeuron"}  # may emit inhibitory (negative) spikes
 
 
 def test_every_registered_neuron_has_an_example():
@@ -53,10 +60,12 @@ def test_state_is_local_to_one_call(neuron):
 
 
 def test_outputs_are_zero_or_a_spike_value_of_the_channel(neuron):
-    out = neuron(torch.rand(1, 2, 3, 4) * 3)
+    out = neuron(torch.rand(1, 2, 3, 4) * 6 - 3)
     theta = neuron.threshold.view(1, 1, 3, 1)
-    # every non-zero output is a positive multiple of θ / 2^k or θ / L: never another sign or channel
-    assert torch.all((out == 0) | ((out > 0) & (out <= theta + 1e-6)))
+    # every non-zero output is a multiple of θ / 2^k or θ / L, at most θ in size: never another channel's, and
+    # negative only for the signed neurons of quantized activations
+    value = out.abs() if type(neuron).__name__ in SIGNED else out
+    assert torch.all((out == 0) | ((value > 0) & (value <= theta + 1e-6)))
 
 
 def test_time_driven_neurons_follow_T(neuron):

@@ -1,8 +1,11 @@
-"""prepare(): every ReLU call site of a model becomes its own QCFS module (docs/methods.md §0).
+"""prepare(): every activation call site of a model becomes its own quantized site
+(docs/methods.md §0, §8).
 
 Like torch.ao.quantization's prepare_qat, the result is an ordinary trainable nn.Module
 (a torch.fx GraphModule). Module ReLUs, F.relu, torch.relu, the in-place variants and one
-ReLU module called at several places all become separate sites with their own θ and L.
+ReLU module called at several places all become separate QCFS sites with their own θ and L;
+ReLU6 becomes a QCFS starting at θ = 6, and GELU, SiLU, Hardswish, sigmoid and Hardsigmoid a
+``QuantizedActivation`` of that f, as the op table's ``site_form`` says.
 """
 from __future__ import annotations
 
@@ -13,24 +16,52 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import NoReplacement, op_for_node
+from ..conversion.ops import Kind, NoReplacement, SiteForm, op_for_node
 from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationError, check_levels
 from .qcfs import QCFS
+from .quantized import QuantizedActivation
 from .tracing import (
     describe, is_relu, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
 )
 
 
 def relu_sites(gm: fx.GraphModule) -> dict[str, fx.Node]:
-    """Name every ReLU call site of a traced graph (refusing other activations)."""
+    """Name every ReLU call site of a traced graph, for the methods that convert a ReLU ANN
+    (refusing every other activation: they calibrate ReLU thresholds only)."""
+    return {name: node for name, (node, form) in activation_sites(gm).items()
+            if _refuse_unless(is_relu(node, gm), node, gm)}
+
+
+def _refuse_unless(relu: bool, node: fx.Node, gm: fx.GraphModule) -> bool:
+    if not relu:
+        raise UnsupportedActivationError(f"unsupported activation at {describe(node, gm)}: methods that convert a "
+                                         "ReLU ANN take ReLU only; sb.prepare() it and convert with a sum-coded "
+                                         "method (docs/methods.md §8)")
+    return True
+
+
+def activation_sites(gm: fx.GraphModule) -> dict[str, tuple[fx.Node, SiteForm]]:
+    """Name every activation call site of a traced graph with the op table's form for it
+    (refusing the activations the table refuses)."""
     taken: set[str] = set(site_nodes(gm))
     sites = {}
     for node in list(gm.graph.nodes):
         if (op := refused_activation(node, gm)) is not None:
             raise UnsupportedActivationError(f"unsupported activation at {describe(node, gm)}: {op.advice}")
-        if is_relu(node, gm):
-            sites[unique_site_name(gm, node, taken)] = node
+        op = op_for_node(node, gm)
+        if op is not None and op.kind is Kind.ACTIVATION and op.site_form is not None:
+            module = gm.get_submodule(node.target) if node.op == "call_module" else None
+            sites[unique_site_name(gm, node, taken)] = (node, op.site_form(module, node.args, node.kwargs))
     return sites
+
+
+def site_module(form: SiteForm, levels: int, threshold: float, channels: int) -> QCFS:
+    """The module of a site: QCFS for f = ReLU, else a QuantizedActivation of f; θ starts at
+    the form's threshold if it has one (ReLU6: 6, sigmoid: 1), else at ``threshold``."""
+    theta = threshold if form.threshold is None else form.threshold
+    if form.function == "relu":
+        return QCFS(levels, theta, channels)
+    return QuantizedActivation(form.function, levels, form.k_min, theta, channels)
 
 
 def replace_max_pooling(gm: fx.GraphModule) -> int:
@@ -71,24 +102,27 @@ def prepare(
     channel_wise: bool = False,
     replace_maxpool: bool = True,
 ) -> fx.GraphModule:
-    """Return a copy of ``model`` with a QCFS module at every ReLU call site.
+    """Return a copy of ``model`` with a quantized site at every activation call site: QCFS at
+    ReLU and ReLU6, a QuantizedActivation at GELU, SiLU, Hardswish, sigmoid and Hardsigmoid
+    (docs/methods.md §8; other activations are refused).
 
     levels: one L for every site, or {site name: L} naming every site (see ``sites()``).
     threshold: initial θ of every site (8.0 as in the QCFS code), finite and > 0; held in
-    the model's dtype.
+    the model's dtype. Sites of bounded activations start at their bound instead (ReLU6: 6,
+    sigmoid and Hardsigmoid: 1).
     replace_maxpool: turn max pooling into average pooling over the same windows (with a
     warning), since the converted SNN cannot have it; one without an exact replacement
     (dilation) is refused. Set False to keep it and let convert() refuse it.
     """
     gm = trace(model)
-    sites = relu_sites(gm)
+    sites = activation_sites(gm)
     if not sites and not site_nodes(gm):
-        raise UnsupportedActivationError(f"{type(model).__name__} has no ReLU to turn into a QCFS site")
+        raise UnsupportedActivationError(f"{type(model).__name__} has no activation to turn into a quantized site")
     per_site = resolve_levels(levels, list(sites))
     dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
-    for name, node in sites.items():
+    for name, (node, form) in sites.items():
         channels = _channels_of(gm, node) if channel_wise else 0
-        replace_with_module(gm, node, name, QCFS(per_site[name], threshold, channels).to(dtype))
+        replace_with_module(gm, node, name, site_module(form, per_site[name], threshold, channels).to(dtype))
     if replace_maxpool and (n := replace_max_pooling(gm)):
         warnings.warn(f"prepare(): replaced {n} max pooling layer(s) by average pooling over the same windows "
                       "(fine-tune the ANN: the values differ)", stacklevel=2)

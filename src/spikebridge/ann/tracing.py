@@ -78,7 +78,7 @@ def is_relu(node: fx.Node, gm: fx.GraphModule) -> bool:
 def is_inplace_relu(node: fx.Node) -> bool:
     if node.op == "call_function":
         return node.target in INPLACE_FUNCTIONS or bool(node.kwargs.get("inplace", False))
-    return node.op == "call_method" and node.target == "relu_"
+    return node.op == "call_method" and node.target.endswith("_")  # x.relu_(), x.sigmoid_()
 
 
 def refused_activation(node: fx.Node, gm: fx.GraphModule) -> Op | None:

@@ -16,6 +16,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from ..ann.prepare import relu_sites
 from ..ann.qcfs import QCFS
+from ..ann.quantized import QuantizedActivation
 from ..ann.tracing import describe, replace_with_module, site_nodes, trace
 from ..errors import ConversionError
 from .ops import Kind, NotAffine, on_numbers, op_for_node, supported_ops
@@ -156,6 +157,9 @@ def relu_site_modules(gm: fx.GraphModule, method: str | None) -> dict[str, fx.No
         warnings.warn(f"method {method!r} treats the QCFS sites as ReLU (their learned levels and thresholds are "
                       "ignored); use a method that converts a QCFS ANN to keep them", stacklevel=4)
     for name in qcfs:
+        if (site := quantized_site(gm, name)) is not None:
+            raise ConversionError(f"site {name!r} quantizes {site.function}, not ReLU: methods that convert a ReLU "
+                                  "ANN cannot take it; convert with a sum-coded method (pasc, bitplane)")
         gm.add_submodule(name, nn.ReLU())
     sites = {name: replace_with_module(gm, node, name, nn.ReLU()) for name, node in relu_sites(gm).items()}
     if not sites:
@@ -186,6 +190,23 @@ def qcfs_site(gm: fx.GraphModule, name: str) -> tuple[torch.Tensor, int]:
         raise ConversionError(f"QCFS site {name!r} has threshold {shown}; a threshold must be finite and > 0 "
                               "(retrain the ANN, or set the site's threshold before converting)")
     return theta, site.levels
+
+
+def quantized_site(gm: fx.GraphModule, name: str) -> QuantizedActivation | None:
+    """The site's QuantizedActivation when it quantizes an f other than ReLU (docs/methods.md
+    §8); None for a QCFS site (ReLU, ReLU6)."""
+    site = gm.get_submodule(name)
+    return site if isinstance(site, QuantizedActivation) else None
+
+
+def refuse_unless_relu_like(gm: fx.GraphModule, name: str) -> None:
+    """Rate coding converts QCFS sites only: a rate-coded IF neuron emits the clipped staircase
+    of its input rate, clip(floor(z·L/θ + 1/2), 0, L), which is no sound form of a
+    non-monotone f or of negative levels (docs/methods.md §8)."""
+    if (site := quantized_site(gm, name)) is not None:
+        raise ConversionError(f"site {name!r} quantizes {site.function} (levels {site.k_min}..{site.levels}), which a "
+                              "rate-coded IF neuron cannot emit (its rate is a clipped staircase of ReLU); convert "
+                              "with a sum-coded method (pasc, bitplane) or prepare the model with ReLU")
 
 
 def check_finite(gm: fx.GraphModule) -> None:

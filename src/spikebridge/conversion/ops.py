@@ -16,6 +16,8 @@ Each ``Op`` says what a graph node is to the pipeline:
 - ``config``: constructor arguments of the module, read from its attributes (data-only files).
 - ``nir``: the name of the NIR exporter's rule for it, or None with ``nir_refusal`` saying why.
 - ``replacement``: for REFUSED modules that prepare() can swap (max pooling), the swap.
+- ``site_form``: for ACTIVATION ops prepare() turns into sites, the ``SiteForm`` of a call:
+  which f it means (``spikebridge.activations``), its negative levels and initial θ.
 
 Arguments are trains or numbers. A call of a Python ``operator`` function whose arguments
 hold no train is arithmetic on numbers (shapes, e.g. ``x.size(1) // 2``) and runs as Python;
@@ -41,6 +43,30 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..ann.qcfs import QCFS
+
+
+@dataclass(frozen=True)
+class SiteForm:
+    """What prepare() puts at an activation call site (docs/methods.md §8): the quantized
+    activation k = clip(floor(f(z)·L/θ + 1/2), k_min, L) of ``function`` (a name in
+    ``spikebridge.activations.FUNCTIONS``; "relu" with k_min = 0 is a plain QCFS), starting at
+    θ = ``threshold`` (None: prepare's ``threshold`` argument)."""
+    function: str
+    k_min: int = 0
+    threshold: float | None = None
+
+
+def fixed_form(function: str, k_min: int = 0, threshold: float | None = None):
+    """The site_form of an activation whose calls all mean the same quantized f."""
+    form = SiteForm(function, k_min, threshold)
+    return lambda module, args, kwargs: form
+
+
+def gelu_form(module: nn.Module | None, args: tuple, kwargs: dict) -> SiteForm:
+    """nn.GELU(approximate=...) or F.gelu(x, approximate=...): exact (erf) or tanh GELU, whose
+    minimum −0.17 needs one negative level."""
+    approximate = module.approximate if module is not None else kwargs.get("approximate", (*args[1:], "none")[0])
+    return SiteForm("gelu_tanh" if approximate == "tanh" else "gelu", k_min=-1)
 
 
 class Kind(enum.Enum):
@@ -71,6 +97,7 @@ class Op:
     nir_refusal: str = "NIR has no equivalent of this operation"
     advice: str = ""
     replacement: Callable[[nn.Module], nn.Module] | None = None
+    site_form: Callable[[nn.Module | None, tuple, dict], SiteForm] | None = None
 
     def module_config(self, module: nn.Module) -> dict:
         """The constructor arguments that rebuild ``module`` (without its tensors)."""
@@ -213,7 +240,6 @@ _CONV_CONFIG = ("in_channels", "out_channels", "kernel_size", "stride", "padding
 _POOL_CONFIG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
 
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)  # F.relu_ is torch.relu_
-OTHER_ACTIVATIONS = "GELU, SiLU, ReLU6, LeakyReLU, Hardswish, sigmoid, tanh, ..."
 
 OPS: tuple[Op, ...] = (
     # synaptic layers
@@ -258,7 +284,18 @@ OPS: tuple[Op, ...] = (
     Op("batch_norm", Kind.FOLDED, modules=(nn.BatchNorm1d, nn.BatchNorm2d)),
     # activation sites
     Op("qcfs", Kind.ACTIVATION, modules=(QCFS,)),
-    Op("relu", Kind.ACTIVATION, modules=(nn.ReLU,), functions=RELU_FUNCTIONS, methods=("relu", "relu_")),
+    Op("relu", Kind.ACTIVATION, modules=(nn.ReLU,), functions=RELU_FUNCTIONS, methods=("relu", "relu_"),
+       site_form=fixed_form("relu")),
+    # activations prepare() quantizes (docs/methods.md §8); only sum-coded methods convert those with f != ReLU
+    Op("relu6", Kind.ACTIVATION, modules=(nn.ReLU6,), functions=(F.relu6,), site_form=fixed_form("relu", 0, 6.0)),
+    Op("gelu", Kind.ACTIVATION, modules=(nn.GELU,), functions=(F.gelu,), site_form=gelu_form),
+    Op("silu", Kind.ACTIVATION, modules=(nn.SiLU,), functions=(F.silu,), site_form=fixed_form("silu", -1)),
+    Op("hardswish", Kind.ACTIVATION, modules=(nn.Hardswish,), functions=(F.hardswish,),
+       site_form=fixed_form("hardswish", -1)),
+    Op("sigmoid", Kind.ACTIVATION, modules=(nn.Sigmoid,), functions=(F.sigmoid, torch.sigmoid),
+       methods=("sigmoid", "sigmoid_"), site_form=fixed_form("sigmoid", 0, 1.0)),
+    Op("hardsigmoid", Kind.ACTIVATION, modules=(nn.Hardsigmoid,), functions=(F.hardsigmoid,),
+       site_form=fixed_form("hardsigmoid", 0, 1.0)),
     # refused, with what to do instead
     Op("max_pool2d", Kind.REFUSED, modules=(nn.MaxPool2d,), functions=(F.max_pool2d,),
        replacement=avg_pool_for_max_pool,
@@ -268,15 +305,15 @@ OPS: tuple[Op, ...] = (
        functions=(F.max_pool1d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
        advice="max pooling has no spiking equivalent: replace it with average pooling and fine-tune the ANN"),
     Op("other_activation", Kind.REFUSED,
-       modules=(nn.GELU, nn.SiLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.ELU,
-                nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU, nn.RReLU, nn.GLU, nn.Softsign,
-                nn.Tanhshrink, nn.LogSigmoid),
-       functions=(F.gelu, F.silu, F.relu6, F.leaky_relu, F.hardswish, F.hardsigmoid, F.sigmoid, torch.sigmoid,
-                  F.tanh, torch.tanh, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu, F.rrelu,
-                  F.glu, F.softsign, F.logsigmoid),
-       methods=("sigmoid", "tanh", "sigmoid_", "tanh_"),
-       advice="only nn.ReLU, F.relu, torch.relu, Tensor.relu and their in-place variants can become QCFS sites; "
-              "replace it with ReLU and retrain or fine-tune"),
+       modules=(nn.LeakyReLU, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
+                nn.RReLU, nn.GLU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid),
+       functions=(F.leaky_relu, F.tanh, torch.tanh, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu,
+                  F.rrelu, F.glu, F.softsign, F.logsigmoid),
+       methods=("tanh", "tanh_"),
+       advice="only ReLU, ReLU6, GELU, SiLU, Hardswish, sigmoid and Hardsigmoid (module, function or method) become "
+              "quantized sites: this one has no entry in spikebridge.activations (PReLU and RReLU learn or draw "
+              "their slope, GLU multiplies two halves, the others are not quantized yet); replace it with ReLU or "
+              "one of those and retrain or fine-tune"),
     Op("nonlinear_elementwise", Kind.REFUSED,
        functions=(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.abs, operator.abs, torch.pow,
                   operator.pow, torch.square, torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor,

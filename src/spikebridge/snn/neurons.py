@@ -1,5 +1,5 @@
-"""The neuron protocol and its neurons: rate-coded IF (docs/methods.md §1, §5), PASC (§2)
-and bit-plane (§3).
+"""The neuron protocol and its neurons: rate-coded IF (docs/methods.md §1, §5), PASC (§2),
+bit-plane (§3) and their signed forms for quantized activations of any f (§8).
 
 Conventions (docs/architecture.md): a spike train is a tensor [T, B, C, ...] (time-major) and
 a neuron's output holds postsynaptic values, 0 or the spike's value. Thresholds are buffers, a
@@ -12,6 +12,7 @@ import itertools
 import torch
 from torch import nn
 
+from ..activations import FUNCTIONS, quantized_level
 from ..errors import OptionError, check_levels, check_T
 from .codings import RATE, SUM, Coding
 
@@ -351,6 +352,95 @@ class BitplaneNeuron(SpikingNeuron):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, T={self.T}, standard_if={self.standard_if}"
+
+
+def _check_function(function: str, k_min: int, levels: int) -> tuple[str, int]:
+    if function not in FUNCTIONS:
+        raise OptionError(f"unknown activation function {function!r}; known: {sorted(FUNCTIONS)}")
+    if isinstance(k_min, bool) or not isinstance(k_min, int) or not -levels <= k_min <= 0:
+        raise OptionError(f"k_min must be an integer in [-{levels}, 0], got {k_min!r}")
+    return function, k_min
+
+
+class QuantizedPASCNeuron(SpikingNeuron):
+    """PASC for a quantized activation of any f (docs/methods.md §8): the neuron integrates its
+    whole input train, z = Σ_t x(t), then emits the level k = clip(floor(f(z)·L/θ + 1/2),
+    k_min, L) as |k| spikes of value sign(k)·θ/L in the first |k| of max(L, −k_min) steps
+    (inhibitory spikes for k < 0). The train sums to s·k with s = θ/L, the
+    ``QuantizedActivation``'s output, exactly as PASCNeuron's sums to QCFS(z).
+    """
+
+    coding = SUM
+    time_driven = False
+
+    def __init__(self, threshold, levels: int, function: str, k_min: int):
+        super().__init__()
+        self.levels = check_levels(levels)
+        self.function, self.k_min = _check_function(function, k_min, self.levels)
+        self.register_buffer("threshold", _threshold(threshold))
+
+    def steps_out(self, t_in: int) -> int:
+        return max(self.levels, -self.k_min)
+
+    def config(self) -> dict:
+        return {"levels": self.levels, "function": self.function, "k_min": self.k_min}
+
+    def level(self, x: torch.Tensor) -> torch.Tensor:
+        """The emitted level k (int64, shape of one step) for an input train x."""
+        z = x.sum(0)
+        return quantized_level(self.function, z, channel_view(self.threshold, z.dim()), self.levels, self.k_min)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.level(x)
+        steps = torch.arange(self.steps_out(x.shape[0]), device=x.device).view(-1, *([1] * k.dim()))
+        unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
+        return (steps < k.abs()).to(x.dtype) * k.sign().to(x.dtype) * unit
+
+    def extra_repr(self) -> str:
+        return f"{self.function}, levels={self.k_min}..{self.levels}"
+
+
+class QuantizedBitplaneNeuron(SpikingNeuron):
+    """Bit-plane for a quantized activation of any f (docs/methods.md §8), sign-magnitude with
+    the sign on the spikes: the neuron integrates z = Σ_t x(t), takes the level
+    k = clip(floor(f(z)·L/θ + 1/2), k_min, L) and emits the bits of |k|, most significant
+    first, bit t (0-based) as a spike of value sign(k)·2^(T−1−t)·θ/L (inhibitory for k < 0).
+    T defaults to bits_needed(max(L, −k_min)) = ceil(log2(max(L, −k_min) + 1)), which codes
+    every level of k_min..L; a smaller T saturates |k| at 2^T − 1 (``saturates``), a larger one
+    adds leading zero bits. The train sums to s·k with s = θ/L.
+    """
+
+    coding = SUM
+    time_driven = True
+
+    def __init__(self, threshold, levels: int, function: str, k_min: int, T: int | None = None):
+        super().__init__()
+        self.levels = check_levels(levels)
+        self.function, self.k_min = _check_function(function, k_min, self.levels)
+        self.T = bits_needed(max(self.levels, -self.k_min)) if T is None else check_T(T)
+        self.register_buffer("threshold", _threshold(threshold))
+
+    def steps_out(self, t_in: int) -> int:
+        return self.T
+
+    def config(self) -> dict:
+        return {"levels": self.levels, "function": self.function, "k_min": self.k_min, "T": self.T}
+
+    def saturates(self) -> bool:
+        """True when some level of k_min..L has no T-bit magnitude."""
+        return 2 ** self.T - 1 < max(self.levels, -self.k_min)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.sum(0)
+        k = quantized_level(self.function, z, channel_view(self.threshold, z.dim()), self.levels, self.k_min)
+        magnitude = k.abs().clamp(max=2 ** self.T - 1)
+        weights = 2 ** torch.arange(self.T - 1, -1, -1, device=x.device).view(-1, *([1] * k.dim()))
+        bits = torch.bitwise_and(magnitude, weights) != 0
+        unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
+        return bits.to(x.dtype) * (weights * k.sign()).to(x.dtype) * unit
+
+    def extra_repr(self) -> str:
+        return f"{self.function}, levels={self.k_min}..{self.levels}, T={self.T}"
 
 
 def pasc_count(total: torch.Tensor, threshold, levels: int) -> torch.Tensor:

@@ -1,13 +1,15 @@
 """"bitplane": exact conversion, the level's bits MSB first in T = ceil(log2(L+1)) steps
-(docs/methods.md §3)."""
+(docs/methods.md §3); a site quantizing another f emits the bits of |k| as spikes of sign(k)
+(sign-magnitude, §8)."""
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
 
 from ...snn.codings import SUM
-from ...snn.neurons import BitplaneNeuron, bits_needed
-from ..graph import qcfs_site
+from ...errors import ConversionError
+from ...snn.neurons import BitplaneNeuron, QuantizedBitplaneNeuron
+from ..graph import qcfs_site, quantized_site
 from ..registry import BITS, Method, Source, option, register
 
 
@@ -20,15 +22,21 @@ def build(gm, sites, T, options: BitplaneOptions, statistics=None) -> dict:
     saturating = []
     for name in sites:
         theta, L = qcfs_site(gm, name)
-        neuron = BitplaneNeuron(theta, L, T, standard_if=options.standard_if)
+        site = quantized_site(gm, name)
+        if site is None:
+            neuron = BitplaneNeuron(theta, L, T, standard_if=options.standard_if)
+        elif options.standard_if:
+            raise ConversionError(f"site {name!r} quantizes {site.function}: the standard_if ablation is defined for "
+                                  "QCFS (ReLU) sites only")
+        else:
+            neuron = QuantizedBitplaneNeuron(theta, L, site.function, site.k_min, T)
         gm.add_submodule(name, neuron)
         if neuron.saturates():
             saturating.append(f"{name} (L={L})")
     if saturating:
         warnings.warn(f"bit-plane with T={T}: the top level cannot be coded at {len(saturating)} site(s) "
                       f"({', '.join(saturating[:4])}...); they saturate. Exact needs L <= 2^T - 1", stacklevel=4)
-    T_default = max(bits_needed(gm.get_submodule(n).levels) for n in sites)
-    return {"T": T or T_default, "standard_if": options.standard_if}
+    return {"T": T or max(gm.get_submodule(n).T for n in sites), "standard_if": options.standard_if}
 
 
 register(Method(

@@ -1,11 +1,12 @@
-""""qcfs": the QCFS baseline, rate-coded IF with soft reset and v0 = θ/2 (docs/methods.md §1)."""
+""""qcfs": the QCFS baseline, rate-coded IF with soft reset and v0 = θ/2 (docs/methods.md §1);
+sites quantizing an f other than ReLU are refused (§8)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ...snn.codings import RATE
 from ...snn.neurons import IFNeuron
-from ..graph import qcfs_site
+from ..graph import qcfs_site, refuse_unless_relu_like
 from ..registry import ANY_T, Method, Source, register
 
 
@@ -16,6 +17,7 @@ class QCFSOptions:
 
 def build(gm, sites, T, options: QCFSOptions, statistics=None) -> dict:
     for name in sites:
+        refuse_unless_relu_like(gm, name)
         theta, _levels = qcfs_site(gm, name)
         gm.add_submodule(name, IFNeuron(theta, theta / 2, T))
     return {"T": T}

@@ -10,9 +10,10 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("report", help="tables, JSON and plots of accuracy, spikes and energy")
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by 'spikebridge train'")
-    p.add_argument("--methods", default="qcfs,pasc,bitplane", help="comma-separated conversion methods")
-    p.add_argument("--T", default="1,2,4,8,16", help="step counts for rate-coded methods and bit-plane")
-    p.add_argument("-o", "--output", default="report", metavar="DIR", help="folder to write")
+    p.add_argument("--methods", default="qcfs,pasc,bitplane", help="comma-separated conversion methods (default: %(default)s)")
+    p.add_argument("--T", default="1,2,4,8,16",
+                   help="step counts for rate-coded methods and bit-plane; bit-plane also runs its own T (default: %(default)s)")
+    p.add_argument("-o", "--output", default="report", metavar="DIR", help="folder to write (default: %(default)s)")
     p.add_argument("--al-images", type=count_or_zero, default=0, metavar="N",
                    help="also compute the AL metric per site on N training images (QCFS checkpoints)")
     add_option_arguments(p)

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..analysis.report import write_report
-    from ..analysis.summary import analyse
+    from ..analysis.summary import analyse, summary_table
     from ..conversion.registry import get_method, options_for_methods
     from ..pipeline import convert_checkpoint, loader
 
@@ -42,5 +42,8 @@ def run(args) -> int:
     data = analyse(ann, snns, test, Ts, title=f"{model} on {dataset} ({args.checkpoint})",
                    al_loader=al_loader, al_images=args.al_images)
     path = write_report(args.output, data)
-    print(f"report written to {path}")
+    print(f"{len(snns)} SNNs on {data['images']} test images, each at the steps its energy is given for "
+          "(every T: report.md)")
+    print(summary_table(data, every_T=False))
+    print(f"report written to {path} (with report.json and the plots beside it)")
     return 0

@@ -5,7 +5,8 @@ On a terminal (stdout and stderr both TTYs) a loop gets a tqdm bar that disappea
 is done. Anywhere else, e.g. ``spikebridge demo > demo.log 2>&1``, a bar would be either
 invisible or a stream of carriage returns, so the loop writes one plain line to stdout every
 ``SPIKEBRIDGE_PROGRESS_SECONDS`` seconds (default 30; 0: after every item), and a last line
-when it ends if it wrote any or took that long:
+when it ends, unless it ended within half that time of its previous line (or, having written
+none, within that time):
 
     simulate qcfs: 3/4 batches (75%), 0:41 elapsed, ~0:14 left  loss=0.4187
 
@@ -118,6 +119,6 @@ class LogProgress:
             if now - last >= self.every and (self.total is None or self.n < self.total):
                 self._write(self.line(now - start))
                 last = now
-        elapsed = time.perf_counter() - start
-        if self.lines or elapsed >= self.every:
-            self._write(self.line(elapsed, done=True))
+        now = time.perf_counter()
+        if now - last >= (self.every / 2 if self.lines else self.every):  # not right after a line
+            self._write(self.line(now - start, done=True))

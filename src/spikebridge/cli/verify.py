@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..analysis.verify import verify
     from ..pipeline import convert_checkpoint, loader
+    from ..progress import progress
 
     ckpt, ann, snn = convert_checkpoint(args.checkpoint, args.method, T=args.T, root=args.data_root,
                                         device=args.device, **method_options(args))
@@ -32,7 +33,7 @@ def run(args) -> int:
         ann, snn = ann.double(), snn.double()
     test = loader(args.dataset or ckpt["dataset"], ckpt["model"]["name"], "test", args.data_root,
                   args.batch_size, args.limit)
-    batches = ((x.double() if args.float64 else x) for x, _ in test)
+    batches = ((x.double() if args.float64 else x) for x, _ in progress(test, f"verify {args.method}"))
     report = verify(ann, snn, batches)
     print(f"{args.method} vs the ANN of {args.checkpoint}")
     print(report.table())

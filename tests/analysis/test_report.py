@@ -55,7 +55,7 @@ def _data():
                  "ReLU ANN": {"accuracy": 93.3, "images": 2000}},
         "methods": {"pasc": {"ann": "QCFS ANN", "exact": True, "coding": "sum", "steps": "T_eff"},
                     "qcfs": {"ann": "QCFS ANN", "exact": False, "coding": "rate", "steps": "T"},
-                    "max-norm": {"ann": "ReLU ANN", "exact": False, "coding": "rate", "steps": "T"}},
+                    "max-norm": {"ann": "ReLU ANN", "exact": False, "coding": "rate", "steps": "T", "conversions": 4}},
         "accuracy": {"pasc": {4: 91.2}, "qcfs": {1: 12.3456789, 4: 80.1, 8: 88.8, 16: 90.9},
                      "max-norm": {1: 10.0, 4: 20.0, 8: 25.55, 16: 33.5}},
         "agreement": {"pasc": {4: 100.0}, "qcfs": {1: 12.5, 16: 95.123}},
@@ -137,6 +137,7 @@ def test_json_holds_exactly_the_numbers_of_the_tables(tmp_path):
         for h, cell in zip(header[3:], row[3:]):
             same(cell, js["accuracy"][row[0]].get(h.removeprefix("T=")))
     assert "| qcfs | QCFS ANN | no | 12.35 | 80.10 | 88.80 | 90.90 |" in md
+    assert "max-norm: one conversion per T (thresholds chosen for that T)." in md
 
     [(header, rows)] = t["Spike rate (spikes / neuron / step)"]
     assert header[1:] == ["pasc (T_eff=4)", "qcfs (T=16)"]     # each column says its steps
@@ -228,11 +229,11 @@ def test_accuracy_plot_draws_each_source_ann_on_the_same_images(report):
     exact = lines["pasc (exact) at T_eff"]
     assert exact["x"] == [4.0] and exact["y"] == [91.2]
     assert exact["marker"] != lines["qcfs"]["marker"]              # exact methods are marked apart
-    assert lines["qcfs"]["x"] == [1.0, 4.0, 8.0, 16.0] and lines["max-norm"]["y"][-1] == 33.5
+    assert lines["qcfs"]["x"] == [1.0, 4.0, 8.0, 16.0] and lines["max-norm (converted per T)"]["y"][-1] == 33.5
     legend = [t.strip() for t in _figure(tmp_path, "accuracy.png")["legend"]]
     # each ANN is followed by the methods converted from it
     assert legend.index("QCFS ANN: 91.23% (same 2000 images)") < legend.index("qcfs") < \
-        legend.index("ReLU ANN: 93.30% (same 2000 images)") < legend.index("max-norm")
+        legend.index("ReLU ANN: 93.30% (same 2000 images)") < legend.index("max-norm (converted per T)")
 
 
 def test_energy_plots_state_T_and_the_accuracy_there(report):

@@ -8,7 +8,8 @@ make one); every section is optional and skipped when absent:
     "anns":         {ann: {"accuracy": float, "images": int, "full_accuracy": float}}
                                                    each source ANN's accuracy (%) on those images
                                                    (full_accuracy: on the full test set, optional)
-    "methods":      {method: {"ann": ann, "exact": bool, "coding": str, "steps": "T" or "T_eff"}}
+    "methods":      {method: {"ann": ann, "exact": bool, "coding": str, "steps": "T" or "T_eff",
+                              "conversions": int}}   (conversions > 1: one per T, e.g. data-driven)
     "accuracy":     {method: {T: float}}           accuracy (%) after T steps
     "agreement":    {method: {T: float}}           % of the source ANN's predictions reproduced
     "timesteps":    {method: {"steps": T or T_eff, "pipeline_latency": int or None}}
@@ -192,6 +193,9 @@ def _accuracy(d, folder, figures):
     rows = [[m, methods.get(m, {}).get("ann"), methods.get(m, {}).get("exact")] + [row.get(T) for T in Ts]
             for m, row in acc.items()]
     md += _table(header, rows, percent=True)
+    per_T = [m for m in acc if methods.get(m, {}).get("conversions", 1) > 1]
+    if per_T:
+        md += [f"{', '.join(per_T)}: one conversion per T (thresholds chosen for that T).", ""]
     fig, ax = plt.subplots(figsize=(8.4, 4.6), layout="constrained")
     handles, labels = [], []
     groups = list(anns) + [None]
@@ -209,7 +213,8 @@ def _accuracy(d, folder, figures):
                 continue
             ts = sorted(row, key=_T_key)
             exact = info.get("exact", False)
-            label = f"  {method}" + (" (exact)" if exact else "") + (" at T_eff" if info.get("steps") == "T_eff" else "")
+            label = (f"  {method}" + (" (exact)" if exact else "") + (" at T_eff" if info.get("steps") == "T_eff" else "")
+                     + (" (converted per T)" if info.get("conversions", 1) > 1 else ""))
             (line,) = ax.plot([_method_x(d, method, t) for t in ts], [row[t] for t in ts],
                               marker="D" if exact else "o", markersize=8 if exact else 5,
                               linewidth=2.4 if exact else 1.4,

@@ -122,7 +122,8 @@ def report_data(runs: list[Run], anns: dict[str, nn.Module], sample: torch.Tenso
     for run in runs:
         snn, ev, name = run.snn, run.evaluation, run.name
         data["methods"][name] = {"ann": run.ann, "exact": is_exact(snn), "coding": snn.record.coding.name,
-                                 "steps": "T_eff" if "T_eff" in snn.info else "T"}
+                                 "steps": "T_eff" if "T_eff" in snn.info else "T",
+                                 "conversions": sum(r.name == name for r in runs)}
         data["accuracy"].setdefault(name, {}).update({T: 100 * a for T, a in ev.accuracy.items()})
         data["agreement"].setdefault(name, {}).update({T: 100 * a for T, a in ev.agreement.items()})
         rates = spike_rates(ev.result)

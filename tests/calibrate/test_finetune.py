@@ -51,10 +51,14 @@ def test_one_epoch_lowers_the_loss_and_keeps_thresholds(setup):
     thresholds = {k: v.clone() for k, v in snn.state_dict().items() if k.endswith(("threshold", "v0"))}
     weights = {k: v.clone() for k, v in snn.named_parameters()}
     before = _loss(snn, setup["data"], 1)
-    history = finetune(snn, setup["data"], T_schedule=(1,), epochs=1, lr=1e-2, progress=False)
+    history = finetune(snn, setup["data"], T_schedule=(1,), epochs=1, lr=1e-2, progress=False,
+                       test_data=setup["data"])
     after = _loss(snn, setup["data"], 1)
     assert after < 0.9 * before, (before, after)
     assert [(h["stage"], h["T"], h["epoch"]) for h in history] == [(0, 1, 1)]
+    with torch.no_grad():  # the stage's test accuracy is the fine-tuned network's at that T
+        correct = sum(int((snn.simulate(x, 1, record=False).logits[-1].argmax(-1) == y).sum()) for x, y in setup["data"])
+    assert history[-1]["test_accuracy"] == correct / sum(len(y) for _, y in setup["data"])
     state = snn.state_dict()
     assert thresholds and all(torch.equal(state[k], v) for k, v in thresholds.items())
     assert any(not torch.equal(p, weights[k]) for k, p in snn.named_parameters())
@@ -120,10 +124,13 @@ def test_finetune_cli(tmp_path, capsys):
     qann = sb.prepare(models.create("small_cnn", num_classes=10, in_channels=1, width=4), levels=4).eval()
     sb.save(sb.convert(qann, "qcfs", T=2), tmp_path / "snn.pt")
     args = ["finetune", str(tmp_path / "snn.pt"), "--T", "1,2", "--epochs", "1,1", "--limit", "64",
-            "--batch-size", "32", "--out", str(tmp_path / "run"), "-o", str(tmp_path / "ft.pt"), "--no-progress"]
+            "--batch-size", "32", "--test-limit", "64", "--out", str(tmp_path / "run"), "-o", str(tmp_path / "ft.pt"),
+            "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "T=2" in out and (tmp_path / "run" / CHECKPOINT).is_file()
+    # test accuracy after each stage, at that stage's T
+    assert [line.split()[0] for line in out.splitlines() if " test " in line] == ["T=1:", "T=2:"]
     tuned = sb.load(tmp_path / "ft.pt")
     assert tuned.T == 2
     assert main(args) == 2 and "--resume" in capsys.readouterr().err

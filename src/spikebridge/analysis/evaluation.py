@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from ..device import place
+from ..progress import progress as progress_bar
 from ..snn.network import SimulationResult, SpikingNetwork
 
 
@@ -20,6 +20,7 @@ class Evaluation:
     images: int = 0
     info: dict = field(default_factory=dict)
     agreement: dict[int, float] = field(default_factory=dict)  # steps -> share of the reference's predictions
+    reference_accuracy: float | None = None    # the reference's (the ANN's) accuracy on the same images
 
 
 def accumulate(total: SimulationResult | None, res: SimulationResult) -> SimulationResult:
@@ -40,8 +41,9 @@ def accumulate(total: SimulationResult | None, res: SimulationResult) -> Simulat
 def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progress: bool = True,
                  desc: str = "simulate", reference: torch.nn.Module | None = None, device=None) -> Evaluation:
     """Top-1 accuracy for each T in ``Ts`` (PASC: its own length, ``Ts`` ignored), and with a
-    ``reference`` model (the ANN) the share of its predictions the SNN reproduces. Runs on
-    ``device`` (the networks are moved there) or, by default, on the SNN's device."""
+    ``reference`` model (the ANN) the share of its predictions the SNN reproduces and the
+    reference's own accuracy on the same images. Runs on ``device`` (the networks are moved
+    there) or, by default, on the SNN's device."""
     snn.eval()
     device = place(snn, device)
     if reference is not None:
@@ -52,11 +54,13 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
     keep = snn.T if snn.T in runs else runs[-1]  # whose spikes and events are returned
     correct: dict[int, int] = {}
     agree: dict[int, int] = {}
-    total, images = None, 0
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress or None):
+    total, images, reference_correct = None, 0, 0
+    for x, y in progress_bar(loader, desc, enabled=progress):
         x, y = x.to(device, dtype), y.to(device)
         images += x.shape[0]
         ann_pred = reference(x).argmax(1) if reference is not None else None
+        if ann_pred is not None:
+            reference_correct += int((ann_pred == y).sum())
         for T in runs:
             res = snn.simulate(x, T)
             pred = res.logits.argmax(-1)
@@ -71,4 +75,5 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
                 total = accumulate(total, res)
     share = {t: c / max(images, 1) for t, c in sorted(correct.items())}
     agreement = {t: c / max(images, 1) for t, c in sorted(agree.items())} if reference is not None else {}
-    return Evaluation(share, total, images, dict(snn.info), agreement)
+    reference_accuracy = reference_correct / max(images, 1) if reference is not None else None
+    return Evaluation(share, total, images, dict(snn.info), agreement, reference_accuracy)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..train.checkpoint import save_checkpoint
 from ..data import set_epoch
 from ..device import place
 from ..errors import CheckpointError, SpikeBridgeError
+from ..progress import progress as progress_bar
 from ..snn.codings import RATE
 from ..snn.network import SpikingNetwork
 
@@ -36,9 +36,12 @@ CHECKPOINT = "finetune_last.pt"
 def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1, 2, 4),
              epochs: Sequence[int] | int = (5, 2, 2), lr: float = 1e-3, momentum: float = 0.9,
              weight_decay: float = 5e-4, out=None, resume: bool = False, progress: bool = True,
-             device=None) -> list[dict]:
+             test_data: Iterable | None = None, device=None) -> list[dict]:
     """Fine-tune ``snn`` in place; return one record per epoch
     {"stage", "T", "epoch", "loss", "accuracy", "lr", "seconds"} (training-set mean loss/accuracy).
+    With ``test_data`` ((x, y) batches) the last record of every stage also holds
+    "test_accuracy", the accuracy at that stage's T after its last epoch.
+    progress: progress bars (spikebridge.progress) and one line per epoch and stage.
 
     data: (x, y) batches; a loader from spikebridge.data is set to the global epoch number
     before every epoch, so a resumed run sees the same batches. out: after every epoch
@@ -56,6 +59,7 @@ def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1
         snn.load_state_dict(ckpt["state_dict"])
     stage, done = (ckpt["stage"], ckpt["epoch"]) if ckpt else (0, 0)
     device = place(snn, device)
+    log = print if progress else (lambda *a, **k: None)
     for s in range(stage, len(T_schedule)):
         T = T_schedule[s]
         optimizer = torch.optim.SGD(snn.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -73,6 +77,12 @@ def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1
             scheduler.step()
             history.append({"stage": s, "T": T, "epoch": e + 1, "loss": loss, "accuracy": acc, "lr": lr_now,
                             "seconds": round(time.perf_counter() - start, 3)})
+            log(f"T={T} epoch {e + 1}/{epochs[s]}  loss {loss:.4f}  train {100 * acc:.2f}%  lr {lr_now:.3g}  "
+                f"{history[-1]['seconds']:.1f}s")
+            if e + 1 == epochs[s] and test_data is not None:
+                history[-1]["test_accuracy"] = test_accuracy(snn, test_data, T, progress)
+                log(f"T={T} (stage {s + 1}/{len(T_schedule)} done): test accuracy "
+                    f"{100 * history[-1]['test_accuracy']:.2f}%")
             if path is not None:
                 save_checkpoint(path, {"format": FORMAT, "version": VERSION, "settings": settings,
                                        "state_dict": snn.state_dict(), "optimizer": optimizer.state_dict(),
@@ -81,6 +91,23 @@ def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1
     snn.set_T(T_schedule[-1])
     snn.eval()
     return history
+
+
+@torch.no_grad()
+def test_accuracy(snn: SpikingNetwork, data: Iterable, T: int, progress: bool = False) -> float:
+    """Top-1 accuracy (0..1) of ``snn`` after ``T`` steps over (x, y) batches."""
+    was_training = snn.training
+    snn.eval()
+    device = next(iter(snn.parameters())).device
+    correct = seen = 0
+    for x, y in progress_bar(data, f"test at T={T}", enabled=progress):
+        logits = snn.simulate(x.to(device), T, record=False).logits[-1]
+        correct += int((logits.argmax(-1) == y.to(device)).sum())
+        seen += len(y)
+    snn.train(was_training)
+    if not seen:
+        raise SpikeBridgeError("the test data is empty")
+    return correct / seen
 
 
 def _check(snn, T_schedule, epochs, lr) -> tuple[list[int], list[int]]:
@@ -126,7 +153,7 @@ def _epoch(snn, data, T, optimizer, device, desc, progress) -> tuple[float, floa
     """One pass over ``data`` at T steps: CE(mean-over-steps logits); returns (mean loss, accuracy)."""
     snn.train()
     loss_sum = correct = seen = 0.0
-    bar = tqdm(data, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(data, desc, enabled=progress)
     for x, y in bar:
         x, y = x.to(device), y.to(device)
         logits = snn.simulate(x, T, record=False).logits[-1]

@@ -21,12 +21,12 @@ from itertools import islice
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..conversion.graph import ann_site_modules
 from ..conversion.registry import Source
 from ..device import module_device, place
 from ..errors import OptionError, SpikeBridgeError, check_int
+from ..progress import progress as progress_bar
 from ..snn.codings import RATE
 from ..snn.engine import TrainRunner
 from ..snn.network import SpikingNetwork
@@ -57,7 +57,7 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
     snn.eval()
     with torch.no_grad():
         before = _errors(snn, capture, inputs)
-        for x in tqdm(inputs, desc="FTBC", leave=False, disable=not progress):
+        for x in progress_bar(inputs, "FTBC", enabled=progress):
             _FTBCRunner(snn, capture(x), alpha).run(x)
         after = _errors(snn, capture, inputs)
     snn.train(was_training)

@@ -2,13 +2,16 @@
 
 Each subcommand module defines ``add_parser(subparsers)`` (which sets ``func``) and the
 function it runs. A SpikeBridgeError, or a bad command line, ends the command with one line
-on stderr and exit 2.
+on stderr and exit 2. Warnings print as one plain line on stderr, ``spikebridge COMMAND:
+warning: MESSAGE`` (no file names or source lines: they are meant for the person running the
+command).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import warnings
 
 from ..device import resolve_device
 from ..errors import SpikeBridgeError
@@ -32,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warning_line(command: str, message) -> str:
+    """A warning as the command line prints it: one line, the message only."""
+    text = " ".join(str(message).split())
+    return f"spikebridge {command}: warning: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -40,10 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 2
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = warning_line(args.command, message)
+        if text not in shown:  # the same message from several call sites prints once
+            shown.add(text)
+            print(text, file=sys.stderr, flush=True)
+
     try:
         if getattr(args, "device", None) is not None:  # checked before any file is read
             args.device = resolve_device(args.device)
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return args.func(args) or 0
     except SpikeBridgeError as exc:
         print(f"spikebridge {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -15,13 +15,14 @@ def add_parser(subparsers) -> None:
                     "SNN to OUT and prints each site's per-step error before and after.")
     f.add_argument("snn", metavar="SNN_FILE", help="a rate-coded SNN written by 'spikebridge convert'")
     f.add_argument("--ckpt", required=True, metavar="ANN_CKPT", help="the ANN checkpoint the SNN was converted from")
-    f.add_argument("--dataset", default="fashion-mnist")
+    f.add_argument("--dataset", default=None, help="dataset (default: the one recorded in the SNN file, else fashion-mnist)")
     f.add_argument("--data-root", default=None, help="directory holding the dataset files")
-    f.add_argument("--alpha", type=positive, default=0.5, help="bias step size α (003: 0.2-0.5)")
-    f.add_argument("--batches", type=count, default=4, help="calibration batches (003: 1-10)")
-    f.add_argument("--batch-size", type=count, default=64)
+    f.add_argument("--alpha", type=positive, default=0.5, help="bias step size α (003: 0.2-0.5; default: %(default)s)")
+    f.add_argument("--batches", type=count, default=4,
+                   help="calibration batches of training images (003: 1-10; default: %(default)s)")
+    f.add_argument("--batch-size", type=count, default=64, help="images per calibration batch (default: %(default)s)")
     f.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the calibrated SNN")
-    f.add_argument("--no-progress", action="store_true")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device_argument(f)
     f.set_defaults(func=run)
 
@@ -34,7 +35,8 @@ def run(args) -> int:
 
     snn = load(args.snn)
     ann = model_from_checkpoint(args.ckpt)
-    data = loader(args.dataset, ann.spikebridge_spec["name"], "train", args.data_root, args.batch_size,
+    dataset = args.dataset or snn.info.get("dataset") or "fashion-mnist"
+    data = loader(dataset, ann.spikebridge_spec["name"], "train", args.data_root, args.batch_size,
                   args.batches * args.batch_size)
     summary = ftbc(snn, ann, data, alpha=args.alpha, batches=args.batches, progress=not args.no_progress,
                    device=args.device)

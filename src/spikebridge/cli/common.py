@@ -66,8 +66,8 @@ def int_list(text: str) -> list[int]:
 def add_data_arguments(p, images_help: str = "use only the first N test images") -> None:
     p.add_argument("--dataset", default=None, help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root", default=None, metavar="DIR", help="where the dataset files are")
-    p.add_argument("--batch-size", type=count, default=256)
-    p.add_argument("--limit", type=count, default=None, metavar="N", help=images_help)
+    p.add_argument("--batch-size", type=count, default=256, help="images per simulated batch (default: %(default)s)")
+    p.add_argument("--limit", type=count, default=None, metavar="N", help=images_help + " (default: all)")
 
 
 def add_method_arguments(p, method_required: bool, method_help: str, single_T: bool = True) -> None:

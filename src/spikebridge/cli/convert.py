@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by 'spikebridge train'")
     add_method_arguments(p, method_required=True, method_help="conversion method (listed above)")
     p.add_argument("-o", "--output", required=True, metavar="SNN", help="SNN file to write")
-    p.add_argument("--data-root", default=None, metavar="DIR")
+    p.add_argument("--data-root", default=None, metavar="DIR", help="where the dataset files are (methods for ReLU ANNs)")
     p.add_argument("--calibration-images", type=count, default=2048, metavar="N",
                    help="methods for ReLU ANNs: statistics from the first N training images (default: %(default)s)")
     add_device_argument(p)

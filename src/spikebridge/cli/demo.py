@@ -9,7 +9,11 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "demo", help="train a QCFS small CNN on Fashion-MNIST and run the pipeline end to end",
-        description="Train (or reuse) a QCFS small_cnn on Fashion-MNIST, then run the conversion pipeline.",
+        description="Four phases, each announced before it starts: train (or reuse) a QCFS small_cnn (L=7) on "
+                    "Fashion-MNIST, train a ReLU copy, convert both with every method and simulate each SNN on the "
+                    "first --snn-images test images (one table: each SNN beside its source ANN on the same images), "
+                    "write a report (tables, JSON, plots) to OUT/report. Long loops show progress: a bar on a "
+                    "terminal, a line every 30 s in a log (SPIKEBRIDGE_PROGRESS_SECONDS).",
     )
     p.add_argument("--epochs", type=count, default=demo.DEMO_EPOCHS, help=f"training epochs (default {demo.DEMO_EPOCHS})")
     p.add_argument("--train-images", type=count, default=demo.DEMO_TRAIN_IMAGES,

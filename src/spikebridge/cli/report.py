@@ -10,9 +10,10 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("report", help="tables, JSON and plots of accuracy, spikes and energy")
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by 'spikebridge train'")
-    p.add_argument("--methods", default="qcfs,pasc,bitplane", help="comma-separated conversion methods")
-    p.add_argument("--T", default="1,2,4,8,16", help="step counts for rate-coded methods and bit-plane")
-    p.add_argument("-o", "--output", default="report", metavar="DIR", help="folder to write")
+    p.add_argument("--methods", default="qcfs,pasc,bitplane", help="comma-separated conversion methods (default: %(default)s)")
+    p.add_argument("--T", default="1,2,4,8,16",
+                   help="step counts for rate-coded methods and bit-plane; bit-plane also runs its own T (default: %(default)s)")
+    p.add_argument("-o", "--output", default="report", metavar="DIR", help="folder to write (default: %(default)s)")
     p.add_argument("--al-images", type=count_or_zero, default=0, metavar="N",
                    help="also compute the AL metric per site on N training images (QCFS checkpoints)")
     add_option_arguments(p)
@@ -23,7 +24,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..analysis.report import write_report
-    from ..analysis.summary import analyse
+    from ..analysis.summary import analyse, summary_table
     from ..conversion.registry import get_method, options_for_methods
     from ..pipeline import convert_checkpoint, loader
 
@@ -41,5 +42,8 @@ def run(args) -> int:
     data = analyse(ann, snns, test, Ts, title=f"{model} on {dataset} ({args.checkpoint})",
                    al_loader=al_loader, al_images=args.al_images)
     path = write_report(args.output, data)
-    print(f"report written to {path}")
+    print(f"{len(snns)} SNNs on {data['images']} test images, each at the steps its energy is given for "
+          "(every T: report.md)")
+    print(summary_table(data, every_T=False))
+    print(f"report written to {path} (with report.json and the plots beside it)")
     return 0

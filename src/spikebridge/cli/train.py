@@ -14,16 +14,16 @@ def add_parser(subparsers) -> None:
                     "and OUT/metrics.jsonl. Multi-GPU/node: torchrun --nproc_per_node N -m spikebridge train ...",
     )
     p.add_argument("--model", default=None, help="model name (default: small_cnn, or the --init-from model)")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
     p.add_argument("--out", default="runs/train", help="run directory (default: runs/train)")
     p.add_argument("--levels", type=count, default=None, help="QCFS levels L at every site (default 8)")
     p.add_argument("--levels-file", default=None, help='per-site levels, JSON {"levels": {site: L}} (spikebridge al)')
     p.add_argument("--relu", action="store_true", help="train a plain ReLU ANN (no QCFS)")
-    p.add_argument("--epochs", type=count, default=3)
-    p.add_argument("--batch-size", type=count, default=128, help="per process")
+    p.add_argument("--epochs", type=count, default=3, help="training epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=count, default=128, help="batch size per process (default: %(default)s)")
     p.add_argument("--lr", type=positive, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100)")
-    p.add_argument("--momentum", type=non_negative, default=0.9)
+    p.add_argument("--momentum", type=non_negative, default=0.9, help="SGD momentum (default: %(default)s)")
     p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet")
     p.add_argument("--threshold", type=positive, default=8.0, help="initial QCFS threshold θ (default 8.0)")
     p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
                    help="random crop + flip (default: on)")
     p.add_argument("--cutout", action="store_true", help="Cutout (cifar10/cifar100)")
     p.add_argument("--autoaugment", action="store_true", help="AutoAugment (cifar10/cifar100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the data order (default: %(default)s)")
     p.add_argument("--init-from", default=None, metavar="CKPT",
                    help="start from a trained checkpoint: a ReLU ANN (θ from its 99.9th-percentile activations) "
                         "or a QCFS ANN (θ kept, new levels)")
@@ -45,10 +45,10 @@ def add_parser(subparsers) -> None:
                    help="sum: raw sum over neurons and the batch (001's form: 1e-8 CIFAR, 5e-10 ImageNet; "
                         "scales with batch and network size); mean: per neuron and image "
                         "(Fashion-MNIST small_cnn: 0.03 to 0.1; 0.03 kept accuracy with 1.35x fewer spikes, "
-                        "0.1 gave 2.8x fewer for -1.6%%, see benchmarks/results/training_costs.md)")
+                        "0.1 gave 2.8x fewer for -1.6%%, see benchmarks/results/training_costs.md; default: %(default)s)")
     p.add_argument("--limit-train", type=count, default=None, metavar="N", help="use the first N training images")
     p.add_argument("--limit-test", type=count, default=None, metavar="N", help="use the first N test images")
-    p.add_argument("--workers", type=count_or_zero, default=0, help="data loader worker processes")
+    p.add_argument("--workers", type=count_or_zero, default=0, help="data loader worker processes (default: 0)")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import fx, nn
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from ..ann.tracing import site_nodes, trace
 from ..device import module_device, place
@@ -93,8 +93,8 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
     spec = input_spec(gm)
     who = "calibration"
     try:
-        for i, x in enumerate(tqdm(input_batches(data, CALIBRATION_BATCH, who), desc="calibration statistics",
-                                   leave=False, disable=None)):
+        for i, x in enumerate(progress_bar(input_batches(data, CALIBRATION_BATCH, who), "calibration statistics",
+                                           total=len(data) if hasattr(data, "__len__") else None)):
             if batches is not None and i >= batches:
                 break
             if isinstance(x, torch.Tensor) and x.is_floating_point():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -34,13 +33,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import distributed
 from .. import models
 from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint, thresholds_of
 from ..data import calibration_subset, dataset_info, get_dataset, make_loader, set_epoch
 from ..errors import SpikeBridgeError
+from ..progress import progress as progress_bar
 from ..ann.prepare import prepare, set_levels, sites
 from ..errors import check_levels
 from ..conversion.thresholds import ActivationStats
@@ -105,7 +104,7 @@ def evaluate(model: nn.Module, loader, device: torch.device | str | None = None,
     model.eval()
     correct = total = 0
     with torch.no_grad():
-        for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
+        for x, y in progress_bar(loader, "test", enabled=progress):
             pred = model(x.to(device)).argmax(1).cpu()
             correct += int((pred == y).sum())
             total += len(y)
@@ -119,7 +118,8 @@ def evaluate(model: nn.Module, loader, device: torch.device | str | None = None,
 def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """Train (or resume) as ``config`` says; return (model in eval mode, per-epoch metrics).
 
-    progress: tqdm bars (only on a terminal) and one summary line per epoch, rank 0 only.
+    progress: progress bars (spikebridge.progress: periodic lines when stdout is not a terminal)
+    and one summary line per epoch, rank 0 only.
     """
     device = distributed.init_from_env(config.device)
     main = distributed.is_main()
@@ -134,7 +134,7 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
         config = _resumed(config, ckpt)
     config = _with_recipe_defaults(config)
     _check(config)
-    show = progress and main and sys.stderr.isatty()
+    show = progress and main
     log = print if progress and main else (lambda *a, **k: None)
 
     info = dataset_info(config.dataset)
@@ -215,7 +215,7 @@ def _train_epoch(net, model, loader, optimizer, scheduler, device, extra_loss, d
     """One pass over ``loader``; returns (mean loss, accuracy) over all ranks."""
     net.train()
     loss_sum = correct = seen = 0.0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
+    bar = progress_bar(loader, desc, enabled=show)
     for x, y in bar:
         x, y = x.to(device), y.to(device)
         logits = net(x)

@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from spikebridge.snn.codings import CODINGS
-from spikebridge.snn.neurons import NEURONS, BitplaneNeuron, IFNeuron, PASCNeuron, SpikingNeuron
+from spikebridge.snn.neurons import NEURONS, BitplaneNeuron, EmulatedIFNeuron, IFNeuron, PASCNeuron, SpikingNeuron
 
 # One example per registered class: a neuron with per-channel thresholds for 3 channels.
 EXAMPLES = {
     "IFNeuron": lambda: IFNeuron(torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.25, 0.5, 1.0]), T=4),
     "PASCNeuron": lambda: PASCNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=5),
     "BitplaneNeuron": lambda: BitplaneNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=7),
+    "EmulatedIFNeuron": lambda: EmulatedIFNeuron(torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.25, 0.5, 1.0]), T=4,
+                                                 reset="zero", strict=True, v0_mode="per-step"),
 }
 
 

@@ -20,7 +20,7 @@ from .thresholds import ActivationStats
 
 
 def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibration_data=None,
-            statistics: ActivationStats | None = None, **options) -> SpikingNetwork:
+            statistics: ActivationStats | None = None, input_shape=None, **options) -> SpikingNetwork:
     """Convert a trained ANN with a registered method (``sb.methods()`` lists them).
 
     Methods that convert a QCFS ANN ("qcfs", "pasc", "bitplane") take a model from
@@ -28,6 +28,8 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
     ``calibration_data`` (batches of x or (x, y)) or ``statistics`` from
     ``calibration_statistics``. ``T``: see the method's time policy. ``options``: the fields of
     the method's options dataclass; an unknown option is an OptionError naming the valid ones.
+    ``input_shape``: one sample's shape without the batch, recorded in ``snn.info["input_shape"]``
+    (for export); by default the shape of the calibration data, when there is some.
     """
     record = get_method(method)
     parsed = record.parse_options(options)
@@ -57,6 +59,9 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
         if sorted(statistics.sites) != sorted(sites):
             raise ConversionError(f"the statistics cover sites {sorted(statistics.sites)}, the model has {sorted(sites)}")
     info = record.build(gm, sites, T or record.time.default_T, parsed, statistics)
+    shape = input_shape if input_shape is not None else getattr(statistics, "input_shape", None)
+    if shape is not None:
+        info["input_shape"] = [int(s) for s in shape]
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
@@ -80,6 +85,7 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
             if batches is not None and i >= batches:
                 break
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            stats.input_shape = tuple(x.shape[1:])
             gm(x.to(device, dtype))
     finally:
         for h in hooks:

@@ -151,14 +151,15 @@ def test_file_computes_what_the_emulation_predicts(model, target, tmp_path):
         torch.testing.assert_close(want.logits, snn.simulate(x).logits, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("v0", ["zero", "per-step"])
-def test_v0_policies_compute_what_the_emulation_predicts(v0):
+@pytest.mark.parametrize("target", ["snntorch", "sinabs"])
+@pytest.mark.parametrize("v0,scale", [("zero", 1.0), ("per-step", 0.6)])
+def test_conversion_choices_compute_what_the_emulation_predicts(target, v0, scale):
     T = 5
     snn = make_snn(Residual(), T=T).double()
-    graph = export_nir(snn, None, SHAPE, target="sinabs", v0=v0)
+    graph = export_nir(snn, None, SHAPE, target=target, v0=v0, threshold_scale=scale)
     x = torch.rand(4, *SHAPE, dtype=torch.float64)
-    torch.testing.assert_close(simulate_nir(graph, x, T, TARGETS["sinabs"].semantics_for(v0)),
-                               emulate(snn, "sinabs", v0).simulate(x).logits, rtol=0, atol=1e-9)
+    torch.testing.assert_close(simulate_nir(graph, x, T, TARGETS[target].semantics_for(v0, scale)),
+                               emulate(snn, target, v0, scale).simulate(x).logits, rtol=0, atol=1e-9)
 
 
 def kinds(graph):
@@ -172,8 +173,8 @@ def test_graph_uses_only_what_the_importer_maps(target):
     neuron = "LIF" if target == "snntorch" else "IF"
     assert set(kinds(graph)) == {"Input", "Output", "Conv2d", "Affine", neuron, pool, "Flatten"}
     for node in graph.nodes.values():
-        if isinstance(node, (nir.IF, nir.LIF)):  # every neuron reads synaptic layers: θ folded, threshold 1
-            np.testing.assert_array_equal(node.v_threshold, 1)
+        if isinstance(node, (nir.IF, nir.LIF)):  # every neuron reads synaptic layers: θ folded, threshold λ
+            np.testing.assert_allclose(node.v_threshold, TARGETS[target].threshold_scale, rtol=1e-7)
         if isinstance(node, nir.Flatten):
             assert (node.start_dim, node.end_dim) == (-3, -1)
 

@@ -18,7 +18,9 @@ fires on v >= theta and starts at v0):
             reset by subtraction, several spikes per step, v clamped at -theta; SumPool2d;
             residual blocks rewritten as for norse
 No importer has an initial potential: v0 is spread over the T steps as a bias v0/T
-(--v0 per-step, default) or dropped (--v0 zero). Every target folds the spike value theta
+(--v0 per-step, default) or dropped (--v0 zero). A hard reset discards the charge above the
+threshold; --threshold-scale L makes the neurons fire at L*theta (spikes still worth theta),
+default TARGET_SCALES. Every target folds the spike value theta
 into the next layer (thresholds 1) and flattens with negative dims. snnTorch and Norse install
 together: pip install 'spikebridge[nir]'; sinabs needs its own environment (it pins nir<=1.0.4).
 Feed the importer the analog input at every one of the T steps; the logits are the mean of
@@ -34,7 +36,7 @@ def add_parser(subparsers) -> None:
         description="Write an SNN file (spikebridge convert -o) as a NIR graph adapted to one importer, run it "
                     "in that importer when it is installed here, and predict the importer's accuracy by "
                     "simulating the SNN under its neuron semantics. Only rate-coded IF networks can be exported.",
-        epilog=TARGET_HELP,
+        epilog=TARGET_HELP.replace("TARGET_SCALES", _scales()),
     )
     p.add_argument("snn", metavar="SNN", help="SNN file written by 'spikebridge convert -o'")
     p.add_argument("--nir", required=True, metavar="OUT", help="NIR file to write (HDF5)")
@@ -43,6 +45,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--v0", default=None, choices=["per-step", "zero"],
                    help="importer targets: spread the initial potential v0 over the steps as a bias v0/T "
                         "(per-step, default) or drop it (zero)")
+    p.add_argument("--threshold-scale", type=float, default=None, metavar="L",
+                   help="importer targets: the exported neurons fire at L x the threshold (default: the target's)")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
                    help="shape of one input sample, e.g. 1,28,28 (default: recorded in the SNN, if it is)")
     p.add_argument("--allow-drop-ftbc", action="store_true",
@@ -54,6 +58,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="do not run the file in the target's importer even if it is installed")
     p.set_defaults(func=run)
+
+
+def _scales() -> str:
+    from ..export.targets import TARGETS
+
+    return ", ".join(f"{t.name} {t.threshold_scale:g}" for t in TARGETS.values() if t.importer)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -77,12 +87,13 @@ def run(args) -> int:
     snn = load(args.snn)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     target = get_target(args.target)
-    graph = export_nir(snn, args.nir, shape, allow_drop_ftbc=args.allow_drop_ftbc, target=target.name, v0=args.v0)
+    graph = export_nir(snn, args.nir, shape, allow_drop_ftbc=args.allow_drop_ftbc, target=target.name, v0=args.v0,
+                       threshold_scale=args.threshold_scale)
     neurons = sum(type(n).__name__ in ("IF", "LIF") for n in graph.nodes.values())
-    semantics = target.semantics_for(args.v0)
+    semantics = target.semantics_for(args.v0, args.threshold_scale)
     print(f"wrote {args.nir}: {len(graph.nodes)} NIR nodes ({neurons} neuron nodes), target {target.name}, T={snn.T}")
     print(f"  the importer's neurons: {semantics.describe()}")
-    emulated = emulate(snn, target.name, args.v0)
+    emulated = emulate(snn, target.name, args.v0, args.threshold_scale)
     loader = _test_loader(snn, args) if args.limit else None
     if loader is not None:
         from ..analysis.evaluation import evaluate_snn

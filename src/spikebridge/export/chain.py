@@ -128,15 +128,14 @@ def rewrite_joins(nodes: dict, edges: list, semantics: Semantics, target: str) -
         relay[np.arange(n_a), np.arange(n_a), p1h, p1w] = 1
         nodes[c1] = nir.Conv2d(input_shape=conv1.input_shape, weight=np.concatenate([conv1.weight, relay]),
                                stride=conv1.stride, padding=conv1.padding, dilation=conv1.dilation, groups=1,
-                               bias=np.concatenate([conv1.bias, np.zeros(n_a, dtype=conv1.bias.dtype)]),
-                               metadata=conv1.metadata)
+                               bias=np.concatenate([conv1.bias, np.zeros(n_a, dtype=conv1.bias.dtype)]))
         nodes[i1] = _widened_neuron(nodes[i1], n_a, relay_threshold(semantics))
         applied = np.zeros((conv2.weight.shape[0], n_a, *conv2.weight.shape[2:]), dtype=conv2.weight.dtype)
         applied[:, :, p2h, p2w] = shortcut
         bias = conv2.bias + (nodes[sc].bias if sc else 0)
         nodes[c2] = nir.Conv2d(input_shape=conv2.input_shape, weight=np.concatenate([conv2.weight, applied], axis=1),
                                stride=conv2.stride, padding=conv2.padding, dilation=conv2.dilation, groups=1,
-                               bias=bias.astype(conv2.bias.dtype), metadata=conv2.metadata)
+                               bias=bias.astype(conv2.bias.dtype))
         drop = {(sc, join), (a, sc)} if sc else {(a, join)}
         edges = [e for e in edges if e not in drop]
         if sc:

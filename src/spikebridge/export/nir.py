@@ -49,14 +49,16 @@ RESET_NOTE = ("soft reset: when v >= v_threshold the neuron spikes and v <- v - 
 
 
 def export_nir(snn: SpikingNetwork, path=None, input_shape=None, allow_drop_ftbc: bool = False,
-               target: str = "generic", v0: str | None = None) -> nir.NIRGraph:
+               target: str = "generic", v0: str | None = None, threshold_scale: float | None = None) -> nir.NIRGraph:
     """Export a rate-coded IF network to a NIR graph for ``target``; write it to ``path`` unless None.
 
     input_shape: one sample's shape without the batch, e.g. (1, 28, 28); default
     ``snn.info["input_shape"]``. The graph runs T = ``snn.T`` steps of dt = 1; the analog input
     is presented unchanged at every step; the logits are the Output's mean over the steps.
     target: "generic", "snntorch", "norse" or "sinabs" (``export.targets``); v0: "per-step" or
-    "zero" for the importer targets (default: the target's), "initial" for generic.
+    "zero" for the importer targets (default: the target's), "initial" for generic;
+    threshold_scale: λ, the neurons fire at λ·θ (default: the target's). ``targets.emulate(snn,
+    target, v0, threshold_scale)`` simulates what the file computes.
     FTBC biases (a different bias per step) have no NIR equivalent: refused, or dropped with a
     warning when ``allow_drop_ftbc`` (the exported network is then the uncalibrated one).
     """
@@ -69,7 +71,7 @@ def export_nir(snn: SpikingNetwork, path=None, input_shape=None, allow_drop_ftbc
     if shape is None:
         raise SpikeBridgeError("give the input shape of one sample (e.g. 1,28,28); the network does not record it")
     shape = tuple(int(s) for s in shape)
-    graph = _Exporter(snn, shape, allow_drop_ftbc, get_target(target), v0).build()
+    graph = _Exporter(snn, shape, allow_drop_ftbc, get_target(target), v0, threshold_scale).build()
     if path is not None:
         write(path, graph)
     return graph
@@ -133,11 +135,11 @@ class _Exporter:
     """Walks the fx graph once, keeping each tensor's ``Value``."""
 
     def __init__(self, snn: SpikingNetwork, input_shape: tuple[int, ...], allow_drop_ftbc: bool,
-                 target: Target, v0: str | None):
+                 target: Target, v0: str | None, threshold_scale: float | None):
         self.snn = snn
         self.gm = snn.graph
         self.target = target
-        self.semantics = target.semantics_for(v0)
+        self.semantics = target.semantics_for(v0, threshold_scale)
         self.input_shape = input_shape
         self.allow_drop_ftbc = allow_drop_ftbc
         self.dtype = np.dtype(str(next(iter(self.gm.parameters()), torch.zeros(())).dtype).removeprefix("torch."))
@@ -325,7 +327,8 @@ class _Exporter:
         if self.semantics.v0_mode == "initial":
             metadata.update(reset="subtract", reset_note=RESET_NOTE, v_initial=self.arr(v0_nir),
                             spike_condition="v >= v_threshold")
-        name = self.emit(self.node_name(node), self.target.neuron_node(self.arr(theta_nir), metadata), v.sources)
+        fire_at = self.arr(theta_nir * self.semantics.threshold_scale)
+        name = self.emit(self.node_name(node), self.target.neuron_node(fire_at, metadata), v.sources)
         self.sites[name] = node.target
         return Value([name], v.shape, theta)
 

@@ -12,6 +12,9 @@ the weights (thresholds 1, spikes of value 1) and a Flatten over the last dims (
   importer implements; its dynamics are in the graph's metadata.
 - ``v0``: the default for the initial potential (no importer has one): "per-step" adds v0/T to
   the bias of the neuron's input layer every step (same charge after T steps), "zero" drops it.
+- ``threshold_scale``: the default λ; the exported neurons fire at λ·θ and their spikes are
+  still worth θ (a conversion for the target: a hard reset discards the charge above the
+  threshold, and a lower threshold fires sooner; BENCHMARKS.md §7 measures λ).
 - ``pool``: "avg" (nir.AvgPool2d) or "sum" (nir.SumPool2d, 1/k² folded into the next layer).
 - ``chain``: the importer runs nodes in nirtorch's depth-first order (``nirtorch.load``), which
   reads a join's other inputs from the previous step; joins are rewritten (``export.chain``).
@@ -55,19 +58,24 @@ class Target:
     semantics: Semantics
     neuron_node: Callable[[np.ndarray, dict], nir.NIRNode]
     v0: str = "per-step"
+    threshold_scale: float = 1.0
     pool: str = "avg"
     chain: bool = False
     uniform_threshold: bool = False
     importer: str | None = None
 
-    def semantics_for(self, v0: str | None = None) -> Semantics:
-        """The neuron semantics with the initial-potential policy ``v0`` (default: the target's)."""
+    def semantics_for(self, v0: str | None = None, threshold_scale: float | None = None) -> Semantics:
+        """The neuron semantics with the initial-potential policy ``v0`` and the threshold scale
+        λ (defaults: the target's)."""
         v0 = v0 or self.v0
+        threshold_scale = self.threshold_scale if threshold_scale is None else float(threshold_scale)
         if v0 not in ("initial", "zero", "per-step"):
             raise OptionError(f"v0 must be 'per-step' or 'zero' (or 'initial' for the generic target), got {v0!r}")
         if v0 == "initial" and self.semantics.v0_mode != "initial":
             raise OptionError(f"target {self.name!r} cannot set an initial potential; use v0='per-step' or 'zero'")
-        return dataclasses.replace(self.semantics, v0_mode=v0)
+        if threshold_scale != 1.0 and self.semantics.v0_mode == "initial":
+            raise OptionError(f"target {self.name!r} keeps spikebridge's own neuron; threshold_scale must be 1")
+        return dataclasses.replace(self.semantics, v0_mode=v0, threshold_scale=threshold_scale)
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -91,11 +99,13 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
-def emulate(snn: SpikingNetwork, target: str = "generic", v0: str | None = None) -> SpikingNetwork:
-    """A copy of ``snn`` whose IF neurons follow ``target``'s semantics (``v0``: its initial-
-    potential policy): what the importer computes, simulated by spikebridge. FTBC biases are
-    dropped, as in the export."""
-    semantics = get_target(target).semantics_for(v0)
+def emulate(snn: SpikingNetwork, target: str = "generic", v0: str | None = None,
+            threshold_scale: float | None = None) -> SpikingNetwork:
+    """A copy of ``snn`` whose IF neurons follow ``target``'s semantics with the initial-
+    potential policy ``v0`` and threshold scale λ (``Target.semantics_for``): what the importer
+    computes from the exported file, simulated by spikebridge. FTBC biases are dropped, as in
+    the export."""
+    semantics = get_target(target).semantics_for(v0, threshold_scale)
     twin = copy.deepcopy(snn)
     for name, neuron in list(twin.neurons().items()):
         if not isinstance(neuron, IFNeuron):

@@ -197,12 +197,13 @@ class IFNeuron(SpikingNeuron):
 class Semantics:
     """An IF neuron's dynamics as a simulator implements them (the NIR importers differ).
 
-    Per step t: v ← β·v + x(t) (+ v0/T if ``v0_mode == "per-step"``); n spikes: n = [v ≥ θ], or
-    [v > θ] if ``strict``, or ⌊v/θ⌋ for v > 0 if ``multi_spike``; reset: v ← v − n·θ
-    ("subtract") or v ← 0 where n > 0 ("zero"); then v ← max(v, floor·θ) unless floor is None;
-    out(t) = n·θ. v starts at v0 if ``v0_mode == "initial"``, else at 0 ("zero": v0 is dropped,
-    "per-step": v0 is spread over the T steps as an input v0/T). spikebridge's own IFNeuron is
-    ``Semantics()``: subtract, v ≥ θ, β = 1, one spike per step, no floor, v0 initial.
+    The neuron fires at θ_f = λ·θ (λ = ``threshold_scale``, a conversion choice) and its spikes
+    are worth θ. Per step t: v ← β·v + x(t) (+ v0/T if ``v0_mode == "per-step"``); n spikes:
+    n = [v ≥ θ_f], or [v > θ_f] if ``strict``, or ⌊v/θ_f⌋ for v > 0 if ``multi_spike``; reset:
+    v ← v − n·θ_f ("subtract") or v ← 0 where n > 0 ("zero"); then v ← max(v, floor·θ_f) unless
+    floor is None; out(t) = n·θ. v starts at v0 if ``v0_mode == "initial"``, else at 0 ("zero":
+    v0 is dropped, "per-step": v0 is spread over the T steps as an input v0/T). spikebridge's own
+    IFNeuron is ``Semantics()``: subtract, v ≥ θ, β = 1, one spike per step, no floor, v0 initial.
     """
 
     reset: str = "subtract"
@@ -211,15 +212,20 @@ class Semantics:
     multi_spike: bool = False
     floor: float | None = None
     v0_mode: str = "initial"
+    threshold_scale: float = 1.0
 
     def __post_init__(self):
         if self.reset not in ("subtract", "zero") or self.v0_mode not in ("initial", "zero", "per-step"):
             raise OptionError(f"unknown neuron semantics: reset={self.reset!r}, v0_mode={self.v0_mode!r}")
+        if not self.threshold_scale > 0:
+            raise OptionError(f"threshold_scale must be > 0, got {self.threshold_scale!r}")
 
     def describe(self) -> str:
         """One line, e.g. 'hard reset to 0, spike on v > θ, v0 = 0'."""
         parts = ["reset by subtraction" if self.reset == "subtract" else "hard reset to 0",
                  "spike on v > θ" if self.strict else "spike on v ≥ θ"]
+        if self.threshold_scale != 1.0:
+            parts.append(f"θ = {self.threshold_scale:g} × spikebridge's threshold (a spike is still worth the latter)")
         if self.multi_spike:
             parts.append("⌊v/θ⌋ spikes per step")
         if self.leak != 1.0:
@@ -255,7 +261,8 @@ class EmulatedIFNeuron(SpikingNeuron):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T_in, B, ...] with T_in ∈ {1, T}; returns n·θ per step."""
-        sem, theta = self.semantics, channel_view(self.threshold, x.dim() - 1)
+        sem, value = self.semantics, channel_view(self.threshold, x.dim() - 1)
+        theta = value * sem.threshold_scale
         v0 = channel_view(self.v0, x.dim() - 1)
         v = torch.zeros_like(x[0]) + (v0 if sem.v0_mode == "initial" else 0)
         out = x.new_empty((self.T, *x.shape[1:]))
@@ -270,7 +277,7 @@ class EmulatedIFNeuron(SpikingNeuron):
             v = v - n * theta if sem.reset == "subtract" else torch.where(n > 0, torch.zeros_like(v), v)
             if sem.floor is not None:
                 v = torch.maximum(v, sem.floor * theta + torch.zeros_like(v))
-            out[t] = n * theta
+            out[t] = n * value
         return out
 
     def extra_repr(self) -> str:

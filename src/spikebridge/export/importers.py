@@ -129,11 +129,13 @@ def check_here(name: str, path: str, emulated, x: torch.Tensor) -> Check | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """NAME FILE X.npy T OUT.npy: run FILE in importer NAME on X for T steps, save [T, B, C]."""
-    name, path, x_path, T, out_path = argv or sys.argv[1:]
-    importer = IMPORTERS[name]
+    """NAME FILE X.npy T OUT.npy [BATCH]: run FILE in importer NAME on X for T steps, BATCH
+    inputs at a time (default 16; a fresh network each batch), save the Output [T, B, C]."""
+    name, path, x_path, T, out_path, *batch = argv or sys.argv[1:]
+    importer, batch = IMPORTERS[name], int(batch[0]) if batch else 16
+    x = torch.from_numpy(np.load(x_path)).float()
     with torch.no_grad():
-        out = importer.run(path, torch.from_numpy(np.load(x_path)).float(), int(T))
+        out = torch.cat([importer.run(path, chunk, int(T)) for chunk in x.split(batch)], dim=1)
     np.save(out_path, out.detach().numpy())
     print(importer.installed())
     return 0

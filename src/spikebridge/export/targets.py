@@ -83,10 +83,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "no importer reads them", Semantics(), if_node, v0="initial"),
     Target("snntorch", "snnTorch 1.0.0 (import_from_nir, nirtorch 2.6): IF as a non-leaky NIR LIF, "
            "hard reset to 0, v > θ, v0 = 0", Semantics(reset="zero", strict=True, v0_mode="zero"), lif_node,
-           uniform_threshold=True, importer="snntorch"),
+           threshold_scale=0.6, uniform_threshold=True, importer="snntorch"),
     Target("norse", "Norse 1.1.0 (from_nir, nirtorch 2.6): IAFCell, hard reset to 0, v > θ, v0 = 0; "
            "SumPool2d; residual joins rewritten", Semantics(reset="zero", strict=True, v0_mode="zero"), if_node,
-           pool="sum", chain=True, importer="norse"),
+           threshold_scale=0.6, pool="sum", chain=True, importer="norse"),
     Target("sinabs", "sinabs 3.1.3 (from_nir, nir 1.0.4, nirtorch 2.0.2): IAFSqueeze, subtraction, "
            "several spikes per step, v ≥ −θ, v0 = 0; SumPool2d; residual joins rewritten",
            Semantics(multi_spike=True, floor=-1.0, v0_mode="zero"), if_node, pool="sum", chain=True, importer="sinabs"),

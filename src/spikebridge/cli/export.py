@@ -4,31 +4,33 @@ from __future__ import annotations
 
 from ..errors import SpikeBridgeError
 
-TARGET_HELP = """\
-targets (what each importer computes; spikebridge's own neuron resets by subtraction,
-fires on v >= theta and starts at v0):
-  generic   NIR IF nodes; spikebridge's dynamics in the metadata, which no importer reads
-  snntorch  snnTorch 1.0.0 + nirtorch 2.6 (snntorch.import_nir.import_from_nir): the IF is
-            written as a NIR LIF that does not leak in float32 (snnTorch maps NIR IF to a
-            leaky neuron that its executor cannot run); hard reset to 0, fires on v > theta
-  norse     Norse 1.1.0 + nirtorch 2.6 (norse.torch.from_nir): hard reset to 0, fires on
-            v > theta; SumPool2d; residual blocks rewritten as a chain with relay neurons
-            (Norse runs nodes depth-first and would read a shortcut from the previous step)
-  sinabs    sinabs 3.1.3 + nir 1.0.4 (sinabs.from_nir; give it batch_size, feed [B*T, ...]):
-            reset by subtraction, several spikes per step, v clamped at -theta; SumPool2d;
-            residual blocks rewritten as for norse
-No importer has an initial potential: v0 is spread over the T steps as a bias v0/T
-(--v0 per-step, default) or dropped (--v0 zero). A hard reset discards the charge above the
-threshold; --threshold-scale L makes the neurons fire at L*theta (spikes still worth theta),
-default TARGET_SCALES. Every target folds the spike value theta
-into the next layer (thresholds 1) and flattens with negative dims. snnTorch and Norse install
-together: pip install 'spikebridge[nir]'; sinabs needs its own environment (it pins nir<=1.0.4).
-Feed the importer the analog input at every one of the T steps; the logits are the mean of
-the output over the steps."""
+TARGET_NOTES = (
+    "No importer has an initial potential: v0 is spread over the T steps as a bias v0/T (--v0 per-step, "
+    "default) or dropped (--v0 zero). A hard reset discards the charge above the threshold; "
+    "--threshold-scale L makes the neurons fire at L*theta (spikes still worth theta); defaults: {scales} "
+    "(BENCHMARKS.md section 7). Every target folds the spike value theta into the next layer and flattens with "
+    "negative dims. snnTorch and Norse install together: pip install 'spikebridge[nir]'; sinabs needs its own "
+    "environment (it pins nir<=1.0.4). Feed the importer the analog input at every one of the T steps; the "
+    "logits are the mean of the output over the steps.")
+
+
+def target_help() -> str:
+    """The epilog: each target's record, then what all share."""
+    import textwrap
+
+    from ..export.targets import TARGETS
+
+    lines = ["targets (spikebridge's own neuron resets by subtraction, fires on v >= theta, starts at v0):"]
+    for t in TARGETS.values():
+        lines += textwrap.wrap(t.summary, 92, initial_indent=f"  {t.name:<9} ", subsequent_indent=" " * 12)
+    scales = ", ".join(f"{t.name} {t.threshold_scale:g}" for t in TARGETS.values() if t.importer)
+    return "\n".join(lines + textwrap.wrap(TARGET_NOTES.format(scales=scales), 94, break_on_hyphens=False))
 
 
 def add_parser(subparsers) -> None:
     import argparse
+
+    from ..export.targets import TARGETS
 
     p = subparsers.add_parser(
         "export", help="export a rate-coded IF SNN to NIR for snnTorch, Norse or sinabs",
@@ -36,11 +38,11 @@ def add_parser(subparsers) -> None:
         description="Write an SNN file (spikebridge convert -o) as a NIR graph adapted to one importer, run it "
                     "in that importer when it is installed here, and predict the importer's accuracy by "
                     "simulating the SNN under its neuron semantics. Only rate-coded IF networks can be exported.",
-        epilog=TARGET_HELP.replace("TARGET_SCALES", _scales()),
+        epilog=target_help(),
     )
     p.add_argument("snn", metavar="SNN", help="SNN file written by 'spikebridge convert -o'")
     p.add_argument("--nir", required=True, metavar="OUT", help="NIR file to write (HDF5)")
-    p.add_argument("--target", default="generic", choices=["generic", "snntorch", "norse", "sinabs"],
+    p.add_argument("--target", default="generic", choices=list(TARGETS),
                    help="the importer whose conventions the graph follows (default: generic)")
     p.add_argument("--v0", default=None, choices=["per-step", "zero"],
                    help="importer targets: spread the initial potential v0 over the steps as a bias v0/T "
@@ -58,12 +60,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="do not run the file in the target's importer even if it is installed")
     p.set_defaults(func=run)
-
-
-def _scales() -> str:
-    from ..export.targets import TARGETS
-
-    return ", ".join(f"{t.name} {t.threshold_scale:g}" for t in TARGETS.values() if t.importer)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -79,17 +79,22 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("generic", "NIR IF nodes with spikebridge's own dynamics (soft reset, v ≥ θ, v0) in the metadata; "
-           "no importer reads them", Semantics(), if_node, v0="initial"),
-    Target("snntorch", "snnTorch 1.0.0 (import_from_nir, nirtorch 2.6): IF as a non-leaky NIR LIF, "
-           "hard reset to 0, v > θ, v0 = 0", Semantics(reset="zero", strict=True, v0_mode="zero"), lif_node,
+    Target("generic", "NIR IF nodes; spikebridge's own dynamics (reset by subtraction, v >= theta, v0) are in "
+           "the metadata, which no importer reads", Semantics(), if_node, v0="initial"),
+    Target("snntorch", "snnTorch 1.0.0 + nirtorch 2.6 (snntorch.import_nir.import_from_nir): the IF is written as "
+           "a NIR LIF that does not leak in float32 (snnTorch's IF neuron returns a tuple its executor cannot "
+           "pass on); hard reset to 0, fires on v > theta, one threshold per node",
+           Semantics(reset="zero", strict=True, v0_mode="zero"), lif_node,
            threshold_scale=0.6, uniform_threshold=True, importer="snntorch"),
-    Target("norse", "Norse 1.1.0 (from_nir, nirtorch 2.6): IAFCell, hard reset to 0, v > θ, v0 = 0; "
-           "SumPool2d; residual joins rewritten", Semantics(reset="zero", strict=True, v0_mode="zero"), if_node,
+    Target("norse", "Norse 1.1.0 + nirtorch 2.6 (norse.torch.from_nir): IAFCell, hard reset to 0, fires on "
+           "v > theta; SumPool2d; residual blocks rewritten as a chain with relay neurons (Norse runs nodes "
+           "depth-first and would read a shortcut from the previous step)",
+           Semantics(reset="zero", strict=True, v0_mode="zero"), if_node,
            threshold_scale=0.6, pool="sum", chain=True, importer="norse"),
-    Target("sinabs", "sinabs 3.1.3 (from_nir, nir 1.0.4, nirtorch 2.0.2): IAFSqueeze, subtraction, "
-           "several spikes per step, v ≥ −θ, v0 = 0; SumPool2d; residual joins rewritten",
-           Semantics(multi_spike=True, floor=-1.0, v0_mode="zero"), if_node, pool="sum", chain=True, importer="sinabs"),
+    Target("sinabs", "sinabs 3.1.3 + nir 1.0.4 (sinabs.from_nir with batch_size; feed [B*T, ...], sample-major): "
+           "IAFSqueeze, reset by subtraction, several spikes per step, v clamped at -theta; SumPool2d; residual "
+           "blocks rewritten as for norse", Semantics(multi_spike=True, floor=-1.0, v0_mode="zero"), if_node,
+           pool="sum", chain=True, importer="sinabs"),
 )}
 
 

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -110,6 +109,7 @@ def test_importers_run_the_file_as_emulated(env, model, tmp_path):
 def test_declared_versions_are_the_tested_ones():
     """pyproject's nir lower bound is sinabs's nir (the oldest environment tested above), and
     the [nir] extra installs the snnTorch and Norse that are tested."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     nir_req = next(r for r in project["dependencies"] if r.startswith("nir"))
     assert nir_req == "nir>=" + next(r for r in IMPORTERS["sinabs"].requirements if r.startswith("nir==")).split("==")[1]

@@ -1,4 +1,7 @@
-"""NIR export: structure, parameters, soft-reset metadata, and a re-simulation of the file."""
+"""NIR export: the graph each target gets (θ folded, pooling, flatten, joins), a re-simulation of
+the file under the target's neuron semantics against spikebridge's emulation, refusals, and the
+same graph from the API and from a saved SNN."""
+import h5py
 import nir
 import numpy as np
 import pytest
@@ -9,11 +12,14 @@ from torch import nn
 import spikebridge as sb
 from spikebridge.cli import main
 from spikebridge.export.nir import export_nir
+from spikebridge.export.targets import TARGETS, emulate
 
 SHAPE = (1, 12, 12)
 
 
 class Residual(nn.Module):
+    """An identity block (stride 1) and a downsampling block (stride 2, 1x1 conv shortcut)."""
+
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
@@ -21,18 +27,31 @@ class Residual(nn.Module):
         self.bn1 = nn.BatchNorm2d(4)
         self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4, 3)
+        self.down1 = nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False)
+        self.down2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.shortcut = nn.Sequential(nn.Conv2d(4, 6, 1, stride=2, bias=False), nn.BatchNorm2d(6))
+        self.fc = nn.Linear(6, 3)
 
     def forward(self, x):
         x = self.stem(x)
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return self.fc(F.relu(x + y).mean((2, 3)))
+        x = F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        x = F.relu(self.down2(F.relu(self.down1(x))) + self.shortcut(x))
+        return self.fc(x.mean((2, 3)))
 
 
 def plain():
     return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
                          nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def unequal():
+    """Adaptive pooling 6x6 -> 4x4 (windows of 2 and 3) before a flatten and a linear layer."""
+    return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                         nn.Flatten(), nn.Linear(48, 5), nn.ReLU(), nn.Linear(5, 3))
+
+
+MODELS = [plain, Residual, unequal]
 
 
 def make_snn(model, T=4):
@@ -48,15 +67,13 @@ def make_snn(model, T=4):
     for m in qann.modules():
         if isinstance(m, sb.QCFS):
             m.threshold.data.uniform_(0.3, 1.0)
-    snn = sb.convert(qann, "qcfs", T=T)
-    snn.info.pop("input_shape", None)
-    return snn
+    return sb.convert(qann, "qcfs", T=T)
 
 
-def simulate_nir(graph, x, T, soft_reset=True):
-    """A minimal NIR simulator (dt = 1): incoming edges summed; IF with the reset, v0 and
-    spike condition recorded in the metadata (soft_reset) or NIR's literal IF (hard reset to
-    v_reset, v0 = 0, spike on v > v_threshold). Returns anytime logits [T, B, classes]."""
+def simulate_nir(graph, x, T, semantics):
+    """A minimal NIR simulator (dt = 1): incoming edges summed; IF and LIF nodes with the
+    target's ``semantics`` (v0 from the metadata where it is 'initial'). Returns anytime
+    logits [T, B, classes]."""
     preds = {name: [a for a, b in graph.edges if b == name] for name in graph.nodes}
     order, done = [], set()
     while len(order) < len(graph.nodes):
@@ -70,8 +87,10 @@ def simulate_nir(graph, x, T, soft_reset=True):
 
     v = {}
     for name, node in graph.nodes.items():
-        if isinstance(node, nir.IF):
-            v0 = arr(node.metadata["v_initial"]) if soft_reset else torch.zeros(node.v_threshold.shape, dtype=torch.float64)
+        if isinstance(node, nir.LIF):  # snnTorch's reading: β = 1 − 1e-4/τ in float32, input weight r·1e-4/τ
+            assert np.float32(1 - 1e-4 / node.tau).min() == 1 and np.allclose(node.r * 1e-4 / node.tau, 1)
+        if isinstance(node, (nir.IF, nir.LIF)):
+            v0 = arr(node.metadata["v_initial"]) if semantics.v0_mode == "initial" else torch.zeros(node.v_threshold.shape, dtype=torch.float64)
             v[name] = v0.expand(x.shape[0], *v0.shape).clone()
     outputs = []
     for _ in range(T):
@@ -83,29 +102,29 @@ def simulate_nir(graph, x, T, soft_reset=True):
                 continue
             i = sum(val[p] for p in preds[name])
             if isinstance(node, nir.Conv2d):
-                y = F.conv2d(i, arr(node.weight), None, tuple(np.atleast_1d(node.stride)),
-                             tuple(np.atleast_1d(node.padding)), tuple(np.atleast_1d(node.dilation)), int(node.groups))
-                val[name] = y + arr(node.bias).view(-1, 1, 1)
+                val[name] = F.conv2d(i, arr(node.weight), arr(node.bias), tuple(np.atleast_1d(node.stride)),
+                                     tuple(np.atleast_1d(node.padding)), tuple(np.atleast_1d(node.dilation)),
+                                     int(node.groups))
             elif isinstance(node, nir.Affine):
                 val[name] = F.linear(i, arr(node.weight)) + arr(node.bias)
-            elif isinstance(node, nir.AvgPool2d):
-                val[name] = F.avg_pool2d(i, tuple(node.kernel_size), tuple(node.stride), tuple(node.padding))
+            elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+                k = tuple(int(s) for s in node.kernel_size)
+                y = F.avg_pool2d(i, k, tuple(int(s) for s in node.stride))
+                val[name] = y * (np.prod(k) if isinstance(node, nir.SumPool2d) else 1)
             elif isinstance(node, nir.Flatten):
-                val[name] = i.flatten(1 + int(node.start_dim))
-            elif isinstance(node, nir.Scale):
-                val[name] = i * arr(node.scale)
-            elif isinstance(node, nir.IF):
+                assert node.start_dim < 0  # read alike with and without a batch dim
+                val[name] = i.flatten(int(node.start_dim), int(node.end_dim))
+            elif isinstance(node, (nir.IF, nir.LIF)):
                 theta = arr(node.v_threshold)
-                v[name] = v[name] + arr(node.r) * i
-                if soft_reset:
-                    assert node.metadata["reset"] == "subtract"
-                    assert node.metadata["spike_condition"] == "v >= v_threshold"
-                    s = (v[name] >= theta).double()
-                    v[name] = v[name] - theta * s
+                v[name] = v[name] + i
+                if semantics.multi_spike:
+                    n = torch.where(v[name] > 0, torch.div(v[name], theta, rounding_mode="trunc"), 0.0)
                 else:
-                    s = (v[name] > theta).double()
-                    v[name] = torch.where(s.bool(), arr(node.v_reset).expand_as(s), v[name])
-                val[name] = s
+                    n = (v[name] > theta if semantics.strict else v[name] >= theta).double()
+                v[name] = v[name] - n * theta if semantics.reset == "subtract" else torch.where(n > 0, 0.0, v[name])
+                if semantics.floor is not None:
+                    v[name] = torch.maximum(v[name], semantics.floor * theta)
+                val[name] = n
             elif isinstance(node, nir.Output):
                 val[name] = i
             else:
@@ -115,50 +134,144 @@ def simulate_nir(graph, x, T, soft_reset=True):
     return out.cumsum(0) / torch.arange(1, T + 1, dtype=out.dtype).view(-1, 1, 1)
 
 
-@pytest.mark.parametrize("model", [plain, Residual])
-def test_export_structure_and_parameters(model, tmp_path):
-    snn = make_snn(model())
-    path = tmp_path / "net.nir"
-    export_nir(snn, path, SHAPE)
-    graph = nir.read(path)
-    kinds = {type(n).__name__ for n in graph.nodes.values()}
-    assert {"Input", "Output", "Conv2d", "Affine", "IF", "Scale", "AvgPool2d", "Flatten"} <= kinds
-    names = {n.target: n.name for n in snn.graph.graph.nodes if n.op == "call_module"}
-    for target, layer in snn.synaptic_layers().items():
-        node = graph.nodes[names[target]]
-        np.testing.assert_array_equal(node.weight, layer.weight.detach().numpy())  # BatchNorm folded
-        bias = layer.bias.detach().numpy() if layer.bias is not None else 0
-        np.testing.assert_array_equal(node.bias, np.broadcast_to(bias, node.bias.shape))
-    for target, neuron in snn.neurons().items():
-        node = graph.nodes[names[target]]
-        theta = neuron.threshold.numpy().reshape(-1, *[1] * (node.v_threshold.ndim - 1))
-        np.testing.assert_array_equal(node.v_threshold, np.broadcast_to(theta, node.v_threshold.shape))
-        np.testing.assert_array_equal(node.metadata["v_initial"], node.v_threshold / 2)
-        np.testing.assert_array_equal(node.r, 1)
-        assert node.metadata["reset"] == "subtract"
-        assert node.metadata["spikebridge"]["site"] == target
-        assert graph.metadata["sites"][names[target]] == target
-    assert graph.metadata["neuron_reset"] == "subtract"
-    assert int(graph.metadata["T"]) == 4
-
-
-def test_residual_add_is_summed_edges():
-    graph = export_nir(make_snn(Residual()), None, SHAPE)
-    assert sorted(a for a, b in graph.edges if b == "relu_1") == ["conv2", "stem_2_value"]
-
-
-@pytest.mark.parametrize("model", [plain, Residual])
-def test_nir_resimulation_matches_snn(model, tmp_path):
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("model", MODELS)
+def test_file_computes_what_the_emulation_predicts(model, target, tmp_path):
     T = 6
     snn = make_snn(model(), T=T).double()
-    export_nir(snn, tmp_path / "net.nir", SHAPE)
+    export_nir(snn, tmp_path / "net.nir", SHAPE, target=target)
     graph = nir.read(tmp_path / "net.nir")
     x = torch.rand(5, *SHAPE, dtype=torch.float64)
-    res = snn.simulate(x)
-    assert sum(int(s.sum()) for s in res.spikes.values()) > 0
-    torch.testing.assert_close(simulate_nir(graph, x, T), res.logits, rtol=0, atol=1e-9)
-    # NIR's literal IF (hard reset to v_reset, v0 = 0) is a different network: the metadata matters.
-    assert not torch.allclose(simulate_nir(graph, x, T, soft_reset=False), res.logits)
+    emulated = emulate(snn, target)
+    want = emulated.simulate(x)
+    assert sum(int(s.sum()) for s in want.spikes.values()) > 0
+    torch.testing.assert_close(simulate_nir(graph, x, T, TARGETS[target].semantics_for()), want.logits,
+                               rtol=0, atol=1e-9)
+    if target == "generic":  # spikebridge's own neuron: the file is the SNN itself
+        torch.testing.assert_close(want.logits, snn.simulate(x).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("target", ["snntorch", "sinabs"])
+@pytest.mark.parametrize("v0,scale", [("zero", 1.0), ("per-step", 0.6)])
+def test_conversion_choices_compute_what_the_emulation_predicts(target, v0, scale):
+    T = 5
+    snn = make_snn(Residual(), T=T).double()
+    graph = export_nir(snn, None, SHAPE, target=target, v0=v0, threshold_scale=scale)
+    x = torch.rand(4, *SHAPE, dtype=torch.float64)
+    torch.testing.assert_close(simulate_nir(graph, x, T, TARGETS[target].semantics_for(v0, scale)),
+                               emulate(snn, target, v0, scale).simulate(x).logits, rtol=0, atol=1e-9)
+
+
+def kinds(graph):
+    return [type(n).__name__ for n in graph.nodes.values()]
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_graph_uses_only_what_the_importer_maps(target):
+    graph = export_nir(make_snn(plain()), None, SHAPE, target=target)
+    pool = "AvgPool2d" if TARGETS[target].pool == "avg" else "SumPool2d"
+    neuron = "LIF" if target == "snntorch" else "IF"
+    assert set(kinds(graph)) == {"Input", "Output", "Conv2d", "Affine", neuron, pool, "Flatten"}
+    for node in graph.nodes.values():
+        if isinstance(node, (nir.IF, nir.LIF)):  # every neuron reads synaptic layers: θ folded, threshold λ
+            np.testing.assert_allclose(node.v_threshold, TARGETS[target].threshold_scale, rtol=1e-7)
+        if isinstance(node, nir.Flatten):
+            assert (node.start_dim, node.end_dim) == (-3, -1)
+
+
+def test_theta_is_folded_into_the_next_layer():
+    """The first conv's rows are divided by the following neuron's θ, the next conv's input
+    channels multiplied by it (no Scale nodes)."""
+    snn = make_snn(plain())
+    graph = export_nir(snn, None, SHAPE)
+    conv0, conv4 = (snn.graph.get_submodule(n).weight.detach().double() for n in ("0", "4"))
+    theta = snn.graph.get_submodule("2").threshold.double()
+    np.testing.assert_allclose(graph.nodes["0"].weight, conv0 / theta.view(-1, 1, 1, 1), rtol=1e-6)
+    theta6 = snn.graph.get_submodule("6").threshold.double()
+    want = conv4 * theta.view(1, -1, 1, 1) / theta6.view(-1, 1, 1, 1)
+    np.testing.assert_allclose(graph.nodes["4"].weight, want, rtol=1e-6)
+
+
+def test_residual_joins():
+    snn = make_snn(Residual())
+    generic = export_nir(snn, None, SHAPE)
+    assert sorted(a for a, b in generic.edges if b == "relu_1") == ["conv2", "stem_2"]
+    assert sorted(a for a, b in generic.edges if b == "relu_3") == ["down2", "shortcut_0"]
+    for target in ("norse", "sinabs"):  # depth-first executors: one chain, relays in the middle neurons
+        graph = export_nir(snn, None, SHAPE, target=target)
+        assert all(sum(b == n for _, b in graph.edges) <= 1 for n in graph.nodes)
+        assert "shortcut_0" not in graph.nodes
+        assert graph.nodes["relu"].v_threshold.shape == (8, 12, 12)  # 4 channels + 4 relays of stem_2
+        assert graph.nodes["relu_2"].metadata["relay_channels"] == 4
+
+
+def test_uniform_thresholds_for_snntorch():
+    graph = export_nir(make_snn(Residual()), None, SHAPE, target="snntorch")
+    for node in graph.nodes.values():
+        if isinstance(node, nir.LIF):
+            assert np.unique(node.v_threshold).size == 1
+
+
+def test_v0_per_step_is_a_bias():
+    snn = make_snn(plain())
+    zero = export_nir(snn, None, SHAPE, target="norse", v0="zero")
+    step = export_nir(snn, None, SHAPE, target="norse", v0="per-step")
+    neuron = snn.graph.get_submodule("2")  # θ folded: v0/θ per channel, over T steps
+    np.testing.assert_allclose(step.nodes["0"].bias - zero.nodes["0"].bias, (neuron.v0 / neuron.threshold / snn.T).numpy(),
+                               rtol=1e-6)
+    with pytest.raises(sb.OptionError, match="initial potential"):
+        export_nir(snn, None, SHAPE, target="norse", v0="initial")
+
+
+def test_adaptive_pooling_with_equal_windows_is_fixed_pooling():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+                          nn.Linear(18, 3))
+    graph = export_nir(make_snn(model), None, SHAPE)
+    pools = [n for n in graph.nodes.values() if isinstance(n, nir.AvgPool2d)]
+    assert len(pools) == 1 and list(pools[0].kernel_size) == [4, 4] and list(pools[0].stride) == [4, 4]
+
+
+def test_adaptive_pooling_with_unequal_windows_is_refused_plainly_unless_a_linear_layer_follows():
+    graph = export_nir(make_snn(unequal()), None, SHAPE)
+    assert "AvgPool2d" not in kinds(graph) and graph.nodes["4"].weight.shape == (5, 3 * 6 * 6)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                          nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
+    with pytest.raises(sb.SpikeBridgeError, match=r"adaptive pooling from 6x6 to 4x4 has unequal windows") as err:
+        export_nir(make_snn(model), None, SHAPE)
+    assert "int64" not in str(err.value)
+
+
+def test_api_and_saved_snn_export_the_same_graph(tmp_path):
+    snn = make_snn(Residual())
+    sb.save(snn, tmp_path / "snn.pt")
+    for target in ("generic", "norse"):
+        a = export_nir(snn, None, SHAPE, target=target)
+        b = export_nir(sb.load(tmp_path / "snn.pt"), None, SHAPE, target=target)
+        assert list(a.nodes) == list(b.nodes) and a.edges == b.edges
+        for name, node in a.nodes.items():
+            for key in ("weight", "bias", "v_threshold"):
+                if hasattr(node, key):
+                    np.testing.assert_array_equal(getattr(node, key), getattr(b.nodes[name], key))
+
+
+def test_file_has_no_v_reset_for_old_readers(tmp_path):
+    """nir 1.0.4 (sinabs's pin) refuses IF nodes with a v_reset; NIR's default is 0."""
+    export_nir(make_snn(plain()), tmp_path / "net.nir", SHAPE, target="sinabs")
+    with h5py.File(tmp_path / "net.nir") as f:
+        assert not any("v_reset" in node for node in f["node/nodes"].values())
+    graph = nir.read(tmp_path / "net.nir")
+    assert all(not np.any(n.v_reset) for n in graph.nodes.values() if isinstance(n, nir.IF))
+
+
+def test_convert_records_the_input_shape():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 10 * 10, 3))
+    data = [torch.rand(4, *SHAPE) for _ in range(2)]
+    assert sb.convert(model, "max-norm", T=4, calibration_data=data).info["input_shape"] == list(SHAPE)
+    qann = sb.prepare(model, levels=4)
+    assert "input_shape" not in sb.convert(qann, "qcfs").info
+    snn = sb.convert(qann, "qcfs", input_shape=SHAPE)
+    assert snn.info["input_shape"] == list(SHAPE)
+    assert export_nir(snn).nodes["input"].input_type["input"].tolist() == list(SHAPE)
 
 
 def test_sum_coded_refused():
@@ -183,15 +296,20 @@ def test_input_shape_required():
         export_nir(make_snn(plain()), None)
 
 
-def test_cli_round_trip(tmp_path, capsys):
+def test_cli_export(tmp_path, capsys):
     snn = make_snn(Residual())
     sb.save(snn, tmp_path / "snn.pt")
     out = tmp_path / "out.nir"
     assert main(["export", str(tmp_path / "snn.pt"), "--nir", str(out), "--input-shape", "1,12,12"]) == 0
-    assert "soft reset" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "target generic" in text and "reset by subtraction" in text and "no importer implements" in text
     graph = nir.read(out)
-    assert graph.metadata["neuron_reset"] == "subtract"
     x = torch.rand(3, *SHAPE, dtype=torch.float64)
-    torch.testing.assert_close(simulate_nir(graph, x, snn.T), snn.double().simulate(x).logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(simulate_nir(graph, x, snn.T, TARGETS["generic"].semantics_for()),
+                               snn.double().simulate(x).logits, rtol=0, atol=1e-6)
+    assert main(["export", str(tmp_path / "snn.pt"), "--nir", str(out), "--input-shape", "1,12,12",
+                 "--target", "norse", "--v0", "zero", "--no-check"]) == 0
+    text = capsys.readouterr().out
+    assert "hard reset to 0, spike on v > θ" in text and "not run here (--no-check)" in text and "norse==1.1.0" in text
     assert main(["export", str(tmp_path / "snn.pt"), "--nir", str(out)]) == 2
     assert "input shape" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import torch
 
 from spikebridge.snn.codings import CODINGS
 from spikebridge.snn.neurons import (
-    NEURONS, BitplaneNeuron, IFNeuron, PASCNeuron, QuantizedBitplaneNeuron, QuantizedPASCNeuron, SpikingNeuron,
+    NEURONS, BitplaneNeuron, EmulatedIFNeuron, IFNeuron, PASCNeuron, QuantizedBitplaneNeuron, QuantizedPASCNeuron,
+    SpikingNeuron,
 )
 
 # One example per registered class: a neuron with per-channel thresholds for 3 channels.
@@ -20,6 +21,8 @@ EXAMPLES = {
                                                        k_min=-2),
     "QuantizedBitplaneNeuron": lambda: QuantizedBitplaneNeuron(torch.tensor([0.5, 1.0, 2.0]), levels=7,
                                                                function="silu", k_min=-1),
+    "EmulatedIFNeuron": lambda: EmulatedIFNeuron(torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.25, 0.5, 1.0]), T=4,
+                                                 reset="zero", strict=True, v0_mode="per-step"),
 }
 SIGNED = {"QuantizedPASCNeuron", "QuantizedBitplaneNeuron"}  # may emit inhibitory (negative) spikes
 

@@ -293,3 +293,52 @@ def test_if_constant_input_is_qcfs_at_every_step(T, n, e):
     for t in range(1, T + 1):
         assert counts[t - 1].item() == min(max((n * t + 512) // 1024, 0), t)
     assert counts[-1] == qcfs_level(torch.tensor(z, dtype=F64), torch.tensor(theta, dtype=F64), T)
+
+
+# ---------------------------------------------------------------- emulated importer neurons
+
+def emulated_reference(x, theta, v0, T, reset, strict, multi_spike, floor, v0_mode):
+    """Plain-Python EmulatedIFNeuron on a [T_in, N] float64 train with one θ and v0."""
+    out = torch.zeros(T, x.shape[1], dtype=F64)
+    for i in range(x.shape[1]):
+        v = v0 if v0_mode == "initial" else 0.0
+        for t in range(T):
+            v += x[0 if x.shape[0] == 1 else t, i].item() + (v0 / T if v0_mode == "per-step" else 0.0)
+            n = (int(v / theta) if v > 0 else 0) if multi_spike else int(v > theta if strict else v >= theta)
+            v = v - n * theta if reset == "subtract" else (0.0 if n else v)
+            if floor is not None:
+                v = max(v, floor * theta)
+            out[t, i] = n * theta
+    return out
+
+
+@FAST
+@given(st.sampled_from(["subtract", "zero"]), st.booleans(), st.booleans(), st.sampled_from([None, -1.0]),
+       st.sampled_from(["initial", "zero", "per-step"]), st.integers(1, 12), st.integers(0, 2**31))
+def test_emulated_neuron_matches_reference(reset, strict, multi_spike, floor, v0_mode, T, seed):
+    from spikebridge.snn.neurons import EmulatedIFNeuron
+
+    x = dyadic(seed, (T, 40), -48, 96, 1 / 32)                  # exact in float64, with ties v = θ
+    neuron = EmulatedIFNeuron(torch.tensor(0.75, dtype=F64), torch.tensor(0.375, dtype=F64), T=T, reset=reset,
+                              strict=strict, multi_spike=multi_spike, floor=floor, v0_mode=v0_mode)
+    want = emulated_reference(x, 0.75, 0.375, T, reset, strict, multi_spike, floor, v0_mode)
+    assert torch.equal(neuron(x), want)
+
+
+def test_emulated_default_semantics_is_if_neuron():
+    from spikebridge.snn.neurons import EmulatedIFNeuron
+
+    theta, v0 = torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.25, 0.5, 1.0])
+    x = torch.rand(6, 4, 3, 5) * 2 - 0.5
+    assert torch.equal(EmulatedIFNeuron(theta, v0, T=6)(x), IFNeuron(theta, v0, T=6).eval()(x))
+
+
+def test_hard_reset_loses_the_residue():
+    """A constant input 0.625·θ: soft reset fires 3 of 5 steps, hard reset to 0 with v > θ only
+    every second step (the residue 0.25·θ is lost at each spike)."""
+    from spikebridge.snn.neurons import EmulatedIFNeuron
+
+    x = torch.full((1, 1, 1), 0.625, dtype=F64)
+    soft = EmulatedIFNeuron(torch.tensor(1.0, dtype=F64), 0.0, T=5)(x)
+    hard = EmulatedIFNeuron(torch.tensor(1.0, dtype=F64), 0.0, T=5, reset="zero", strict=True)(x)
+    assert soft.flatten().tolist() == [0, 1, 0, 1, 1] and hard.flatten().tolist() == [0, 1, 0, 1, 0]

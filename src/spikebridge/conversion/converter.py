@@ -25,7 +25,8 @@ CALIBRATION_BATCH = 256  # calibration data given as one tensor is split into ba
 
 
 def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibration_data=None,
-            statistics: ActivationStats | None = None, device=None, **options) -> SpikingNetwork:
+            statistics: ActivationStats | None = None, device=None, input_shape=None,
+            **options) -> SpikingNetwork:
     """Convert a trained ANN with a registered method (``sb.methods()`` lists them).
 
     Methods that convert a QCFS ANN ("qcfs", "pasc", "bitplane") take a model from
@@ -35,6 +36,8 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
     the method's options dataclass; an unknown option is an OptionError naming the valid ones.
     ``device``: where calibration runs and the SNN is put (default: the model's device); the
     user's model is not moved.
+    ``input_shape``: one sample's shape without the batch, recorded in ``snn.info["input_shape"]``
+    (for export); by default the shape of the calibration data, when there is some.
     """
     record = get_method(method)
     parsed = record.parse_options(options)
@@ -70,6 +73,9 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
     foreign = [name for name in sites if gm.get_submodule(name).coding is not record.coding]
     if foreign:
         raise ConversionError(f"method {method!r} put neurons of another coding than {record.coding.name} at {foreign}")
+    shape = input_shape if input_shape is not None else getattr(statistics, "input_shape", None)
+    if shape is not None:
+        info["input_shape"] = [int(s) for s in shape]
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
@@ -100,6 +106,7 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
             if isinstance(x, torch.Tensor) and x.is_floating_point():
                 x = x.to(device, spec.dtype)
             spec.check(x, who)
+            stats.input_shape = tuple(x.shape[1:])
             try:
                 gm(x)
             except (RuntimeError, ValueError, IndexError) as exc:

@@ -397,6 +397,7 @@ class ActivationStats:
         self._cmax: dict[str, torch.Tensor] = {}
         self._res: dict[str, _Reservoir] = {}
         self._cres: dict[str, list[_Reservoir]] = {}
+        self.input_shape: tuple[int, ...] | None = None  # one sample's shape, as the data showed it
 
     @property
     def sites(self) -> list[str]:

@@ -7,7 +7,9 @@ scalar (0-dim) or one value per channel [C] (dim 2 of a train, dim 1 of one step
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -213,6 +215,97 @@ class IFNeuron(SpikingNeuron):
     def extra_repr(self) -> str:
         kind = "channel-wise" if self.threshold.dim() else "layer-wise"
         return f"T={self.T}, {kind} threshold, bias steps={self.bias.shape[0]}"
+
+
+@dataclass(frozen=True)
+class Semantics:
+    """An IF neuron's dynamics as a simulator implements them (the NIR importers differ).
+
+    The neuron fires at θ_f = λ·θ (λ = ``threshold_scale``, a conversion choice) and its spikes
+    are worth θ. Per step t: v ← β·v + x(t) (+ v0/T if ``v0_mode == "per-step"``); n spikes:
+    n = [v ≥ θ_f], or [v > θ_f] if ``strict``, or ⌊v/θ_f⌋ for v > 0 if ``multi_spike``; reset:
+    v ← v − n·θ_f ("subtract") or v ← 0 where n > 0 ("zero"); then v ← max(v, floor·θ_f) unless
+    floor is None; out(t) = n·θ. v starts at v0 if ``v0_mode == "initial"``, else at 0 ("zero":
+    v0 is dropped, "per-step": v0 is spread over the T steps as an input v0/T). spikebridge's own
+    IFNeuron is ``Semantics()``: subtract, v ≥ θ, β = 1, one spike per step, no floor, v0 initial.
+    """
+
+    reset: str = "subtract"
+    strict: bool = False
+    leak: float = 1.0
+    multi_spike: bool = False
+    floor: float | None = None
+    v0_mode: str = "initial"
+    threshold_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.reset not in ("subtract", "zero") or self.v0_mode not in ("initial", "zero", "per-step"):
+            raise OptionError(f"unknown neuron semantics: reset={self.reset!r}, v0_mode={self.v0_mode!r}")
+        if not self.threshold_scale > 0:
+            raise OptionError(f"threshold_scale must be > 0, got {self.threshold_scale!r}")
+
+    def describe(self) -> str:
+        """One line, e.g. 'hard reset to 0, spike on v > θ, v0 = 0'."""
+        parts = ["reset by subtraction" if self.reset == "subtract" else "hard reset to 0",
+                 "spike on v > θ" if self.strict else "spike on v ≥ θ"]
+        if self.threshold_scale != 1.0:
+            parts.append(f"θ = {self.threshold_scale:g} × spikebridge's threshold (a spike is still worth the latter)")
+        if self.multi_spike:
+            parts.append("⌊v/θ⌋ spikes per step")
+        if self.leak != 1.0:
+            parts.append(f"leak β = {self.leak:g}")
+        if self.floor is not None:
+            parts.append(f"v clamped at {self.floor:g}·θ")
+        parts.append({"initial": "v starts at v0", "zero": "v starts at 0 (v0 dropped)",
+                      "per-step": "v starts at 0, v0/T added every step"}[self.v0_mode])
+        return ", ".join(parts)
+
+
+class EmulatedIFNeuron(SpikingNeuron):
+    """A rate-coded IF neuron under another simulator's ``Semantics`` (what a NIR importer will
+    compute), with spikebridge's threshold θ and v0; inference only (no surrogate gradient,
+    no FTBC bias). ``Semantics()`` reproduces IFNeuron without bias bit for bit."""
+
+    coding = RATE
+    time_driven = True
+
+    def __init__(self, threshold, v0=0.0, T: int = 4, **semantics):
+        super().__init__()
+        self.semantics = Semantics(**semantics)
+        threshold = _buffer(threshold)
+        self.register_buffer("threshold", threshold)
+        self.register_buffer("v0", _buffer(v0).to(threshold.dtype).expand_as(threshold).clone())
+        self.T = check_T(T)
+
+    def steps_out(self, t_in: int) -> int:
+        return self.T
+
+    def config(self) -> dict:
+        return {"T": self.T, **dataclasses.asdict(self.semantics)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [T_in, B, ...] with T_in ∈ {1, T}; returns n·θ per step."""
+        sem, value = self.semantics, channel_view(self.threshold, x.dim() - 1)
+        theta = value * sem.threshold_scale
+        v0 = channel_view(self.v0, x.dim() - 1)
+        v = torch.zeros_like(x[0]) + (v0 if sem.v0_mode == "initial" else 0)
+        out = x.new_empty((self.T, *x.shape[1:]))
+        for t in range(self.T):
+            v = v * sem.leak + x[0 if x.shape[0] == 1 else t]
+            if sem.v0_mode == "per-step":
+                v = v + v0 / self.T
+            if sem.multi_spike:
+                n = torch.where(v > 0, torch.div(v, theta, rounding_mode="trunc"), torch.zeros_like(v))
+            else:
+                n = (v > theta if sem.strict else v >= theta).to(v.dtype)
+            v = v - n * theta if sem.reset == "subtract" else torch.where(n > 0, torch.zeros_like(v), v)
+            if sem.floor is not None:
+                v = torch.maximum(v, sem.floor * theta + torch.zeros_like(v))
+            out[t] = n * value
+        return out
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, {self.semantics.describe()}"
 
 
 class PASCNeuron(SpikingNeuron):

@@ -58,7 +58,8 @@ def add_parser(subparsers) -> None:
                         "(the SNN's own accuracy next to it)")
     p.add_argument("--data-root", default=None, metavar="DIR", help="where the dataset files are")
     p.add_argument("--no-check", dest="check", action="store_false",
-                   help="do not run the file in the target's importer even if it is installed")
+                   help="do not run the file in the target's importer (default: run it there when the importer "
+                        "is installed)")
     p.set_defaults(func=run)
 
 

@@ -9,8 +9,9 @@ what it produced to ``results``:
    L = 7 = 2³ − 1 makes bit-plane exact in 3 steps with every code used; PASC runs T = 7;
 2. train (or reuse) a ReLU copy of the same network the same way;
 3. convert: qcfs at T = 1..16 (one anytime simulation), pasc, bitplane, qcfs + FTBC; from the
-   ReLU copy max-norm, data-driven and data-driven + FTBC (thresholds chosen per T); print
-   one table of method, steps, accuracy and agreement with the ANN. The SNNs run on the
+   ReLU copy max-norm and the default for a ReLU ANN, network-level, with and without FTBC
+   (thresholds chosen per T); print one table of method, steps, accuracy and agreement with
+   the ANN. The SNNs run on the
    first ``--snn-images`` test images (default 2000), the ANN accuracy is the full test set;
 4. write a report (report.md, report.json, PNG plots) from those simulations.
 
@@ -31,7 +32,7 @@ DEMO_EPOCHS = 2
 DEMO_TRAIN_IMAGES = 30_000
 DEMO_TS = (1, 2, 4, 8, 16)
 DEMO_RELU_TS = (1, 2, 4, 8)
-DEMO_CALIBRATION_IMAGES = 2048
+DEMO_CALIBRATION_IMAGES = 1024
 DEMO_SNN_IMAGES = 2000
 
 
@@ -69,6 +70,8 @@ def step_relu(args, results: dict) -> None:
 
 def step_convert(args, results: dict) -> None:
     """Step 3: every method on the full test set, one simulation per SNN; one table."""
+    import copy
+
     import spikebridge as sb
     from .analysis.evaluation import evaluate_snn
     from .pipeline import loader
@@ -77,7 +80,8 @@ def step_convert(args, results: dict) -> None:
     qann, relu = results["ann"], results["relu"]
     test = loader(DEMO_DATASET, DEMO_MODEL, "test", args.data_root, 500, args.snn_images)
     calib = loader(DEMO_DATASET, DEMO_MODEL, "train", args.data_root, 256, DEMO_CALIBRATION_IMAGES)
-    ftbc_batches = [b for b, _ in zip(loader(DEMO_DATASET, DEMO_MODEL, "train", args.data_root, 128), range(4))]
+    # FTBC fits 4 batches and checks its biases on 4 more (docs/methods.md §5)
+    ftbc_batches = [b for b, _ in zip(loader(DEMO_DATASET, DEMO_MODEL, "train", args.data_root, 128), range(8))]
     Ts, top = list(DEMO_TS), max(DEMO_TS)
     evals = {}
 
@@ -88,16 +92,15 @@ def step_convert(args, results: dict) -> None:
     run("pasc", sb.convert(qann, "pasc"), qann)
     run("bitplane", sb.convert(qann, "bitplane"), qann)
     snn = sb.convert(qann, "qcfs", T=top)
-    sb.ftbc(snn, ann=qann, data=ftbc_batches, alpha=0.5, batches=4, progress=False)
+    sb.ftbc(snn, ann=qann, data=ftbc_batches, alpha=0.5, batches=4, check_batches=4, readouts=Ts, progress=False)
     run("qcfs + FTBC", snn, qann, Ts)
-    stats = sb.calibration_statistics(relu, calib)
-    run("max-norm", sb.convert(relu, "max-norm", T=top, statistics=stats), relu, Ts)
-    for T in DEMO_RELU_TS:  # data-driven thresholds are chosen for one T
-        snn = sb.convert(relu, "data-driven", T=T, statistics=stats)
-        run("data-driven", snn, relu, [T])
-        snn = sb.convert(relu, "data-driven", T=T, statistics=stats)
-        sb.ftbc(snn, ann=relu, data=ftbc_batches, alpha=0.5, batches=4, progress=False)
-        run("data-driven + FTBC", snn, relu, [T])
+    run("max-norm", sb.convert(relu, "max-norm", T=top, calibration_data=calib), relu, Ts)
+    for T in DEMO_RELU_TS:  # the default for a ReLU ANN (network-level) chooses its thresholds for one T
+        snn = sb.convert(relu, T=T, calibration_data=calib)
+        run(snn.method, snn, relu, [T])
+        snn = copy.deepcopy(snn)
+        sb.ftbc(snn, ann=relu, data=ftbc_batches, alpha=0.5, batches=4, check_batches=4, progress=False)
+        run(snn.method + " + FTBC", snn, relu, [T])
     results["evaluations"] = evals
     print(f"SNNs on the first {args.snn_images} test images (ANN accuracy: full test set)")
     print(summary_table(evals, results))

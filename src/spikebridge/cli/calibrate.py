@@ -17,6 +17,8 @@ def add_parser(subparsers) -> None:
     f.add_argument("--data-root", default=None, help="directory holding the dataset files")
     f.add_argument("--alpha", type=float, default=0.5, help="bias step size α (003: 0.2-0.5)")
     f.add_argument("--batches", type=int, default=4, help="calibration batches (003: 1-10)")
+    f.add_argument("--check-batches", type=int, default=4,
+                   help="further batches on which each step's biases must help, or are scaled down (0: no check)")
     f.add_argument("--batch-size", type=int, default=64)
     f.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the calibrated SNN")
     f.add_argument("--no-progress", action="store_true")
@@ -32,8 +34,9 @@ def run(args) -> int:
     snn = load(args.snn)
     ann = model_from_checkpoint(args.ckpt)
     data = loader(args.dataset, ann.spikebridge_spec["name"], "train", args.data_root, args.batch_size,
-                  args.batches * args.batch_size)
-    summary = ftbc(snn, ann, data, alpha=args.alpha, batches=args.batches, progress=not args.no_progress)
+                  (args.batches + args.check_batches) * args.batch_size)
+    summary = ftbc(snn, ann, data, alpha=args.alpha, batches=args.batches, check_batches=args.check_batches,
+                   progress=not args.no_progress)
     save(snn, args.output)
     print(f"FTBC, T={snn.T}, alpha={args.alpha}, {args.batches} batches of {args.batch_size}: "
           "per-step channel-mean |error| before -> after")
@@ -41,5 +44,9 @@ def run(args) -> int:
         before = " ".join(f"{v:.4f}" for v in e["error_before"])
         after = " ".join(f"{v:.4f}" for v in e["error_after"])
         print(f"  {site}: {before} -> {after}")
+    if args.check_batches:
+        kept = next(iter(summary.values()))["kept"]
+        print(f"bias scale kept per step (checked on {args.check_batches} further batches): "
+              + " ".join(f"{v:g}" for v in kept))
     print(f"calibrated SNN written to {args.output}")
     return 0

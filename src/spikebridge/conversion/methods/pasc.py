@@ -15,7 +15,7 @@ class PASCOptions:
     """PASC has no options: every site runs for its own levels."""
 
 
-def build(gm, sites, T, options: PASCOptions, statistics=None) -> dict:
+def build(gm, sites, T, options: PASCOptions, calibration=None) -> dict:
     levels = []
     for name in sites:
         theta, L = qcfs_site(gm, name)
@@ -27,5 +27,5 @@ def build(gm, sites, T, options: PASCOptions, statistics=None) -> dict:
 
 register(Method(
     name="pasc", summary="exact: spike counts with inhibitory spikes, T_eff = mean levels (PASCAL)",
-    coding=SUM, source=Source.QCFS, time=OWN_LEVELS, options=PASCOptions, build=build,
+    coding=SUM, source=Source.QCFS, time=OWN_LEVELS, options=PASCOptions, build=build, default=True,
     reference="docs/methods.md §2"))

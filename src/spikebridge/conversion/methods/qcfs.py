@@ -14,7 +14,7 @@ class QCFSOptions:
     """The QCFS baseline has no options: θ comes from the ANN, v0 = θ/2."""
 
 
-def build(gm, sites, T, options: QCFSOptions, statistics=None) -> dict:
+def build(gm, sites, T, options: QCFSOptions, calibration=None) -> dict:
     for name in sites:
         theta, _levels = qcfs_site(gm, name)
         gm.add_submodule(name, IFNeuron(theta, theta / 2, T))

@@ -108,3 +108,17 @@ def test_a_second_default_for_a_source_is_refused():
     with pytest.raises(ValueError, match="both the default"):
         register(twin)
     assert "max-norm-twin" not in METHODS
+
+
+def test_cli_convert_without_a_method_uses_the_default(tmp_path, capsys, one_thread):
+    from spikebridge.cli import main
+    from spikebridge.demo import train_demo_ann
+
+    _, ckpt, _ = train_demo_ann(tmp_path / "relu", epochs=1, train_images=128, progress=False, levels=None)
+    assert main(["convert", str(ckpt), "--T", "2", "--calibration-images", "64", "--v0-fraction", "0.5",
+                 "-o", str(tmp_path / "snn.sb")]) == 0
+    out = capsys.readouterr().out
+    assert "default for a ReLU ANN" in out and "network-level SNN (T=2" in out
+    assert sb.load(tmp_path / "snn.sb").method == "network-level"
+    assert main(["convert", str(ckpt), "--percentile", "99.0", "-o", str(tmp_path / "x.sb")]) == 2
+    assert "does not apply to method 'network-level'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Datasets and loaders: Fashion-MNIST (default), MNIST, CIFAR-10/100 and ImageNet.
+"""Datasets and loaders: Fashion-MNIST (default), MNIST, CIFAR-10/100, ImageNet, and
+scikit-learn's 8x8 digits (offline; upsampled to 16x16, a fixed train/test split).
 
 The MNIST-likes and CIFAR are held in memory as uint8 tensors and augmented a whole batch at
 a time (random crop with 4-pixel zero padding, horizontal flip, Cutout, and AutoAugment),
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from .errors import DataError
 
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet", "digits")
 SYSTEM_ROOT = Path("/usr/share/datasets")
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spikebridge"
 CROP_PADDING = 4
@@ -52,7 +53,9 @@ _INFO = {
     "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": DatasetInfo(100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet": DatasetInfo(1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "digits": DatasetInfo(10, 1, 16, (0.3054,), (0.3758,)),
 }
+DIGITS_TEST = 500  # the last 500 images of a permutation seeded with 0 are the test split
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -186,11 +189,13 @@ def get_dataset(name="fashion-mnist", split="train", root=None, augment=False, p
         return _imagenet(split, root, augment, info)
     if key in _CIFAR_FILES:
         images, labels = _load_cifar(key, split, root)
+    elif key == "digits":
+        images, labels = _load_digits(split)
     else:
         images, labels = _load_idx(key, split, root)
-        if pad_to is not None and pad_to > info.image_size:
-            extra = pad_to - info.image_size
-            images = F.pad(images, (extra // 2, extra - extra // 2, extra // 2, extra - extra // 2))
+    if pad_to is not None and pad_to > info.image_size:
+        extra = pad_to - info.image_size
+        images = F.pad(images, (extra // 2, extra - extra // 2, extra // 2, extra - extra // 2))
     return TensorImageDataset(images, labels, info, augment, cutout, autoaugment)
 
 
@@ -289,6 +294,23 @@ def _read_idx(path: str, mtime_ns: int) -> torch.Tensor:
         raise DataError(f"IDX file {path} is truncated or corrupt")
     data = np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
     return torch.from_numpy(data.copy())
+
+
+# --- digits: scikit-learn's bundled 8x8 images ---------------------------------------------
+
+def _load_digits(split):
+    """scikit-learn's 1797 8x8 digit images (values 0..16, shipped with the package, no
+    download), each pixel repeated 2x2 to 16x16 and scaled to 0..255. Fixed split: a
+    permutation seeded with 0, its last DIGITS_TEST images are the test set (1297 train)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
+    bunch = load_digits()
+    images = np.round(bunch.images * 255 / 16).astype(np.uint8).repeat(2, 1).repeat(2, 2)
+    order = np.random.default_rng(0).permutation(len(images))
+    pick = order[:-DIGITS_TEST] if split == "train" else order[-DIGITS_TEST:]
+    return torch.from_numpy(images[pick]).unsqueeze(1), torch.from_numpy(bunch.target[pick]).long()
 
 
 # --- CIFAR-10 / CIFAR-100: python pickle batches ---------------------------------------------

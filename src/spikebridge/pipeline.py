@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import data, models
-from .conversion.converter import convert
+from .conversion.converter import convert, default_for
 from .conversion.registry import Source, get_method
 from .device import resolve_device
 from .errors import CheckpointError, SpikeBridgeError, check_int
@@ -67,17 +67,19 @@ def load_ann(path):
     return ckpt, model_from_checkpoint(ckpt)
 
 
-def convert_checkpoint(path, method: str, T=None, root=None, calibration_images: int = 2048,
+def convert_checkpoint(path, method: str | None, T=None, root=None, calibration_images: int = 2048,
                        batch_size: int = 256, device=None, **options) -> tuple[dict, object, SpikingNetwork]:
-    """Convert a training checkpoint; methods that convert a ReLU ANN calibrate on its first
-    ``calibration_images`` training images. Returns (checkpoint, ANN, SNN), both on
-    ``device``; the SNN records its dataset, model and input shape."""
+    """Convert a training checkpoint with ``method`` (None: the registry's default for the
+    model's kind); methods that convert a ReLU ANN calibrate on its first ``calibration_images``
+    training images. Returns (checkpoint, ANN, SNN), both on ``device``; the SNN records its
+    dataset, model and input shape."""
     ckpt, ann = load_ann(path)
     ann.to(resolve_device(device))
     dataset, name = ckpt["dataset"], ckpt["model"]["name"]
-    if get_method(method).source is Source.RELU:
+    record = get_method(method) if method else default_for(ann)
+    if record.source is Source.RELU:
         options["calibration_data"] = loader(dataset, name, "train", root, batch_size, calibration_images)
-    snn = convert(ann, method, T=T, **options)
+    snn = convert(ann, record.name, T=T, **options)
     info = data.dataset_info(dataset)
     size = models.input_size(name) or info.image_size
     snn.info.update(dataset=dataset, model=dict(ckpt["model"]), input_shape=[info.in_channels, size, size],

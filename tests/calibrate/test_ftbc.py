@@ -8,7 +8,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.cli import main
-from spikebridge.errors import SpikeBridgeError
+from spikebridge.errors import OptionError, SpikeBridgeError
 from spikebridge.calibrate.ftbc import calibrate_neuron, channel_mean, ftbc
 from spikebridge.snn.neurons import IFNeuron
 
@@ -49,7 +49,8 @@ def calibrated(setup):
         snn = sb.convert(setup["qann"], "qcfs", T=T)
         with torch.no_grad():
             before = (snn(setup["xt"]).argmax(1) == setup["yt"]).double().mean().item()
-            summary = ftbc(snn, setup["qann"], setup["calib"], alpha=0.3, batches=4, progress=False)
+            summary = ftbc(snn, setup["qann"], setup["calib"], alpha=0.3, batches=4, check_batches=0,
+                           progress=False)
             after = (snn(setup["xt"]).argmax(1) == setup["yt"]).double().mean().item()
         out[T] = (before, after, summary, snn)
     return out
@@ -134,7 +135,8 @@ def test_cost_is_linear_in_depth(monkeypatch):
         qann = sb.prepare(nn.Sequential(*layers, nn.Linear(16, 3)), levels=4, threshold=1.0)
         snn = sb.convert(qann, "qcfs", T=T)
         calls.clear()
-        ftbc(snn, qann, [torch.randn(8, 12) for _ in range(batches)], batches=batches, progress=False)
+        ftbc(snn, qann, [torch.randn(8, 12) for _ in range(batches)], batches=batches, check_batches=0,
+             progress=False)
         assert len(calls) == depth
         # one calibration pass (2T steps: step, correct, re-step) + the before/after measurements
         assert set(calls.values()) == {batches * (2 * T + 2 * T)}
@@ -160,7 +162,7 @@ def test_relu_methods_use_the_converters_site_names():
     ann = Net().eval()
     data = [torch.randn(64, 6) for _ in range(3)]
     snn = sb.convert(ann, "max-norm", T=4, calibration_data=data)
-    summary = ftbc(snn, ann, data, batches=3, progress=False)
+    summary = ftbc(snn, ann, data, batches=3, check_batches=0, progress=False)
     assert list(summary) == list(snn.neurons()) and len(summary) == 4
     for e in summary.values():
         assert sum(e["error_after"]) < sum(e["error_before"])
@@ -176,6 +178,42 @@ def test_sum_coded_and_mismatched_networks_are_refused(setup):
         ftbc(sb.convert(qann, "qcfs", T=2), other, setup["calib"], progress=False)
     with pytest.raises(SpikeBridgeError, match="no calibration data"):
         ftbc(sb.convert(qann, "qcfs", T=2), qann, [], progress=False)
+    with pytest.raises(SpikeBridgeError, match="check_batches=0"):
+        ftbc(sb.convert(qann, "qcfs", T=2), qann, setup["calib"], batches=2, check_batches=3, progress=False)
+    with pytest.raises(OptionError, match="readouts"):
+        ftbc(sb.convert(qann, "qcfs", T=2), qann, setup["calib"], batches=2, check_batches=2, readouts=[3])
+
+
+def _agreement(snn, ann, batches, readouts) -> int:
+    """Predictions equal to the ANN's, summed over the images and the readouts."""
+    with torch.no_grad():
+        return sum(int((snn.simulate(x, max(readouts), record=False).logits[u - 1].argmax(1) == ann(x).argmax(1)).sum())
+                   for x in batches for u in readouts)
+
+
+def test_check_keeps_only_biases_that_help_on_held_out_images(setup):
+    """Biases fitted on images unlike the ones the network will see (bright noise), the check on
+    two batches of real images: it scales them block by block so that, on those images, the
+    network agrees with the ANN at the readouts at least as often as without biases."""
+    qann, T, readouts = setup["qann"], 4, [1, 2, 4]
+    torch.manual_seed(0)
+    held_out = setup["calib"][:2]
+    data = [torch.rand_like(held_out[0]) * 6 for _ in range(2)] + held_out
+    plain = sb.convert(qann, "qcfs", T=T)
+    unchecked = sb.convert(qann, "qcfs", T=T)
+    ftbc(unchecked, qann, data, batches=2, check_batches=0, progress=False)
+    checked = sb.convert(qann, "qcfs", T=T)
+    summary = ftbc(checked, qann, data, batches=2, check_batches=2, readouts=readouts, progress=False)
+    scores = {name: _agreement(snn, qann, held_out, readouts)
+              for name, snn in [("plain", plain), ("unchecked", unchecked), ("checked", checked)]}
+    assert scores["unchecked"] < scores["plain"], scores  # the overshooting biases do hurt
+    assert scores["checked"] >= scores["plain"], scores
+    kept = summary["2"]["kept"]
+    assert all(e["kept"] == kept for e in summary.values()) and len(kept) == T
+    assert kept[2] == kept[3] and set(kept) <= {0.0, 0.5, 1.0} and kept != [1.0] * T
+    for site, neuron in checked.neurons().items():
+        for t in range(T):
+            assert torch.allclose(neuron.bias[t], kept[t] * unchecked.neurons()[site].bias[t])
 
 
 def test_calibrate_cli(tmp_path, capsys):

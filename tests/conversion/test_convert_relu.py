@@ -145,8 +145,8 @@ def test_qcfs_ann_is_converted_as_its_relu_equivalent(setup):
         assert torch.equal(n1.threshold, n2.threshold) and torch.equal(n1.v0, n2.v0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # FTBC reads the QCFS ANN as ReLU too, without warning again
-        sb.ftbc(from_qcfs, qann, calib, batches=2, progress=False)
-    sb.ftbc(from_relu, ann, calib, batches=2, progress=False)
+        sb.ftbc(from_qcfs, qann, calib, batches=2, check_batches=2, progress=False)
+    sb.ftbc(from_relu, ann, calib, batches=2, check_batches=2, progress=False)
     for n1, n2 in zip(from_qcfs.neurons().values(), from_relu.neurons().values()):
         assert n1.bias.abs().sum() > 0 and torch.equal(n1.bias, n2.bias)
 

@@ -52,7 +52,7 @@ def normalised(pixels, info=FMNIST):
 
 def test_names_and_info():
     assert data.DATASETS[0] == "fashion-mnist"
-    assert set(data.DATASETS) == {"fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet"}
+    assert set(data.DATASETS) == {"fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet", "digits"}
     assert data.dataset_info("cifar100").num_classes == 100
     assert data.dataset_info("CIFAR10").in_channels == 3
     assert data.dataset_info("imagenet").image_size == 224
@@ -284,3 +284,21 @@ def test_debian_fashion_mnist():
     assert sorted(set(ds.labels.tolist())) == list(range(10))
     x = torch.stack([ds[i][0] for i in range(500)])
     assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1
+
+
+def test_digits_fixed_split_upsampled_to_16x16():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    train, test = data.get_dataset("digits", "train"), data.get_dataset("digits", "test")
+    assert (len(train), len(test)) == (1297, data.DIGITS_TEST)
+    assert torch.equal(data.get_dataset("digits", "test").labels, test.labels)  # the split is fixed
+    raw = load_digits()
+    every = torch.cat([train.images, test.images])
+    assert every.shape[1:] == (1, 16, 16) and every.dtype == torch.uint8
+    assert torch.equal(every[:, :, ::2, ::2], every[:, :, 1::2, 1::2])  # each pixel repeated 2x2
+    originals = {tuple(np.round(im * 255 / 16).astype(np.uint8).ravel()) for im in raw.images}
+    assert all(tuple(im[0, ::2, ::2].ravel().tolist()) in originals for im in test.images[:50])
+    assert torch.bincount(torch.cat([train.labels, test.labels])).tolist() == np.bincount(raw.target).tolist()
+    x, y = data.get_dataset("digits", "train", pad_to=32)[0]
+    assert x.shape == (1, 32, 32) and 0 <= y < 10

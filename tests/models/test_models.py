@@ -112,3 +112,21 @@ def test_unknown_names_raise(name):
 def test_unknown_option_raises():
     with pytest.raises(SpikeBridgeError, match="width"):
         models.create("vgg16", width=3)
+
+
+def test_suite_model_options():
+    """The options the ReLU-conversion suite uses (BENCHMARKS.md §7)."""
+    x = torch.randn(2, 1, 28, 28)
+    plain = models.create("vgg_small", in_channels=1, width=4, batchnorm=False, pool="max").eval()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert sum(isinstance(m, nn.MaxPool2d) for m in plain.modules()) == 3
+    assert all(m.bias is not None for m in plain.modules() if isinstance(m, nn.Conv2d))
+    with pytest.raises(ValueError, match="pool"):
+        models.create("vgg_small", pool="min")
+    narrow = models.create("resnet20", in_channels=1, width=8, stem_stride=2).eval()
+    assert narrow.conv1.stride == (2, 2) and narrow.fc.in_features == 32
+    mobile = models.create("mobilenetv2", in_channels=1, width_mult=0.35, stem_stride=2, last_channel=128).eval()
+    assert mobile.classifier[-1].in_features == 128
+    with torch.no_grad():
+        for model in (plain, narrow, mobile, models.create("rescat", in_channels=1, stem_stride=2).eval()):
+            assert model(x).shape == (2, 10)

@@ -39,7 +39,7 @@ def test_chunks_give_the_same_simulation(chunk):
 def test_chunks_respect_per_step_ftbc_biases():
     qann, snn = _qcfs_snn(T=7)
     x = torch.rand(6, 1, 8, 8)
-    sb.ftbc(snn, ann=qann, data=[x], alpha=0.5, batches=1, progress=False)
+    sb.ftbc(snn, ann=qann, data=[x], alpha=0.5, batches=1, check_batches=0, progress=False)
     assert any(n.bias.any() for n in snn.neurons().values())
     _same(snn.simulate(x, values=True, chunk=2), snn.simulate(x, values=True, chunk=7))
 

@@ -13,6 +13,16 @@ then the corrected output train goes on to the next layers. The bias is *subtrac
 sign of 003's Alg. 1 is wrong, docs/methods.md errata) and each step starts from the bias already
 learned, so repeated batches refine it instead of over-correcting (unlike 003's code).
 Cost: per batch, every neuron runs 2T steps and every other layer once: O(layers).
+
+The check (``check_batches`` > 0; docs/methods.md §5 "Never worse"): on calibration images the
+biases were not fitted on, with readouts u_1 < … < u_n (the steps after which the network is
+read; default its T), the steps are cut into blocks (0, u_1], (u_1, u_2], … Block by block,
+the fitted biases of the block (every site) are scaled by the λ in (0, 1/2, 1), later blocks
+trying the same λ, that makes the most predictions equal to the ANN's at the readouts from the
+block on (on a tie the smaller λ); earlier blocks keep their λ. Each block's tries include the previous choice extended, so the number of agreeing
+predictions summed over the readouts never falls, and the first block compares with λ = 0 (the
+network without FTBC): on the held-out images, the checked network agrees with the ANN at
+least as often as the uncalibrated one. Steps after the last readout lose their biases.
 """
 from __future__ import annotations
 
@@ -33,25 +43,42 @@ from ..snn.network import SpikingNetwork
 from ..snn.neurons import SpikingNeuron
 
 
+SCALES = (0.0, 0.5, 1.0)  # the λ the check tries for each step's biases
+
+
 def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5, batches: int = 4,
+         check_batches: int = 4, readouts: list[int] | None = None,
          progress: bool = True, device=None) -> dict[str, dict[str, list[float]]]:
     """Calibrate the FTBC biases of a rate-coded ``snn`` in place against ``ann``.
 
-    data: batches of x or (x, y); the first ``batches`` are used, one calibration pass each.
-    Returns {site: {"error_before": [e(t)], "error_after": [e(t)]}} for t = 1..T, where
-    e(t) = mean over channels c of |mean over batch and positions of θ·s_c(t) − a_c|,
-    averaged over the calibration batches, for the biases before and after calibration.
-    device: where to calibrate (the SNN is moved there; default: where it is).
+    data: batches of x or (x, y); the first ``batches`` are fitted, one calibration pass each,
+    and the next ``check_batches`` decide how much of the fitted biases to keep (module
+    docstring; 0 keeps them all, as 003 does). readouts: the steps after which the network
+    will be read (default: its T; for anytime use, every t you will read). Returns {site: {"error_before": [e(t)],
+    "error_after": [e(t)]}} for t = 1..T, where e(t) = mean over channels c of |mean over batch
+    and positions of θ·s_c(t) − a_c|, averaged over the fitted batches, for the biases before
+    and after calibration, and when checked "kept": [λ(t)], the scale kept at each step (the
+    same for every site). device: where to calibrate (the SNN is moved there; default: where it is).
     """
     neurons = _check_snn(snn)
     if not alpha > 0:
         raise OptionError(f"FTBC needs a step size alpha > 0, got {alpha!r}")
     check_int(batches, "batches")
+    if not isinstance(check_batches, int) or check_batches < 0:
+        raise OptionError(f"check_batches must be an integer >= 0, got {check_batches!r}")
+    readouts = sorted(set(readouts or [snn.T]))
+    if readouts[0] < 1 or readouts[-1] > snn.T:
+        raise OptionError(f"readouts must lie in 1..T = {snn.T}, got {readouts}")
     device = place(snn, device)
     capture = ann_activations(ann, snn)
-    inputs = [(item[0] if isinstance(item, (tuple, list)) else item).to(device) for item in islice(data, batches)]
+    items = [(item[0] if isinstance(item, (tuple, list)) else item).to(device)
+             for item in islice(data, batches + check_batches)]
+    inputs, held_out = items[:batches], items[batches:]
     if not inputs:
         raise SpikeBridgeError("FTBC got no calibration data (the data iterable is empty)")
+    if len(held_out) < check_batches:
+        raise SpikeBridgeError(f"FTBC fits {batches} batches and checks its biases on {check_batches} more, but the "
+                               f"data has {len(items)} (pass more data, or check_batches=0 to keep every bias unchecked)")
     snn.set_T(snn.T)
     was_training = snn.training
     snn.eval()
@@ -59,9 +86,54 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
         before = _errors(snn, capture, inputs)
         for x in progress_bar(inputs, "FTBC", enabled=progress):
             _FTBCRunner(snn, capture(x), alpha).run(x)
+        kept = check_biases(snn, ann, held_out, readouts) if held_out else None
         after = _errors(snn, capture, inputs)
     snn.train(was_training)
-    return {site: {"error_before": before[site], "error_after": after[site]} for site in neurons}
+    summary = {site: {"error_before": before[site], "error_after": after[site]} for site in neurons}
+    for entry in summary.values() if kept is not None else ():
+        entry["kept"] = kept
+    return summary
+
+
+def check_biases(snn: SpikingNetwork, ann: nn.Module, inputs: list[torch.Tensor], readouts: list[int]) -> list[float]:
+    """Scale the fitted biases block by block (module docstring): the steps up to the first
+    readout, then up to each next one, each block's biases (all sites) by the λ in SCALES that
+    agrees best with the ANN on ``inputs`` at the readouts from that block on, later blocks
+    trying the same λ. Steps after the last readout lose their biases (they change no readout).
+    Returns λ(t) for t = 1..T; the neurons keep λ(t)·b(t)."""
+    neurons = list(snn.neurons().values())
+    fitted = [n.bias.clone() for n in neurons]
+    with torch.no_grad():
+        labels = [ann(x).argmax(1) for x in inputs]
+    runners = [TrainRunner(snn, None) for _ in inputs]
+    sums: list[torch.Tensor | float] = [0.0] * len(inputs)
+    last = readouts[-1]
+    kept = [0.0] * snn.T
+    for start, end in zip([0] + readouts[:-1], readouts):
+        best = None
+        for scale in SCALES:
+            _scale_steps(neurons, fitted, range(start, last), scale)
+            hits = 0
+            for i, (x, y) in enumerate(zip(inputs, labels)):
+                saved = {k: v.clone() for k, v in runners[i].potentials.items()}
+                totals = sums[i] + torch.cumsum(runners[i].run_window(x, (start, last - start)), 0)
+                runners[i].potentials = saved
+                hits += sum(int((totals[u - 1 - start].argmax(1) == y).sum()) for u in readouts if u > start)
+            if best is None or hits > best[1]:
+                best = (scale, hits)
+        _scale_steps(neurons, fitted, range(start, last), best[0])
+        for i, x in enumerate(inputs):
+            sums[i] = sums[i] + runners[i].run_window(x, (start, end - start)).sum(0)
+        kept[start:end] = [best[0]] * (end - start)
+    _scale_steps(neurons, fitted, range(last, snn.T), 0.0)
+    return kept
+
+
+def _scale_steps(neurons, fitted: list[torch.Tensor], steps: range, scale: float) -> None:
+    for neuron, bias in zip(neurons, fitted):
+        for t in steps:
+            if t < bias.shape[0]:
+                neuron.bias[t] = scale * bias[t]
 
 
 def _check_snn(snn: SpikingNetwork) -> dict[str, SpikingNeuron]:

@@ -1,7 +1,7 @@
 """`spikebridge calibrate ftbc`: FTBC biases for a rate-coded SNN file (docs/methods.md §5)."""
 from __future__ import annotations
 
-from .common import add_device_argument, count, positive
+from .common import add_device_argument, count, count_or_zero, positive
 
 
 def add_parser(subparsers) -> None:
@@ -20,6 +20,9 @@ def add_parser(subparsers) -> None:
     f.add_argument("--alpha", type=positive, default=0.5, help="bias step size α (003: 0.2-0.5; default: %(default)s)")
     f.add_argument("--batches", type=count, default=4,
                    help="calibration batches of training images (003: 1-10; default: %(default)s)")
+    f.add_argument("--check-batches", type=count_or_zero, default=4,
+                   help="further batches on which each step's biases must help, or are scaled down "
+                        "(0: no check; default: %(default)s)")
     f.add_argument("--batch-size", type=count, default=64, help="images per calibration batch (default: %(default)s)")
     f.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the calibrated SNN")
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -37,9 +40,9 @@ def run(args) -> int:
     ann = model_from_checkpoint(args.ckpt)
     dataset = args.dataset or snn.info.get("dataset") or "fashion-mnist"
     data = loader(dataset, ann.spikebridge_spec["name"], "train", args.data_root, args.batch_size,
-                  args.batches * args.batch_size)
-    summary = ftbc(snn, ann, data, alpha=args.alpha, batches=args.batches, progress=not args.no_progress,
-                   device=args.device)
+                  (args.batches + args.check_batches) * args.batch_size)
+    summary = ftbc(snn, ann, data, alpha=args.alpha, batches=args.batches, check_batches=args.check_batches,
+                   progress=not args.no_progress, device=args.device)
     save(snn, args.output)
     print(f"FTBC, T={snn.T}, alpha={args.alpha}, {args.batches} batches of {args.batch_size}: "
           "per-step channel-mean |error| before -> after")
@@ -47,5 +50,9 @@ def run(args) -> int:
         before = " ".join(f"{v:.4f}" for v in e["error_before"])
         after = " ".join(f"{v:.4f}" for v in e["error_after"])
         print(f"  {site}: {before} -> {after}")
+    if args.check_batches:
+        kept = next(iter(summary.values()))["kept"]
+        print(f"bias scale kept per step (checked on {args.check_batches} further batches): "
+              + " ".join(f"{v:g}" for v in kept))
     print(f"calibrated SNN written to {args.output}")
     return 0

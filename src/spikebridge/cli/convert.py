@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device_argument, add_method_arguments, count, method_options
+from .common import add_device_argument, add_method_arguments, count
 
 
 def add_parser(subparsers) -> None:
@@ -12,7 +12,9 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert a trained ANN checkpoint into an SNN file",
                               description=f"Methods:\n{methods()}", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by 'spikebridge train'")
-    add_method_arguments(p, method_required=True, method_help="conversion method (listed above)")
+    add_method_arguments(p, method_required=False,
+                         method_help="conversion method (listed above; default: the one marked (default) for the "
+                                     "checkpoint's kind, QCFS or ReLU ANN)")
     p.add_argument("-o", "--output", required=True, metavar="SNN", help="SNN file to write")
     p.add_argument("--data-root", default=None, metavar="DIR", help="where the dataset files are (methods for ReLU ANNs)")
     p.add_argument("--calibration-images", type=count, default=2048, metavar="N",
@@ -22,14 +24,19 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..conversion.converter import default_for
+    from ..conversion.registry import get_method, options_from_arguments
     from ..export.snn_file import save
-    from ..pipeline import convert_checkpoint
+    from ..pipeline import convert_checkpoint, load_ann
 
-    _, _, snn = convert_checkpoint(args.checkpoint, args.method, T=args.T, root=args.data_root,
+    record = get_method(args.method) if args.method else default_for(load_ann(args.checkpoint)[1])
+    if not args.method:
+        print(f"no --method: converting with {record.name!r}, the default for a {record.source.value}")
+    _, _, snn = convert_checkpoint(args.checkpoint, record.name, T=args.T, root=args.data_root,
                                    calibration_images=args.calibration_images, device=args.device,
-                                   **method_options(args))
+                                   **options_from_arguments(args, record))
     save(snn, args.output)
     steps = f"T_eff={snn.info['T_eff']:.2f}" if "T_eff" in snn.info else f"T={snn.T}"
-    print(f"{args.method} SNN ({steps}, {len(snn.neurons())} spiking sites) written to {args.output}")
+    print(f"{snn.method} SNN ({steps}, {len(snn.neurons())} spiking sites) written to {args.output}")
     return 0
 

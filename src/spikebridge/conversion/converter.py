@@ -1,9 +1,11 @@
-"""convert(): a trained ANN to a SpikingNetwork (docs/architecture.md "convert"; docs/methods.md §1–4).
+"""convert(): a trained ANN to a SpikingNetwork (docs/architecture.md "convert"; docs/methods.md §1–4, §9–10).
 
 Steps: trace with torch.fx; find the activation sites (QCFS modules, or ReLU call sites for
 methods that convert a ReLU ANN); remove dropout and fold BatchNorm (``graph``); check every
 node against the op table; let the method's record parse its options and put its neurons at
-the sites. Anything unsupported is a ConversionError naming the node and what to do.
+the sites. Anything unsupported is a ConversionError naming the node and what to do. Without
+a method, the registry's default for the model's kind is used (a model with QCFS sites is a
+QCFS ANN, any other a ReLU ANN).
 """
 from __future__ import annotations
 
@@ -18,13 +20,70 @@ from ..inputs import batches as input_batches
 from ..inputs import input_spec
 from ..snn.network import SpikingNetwork
 from .graph import check_finite, check_supported, fold_batchnorm, redirect_inplace, relu_site_modules, remove_dropped
-from .registry import Source, get_method
+from .registry import Method, Source, default_method, get_method
 from .thresholds import ActivationStats
 
 CALIBRATION_BATCH = 256  # calibration data given as one tensor is split into batches of this size
 
 
-def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibration_data=None,
+class Calibration:
+    """What a method that converts a ReLU ANN calibrates on, handed to its builder:
+    ``statistics`` (the sites' activation statistics in the ReLU graph, collected on first use:
+    read them before placing any neuron) and ``batches()`` (the calibration inputs themselves,
+    for methods that run the network on them; read once and kept)."""
+
+    def __init__(self, gm: fx.GraphModule, sites: list[str], data, statistics: ActivationStats | None, options):
+        self._gm, self._sites, self._data, self._options = gm, sites, data, options
+        self._statistics = statistics
+        self._batches: list[torch.Tensor] | None = None
+        self.device = module_device(gm)
+        self.dtype = next((p.dtype for p in gm.parameters()), torch.float32)
+
+    @property
+    def statistics(self) -> ActivationStats:
+        if self._statistics is None:
+            o = self._options
+            data = self._batches if self._batches is not None else self._data
+            self._statistics = collect_statistics(self._gm, self._sites, data, o.channel_wise, o.max_samples,
+                                                  None if self._batches is not None else o.calibration_batches)
+        if sorted(self._statistics.sites) != sorted(self._sites):
+            raise ConversionError(f"the statistics cover sites {sorted(self._statistics.sites)}, "
+                                  f"the model has {sorted(self._sites)}")
+        return self._statistics
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """One sample's shape, as the calibration data showed it (None if none was read)."""
+        if self._statistics is not None and getattr(self._statistics, "input_shape", None):
+            return tuple(self._statistics.input_shape)
+        return tuple(self._batches[0].shape[1:]) if self._batches else None
+
+    def batches(self) -> list[torch.Tensor]:
+        if self._batches is None:
+            if self._data is None:
+                raise ConversionError("this method runs the network on its calibration images: pass "
+                                      "calibration_data (statistics alone are not enough)")
+            self._batches = [x.to(self.device, self.dtype) for x in _inputs(self._data, self._options.calibration_batches)]
+            if not self._batches:
+                raise ConversionError("calibration_data yielded no batches")
+        return self._batches
+
+
+def _inputs(data, limit: int | None):
+    """The input tensors of the first ``limit`` batches of x or (x, y)."""
+    for i, batch in enumerate(data):
+        if limit is not None and i >= limit:
+            break
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def default_for(model: nn.Module) -> Method:
+    """The registry's default method for ``model``: a model with QCFS sites (from
+    ``sb.prepare``) is a QCFS ANN, any other a ReLU ANN."""
+    return default_method(Source.QCFS if list(site_nodes(trace(model.eval()))) else Source.RELU)
+
+
+def convert(model: nn.Module, method: str | None = None, T: int | None = None, calibration_data=None,
             statistics: ActivationStats | None = None, device=None, input_shape=None,
             **options) -> SpikingNetwork:
     """Convert a trained ANN with a registered method (``sb.methods()`` lists them).
@@ -32,21 +91,24 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
     Methods that convert a QCFS ANN ("qcfs", "pasc", "bitplane") take a model from
     ``sb.prepare``; methods that convert a ReLU ANN take a plain ReLU ANN and
     ``calibration_data`` (batches of x or (x, y)) or ``statistics`` from
-    ``calibration_statistics``. ``T``: see the method's time policy. ``options``: the fields of
-    the method's options dataclass; an unknown option is an OptionError naming the valid ones.
+    ``calibration_statistics`` (methods that run the network on the images need the data).
+    Without ``method``, the registry's default for the model's kind (``default_for``).
+    ``T``: see the method's time policy. ``options``: the fields of the method's options
+    dataclass; an unknown option is an OptionError naming the valid ones.
     ``device``: where calibration runs and the SNN is put (default: the model's device); the
     user's model is not moved.
     ``input_shape``: one sample's shape without the batch, recorded in ``snn.info["input_shape"]``
     (for export); by default the shape of the calibration data, when there is some.
     """
-    record = get_method(method)
+    if not isinstance(model, nn.Module):
+        raise ConversionError(f"convert() needs a torch nn.Module, got {type(model).__name__}")
+    record = default_for(model) if method is None else get_method(method)
+    method = record.name
     parsed = record.parse_options(options)
     if T is not None:
         check_T(T)
         if not record.time.accepts_T:
             raise OptionError(f"method {method!r} runs for {record.time.description}; do not pass T")
-    if not isinstance(model, nn.Module):
-        raise ConversionError(f"convert() needs a torch nn.Module, got {type(model).__name__}")
     model = model.eval()
     gm = trace(model)
     place(gm, device)
@@ -64,16 +126,19 @@ def convert(model: nn.Module, method: str = "pasc", T: int | None = None, calibr
     fold_batchnorm(gm)
     redirect_inplace(gm)
     check_supported(gm, sites)
+    calibration = None
     if record.source is Source.RELU:
-        statistics = statistics or collect_statistics(
-            gm, sites, calibration_data, parsed.channel_wise, parsed.max_samples, parsed.calibration_batches)
-        if sorted(statistics.sites) != sorted(sites):
-            raise ConversionError(f"the statistics cover sites {sorted(statistics.sites)}, the model has {sorted(sites)}")
-    info = record.build(gm, sites, T or record.time.default_T, parsed, statistics)
+        if calibration_data is None and statistics is None:
+            raise ConversionError(f"method {method!r} converts a ReLU ANN: pass calibration_data (an iterable of "
+                                  "(x, y) or x batches) or statistics from calibration_statistics()")
+        if calibration_data is not None and iter(calibration_data) is calibration_data:
+            calibration_data = list(_inputs(calibration_data, parsed.calibration_batches))  # one-shot: keep it
+        calibration = Calibration(gm, sites, calibration_data, statistics, parsed)
+    info = record.build(gm, sites, T or record.time.default_T, parsed, calibration)
     foreign = [name for name in sites if gm.get_submodule(name).coding is not record.coding]
     if foreign:
         raise ConversionError(f"method {method!r} put neurons of another coding than {record.coding.name} at {foreign}")
-    shape = input_shape if input_shape is not None else getattr(statistics, "input_shape", None)
+    shape = input_shape if input_shape is not None else (calibration.input_shape if calibration else None)
     if shape is not None:
         info["input_shape"] = [int(s) for s in shape]
     gm.graph.lint()

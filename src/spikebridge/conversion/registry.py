@@ -2,7 +2,8 @@
 
 A ``Method`` declares everything the rest of the package needs to know about a method: its
 coding, what it converts from (a QCFS ANN or a ReLU ANN), its time policy, a typed options
-dataclass and the builder that puts its neurons into the graph. The converter, the engine,
+dataclass, the builder that puts its neurons into the graph, and whether it is the default for
+the models it converts (one default per source: ``convert`` without a method uses it). The converter, the engine,
 evaluation, the CLI (whose flags are generated from the options) and calibration read the
 record; nothing outside this module compares method names. Each method is one file in
 ``conversion/methods/`` that calls ``register``.
@@ -83,6 +84,7 @@ class Method:
     options: type
     build: Callable
     reference: str = ""
+    default: bool = False  # the method convert() uses for a model of this source when none is named
 
     def parse_options(self, given: dict) -> object:
         """The options dataclass from keyword arguments; unknown names or wrong types are an
@@ -133,6 +135,9 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r} is registered twice")
     if method.source is Source.RELU and not issubclass(method.options, CalibrationOptions):
         raise TypeError(f"method {method.name!r} converts a ReLU ANN: its options must extend CalibrationOptions")
+    other = next((m.name for m in METHODS.values() if m.default and m.source is method.source), None)
+    if method.default and other:
+        raise ValueError(f"method {method.name!r} and {other!r} are both the default for a {method.source.value}")
     METHODS[method.name] = method
     return method
 
@@ -150,6 +155,14 @@ def get_method(name: str) -> Method:
     return methods[name]
 
 
+def default_method(source: Source) -> Method:
+    """The record convert() uses for a model of ``source`` when no method is named."""
+    found = [m for m in _load().values() if m.default and m.source is source]
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} methods are registered as the default for a {source.value}")
+    return found[0]
+
+
 class MethodTable(dict):
     """{name: Method record}; printed, a readable table of the methods and their options."""
 
@@ -157,14 +170,16 @@ class MethodTable(dict):
         rows = [("method", "converts", "coding", "steps", "what it is")]
         options = {}
         for m in self.values():
-            rows.append((m.name, m.source.value, m.coding.name, m.time.description.split(";")[0], m.summary))
+            name = m.name + (" (default)" if m.default else "")
+            rows.append((name, m.source.value, m.coding.name, m.time.description.split(";")[0], m.summary))
             options[m.name] = ", ".join(f"{f.name}={f.default!r}" for f in m.option_fields())
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         lines = []
         for r in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-            if options.get(r[0]):
-                lines.append(" " * (widths[0] + 2) + "options: " + options[r[0]])
+            name = r[0].removesuffix(" (default)")
+            if options.get(name):
+                lines.append(" " * (widths[0] + 2) + "options: " + options[name])
         return "\n".join(lines)
 
     __repr__ = __str__

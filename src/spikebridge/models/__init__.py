@@ -12,9 +12,10 @@ from torch import nn
 
 from ..errors import SpikeBridgeError
 from .mobilenet import MobileNetV2
+from .rescat import ResCatNet
 from .resnet import resnet18, resnet20, resnet34
 from .small import SmallCNN
-from .vgg import VGG16
+from .vgg import VGG16, VGGSmall
 
 TV_PREFIX = "tv:"
 
@@ -26,6 +27,8 @@ _REGISTRY = {
     "resnet34": (resnet34, 32),
     "mobilenetv2": (MobileNetV2, 32),
     "small_cnn": (SmallCNN, None),
+    "vgg_small": (VGGSmall, None),
+    "rescat": (ResCatNet, None),
 }
 
 

@@ -39,13 +39,14 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 with ReLU, stride-1 stem, 1280-d head, global avg pool, dropout, linear."""
+    """MobileNetV2 with ReLU, stride-1 stem, 1280-d head, global avg pool, dropout, linear.
+    stem_stride=2 and a smaller last_channel make a quick CPU variant."""
 
-    def __init__(self, num_classes=10, in_channels=3, width_mult=1.0, dropout=0.2):
+    def __init__(self, num_classes=10, in_channels=3, width_mult=1.0, dropout=0.2, stem_stride=1, last_channel=1280):
         super().__init__()
         c = _make_divisible(32 * width_mult)
-        last = _make_divisible(1280 * max(1.0, width_mult))
-        layers = [_conv_bn_relu(in_channels, c, 3, 1)]
+        last = _make_divisible(last_channel * max(1.0, width_mult))
+        layers = [_conv_bn_relu(in_channels, c, 3, stem_stride)]
         for t, ch, n, s in _CFG:
             out = _make_divisible(ch * width_mult)
             for i in range(n):

@@ -18,7 +18,7 @@ class BitplaneOptions:
     standard_if: bool = option(False, "the 001 Table 4 ablation: a standard IF neuron that fires every step")
 
 
-def build(gm, sites, T, options: BitplaneOptions, statistics=None) -> dict:
+def build(gm, sites, T, options: BitplaneOptions, calibration=None) -> dict:
     saturating = []
     for name in sites:
         theta, L = qcfs_site(gm, name)

@@ -17,7 +17,7 @@ class PASCOptions:
     k_min < 0 for max(L, −k_min) steps)."""
 
 
-def build(gm, sites, T, options: PASCOptions, statistics=None) -> dict:
+def build(gm, sites, T, options: PASCOptions, calibration=None) -> dict:
     levels = []
     for name in sites:
         theta, L = qcfs_site(gm, name)
@@ -31,5 +31,5 @@ def build(gm, sites, T, options: PASCOptions, statistics=None) -> dict:
 
 register(Method(
     name="pasc", summary="exact: spike counts with inhibitory spikes, T_eff = mean levels (PASCAL)",
-    coding=SUM, source=Source.QCFS, time=OWN_LEVELS, options=PASCOptions, build=build,
+    coding=SUM, source=Source.QCFS, time=OWN_LEVELS, options=PASCOptions, build=build, default=True,
     reference="docs/methods.md §2"))

@@ -15,7 +15,7 @@ class QCFSOptions:
     """The QCFS baseline has no options: θ comes from the ANN, v0 = θ/2."""
 
 
-def build(gm, sites, T, options: QCFSOptions, statistics=None) -> dict:
+def build(gm, sites, T, options: QCFSOptions, calibration=None) -> dict:
     for name in sites:
         refuse_unless_relu_like(gm, name)
         theta, _levels = qcfs_site(gm, name)

@@ -29,7 +29,8 @@ class DataDrivenOptions(CalibrationOptions):
 
 def threshold_builder(rule: str):
     """The builder of a method whose thresholds follow ``rule`` of ActivationStats.threshold."""
-    def build(gm, sites, T, options, statistics) -> dict:
+    def build(gm, sites, T, options, calibration) -> dict:
+        statistics = calibration.statistics
         thresholds, subsampled = {}, [s for s in sites if statistics.subsampled(s)]
         if subsampled and rule != "max":  # the max is exact whatever the sample
             cap = (f"{statistics.max_samples} per site, {statistics.max_samples_per_channel} per channel"

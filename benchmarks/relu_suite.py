@@ -1,0 +1,311 @@
+"""Issue 12 benchmark: converting ReLU networks nobody tuned for (BENCHMARKS.md §7).
+
+For every model of ``suite_models.MODELS`` (trained or reused under --runs), on the full test
+set, the accuracy after T = 1, 2, 4, 8, 16, 32 steps of:
+
+- spikebridge's methods for ReLU ANNs (docs/methods.md §4, §9, §10), with and without FTBC
+  (§5, checked on held-out images), the default (``network-level`` + FTBC) among them;
+- SpikingJelly 2.0's ann2snn on the same weights and images: RateCodingRecipe "max", "99.9%",
+  "99.9%" channel-wise with half thresholds, and LocalThresholdBalancingRecipe read out from
+  step 1 and with its delayed readout (``estimate_delay_start``). The script installs
+  SpikingJelly for itself (``pip install --no-deps spikingjelly==2.0.0`` plus loguru requests
+  tqdm scipy; a plain install drags in torchaudio); it is not a spikebridge dependency. It
+  converts only nn.ReLU modules, so it gets a traced twin of the model in which every ReLU
+  call site is its own nn.ReLU (the graph spikebridge converts).
+
+Methods whose thresholds do not depend on T are read off one 32-step run (anytime); the
+others are converted (and calibrated) for each T. Results go to
+benchmarks/results/relu_suite/<dataset>_<model>_s<seed>.json after every row.
+
+    python benchmarks/relu_suite.py --dataset fashion-mnist --models vgg,resnet20
+    python benchmarks/relu_suite.py --dataset digits --seeds 0,1,2
+    python benchmarks/relu_suite.py --report > benchmarks/results/relu_suite.md
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, machine  # noqa: E402
+from suite_models import BY_KEY, MODELS, RECIPES, suite_model  # noqa: E402
+
+import spikebridge as sb  # noqa: E402
+from spikebridge.analysis.evaluation import evaluate_snn  # noqa: E402
+from spikebridge.ann.tracing import trace  # noqa: E402
+from spikebridge.conversion.graph import relu_site_modules  # noqa: E402
+from spikebridge.pipeline import loader  # noqa: E402
+from spikebridge.train.loop import evaluate  # noqa: E402
+
+TS = [1, 2, 4, 8, 16, 32]
+OUT = RESULTS / "relu_suite"
+DEFAULT = "network-level + FTBC"  # the recommended default (README, docs/methods.md §10)
+SJ_PREFIX = "SpikingJelly"
+GROUPS = ("thresholds", "data-driven", "local-balancing", "network-level", "spikingjelly")
+
+
+def spikingjelly():
+    try:
+        from spikingjelly.activation_based import ann2snn, functional
+    except ImportError:
+        pip = [sys.executable, "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["--no-deps", "spikingjelly==2.0.0"], check=True)
+        subprocess.run(pip + ["loguru", "requests", "tqdm", "scipy"], check=True)
+        from spikingjelly.activation_based import ann2snn, functional
+    return ann2snn, functional
+
+
+def relu_twin(ann: torch.nn.Module) -> torch.nn.Module:
+    """The traced model with every ReLU call site its own nn.ReLU module (what SpikingJelly needs)."""
+    twin = trace(ann)
+    relu_site_modules(twin, None)
+    return twin.eval()
+
+
+@torch.no_grad()
+def spikingjelly_runs(twin, recipe, test, delay_data=None) -> dict[str, dict[int, float]]:
+    """Accuracy after each T of one 32-step run of SpikingJelly's converted network (readout:
+    the sum of the outputs from step 1), and with ``delay_data`` also with its delayed readout
+    (the sum from step estimate_delay_start(T) on, SpikingJelly's own estimate for each T)."""
+    ann2snn, functional = spikingjelly()
+    snn = ann2snn.Converter(recipe=recipe).convert(copy.deepcopy(twin)).eval()
+    starts = {T: 0 for T in TS}
+    delayed = {}
+    if delay_data is not None:
+        delayed = {T: ann2snn.estimate_delay_start(snn, delay_data, "cpu", T) for T in TS}
+    correct = {"plain": dict.fromkeys(TS, 0), "delayed": dict.fromkeys(TS, 0)}
+    images = 0
+    for x, y in test:
+        functional.reset_net(snn)
+        outputs = torch.stack([snn(x) for _ in range(max(TS))])
+        for T in TS:
+            correct["plain"][T] += int((outputs[starts[T]:T].sum(0).argmax(1) == y).sum())
+            if delayed:
+                correct["delayed"][T] += int((outputs[delayed[T]:T].sum(0).argmax(1) == y).sum())
+        images += y.numel()
+    out = {"plain": {T: c / images for T, c in correct["plain"].items()}}
+    if delayed:
+        out["delayed"] = {T: c / images for T, c in correct["delayed"].items()}
+        out["delay_start"] = delayed
+    return out
+
+
+def anytime(snn, test) -> dict[int, float]:
+    return evaluate_snn(snn, test, TS, progress=False).accuracy
+
+
+def at_T(snn, test, T) -> float:
+    return evaluate_snn(snn, test, [T], progress=False).accuracy[T]
+
+
+def run_model(args, dataset: str, key: str, seed: int) -> None:
+    m = BY_KEY[key]
+    ann, ckpt = suite_model(args.runs, dataset, key, seed)
+    name = ckpt["model"]["name"]
+    path = OUT / f"{dataset}_{key}_s{seed}.json"
+    results = json.loads(path.read_text()) if path.exists() and not args.fresh else {}
+    results.update({"dataset": dataset, "model": key, "what": m.what, "seed": seed, "machine": machine(),
+                    "command": " ".join(sys.argv), "arch": {"name": name, **m.kwargs}})
+    rows = results.setdefault("accuracy", {})
+    seconds = results.setdefault("seconds", {})
+    extra = results.setdefault("extra", {})
+    test = loader(dataset, name, "test", batch_size=500, limit=args.limit)
+    results["ann"] = evaluate(ann, test)
+    results["test_images"] = sum(len(y) for _, y in test)
+    calib = list(loader(dataset, name, "train", batch_size=128, limit=args.calibration_images))
+    calib32 = list(loader(dataset, name, "train", batch_size=32, limit=args.calibration_images))
+    ftbc_data = list(loader(dataset, name, "train", batch_size=128, limit=8 * 128, shuffle=True, seed=1))
+    groups = set(args.groups.split(","))
+
+    def save():
+        OUT.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1))
+
+    def report(label, accuracy, spent=None):
+        rows[label] = {str(T): a for T, a in accuracy.items()}
+        if spent is not None:
+            seconds[label] = spent
+        print(f"{dataset} {key} s{seed} {label}: " + ", ".join(f"T={T} {100 * a:.2f}" for T, a in accuracy.items()),
+              flush=True)
+        save()
+
+    def ftbc(snn, readouts):
+        summary = sb.ftbc(snn, ann=ann, data=ftbc_data, alpha=0.5, batches=4, check_batches=4, readouts=readouts,
+                          progress=False)
+        return next(iter(summary.values()))["kept"]
+
+    def anytime_rows(label, method, data=calib, **options):
+        if label in rows and not args.fresh:
+            return
+        start = time.perf_counter()
+        snn = sb.convert(ann, method, T=max(TS), calibration_data=data, **options)
+        spent = time.perf_counter() - start
+        report(label, anytime(snn, test), spent)
+        start = time.perf_counter()
+        extra[label + " + FTBC"] = {"kept": ftbc(snn, TS)}
+        report(label + " + FTBC", anytime(snn, test), time.perf_counter() - start)
+
+    def per_T_rows(label, method, with_plain=True, **options):
+        if label + " + FTBC" in rows and not args.fresh:
+            return
+        plain, fitted, spent, kept, info = {}, {}, {}, {}, {}
+        for T in TS:
+            start = time.perf_counter()
+            snn = sb.convert(ann, method, T=T, calibration_data=calib, **options)
+            spent[T] = time.perf_counter() - start
+            info[T] = snn.info.get("chosen")
+            plain[T] = at_T(snn, test, T)
+            kept[T] = ftbc(snn, [T])
+            fitted[T] = at_T(snn, test, T)
+            print(f"  {label} T={T}: {100 * plain[T]:.2f} / + FTBC {100 * fitted[T]:.2f} ({spent[T]:.0f} s)", flush=True)
+        if with_plain:
+            report(label, plain, sum(spent.values()))
+        extra[label] = {"seconds_per_T": spent, "chosen": info}
+        extra[label + " + FTBC"] = {"kept": kept}
+        report(label + " + FTBC", fitted)
+
+    if "network-level" in groups:
+        per_T_rows("network-level", "network-level")
+    if "thresholds" in groups:
+        for label, method, options in [("max-norm", "max-norm", {}), ("percentile 99.9", "percentile", {}),
+                                       ("percentile 99.9 channel-wise, v0 = θ/2", "percentile",
+                                        {"channel_wise": True, "v0_fraction": 0.5})]:
+            anytime_rows(label, method, **options)
+    if "local-balancing" in groups:
+        anytime_rows("local balancing (batches of 32)", "local-balancing", data=calib32)
+    if "data-driven" in groups:
+        per_T_rows("data-driven", "data-driven")
+        per_T_rows("data-driven channel-wise", "data-driven", channel_wise=True)
+    if "spikingjelly" in groups and f"{SJ_PREFIX} LTB, delayed readout" not in rows:
+        ann2snn, _ = spikingjelly()
+        twin = relu_twin(ann)
+        for label, recipe in [("max", lambda: ann2snn.RateCodingRecipe(calib, mode="max")),
+                              ("99.9%", lambda: ann2snn.RateCodingRecipe(calib, mode="99.9%")),
+                              ("99.9% channel-wise, half threshold", lambda: ann2snn.RateCodingRecipe(
+                                  calib, mode="99.9%", channel_wise=True, half_threshold=True))]:
+            report(f"{SJ_PREFIX} {label}", spikingjelly_runs(twin, recipe(), test)["plain"])
+        ltb = spikingjelly_runs(twin, ann2snn.LocalThresholdBalancingRecipe(calib32), test, delay_data=calib32)
+        extra[f"{SJ_PREFIX} LTB, delayed readout"] = {"delay_start": ltb["delay_start"]}
+        report(f"{SJ_PREFIX} LTB (batches of 32)", ltb["plain"])
+        report(f"{SJ_PREFIX} LTB, delayed readout", ltb["delayed"])
+
+
+# -- the report ------------------------------------------------------------------------------
+
+def load_results() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+
+
+def mean(values):
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def grouped(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """(dataset, model) -> the results of its seeds, in the suite's model order."""
+    order = {m.key: i for i, m in enumerate(MODELS)}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in sorted(results, key=lambda r: (r["dataset"] != "fashion-mnist", order[r["model"]], r["seed"])):
+        groups.setdefault((r["dataset"], r["model"]), []).append(r)
+    return groups
+
+
+def seed_mean(runs: list[dict], label: str) -> dict[int, float] | None:
+    if not all(label in r["accuracy"] for r in runs):
+        return None
+    return {T: mean(r["accuracy"][label][str(T)] for r in runs) for T in TS}
+
+
+def labels_of(runs: list[dict]) -> list[str]:
+    seen = []
+    for r in runs:
+        seen += [label for label in r["accuracy"] if label not in seen]
+    return seen
+
+
+def sj_best(runs, labels) -> dict[int, float]:
+    sj = [seed_mean(runs, label) for label in labels if label.startswith(SJ_PREFIX)]
+    return {T: max(acc[T] for acc in sj if acc) for T in TS}
+
+
+def markdown(results: list[dict]) -> str:
+    lines = []
+    summary_rank: dict[str, dict[str, int]] = {}
+    gaps: dict[str, list[float]] = {}
+    default_rows = []
+    for (dataset, key), runs in grouped(results).items():
+        seeds = [r["seed"] for r in runs]
+        ann = mean(r["ann"] for r in runs)
+        labels = [label for label in labels_of(runs) if seed_mean(runs, label)]
+        lines += [f"### {dataset}: {key} — {runs[0]['what']}", "",
+                  f"ANN {100 * ann:.2f}% (seeds {', '.join(map(str, seeds))}; {runs[0]['test_images']} test images"
+                  + ("; mean over seeds, ± half the range" if len(runs) > 1 else "") + ")", "",
+                  "| method | " + " | ".join(f"T={T}" for T in TS) + " |", "|---|" + "---|" * len(TS)]
+        accs = {label: seed_mean(runs, label) for label in labels}
+        best = {T: max(a[T] for a in accs.values()) for T in TS}
+        for label in labels:
+            cells = []
+            for T in TS:
+                spread = ""
+                if len(runs) > 1:
+                    vals = [r["accuracy"][label][str(T)] for r in runs]
+                    spread = f" ± {50 * (max(vals) - min(vals)):.1f}"
+                text = f"{100 * accs[label][T]:.2f}{spread}"
+                cells.append(f"**{text}**" if accs[label][T] == best[T] else text)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+        order = sorted(labels, key=lambda label: -mean(accs[label].values()))
+        model_name = f"{dataset}/{key}"
+        for rank, label in enumerate(order, 1):
+            summary_rank.setdefault(label, {})[model_name] = rank
+            gaps.setdefault(label, []).extend(ann - accs[label][T] for T in TS)
+        if DEFAULT in accs:
+            sj = sj_best(runs, labels)
+            default_rows.append((model_name, ann, accs[DEFAULT], sj))
+    models = list(dict.fromkeys(m for ranks in summary_rank.values() for m in ranks))
+    lines += ["### Summary: rank on each model (by mean accuracy over T = 1…32) and mean gap to the ANN", "",
+              "| method | " + " | ".join(models) + " | mean rank | mean gap (points) |",
+              "|---|" + "---|" * (len(models) + 2)]
+    for label in sorted(summary_rank, key=lambda label: mean(summary_rank[label].values())):
+        ranks = summary_rank[label]
+        lines.append(f"| {label} | " + " | ".join(str(ranks.get(m, "—")) for m in models)
+                     + f" | {mean(ranks.values()):.1f} | {100 * mean(gaps[label]):.2f} |")
+    lines += ["", f"### The default ({DEFAULT}) against SpikingJelly's best mode at each T, and the ANN", "",
+              "| model | ANN | " + " | ".join(f"T={T}: default / SJ best" for T in TS) + " |",
+              "|---|---|" + "---|" * len(TS)]
+    for model_name, ann, default, sj in default_rows:
+        cells = [f"{100 * default[T]:.2f} / {100 * sj[T]:.2f}" + (" ✗" if default[T] <= sj[T] else "") for T in TS]
+        lines.append(f"| {model_name} | {100 * ann:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist", choices=sorted(RECIPES))
+    p.add_argument("--models", default=",".join(BY_KEY))
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--runs", default="runs/suite")
+    p.add_argument("--limit", type=int, default=None, help="test images (default: the whole test set)")
+    p.add_argument("--calibration-images", type=int, default=1024)
+    p.add_argument("--groups", default=",".join(GROUPS), help=f"rows to run, from {', '.join(GROUPS)}")
+    p.add_argument("--fresh", action="store_true", help="re-run rows already in the results file")
+    p.add_argument("--report", action="store_true", help="print the markdown tables of all results, run nothing")
+    args = p.parse_args()
+    if args.report:
+        print(markdown(load_results()))
+        return
+    torch.manual_seed(0)
+    for key in args.models.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            run_model(args, args.dataset, key, seed)
+
+
+if __name__ == "__main__":
+    main()

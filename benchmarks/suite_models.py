@@ -1,0 +1,88 @@
+"""The ReLU-conversion suite's models (BENCHMARKS.md §7): architectures that differ in ways
+that matter for conversion, trained on Fashion-MNIST and on scikit-learn's digits, kept under
+runs/ and reused.
+
+    python benchmarks/suite_models.py --dataset fashion-mnist          # train (or reuse) them all
+    python benchmarks/suite_models.py --dataset digits --seeds 0,1,2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import trained  # noqa: E402
+
+from spikebridge.ann.prepare import replace_max_pooling  # noqa: E402
+from spikebridge.ann.tracing import trace  # noqa: E402
+
+
+@dataclass(frozen=True)
+class SuiteModel:
+    key: str
+    what: str
+    model: str
+    kwargs: dict = field(default_factory=dict)
+    lr: float | None = None          # None: the recipe's 0.1
+    max_pool: bool = False           # trained with max pooling, swapped for average pooling to convert
+
+
+MODELS = (
+    SuiteModel("vgg", "plain deep VGG-style, 6 conv + 2 FC, BatchNorm, avg pooling, width 8 (narrow)",
+               "vgg_small", {"width": 8}),
+    SuiteModel("vgg-wide", "the same VGG at width 16 (2x channels, 4x MACs)", "vgg_small", {"width": 16}),
+    SuiteModel("vgg-nobn", "the same VGG without BatchNorm (conv biases), width 8", "vgg_small",
+               {"width": 8, "batchnorm": False}, lr=0.05),
+    SuiteModel("vgg-maxpool", "the same VGG trained with max pooling, swapped for avg pooling to convert",
+               "vgg_small", {"width": 8, "pool": "max"}, max_pool=True),
+    SuiteModel("resnet20", "ResNet-20 (widths 16/32/64, stride-2 stem), residual adds", "resnet20",
+               {"width": 16, "stem_stride": 2}),
+    SuiteModel("rescat", "pre-activation residual + DenseNet concatenation, BN after add/cat", "rescat",
+               {"stem_stride": 2}),
+    SuiteModel("mobilenetv2", "MobileNetV2 with ReLU, depthwise convs (width 0.35, stride-2 stem, 128-d head)",
+               "mobilenetv2", {"width_mult": 0.35, "stem_stride": 2, "last_channel": 128}),
+)
+BY_KEY = {m.key: m for m in MODELS}
+
+# dataset -> training settings
+RECIPES = {
+    "fashion-mnist": {"epochs": 3, "batch_size": 128, "augment": True},
+    "digits": {"epochs": 40, "batch_size": 64, "augment": False},
+}
+
+
+def run_dir(runs: str, dataset: str, key: str, seed: int) -> str:
+    return f"{runs}/{dataset}/{key}_s{seed}"
+
+
+def suite_model(runs: str, dataset: str, key: str, seed: int = 0):
+    """(ANN to convert, checkpoint): trained or reused; a max-pooling model comes back with its
+    max pooling swapped for average pooling (a traced copy)."""
+    m = BY_KEY[key]
+    recipe = RECIPES[dataset]
+    model, ckpt = trained(run_dir(runs, dataset, key, seed), model=m.model, model_kwargs=dict(m.kwargs),
+                          dataset=dataset, levels=None, seed=seed, lr=m.lr, **recipe)
+    model.eval()
+    if m.max_pool:
+        model = trace(model)
+        replace_max_pooling(model)
+    return model, ckpt
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist", choices=sorted(RECIPES))
+    p.add_argument("--models", default=",".join(BY_KEY))
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--runs", default="runs/suite")
+    args = p.parse_args()
+    for key in args.models.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            _, ckpt = suite_model(args.runs, args.dataset, key, seed)
+            print(f"{args.dataset} {key} seed {seed}: ANN {100 * ckpt['metrics'][-1]['test_acc']:.2f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()

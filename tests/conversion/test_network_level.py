@@ -1,0 +1,124 @@
+"""network-level (docs/methods.md §10) and the default method for a ReLU ANN: each site's θ
+chosen by the error at the network's output with the SNN simulated."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import spikebridge as sb
+from spikebridge.conversion.registry import METHODS, Method, Source, default_method, methods, register
+
+from helpers import fashion_mnist_14x14, sgd_fit
+
+
+def _net():
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 9, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A ReLU ANN trained for 300 steps on 5k 14x14 Fashion-MNIST images; calibration data:
+    2 batches of 128 other training images; 2000 test images."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x, y = fashion_mnist_14x14("train", 5256)
+    torch.manual_seed(0)
+    ann = sgd_fit(_net(), x[:5000], y[:5000], 300, lr=0.05, weight_decay=5e-4)
+    calib = [(x[5000 + 128 * j:5000 + 128 * (j + 1)], y[5000 + 128 * j:5000 + 128 * (j + 1)]) for j in range(2)]
+    yield {"ann": ann, "calib": calib, "test": fashion_mnist_14x14("test", 2000)}
+    torch.set_num_threads(threads)
+
+
+def _output_error(snn, ann, batches, T) -> float:
+    """Σ ||z_SNN − z_ANN||² per image, z_SNN the logits after T steps."""
+    total, images = 0.0, 0
+    with torch.no_grad():
+        for x, _ in batches:
+            total += float((snn.simulate(x, T, record=False).logits[-1].double() - ann(x).double()).pow(2).sum())
+            images += x.shape[0]
+    return total / images
+
+
+def _accuracy(snn, test, T):
+    x, y = test
+    with torch.no_grad():
+        return (snn.simulate(x, T, record=False).logits[-1].argmax(1) == y).double().mean().item()
+
+
+@pytest.mark.parametrize("T", [1, 4])
+def test_output_error_never_rises_and_is_at_most_the_rules_it_starts_from(setup, T):
+    ann, calib = setup["ann"], setup["calib"]
+    snn = sb.convert(ann, "network-level", T=T, calibration_data=calib)
+    history = snn.info["output_error"]
+    assert len(history) == 1 + len(snn.neurons())
+    assert all(b <= a for a, b in zip(history, history[1:]))
+    assert history[-1] == pytest.approx(_output_error(snn, ann, calib, T), rel=1e-6)
+    assert set(snn.info["chosen"]) == set(snn.neurons())
+    for neuron in snn.neurons().values():
+        assert torch.allclose(neuron.v0, neuron.threshold / 2)
+    # the global search contains these two conversions (scale 1): network-level can only do better
+    starts = [sb.convert(ann, "percentile", T=T, calibration_data=calib, channel_wise=True, v0_fraction=0.5),
+              sb.convert(ann, "data-driven", T=T, calibration_data=calib, channel_wise=True)]
+    for start in starts:
+        assert history[-1] <= _output_error(start, ann, calib, T) * (1 + 1e-6)
+
+
+def test_more_accurate_than_per_site_rules_at_low_T(setup):
+    """On held-out images, at T = 1 and 2, choosing θ by the output error beats choosing it by
+    each site's own error (data-driven, 002) and the channel-wise percentile with v0 = θ/2."""
+    ann, calib, test = setup["ann"], setup["calib"], setup["test"]
+    for T in (1, 2):
+        net = _accuracy(sb.convert(ann, "network-level", T=T, calibration_data=calib), test, T)
+        dd = _accuracy(sb.convert(ann, "data-driven", T=T, calibration_data=calib), test, T)
+        pct = _accuracy(sb.convert(ann, "percentile", T=T, calibration_data=calib, channel_wise=True,
+                                   v0_fraction=0.5), test, T)
+        assert net > max(dd, pct) + 0.02, (T, net, dd, pct)
+
+
+def test_layer_wise_candidates_without_channel_statistics(setup):
+    ann, calib = setup["ann"], setup["calib"]
+    snn = sb.convert(ann, "network-level", T=2, calibration_data=calib, channel_wise=False)
+    assert all(not label.split("×")[0].endswith("-channel") for label in snn.info["chosen"].values())
+    with pytest.raises(sb.ConversionError, match="pass calibration_data"):
+        sb.convert(ann, "network-level", T=2, statistics=sb.calibration_statistics(ann, calib, channel_wise=True))
+
+
+def test_default_method_follows_the_kind_of_model(setup):
+    ann, calib = setup["ann"], setup["calib"]
+    assert default_method(Source.RELU).name == "network-level"
+    assert default_method(Source.QCFS).name == "pasc"
+    snn = sb.convert(ann, T=2, calibration_data=calib)
+    named = sb.convert(ann, "network-level", T=2, calibration_data=calib)
+    assert snn.method == "network-level"
+    for a, b in zip(snn.neurons().values(), named.neurons().values()):
+        assert torch.equal(a.threshold, b.threshold)
+    qann = sb.prepare(_net(), levels=3)
+    assert sb.convert(qann).method == "pasc"
+    assert "network-level (default)" in str(sb.methods()) and "pasc (default)" in str(sb.methods())
+
+
+def test_a_second_default_for_a_source_is_refused():
+    record = methods()["max-norm"]
+    twin = Method(name="max-norm-twin", summary="", coding=record.coding, source=Source.RELU, time=record.time,
+                  options=record.options, build=record.build, default=True)
+    with pytest.raises(ValueError, match="both the default"):
+        register(twin)
+    assert "max-norm-twin" not in METHODS
+
+
+def test_cli_convert_without_a_method_uses_the_default(tmp_path, capsys, one_thread):
+    from spikebridge.cli import main
+    from spikebridge.demo import train_demo_ann
+
+    _, ckpt, _ = train_demo_ann(tmp_path / "relu", epochs=1, train_images=128, progress=False, levels=None)
+    assert main(["convert", str(ckpt), "--T", "2", "--calibration-images", "64", "--v0-fraction", "0.5",
+                 "-o", str(tmp_path / "snn.sb")]) == 0
+    out = capsys.readouterr().out
+    assert "default for a ReLU ANN" in out and "network-level SNN (T=2" in out
+    assert sb.load(tmp_path / "snn.sb").method == "network-level"
+    assert main(["convert", str(ckpt), "--percentile", "99.0", "-o", str(tmp_path / "x.sb")]) == 2
+    assert "does not apply to method 'network-level'" in capsys.readouterr().err

@@ -9,6 +9,8 @@ QCFS ANN, any other a ReLU ANN).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import fx, nn
 from ..progress import progress as progress_bar
@@ -131,7 +133,7 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
         if calibration_data is None and statistics is None:
             raise ConversionError(f"method {method!r} converts a ReLU ANN: pass calibration_data (an iterable of "
                                   "(x, y) or x batches) or statistics from calibration_statistics()")
-        if calibration_data is not None and iter(calibration_data) is calibration_data:
+        if isinstance(calibration_data, Iterator):
             calibration_data = list(_inputs(calibration_data, parsed.calibration_batches))  # one-shot: keep it
         calibration = Calibration(gm, sites, calibration_data, statistics, parsed)
     info = record.build(gm, sites, T or record.time.default_T, parsed, calibration)

@@ -145,8 +145,8 @@ def test_qcfs_ann_is_converted_as_its_relu_equivalent(setup):
         assert torch.equal(n1.threshold, n2.threshold) and torch.equal(n1.v0, n2.v0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # FTBC reads the QCFS ANN as ReLU too, without warning again
-        sb.ftbc(from_qcfs, qann, calib, batches=2, check_batches=2, progress=False)
-    sb.ftbc(from_relu, ann, calib, batches=2, check_batches=2, progress=False)
+        sb.ftbc(from_qcfs, qann, calib, batches=2, check_batches=0, progress=False)
+    sb.ftbc(from_relu, ann, calib, batches=2, check_batches=0, progress=False)
     for n1, n2 in zip(from_qcfs.neurons().values(), from_relu.neurons().values()):
         assert n1.bias.abs().sum() > 0 and torch.equal(n1.bias, n2.bias)
 
@@ -166,7 +166,7 @@ def test_subsampling_is_announced_where_it_changes_a_threshold(setup):
 
 def test_bad_inputs_are_refused(setup):
     ann = setup["ann"]
-    with pytest.raises(ConversionError, match="need calibration_data"):
+    with pytest.raises(ConversionError, match="pass calibration_data"):
         sb.convert(ann, "percentile")
     with pytest.raises(sb.InputError, match="yielded no batches"):
         sb.convert(ann, "percentile", calibration_data=[])

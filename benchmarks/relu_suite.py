@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, machine, spikingjelly  # noqa: E402
 from suite_models import BY_KEY, MODELS, RECIPES, suite_model  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
@@ -49,17 +48,6 @@ OUT = RESULTS / "relu_suite"
 DEFAULT = "network-level + FTBC"  # the recommended default (README, docs/methods.md §10)
 SJ_PREFIX = "SpikingJelly"
 GROUPS = ("thresholds", "data-driven", "local-balancing", "network-level", "spikingjelly")
-
-
-def spikingjelly():
-    try:
-        from spikingjelly.activation_based import ann2snn, functional
-    except ImportError:
-        pip = [sys.executable, "-m", "pip", "install", "-q"]
-        subprocess.run(pip + ["--no-deps", "spikingjelly==2.0.0"], check=True)
-        subprocess.run(pip + ["loguru", "requests", "tqdm", "scipy"], check=True)
-        from spikingjelly.activation_based import ann2snn, functional
-    return ann2snn, functional
 
 
 def relu_twin(ann: torch.nn.Module) -> torch.nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import spikebridge as sb
@@ -34,11 +35,13 @@ def setup():
 
 
 def _output_error(snn, ann, batches, T) -> float:
-    """Σ ||z_SNN − z_ANN||² per image, z_SNN the logits after T steps."""
+    """Σ KL(softmax(z_ANN) ‖ softmax(z_SNN)) per image, z_SNN the logits after T steps."""
     total, images = 0.0, 0
     with torch.no_grad():
         for x, _ in batches:
-            total += float((snn.simulate(x, T, record=False).logits[-1].double() - ann(x).double()).pow(2).sum())
+            p = F.log_softmax(ann(x).double(), 1)
+            q = F.log_softmax(snn.simulate(x, T, record=False).logits[-1].double(), 1)
+            total += float((p.exp() * (p - q)).sum())
             images += x.shape[0]
     return total / images
 

@@ -4,9 +4,9 @@ output, on calibration images, with the SNN simulated (docs/methods.md §10).
 A site's assignment is a threshold rule and a scale: θ = s·θ_rule, v0 = ``v0_fraction``·θ, with
 θ_rule one of the rules of docs/methods.md §4: the 99.9th percentile per channel or per site,
 or the data-driven θ for this T per channel (with ``channel_wise=False``: per site only, the
-percentile or the data-driven θ). The error of an assignment of
-every site is E = Σ over the calibration images of ||z − z_ANN||², z the SNN's logits after T
-steps (the mean of the output over the steps), z_ANN the ANN's, on the first ``search_images``
+percentile or the data-driven θ). The error of an assignment of every site is
+E = Σ over the calibration images of KL(softmax(z_ANN) ‖ softmax(z)), z the SNN's logits after
+T steps (the mean of the output over the steps), z_ANN the ANN's, on the first ``search_images``
 calibration images (default min(512, 4096/T), at least 128: a search costs about the same for
 every T ≥ 8; the rules' statistics use all of them).
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import fx
 
 from ...errors import OptionError
@@ -108,8 +109,14 @@ class _Search:
             for i, candidate in enumerate(candidates):
                 self.assign(candidate)
                 logits = _run_nodes(runner, self.order[p:], dict(env), x).mean(0)
-                total[i] += float((logits.double() - reference.double()).pow(2).sum())
+                total[i] += output_error(logits, reference)
         return total
+
+
+def output_error(logits: torch.Tensor, reference: torch.Tensor) -> float:
+    """Σ over the batch of KL(softmax(reference) ‖ softmax(logits)), in float64."""
+    target = F.log_softmax(reference.double(), 1)
+    return float(F.kl_div(F.log_softmax(logits.double(), 1), target, log_target=True, reduction="sum"))
 
 
 def _label(choice: tuple[str, float]) -> str:

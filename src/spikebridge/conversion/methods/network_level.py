@@ -142,6 +142,7 @@ def build(gm, sites, T, options: NetworkLevelOptions, calibration) -> dict:
         batches.append(x[:search_images - images])
         images += batches[-1].shape[0]
     search = _Search(gm, sites, T, bases, options.v0_fraction, batches)
+    sites = sorted(sites, key=search.position.__getitem__)  # topological order
     uniform = [(rule, s) for rule in rules for s in SCALES]
     errors = search.errors(sites[0], [dict.fromkeys(sites, choice) for choice in uniform])
     best = min(range(len(uniform)), key=lambda i: (errors[i], i))

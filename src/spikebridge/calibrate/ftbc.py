@@ -17,12 +17,14 @@ Cost: per batch, every neuron runs 2T steps and every other layer once: O(layers
 The check (``check_batches`` > 0; docs/methods.md §5 "Never worse"): on calibration images the
 biases were not fitted on, with readouts u_1 < … < u_n (the steps after which the network is
 read; default its T), the steps are cut into blocks (0, u_1], (u_1, u_2], … Block by block,
-the fitted biases of the block (every site) are scaled by the λ in (0, 1/2, 1), later blocks
-trying the same λ, that makes the most predictions equal to the ANN's at the readouts from the
-block on (on a tie the smaller λ); earlier blocks keep their λ. Each block's tries include the previous choice extended, so the number of agreeing
-predictions summed over the readouts never falls, and the first block compares with λ = 0 (the
-network without FTBC): on the held-out images, the checked network agrees with the ANN at
-least as often as the uncalibrated one. Steps after the last readout lose their biases.
+the fitted biases of the block (every site) are scaled by a λ in (0, 1/2, 1), later blocks
+trying the same λ. The previous block's λ (0 for the first: no FTBC) stays unless another
+makes significantly more predictions equal to the ANN's at the readouts from the block on: with
+g (image, readout) pairs that it turns into agreement and l that it turns away,
+g − l > 2·sqrt(g + l). So the number of agreeing predictions summed over the readouts never
+falls from one block to the next, and on the held-out images the checked network agrees with
+the ANN at least as often as the uncalibrated one. Steps after the last readout lose their
+biases.
 """
 from __future__ import annotations
 
@@ -97,10 +99,11 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
 
 def check_biases(snn: SpikingNetwork, ann: nn.Module, inputs: list[torch.Tensor], readouts: list[int]) -> list[float]:
     """Scale the fitted biases block by block (module docstring): the steps up to the first
-    readout, then up to each next one, each block's biases (all sites) by the λ in SCALES that
-    agrees best with the ANN on ``inputs`` at the readouts from that block on, later blocks
-    trying the same λ. Steps after the last readout lose their biases (they change no readout).
-    Returns λ(t) for t = 1..T; the neurons keep λ(t)·b(t)."""
+    readout, then up to each next one, each block's biases (all sites) by a λ of SCALES, later
+    blocks trying the same λ; a λ replaces the previous block's only if it agrees with the ANN
+    on ``inputs`` significantly more often at the readouts from that block on (``_better``).
+    Steps after the last readout lose their biases (they change no readout). Returns λ(t) for
+    t = 1..T; the neurons keep λ(t)·b(t)."""
     neurons = list(snn.neurons().values())
     fitted = [n.bias.clone() for n in neurons]
     with torch.no_grad():
@@ -109,24 +112,36 @@ def check_biases(snn: SpikingNetwork, ann: nn.Module, inputs: list[torch.Tensor]
     sums: list[torch.Tensor | float] = [0.0] * len(inputs)
     last = readouts[-1]
     kept = [0.0] * snn.T
+    previous = 0.0
     for start, end in zip([0] + readouts[:-1], readouts):
-        best = None
+        agree = {}
         for scale in SCALES:
             _scale_steps(neurons, fitted, range(start, last), scale)
-            hits = 0
+            hits = []
             for i, (x, y) in enumerate(zip(inputs, labels)):
                 saved = {k: v.clone() for k, v in runners[i].potentials.items()}
                 totals = sums[i] + torch.cumsum(runners[i].run_window(x, (start, last - start)), 0)
                 runners[i].potentials = saved
-                hits += sum(int((totals[u - 1 - start].argmax(1) == y).sum()) for u in readouts if u > start)
-            if best is None or hits > best[1]:
-                best = (scale, hits)
-        _scale_steps(neurons, fitted, range(start, last), best[0])
+                hits += [totals[u - 1 - start].argmax(1) == y for u in readouts if u > start]
+            agree[scale] = torch.cat(hits)
+        best = previous
+        for scale in SCALES:
+            if scale != best and _better(agree[scale], agree[best]):
+                best = scale
+        _scale_steps(neurons, fitted, range(start, last), best)
         for i, x in enumerate(inputs):
             sums[i] = sums[i] + runners[i].run_window(x, (start, end - start)).sum(0)
-        kept[start:end] = [best[0]] * (end - start)
+        kept[start:end] = [best] * (end - start)
+        previous = best
     _scale_steps(neurons, fitted, range(last, snn.T), 0.0)
     return kept
+
+
+def _better(new: torch.Tensor, old: torch.Tensor) -> bool:
+    """True if the predictions that agree with the ANN under ``new`` but not ``old`` (g) outnumber
+    the reverse (l) by more than two standard deviations of a fair coin: g − l > 2·sqrt(g + l)."""
+    gains, losses = int((new & ~old).sum()), int((~new & old).sum())
+    return gains - losses > 2 * (gains + losses) ** 0.5
 
 
 def _scale_steps(neurons, fitted: list[torch.Tensor], steps: range, scale: float) -> None:

@@ -130,7 +130,7 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
         return next(iter(summary.values()))["kept"]
 
     def anytime_rows(label, method, data=calib, **options):
-        if label in rows and not args.fresh:
+        if label + " + FTBC" in rows and not args.fresh:
             return
         start = time.perf_counter()
         snn = sb.convert(ann, method, T=max(TS), calibration_data=data, **options)

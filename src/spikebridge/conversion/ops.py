@@ -102,7 +102,7 @@ class Op:
     macs: Callable[[nn.Module, torch.Tensor], int] | None = None
     synaptic_ops: Callable[[nn.Module, torch.Tensor], int] | None = None
     config: tuple[str, ...] = ()
-    config_extra: Callable[[nn.Module], dict] | None = None
+    config_extra: tuple[tuple[str, Callable[[nn.Module], object]], ...] = ()
     analog_macs: Callable[[object, tuple, dict, object], int] | None = None
     nir: str | None = None
     nir_refusal: str = "NIR has no equivalent of this operation"
@@ -113,7 +113,11 @@ class Op:
     def module_config(self, module: nn.Module) -> dict:
         """The constructor arguments that rebuild ``module`` (without its tensors)."""
         config = {a: _jsonable(getattr(module, a)) if a != "bias" else module.bias is not None for a in self.config}
-        return {**config, **(self.config_extra(module) if self.config_extra else {})}
+        return {**config, **{key: read(module) for key, read in self.config_extra}}
+
+    @property
+    def config_keys(self) -> tuple[str, ...]:
+        return (*self.config, *(key for key, _ in self.config_extra))
 
 
 def _jsonable(value):
@@ -188,10 +192,6 @@ def shifted_window_attention_macs(fn, args, kwargs, output) -> int:
     x, window = args[0], args[4]
     tokens, C = x.numel() // x.shape[-1], x.shape[-1]
     return tokens * (4 * C * C + 2 * math.prod(window) * C)
-
-
-def multihead_attention_config(mha: nn.MultiheadAttention) -> dict:
-    return {"bias": mha.in_proj_bias is not None, "add_bias_kv": mha.bias_k is not None}
 
 
 class NotAffine(Exception):
@@ -368,7 +368,8 @@ OPS: tuple[Op, ...] = (
        nir_refusal=_ANALOG_NIR),
     Op("multihead_attention", Kind.ANALOG, modules=(nn.MultiheadAttention,),
        config=("embed_dim", "num_heads", "dropout", "add_zero_attn", "kdim", "vdim", "batch_first"),
-       config_extra=multihead_attention_config, analog_macs=multihead_attention_macs, nir_refusal=_ANALOG_NIR),
+       config_extra=(("bias", lambda m: m.in_proj_bias is not None), ("add_bias_kv", lambda m: m.bias_k is not None)),
+       analog_macs=multihead_attention_macs, nir_refusal=_ANALOG_NIR),
     Op("window_attention", Kind.ANALOG, functions=(swin_transformer.shifted_window_attention,),
        analog_macs=shifted_window_attention_macs, nir_refusal=_ANALOG_NIR),
     Op("relative_position_bias", Kind.ANALOG, functions=(swin_transformer._get_relative_position_bias,),
@@ -415,6 +416,11 @@ OPS: tuple[Op, ...] = (
               "quantized sites: this one has no entry in spikebridge.activations (PReLU and RReLU learn or draw "
               "their slope, GLU multiplies two halves, the others are not quantized yet); replace it with ReLU or "
               "one of those and retrain or fine-tune"),
+    Op("comparison", Kind.REFUSED,
+       functions=(operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, operator.not_,
+                  operator.and_, operator.or_),
+       advice="a comparison of spike trains is a threshold, not an operation on their values; compare shapes "
+              "(numbers) only"),
     Op("nonlinear_elementwise", Kind.REFUSED,
        functions=(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.abs, operator.abs, torch.pow,
                   operator.pow, torch.square, torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor,

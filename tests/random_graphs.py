@@ -29,8 +29,9 @@ import spikebridge as sb
 
 AFFINE_FORMS = ["add_c", "rsub_c", "sub_c_alpha", "add_alpha", "sub_alpha", "torch_rsub", "mul_c", "div_c",
                 "neg", "mixed", "inplace_add", "inplace_mul", "shape_mul"]
-REFUSED_FORMS = ["mul_trains", "div_trains", "clamp", "abs", "pow", "div_floor", "maximum"]
-KINDS = ["conv", "conv_bn", "residual", "cat", "pool", "affine", "refused"]
+ANALOG_FORMS = ["mul_trains", "div_trains", "softmax", "layer_norm", "matmul"]  # on decoded values (§8)
+REFUSED_FORMS = ["clamp", "abs", "pow", "div_floor", "maximum"]
+KINDS = ["conv", "conv_bn", "residual", "cat", "pool", "affine", "analog", "refused"]
 
 
 class Draw:
@@ -94,7 +95,7 @@ def draw_spec(d: Draw, max_blocks: int = 5) -> Spec:
             spec.blocks.append((kind, d.choice(AFFINE_FORMS), d.real(-2, 2), d.choice([0.25, -0.5, 1.7, d.real(-3, 3)]),
                                 d.choice([True, False])))
         else:
-            spec.blocks.append((kind, d.choice(REFUSED_FORMS)))
+            spec.blocks.append((kind, d.choice(ANALOG_FORMS if kind == "analog" else REFUSED_FORMS)))
     if d.choice([True, False]):
         spec.tail = d.real(-2, 2)
     return spec
@@ -135,11 +136,22 @@ def _affine(form: str, h, g, c: float, a: float):
     raise ValueError(form)
 
 
-def _refused(form: str, h, g):
+def _analog(form: str, h, g):
+    """Ops with no spiking form, computed on decoded values (exact under sum coding)."""
     if form == "mul_trains":
         return h * g
     if form == "div_trains":
         return h / (g + 1)
+    if form == "softmax":
+        return torch.softmax(h - g, 1)
+    if form == "layer_norm":
+        return F.layer_norm(h + g, h.shape[-2:])
+    if form == "matmul":
+        return h @ g.transpose(-2, -1)
+    raise ValueError(form)
+
+
+def _refused(form: str, h, g):
     if form == "clamp":
         return h.clamp(0, 1)
     if form == "abs":
@@ -178,7 +190,7 @@ class RandomNet(nn.Module):
                 self.layers.append(nn.AvgPool2d(2) if block[1] == "module" else
                                    nn.AdaptiveAvgPool2d(max(1, size // 2)) if block[1] == "adaptive" else nn.Identity())
                 size = max(1, size // 2)
-            else:  # affine and refused blocks get a second train g from their own conv
+            else:  # affine, analog and refused blocks get a second train g from their own conv
                 self.layers.append(nn.Conv2d(c, c, 3, padding=1))
         self.fc = nn.Linear(c * size * size if spec.head == "flatten" else c, 3)
 
@@ -205,6 +217,8 @@ class RandomNet(nn.Module):
                 g = F.relu(layer(h))
                 h = _affine(block[1], h, g, block[2], block[3])
                 h = F.relu(h) if block[4] else h
+            elif kind == "analog":
+                h = F.relu(_analog(block[1], h, F.relu(layer(h))))
             else:
                 h = F.relu(_refused(block[1], h, F.relu(layer(h))))
         h = torch.flatten(h, 1) if self.spec.head == "flatten" else h.mean((2, 3))
@@ -236,8 +250,7 @@ def inputs(spec: Spec, n: int = 8) -> torch.Tensor:
 
 def refusal_reason(message: str) -> str:
     """A short name for why a conversion was refused, for counting."""
-    for key in ("multiplies two spike trains", "divides by a spike train", "divides by zero", "rounds its result",
-                "nonlinear op", "unsupported node"):
+    for key in ("divides by zero", "rounds its result", "nonlinear op", "unsupported node"):
         if key in message:
             return key
     return message[:60]

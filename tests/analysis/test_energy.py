@@ -19,6 +19,8 @@ class FakeResult:
     T: int = 4
     spikes: dict = field(default_factory=dict)
     steps: dict = field(default_factory=dict)
+    analog_steps: dict = field(default_factory=dict)
+    analog_ops: dict = field(default_factory=dict)
 
 
 def test_vgg16_cifar10_macs_match_pascal_a5():

@@ -1,7 +1,7 @@
 """report.write_report: tables, JSON and plots agree (docs/methods.md §6), and the plots draw what they say."""
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -19,6 +19,8 @@ class FakeResult:
     events: dict
     analog_layers: set
     batch_size: int
+    analog_steps: dict = field(default_factory=dict)
+    analog_ops: dict = field(default_factory=dict)
 
 
 def _energy(scale):

@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 import spikebridge as sb
+from spikebridge.conversion.constant import Constant
 from spikebridge import ConversionError, OptionError
 from spikebridge import models
 
@@ -190,23 +191,29 @@ class Gated(nn.Module):
 
 
 def test_unsupported_node_names_node_op_origin_and_advice():
-    with pytest.raises(ConversionError) as err:
-        sb.convert(sb.prepare(Gated()), "pasc")
-    msg = str(err.value)
-    assert "node 'mul'" in msg and "call_function mul" in msg and "multiplies two spike trains" in msg and "retrain" in msg
-
-
-def test_direct_parameter_use_is_refused():
-    class UsesParam(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(3))
-
+    class Clamped(Gated):
         def forward(self, x):
-            return F.relu(x) + self.w
+            return torch.clamp(self.block(F.relu(self.a(x))), 0, 1)
 
-    with pytest.raises(ConversionError, match="reads a tensor attribute"):
-        sb.convert(sb.prepare(UsesParam()), "qcfs")
+    with pytest.raises(ConversionError) as err:
+        sb.convert(sb.prepare(Clamped()), "pasc")
+    msg = str(err.value)
+    assert "node 'clamp'" in msg and "call_function clamp" in msg and "no step-by-step meaning" in msg and "retrain" in msg
+
+
+def test_a_product_of_trains_and_a_parameter_read_directly_convert_exactly():
+    class UsesParam(Gated):
+        def forward(self, x):
+            h = F.relu(self.a(x))
+            return self.block(h) * h + self.scale
+
+    qann = sb.prepare(UsesParam()).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    for method in ("pasc", "bitplane"):
+        snn = sb.convert(qann, method)
+        assert sb.verify(qann, snn, x).max_logit_diff < 1e-12
+        assert {r["op"] for r in snn.simulate(x).analog_ops.values()} == {"mul"}
+        assert any(isinstance(m, Constant) for m in snn.modules())
 
 
 def test_method_and_argument_errors():
@@ -268,10 +275,13 @@ def test_simulate_T_applies_to_that_run_only():
 
 
 def test_a_refusal_names_the_block_a_node_comes_from_also_after_prepare():
-    import torchvision
+    class Block(nn.Module):
+        def forward(self, x):
+            return x.abs()
 
-    with pytest.warns(UserWarning):
-        qann = sb.prepare(torchvision.models.shufflenet_v2_x0_5(num_classes=10))
-    with pytest.raises(ConversionError, match=r"node 'transpose' .* in stage2\.0 \(InvertedResidual\)") as err:
-        sb.convert(qann, "pasc")
-    assert "top level" not in str(err.value)  # the channel shuffle's shape arithmetic (//) is accepted
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 4), Block()), nn.Linear(4, 2))
+    with pytest.raises(ConversionError, match=r"node 'abs\w*' .* in 2\.1 \(Block\)") as err:
+        sb.convert(sb.prepare(net), "pasc")
+    assert "top level" not in str(err.value)
+
+

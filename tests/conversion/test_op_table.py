@@ -14,7 +14,11 @@ from torch import nn
 import spikebridge as sb
 from spikebridge import ConversionError, UnsupportedActivationError
 from spikebridge.ann.tracing import trace
+from spikebridge.conversion.constant import Constant
+from spikebridge.conversion.graph import analog_nodes
 from spikebridge.conversion.ops import OPS, Kind, op_for_node
+from torchvision.models import swin_transformer
+from torchvision.ops import StochasticDepth, stochastic_depth
 
 
 class Net(nn.Module):
@@ -36,6 +40,18 @@ class Net(nn.Module):
 
 def module_body(net, h, g):
     return net.op(h)
+
+
+def with_tensors(net: Net, **tensors) -> Net:
+    """``net`` holding parameters its body reads directly (get_attr in the traced graph)."""
+    for name, value in tensors.items():
+        setattr(net, name, nn.Parameter(value))
+    return net
+
+
+def tokens(h):
+    """[B, 4, 8, 8] → [B, 32, 8]: a map as 32 tokens of width 8."""
+    return h.flatten(1, 2)
 
 
 # (entry name, form, example network, input shape); the form is the module type, function
@@ -103,8 +119,57 @@ EXAMPLES = [
     ("shape", operator.getitem, Net(lambda n, h, g: h.view(h.shape[0], -1)), M2),
     ("shape", "size", Net(lambda n, h, g: h.view(h.size(0), -1)), M2),
     ("shape", operator.getitem, Net(lambda n, h, g: h[:, 1:] + h[0, :3]), M2),  # h[0]: the first sample
+    ("shape", torch._assert, Net(lambda n, h, g: (torch._assert(h.dim() == 4, "4-d"), h)[1]), M2),
+    ("shape", "dim", Net(lambda n, h, g: h.view(h.shape[0], 64 * h.dim())), M2),  # 4 channels of 8x8
+    ("permute", torch.permute, Net(lambda n, h, g: torch.permute(h, (0, 1, 3, 2)) - g), M2),
+    ("permute", "permute", Net(lambda n, h, g: h.permute(0, 2, 3, 1)), M2),
+    ("transpose", torch.transpose, Net(lambda n, h, g: torch.transpose(h, 2, 3) + g), M2),
+    ("transpose", "transpose", Net(lambda n, h, g: h.transpose(1, 3)), M2),
+    ("expand", "expand", Net(lambda n, h, g: h[:, :1].expand(-1, 3, -1, -1)), M2),
+    ("expand", "expand_as", Net(lambda n, h, g: h[:, :1].expand_as(g) - g), M2),
+    ("unsqueeze", torch.unsqueeze, Net(lambda n, h, g: torch.unsqueeze(h, 1)), M2),
+    ("unsqueeze", torch.squeeze, Net(lambda n, h, g: torch.squeeze(h[:, :1], 1)), M2),
+    ("unsqueeze", "unsqueeze", Net(lambda n, h, g: h.unsqueeze(2)), M2),
+    ("unsqueeze", "squeeze", Net(lambda n, h, g: h[:, 1:2].squeeze(1)), M2),
+    ("split", torch.chunk, Net(lambda n, h, g: torch.chunk(h, 2, 1)[1] - g[:, :2]), M2),
+    ("split", torch.split, Net(lambda n, h, g: torch.split(h, [1, 3], 1)[1]), M2),
+    ("split", torch.unbind, Net(lambda n, h, g: torch.unbind(h, 1)[2]), M2),
+    ("split", "chunk", Net(lambda n, h, g: h.chunk(2, 3)[0]), M2),
+    ("split", "split", Net(lambda n, h, g: h.split(3, 1)[1]), M2),
+    ("split", "unbind", Net(lambda n, h, g: h.unbind(2)[5]), M2),
+    ("patch_merging_pad", swin_transformer._patch_merging_pad,
+     Net(lambda n, h, g: swin_transformer._patch_merging_pad(h.permute(0, 2, 3, 1))), M2),
+    # analog: computed on decoded values, exact under sum coding
+    ("layer_norm", nn.LayerNorm, Net(module_body, module=nn.LayerNorm(8)), M2),
+    ("layer_norm", F.layer_norm, Net(lambda n, h, g: F.layer_norm(h - g, (8, 8))), M2),
+    ("softmax", nn.Softmax, Net(module_body, module=nn.Softmax(dim=-1)), M2),
+    ("softmax", F.softmax, Net(lambda n, h, g: F.softmax(h, 1)), M2),
+    ("softmax", torch.softmax, Net(lambda n, h, g: torch.softmax(h - g, -1)), M2),
+    ("softmax", "softmax", Net(lambda n, h, g: h.softmax(dim=2)), M2),
+    ("matmul", operator.matmul, Net(lambda n, h, g: h @ g.transpose(-2, -1)), M2),
+    ("matmul", torch.matmul, Net(lambda n, h, g: torch.matmul(h, g)), M2),
+    ("matmul", torch.bmm, Net(lambda n, h, g: torch.bmm(tokens(h), tokens(g).transpose(1, 2))), M2),
+    ("matmul", "matmul", Net(lambda n, h, g: h.matmul(g)), M2),
+    ("matmul", "bmm", Net(lambda n, h, g: tokens(h).bmm(tokens(g).transpose(1, 2))), M2),
+    ("attention", F.scaled_dot_product_attention, Net(lambda n, h, g: F.scaled_dot_product_attention(h, g, h)), M2),
+    ("multihead_attention", nn.MultiheadAttention,
+     Net(lambda n, h, g: n.op(tokens(h), tokens(g), tokens(g), need_weights=False)[0],
+         module=nn.MultiheadAttention(8, 2, batch_first=True)), M2),
+    ("window_attention", swin_transformer.shifted_window_attention,
+     Net(lambda n, h, g: n.op(h.permute(0, 2, 3, 1)),
+         module=swin_transformer.ShiftedWindowAttention(4, [4, 4], [2, 2], num_heads=2)), M2),
+    ("relative_position_bias", swin_transformer._get_relative_position_bias,
+     Net(lambda n, h, g: n.op(h.permute(0, 2, 3, 1)),
+         module=swin_transformer.ShiftedWindowAttention(4, [4, 4], [0, 0], num_heads=2)), M2),
+    ("mul", operator.mul, Net(lambda n, h, g: h * g), M2),                      # a product of trains
+    ("div", operator.truediv, Net(lambda n, h, g: h / (g + 1)), M2),            # a quotient of trains
+    ("mul", "mul", with_tensors(Net(lambda n, h, g: h.mul(n.scale)), scale=torch.rand(4, 1, 1) + 0.5), M2),
+    # tensors read directly: Constant modules in the SNN
+    ("constant", Constant, with_tensors(Net(lambda n, h, g: torch.cat([n.token.expand(h.shape[0], -1, -1, -1), h], 1)
+                                            + n.position), token=torch.randn(1, 1, 8, 8), position=torch.randn(5, 8, 8)),
+     M2),
 ]
-DROPPED = [nn.Dropout(0.5), nn.Dropout1d(0.5), nn.Dropout2d(0.5), nn.AlphaDropout(0.5)]
+DROPPED = [nn.Dropout(0.5), nn.Dropout1d(0.5), nn.Dropout2d(0.5), nn.AlphaDropout(0.5), StochasticDepth(0.5, "row")]
 DROPPED_FUNCTIONS = [F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout]
 ONE_D = (nn.Dropout1d, F.dropout1d)
 
@@ -137,7 +202,7 @@ def _built(net, shape):
 def test_every_form_of_every_accepted_entry_has_an_example():
     covered = {(name, form) for name, form, _, _ in EXAMPLES}
     for op in OPS:
-        if op.kind in (Kind.SYNAPTIC, Kind.STATELESS, Kind.AFFINE, Kind.MERGE, Kind.SHAPE):
+        if op.kind in (Kind.SYNAPTIC, Kind.STATELESS, Kind.AFFINE, Kind.MERGE, Kind.SHAPE, Kind.ANALOG, Kind.CONSTANT):
             missing = [f for f in _forms(op) if (op.name, f) not in covered]
             assert not missing, f"op table entry {op.name!r}: no example graph for {missing}"
 
@@ -146,12 +211,18 @@ def test_every_form_of_every_accepted_entry_has_an_example():
                          ids=[f"{n}-{getattr(f, '__name__', f)}" for n, f, _, _ in EXAMPLES])
 def test_accepted_op_converts_and_pasc_stays_exact(name, form, net, shape):
     net = _built(net, shape)
-    assert _uses(trace(net), name, form), f"the example does not use {name} as {form}"
     qann = sb.prepare(net, levels=5, threshold=1.0).double()
     x = torch.randn(4, *shape, dtype=torch.float64)
-    report = sb.verify(qann, sb.convert(qann, "pasc").double(), x)
+    snn = sb.convert(qann, "pasc").double()
+    assert _uses(snn.graph if form is Constant else trace(net), name, form), f"the example does not use {name} as {form}"
+    report = sb.verify(qann, snn, x)
     assert report.agreement == 1.0 and report.max_logit_diff < 1e-9, report.table()
     assert sum(report.mismatches.values()) == 0
+    analog = {node.name for node in analog_nodes(snn.graph)}
+    assert set(snn.simulate(x).analog_ops) == analog  # every op computed on decoded values is listed
+    entry = next(op for op in OPS if op.name == name)
+    if entry.kind is Kind.ANALOG:
+        assert any(op_for_node(n, snn.graph) is entry for n in snn.graph.graph.nodes if n.name in analog)
     res = sb.convert(qann, "qcfs", T=3).double().simulate(x)
     assert res.logits.shape == (3, 4, 3) and torch.isfinite(res.logits).all()
 
@@ -167,7 +238,8 @@ def test_dropped_entries_leave_the_graph(dropout):
     snn = sb.convert(sb.prepare(net, levels=4), "pasc")
     assert not any((op := op_for_node(n, snn.graph)) is not None and op.kind is Kind.DROPPED
                    for n in snn.graph.graph.nodes)
-    covered = {type(d) for d in DROPPED} | set(DROPPED_FUNCTIONS)
+    # torchvision's StochasticDepth traces as a call of stochastic_depth (which it fx-wraps)
+    covered = {type(d) for d in DROPPED} | set(DROPPED_FUNCTIONS) | {stochastic_depth}
     assert covered == set(_forms(next(op for op in OPS if op.kind is Kind.DROPPED)))
 
 
@@ -295,8 +367,8 @@ def test_prepare_swaps_exactly_the_entries_that_declare_a_replacement():
 
 
 def test_an_op_outside_the_table_is_refused_naming_the_node_and_the_supported_set():
-    net = _built(Net(lambda n, h, g: h.transpose(2, 3)), M2)
-    with pytest.raises(ConversionError, match=r"node 'transpose'.*can only hold conv, linear, avg_pool1d"):
+    net = _built(Net(lambda n, h, g: h.flip(2)), M2)
+    with pytest.raises(ConversionError, match=r"node 'flip'.*can only hold conv, linear, avg_pool1d"):
         sb.convert(sb.prepare(net), "pasc")
 
 

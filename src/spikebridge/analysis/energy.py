@@ -13,6 +13,11 @@ Every number is per image (one sample of the batch) and comes from a ``Simulatio
   an IF neuron receives the same current every step): by default an analog layer costs its
   MACs once per image, as 000 Table 3 assumes (its term c·4.6). ``analog_steps`` charges it
   on every step instead, for hardware that recomputes it.
+- Layers fed by an analog op (docs/methods.md §8) get a new input at every step of its train
+  (once under sum coding, every step under rate coding): MACs on each.
+- Analog ops (attention products, softmax, LayerNorm, products of trains) are computed on
+  decoded values: their MACs (the op table's ``analog_macs``) count in both the ANN (once) and
+  the SNN (every call), so the report shows what is still analog.
 - Energy: E = e_mac · #MAC + e_ac · #AC in pJ; 4.6 / 0.9 pJ for 32-bit float in 45 nm
   (000 Table 10, Horowitz 2014). ``COSTS`` also holds the 32/8-bit integer costs of 001
   Table 6, with a MAC = mult + add as in 000 Table 10.
@@ -116,25 +121,40 @@ class LayerEnergy:
 
 
 @dataclass
+class AnalogOpEnergy:
+    """One op computed on decoded values, per image: ``macs`` of one computation (the ANN's),
+    ``snn_macs`` of all its calls in the SNN."""
+    name: str
+    op: str
+    macs: float
+    snn_macs: float
+    e_ann_pj: float
+    e_snn_pj: float
+
+
+@dataclass
 class EnergyReport:
     """Per-layer and total operations and energy per image (docs/methods.md §6); see ``as_dict``."""
     layers: list[LayerEnergy]
     e_mac: float
     e_ac: float
+    analog_ops: list[AnalogOpEnergy] = field(default_factory=list)
     totals: dict[str, float | None] = field(init=False)
 
     def __post_init__(self):
-        L = self.layers
+        L, A = self.layers, self.analog_ops
         macs = sum(l.macs for l in L)
-        e_ann = sum(l.e_ann_pj for l in L)
-        e_snn = sum(l.e_snn_pj for l in L)
-        e_snn_approx = sum(l.e_snn_approx_pj for l in L)
+        e_ann = sum(l.e_ann_pj for l in L) + sum(a.e_ann_pj for a in A)
+        e_snn = sum(l.e_snn_pj for l in L) + sum(a.e_snn_pj for a in A)
+        e_snn_approx = sum(l.e_snn_approx_pj for l in L) + sum(a.e_snn_pj for a in A)
         rates = [l.input_rate for l in L if not l.analog]
         b = sum(rates) / len(rates) if rates else 0.0
         c = sum(l.macs for l in L if l.analog) / macs
         self.totals = {
             "macs": macs,
             "snn_macs": sum(l.snn_macs for l in L),
+            "analog_op_macs": sum(a.macs for a in A),
+            "analog_op_snn_macs": sum(a.snn_macs for a in A),
             "acs_exact": sum(l.acs_exact for l in L),
             "acs_approx": sum(l.acs_approx for l in L),
             "e_ann_pj": e_ann,
@@ -152,8 +172,8 @@ class EnergyReport:
 
     def as_dict(self) -> dict:
         """{"e_mac", "e_ac", "layers": [LayerEnergy fields], "totals": {...}}; JSON-ready."""
-        return {"e_mac": self.e_mac, "e_ac": self.e_ac,
-                "layers": [asdict(l) for l in self.layers], "totals": dict(self.totals)}
+        return {"e_mac": self.e_mac, "e_ac": self.e_ac, "layers": [asdict(l) for l in self.layers],
+                "analog_ops": [asdict(a) for a in self.analog_ops], "totals": dict(self.totals)}
 
 
 def energy_report(result, layers: dict[str, nn.Module], macs: dict[str, int] | None = None,
@@ -163,7 +183,8 @@ def energy_report(result, layers: dict[str, nn.Module], macs: dict[str, int] | N
     ``layers``: ``snn.synaptic_layers()``; ``macs``: per-image MACs by layer name (e.g.
     ``count_macs`` of the ANN), by default counted from each layer and its event map's shape.
     E_ANN = e_mac·MACs. Spiking layer: E_SNN = e_ac·#AC (exact fan-out count).
-    Analog layer: E_SNN = e_mac·MACs·``analog_steps`` (1: computed once, see module doc).
+    Analog layer: E_SNN = e_mac·MACs·``analog_steps`` (1: computed once, see module doc), or
+    per input it received when an analog op feeds it. Analog ops: e_mac per MAC.
     Costs: ``energy_report(res, layers, **COSTS["int8"])``.
     """
     rows = []
@@ -171,7 +192,7 @@ def energy_report(result, layers: dict[str, nn.Module], macs: dict[str, int] | N
         events = result.events[name]
         n_macs = macs[name] if macs is not None else count_macs(layer, torch.zeros(1, *events.shape, device=events.device, dtype=layer.weight.dtype))[""]
         if name in result.analog_layers:
-            snn_macs, acs, acs_approx, rate = n_macs * analog_steps, 0.0, 0.0, None
+            snn_macs, acs, acs_approx, rate = n_macs * result.analog_steps.get(name, analog_steps), 0.0, 0.0, None
         else:
             snn_macs = 0
             acs = synaptic_ops_exact(layer, events) / result.batch_size
@@ -183,7 +204,11 @@ def energy_report(result, layers: dict[str, nn.Module], macs: dict[str, int] | N
             acs_exact=acs, acs_approx=acs_approx, input_rate=rate, e_ann_pj=n_macs * e_mac,
             e_snn_pj=e_snn, e_snn_approx_pj=snn_macs * e_mac + acs_approx * e_ac,
             ratio=_ratio(n_macs * e_mac, e_snn)))
-    return EnergyReport(rows, e_mac, e_ac)
+    B = result.batch_size
+    ops = [AnalogOpEnergy(name, r["op"], r["macs"] / r["calls"] / B, r["macs"] / B,
+                          r["macs"] / r["calls"] / B * e_mac, r["macs"] / B * e_mac)
+           for name, r in result.analog_ops.items()]
+    return EnergyReport(rows, e_mac, e_ac, ops)
 
 
 def spike_rates(result, neurons: dict[str, int] | None = None) -> dict:

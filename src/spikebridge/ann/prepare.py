@@ -19,7 +19,7 @@ from torch import fx, nn
 from ..conversion.ops import Kind, NoReplacement, SiteForm, op_for_node
 from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationError, check_levels
 from .qcfs import QCFS
-from .quantized import QuantizedActivation
+from .quantized import QuantizedActivation, check_k_min
 from .tracing import (
     describe, is_relu, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
 )
@@ -153,9 +153,12 @@ def sites(model: nn.Module) -> dict[str, QCFS]:
 
 
 def set_levels(model: nn.Module, levels: int | Mapping[str, int]) -> None:
-    """Change the levels of a prepared model's sites in place (thresholds are kept)."""
+    """Change the levels of a prepared model's sites in place (thresholds are kept); a site
+    with negative levels keeps −L <= k_min (docs/methods.md §8)."""
     found = sites(model)
     for name, level in resolve_levels(levels, list(found)).items():
+        if isinstance(found[name], QuantizedActivation):
+            check_k_min(found[name].k_min, level)
         found[name].levels = level
 
 

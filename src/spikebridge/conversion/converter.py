@@ -21,6 +21,7 @@ from ..errors import ConversionError, InputError, OptionError, check_T
 from ..inputs import batches as input_batches
 from ..inputs import input_spec
 from ..snn.network import SpikingNetwork
+from .constant import constants_as_modules
 from .graph import check_finite, check_supported, fold_batchnorm, redirect_inplace, relu_site_modules, remove_dropped
 from .registry import Method, Source, default_method, get_method
 from .thresholds import ActivationStats
@@ -127,6 +128,7 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     remove_dropped(gm)
     fold_batchnorm(gm)
     redirect_inplace(gm)
+    constants_as_modules(gm)
     check_supported(gm, sites)
     calibration = None
     if record.source is Source.RELU:

@@ -19,7 +19,7 @@ from ..ann.qcfs import QCFS
 from ..ann.quantized import QuantizedActivation
 from ..ann.tracing import describe, replace_with_module, site_nodes, trace
 from ..errors import ConversionError
-from .ops import Kind, NotAffine, on_numbers, op_for_node, supported_ops
+from .ops import Kind, NotAffine, TrainProduct, on_numbers, op_for_node, supported_ops
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> None:
@@ -67,7 +67,8 @@ def remove_dropped(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
-ACCEPTED = (Kind.SYNAPTIC, Kind.STATELESS, Kind.AFFINE, Kind.MERGE, Kind.SHAPE)  # what a spiking network holds
+ACCEPTED = (Kind.SYNAPTIC, Kind.STATELESS, Kind.AFFINE, Kind.MERGE, Kind.SHAPE, Kind.ANALOG,
+            Kind.CONSTANT)  # what a spiking network holds
 
 
 def train_nodes(gm: fx.GraphModule) -> set[fx.Node]:
@@ -99,7 +100,7 @@ def check_supported(gm: fx.GraphModule, sites: Iterable[str]) -> None:
             continue
         if node.op == "get_attr":
             raise ConversionError(f"{describe(node, gm)} reads a tensor attribute directly; "
-                                  "only layers (conv, linear, BatchNorm) may hold weights")
+                                  "conversion.constant.constants_as_modules makes such reads Constant modules")
         if node.op == "call_module" and node.target in sites:
             continue
         on_trains = any(a in trains for a in node.all_input_nodes)
@@ -120,12 +121,14 @@ def check_supported(gm: fx.GraphModule, sites: Iterable[str]) -> None:
 
 
 def check_affine(node: fx.Node, gm: fx.GraphModule, op, trains: set[fx.Node]) -> None:
-    """An AFFINE op must be y = Σ a_i·x_i + c in its trains (``ops.Affine``): no product or
-    quotient of trains, no rounding (docs/methods.md §8)."""
+    """An AFFINE op must be y = Σ a_i·x_i + c in its trains (``ops.Affine``), or a product or
+    quotient of two trains (computed on their decoded values); no rounding (docs/methods.md §8)."""
     marker = _Train()
     args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: marker if n in trains else 1.0)
     try:
         op.affine(lambda v: v is marker, *args, **kwargs)
+    except TrainProduct:
+        return  # computed on decoded values, as an ANALOG op (docs/methods.md §8)
     except NotAffine as exc:
         raise ConversionError(f"{describe(node, gm)} {exc}, which has no step-by-step meaning on spike trains "
                               "(docs/methods.md §8); remove it or compute it with layers and ReLU sites, and "
@@ -133,6 +136,29 @@ def check_affine(node: fx.Node, gm: fx.GraphModule, op, trains: set[fx.Node]) ->
     except TypeError:
         raise ConversionError(f"{describe(node, gm)} has arguments {op.name!r} does not take on spike trains "
                               f"(args {node.args}, kwargs {node.kwargs})") from None
+
+
+def analog_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes computed on decoded values (docs/methods.md §8): ANALOG ops, and AFFINE ops
+    that multiply or divide two trains."""
+    trains = train_nodes(gm)
+    found = set()
+    for node in gm.graph.nodes:
+        op = op_for_node(node, gm) if node.op.startswith("call_") else None
+        if op is None or not any(a in trains for a in node.all_input_nodes):
+            continue
+        if op.kind is Kind.ANALOG:
+            found.add(node)
+        elif op.kind is Kind.AFFINE:
+            marker = _Train()
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: marker if n in trains else 1.0)
+            try:
+                op.affine(lambda v: v is marker, *args, **kwargs)
+            except TrainProduct:
+                found.add(node)
+            except (NotAffine, TypeError):
+                pass
+    return found
 
 
 def redirect_inplace(gm: fx.GraphModule) -> None:

@@ -7,13 +7,17 @@ Each ``Op`` says what a graph node is to the pipeline:
   plus a constant: y = Σ a_i·x_i + c, run with the coding's constant rule), MERGE (combines
   trains, which the coding aligns first), SHAPE (reads shapes, no train), DROPPED (identity at
   inference, removed before conversion), FOLDED (folded into the preceding synaptic layer),
-  ACTIVATION (becomes a neuron at conversion), REFUSED (no spiking meaning; ``advice`` says
-  what to do).
+  ACTIVATION (becomes a neuron at conversion), ANALOG (no spiking form: computed on the decoded
+  values of its input trains and re-encoded, docs/methods.md §8), CONSTANT (a parameter or
+  buffer the graph reads directly: a train of one step), REFUSED (no spiking meaning;
+  ``advice`` says what to do).
 - ``combine``: for MERGE ops, how the aligned trains are combined.
 - ``affine``: for AFFINE ops, the call written as y = Σ a_i·x_i + c (see ``Affine``).
 - ``macs`` / ``synaptic_ops``: for SYNAPTIC ops, the ANN's MACs for one output and the SNN's
-  accumulates for a map of input events (docs/methods.md §6).
-- ``config``: constructor arguments of the module, read from its attributes (data-only files).
+  accumulates for a map of input events (docs/methods.md §6); for ANALOG ops, ``macs(args,
+  kwargs, output)`` counts the MACs of one call on decoded values (the SNN does them as MACs).
+- ``config``: constructor arguments of the module, read from its attributes (data-only files);
+  ``config_extra`` for arguments that are no attribute (e.g. whether a bias exists).
 - ``nir``: the name of the NIR exporter's rule for it, or None with ``nir_refusal`` saying why.
 - ``replacement``: for REFUSED modules that prepare() can swap (max pooling), the swap.
 - ``site_form``: for ACTIVATION ops prepare() turns into sites, the ``SiteForm`` of a call:
@@ -41,8 +45,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torchvision.models import swin_transformer
+from torchvision.ops import StochasticDepth, stochastic_depth
 
 from ..ann.qcfs import QCFS
+from .constant import Constant
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,8 @@ class Kind(enum.Enum):
     DROPPED = "dropped"
     FOLDED = "folded"
     ACTIVATION = "activation"
+    ANALOG = "analog"
+    CONSTANT = "constant"
     REFUSED = "refused"
 
 
@@ -93,6 +102,8 @@ class Op:
     macs: Callable[[nn.Module, torch.Tensor], int] | None = None
     synaptic_ops: Callable[[nn.Module, torch.Tensor], int] | None = None
     config: tuple[str, ...] = ()
+    config_extra: tuple[tuple[str, Callable[[nn.Module], object]], ...] = ()
+    analog_macs: Callable[[object, tuple, dict, object], int] | None = None
     nir: str | None = None
     nir_refusal: str = "NIR has no equivalent of this operation"
     advice: str = ""
@@ -101,7 +112,12 @@ class Op:
 
     def module_config(self, module: nn.Module) -> dict:
         """The constructor arguments that rebuild ``module`` (without its tensors)."""
-        return {a: _jsonable(getattr(module, a)) if a != "bias" else module.bias is not None for a in self.config}
+        config = {a: _jsonable(getattr(module, a)) if a != "bias" else module.bias is not None for a in self.config}
+        return {**config, **{key: read(module) for key, read in self.config_extra}}
+
+    @property
+    def config_keys(self) -> tuple[str, ...]:
+        return (*self.config, *(key for key, _ in self.config_extra))
 
 
 def _jsonable(value):
@@ -133,8 +149,58 @@ def linear_synaptic_ops(linear: nn.Linear, events: torch.Tensor) -> int:
     return int(events.sum().item()) * linear.out_features
 
 
+def _tensor_numel(value) -> int:
+    found = []
+    fx.node.map_aggregate(value, lambda v: found.append(v.numel()) if isinstance(v, torch.Tensor) else None)
+    return sum(found)
+
+
+def per_element(n: int):
+    """analog_macs of an elementwise op doing ``n`` MACs per output element (docs §6, §8:
+    a product 1; softmax 2, exp and normalise; layer norm 4, mean, variance, normalise, affine)."""
+    return lambda fn, args, kwargs, output: n * _tensor_numel(output)
+
+
+def matmul_macs(fn, args, kwargs, output) -> int:
+    """a @ b: output elements · the contracted length."""
+    return output.numel() * args[0].shape[-1]
+
+
+def attention_macs(fn, args, kwargs, output) -> int:
+    """F.scaled_dot_product_attention(q, k, v): q·kᵀ and the weighted sum of v (Nq·Nk·(d + d_v)
+    per head and sample) plus the softmax (2 per score)."""
+    q, k, v = args[:3]
+    heads = q.numel() // (q.shape[-2] * q.shape[-1])
+    return heads * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1] + 2)
+
+
+def multihead_attention_macs(mha: nn.MultiheadAttention, args, kwargs, output) -> int:
+    """nn.MultiheadAttention(q, k, v) on B samples of Nq queries and Nk keys: the input
+    projections (Nq·E² + Nk·E·(kdim + vdim)), every head's attention (Nq·Nk·2E, plus 2 per
+    score for the softmax) and the output projection (Nq·E²)."""
+    def samples_tokens(x):
+        if x.dim() == 2:
+            return 1, x.shape[0]
+        return (x.shape[0], x.shape[1]) if mha.batch_first else (x.shape[1], x.shape[0])
+    (B, Nq), (_, Nk), E = samples_tokens(args[0]), samples_tokens(args[1]), mha.embed_dim
+    return B * (2 * Nq * E * E + Nk * E * (mha.kdim + mha.vdim) + Nq * Nk * (2 * E + 2 * mha.num_heads))
+
+
+def shifted_window_attention_macs(fn, args, kwargs, output) -> int:
+    """torchvision's Swin window attention on x [B, H, W, C]: qkv and output projections (4C²
+    per token) and the attention within each window (2·A·C per token, A the window's area)."""
+    x, window = args[0], args[4]
+    tokens, C = x.numel() // x.shape[-1], x.shape[-1]
+    return tokens * (4 * C * C + 2 * math.prod(window) * C)
+
+
 class NotAffine(Exception):
     """A call that is not y = Σ a_i·x_i + c in its trains x_i; the message says why."""
+
+
+class TrainProduct(NotAffine):
+    """A product or quotient of two trains: no spiking form, but computed exactly on their
+    decoded values (the call runs as an ANALOG op, docs/methods.md §8)."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +247,7 @@ def rsub_form(is_train, input, other, alpha=1) -> Affine:
 def mul_form(is_train, input, other) -> Affine:
     """torch.mul / operator.mul: a train times a number (a product of trains is not affine)."""
     if is_train(input) and is_train(other):
-        raise NotAffine("multiplies two spike trains")
+        raise TrainProduct("multiplies two spike trains")
     train, number = (input, other) if is_train(input) else (other, input)
     return _affine(is_train, (number, train))
 
@@ -191,7 +257,7 @@ def div_form(is_train, input, other, rounding_mode=None) -> Affine:
     if rounding_mode is not None:
         raise NotAffine(f"rounds its result (rounding_mode={rounding_mode!r})")
     if is_train(other):
-        raise NotAffine("divides by a spike train")
+        raise TrainProduct("divides by a spike train")
     if other == 0:
         raise NotAffine("divides by zero")
     return _affine(is_train, (1 / other, input))
@@ -239,6 +305,9 @@ _CONV_CONFIG = ("in_channels", "out_channels", "kernel_size", "stride", "padding
                 "padding_mode")
 _POOL_CONFIG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
 
+_ANALOG_NIR = ("NIR has no analog islands: this op is computed on decoded values (docs/methods.md §8), "
+               "outside any spiking primitive")
+
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)  # F.relu_ is torch.relu_
 
 OPS: tuple[Op, ...] = (
@@ -274,13 +343,46 @@ OPS: tuple[Op, ...] = (
        nir_refusal="NIR has no scaling by a number outside a layer"),
     Op("neg", Kind.AFFINE, functions=(operator.neg, torch.neg, torch.negative), methods=("neg", "neg_", "negative"),
        affine=neg_form, nir_refusal="NIR has no negation outside a layer"),
+    Op("permute", Kind.STATELESS, functions=(torch.permute,), methods=("permute",),
+       nir_refusal="NIR has no permutation of dimensions"),
+    Op("transpose", Kind.STATELESS, functions=(torch.transpose,), methods=("transpose",),
+       nir_refusal="NIR has no permutation of dimensions"),
+    Op("expand", Kind.STATELESS, methods=("expand", "expand_as"), nir_refusal="NIR has no broadcast"),
+    Op("unsqueeze", Kind.STATELESS, functions=(torch.unsqueeze, torch.squeeze), methods=("unsqueeze", "squeeze"),
+       nir="reshape"),
+    Op("split", Kind.STATELESS, functions=(torch.chunk, torch.split, torch.unbind), methods=("chunk", "split", "unbind"),
+       nir_refusal="NIR has no split of a tensor into several"),
+    Op("patch_merging_pad", Kind.STATELESS, functions=(swin_transformer._patch_merging_pad,),
+       nir_refusal="NIR has no patch merging"),
     # merges of trains
     Op("cat", Kind.MERGE, functions=(torch.cat,), combine=cat_trains, nir_refusal="NIR has no concatenation"),
+    # no spiking form: computed on the decoded values of the incoming trains, re-encoded (docs/methods.md §8)
+    Op("layer_norm", Kind.ANALOG, modules=(nn.LayerNorm,), functions=(F.layer_norm,),
+       config=("normalized_shape", "eps", "elementwise_affine", "bias"), analog_macs=per_element(4),
+       nir_refusal=_ANALOG_NIR),
+    Op("softmax", Kind.ANALOG, modules=(nn.Softmax,), functions=(F.softmax, torch.softmax), methods=("softmax",),
+       config=("dim",), analog_macs=per_element(2), nir_refusal=_ANALOG_NIR),
+    Op("matmul", Kind.ANALOG, functions=(operator.matmul, torch.matmul, torch.bmm), methods=("matmul", "bmm"),
+       analog_macs=matmul_macs, nir_refusal=_ANALOG_NIR),
+    Op("attention", Kind.ANALOG, functions=(F.scaled_dot_product_attention,), analog_macs=attention_macs,
+       nir_refusal=_ANALOG_NIR),
+    Op("multihead_attention", Kind.ANALOG, modules=(nn.MultiheadAttention,),
+       config=("embed_dim", "num_heads", "dropout", "add_zero_attn", "kdim", "vdim", "batch_first"),
+       config_extra=(("bias", lambda m: m.in_proj_bias is not None), ("add_bias_kv", lambda m: m.bias_k is not None)),
+       analog_macs=multihead_attention_macs, nir_refusal=_ANALOG_NIR),
+    Op("window_attention", Kind.ANALOG, functions=(swin_transformer.shifted_window_attention,),
+       analog_macs=shifted_window_attention_macs, nir_refusal=_ANALOG_NIR),
+    Op("relative_position_bias", Kind.ANALOG, functions=(swin_transformer._get_relative_position_bias,),
+       analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),  # a gather from a table: no arithmetic
+    # tensors the graph reads directly (get_attr, made modules at conversion)
+    Op("constant", Kind.CONSTANT, modules=(Constant,), config=("shape",),
+       nir_refusal="NIR has no constant input; fold the tensor into a layer's bias"),
     # shapes
-    Op("shape", Kind.SHAPE, functions=(getattr, operator.getitem), methods=("size",), nir="shape"),
+    Op("shape", Kind.SHAPE, functions=(getattr, operator.getitem, torch._assert), methods=("size", "dim"),
+       nir="shape"),
     # removed or folded before conversion
-    Op("dropout", Kind.DROPPED, modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout),
-       functions=(F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout)),
+    Op("dropout", Kind.DROPPED, modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, StochasticDepth),
+       functions=(F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout, stochastic_depth)),
     Op("batch_norm", Kind.FOLDED, modules=(nn.BatchNorm1d, nn.BatchNorm2d)),
     # activation sites
     Op("qcfs", Kind.ACTIVATION, modules=(QCFS,)),
@@ -314,15 +416,19 @@ OPS: tuple[Op, ...] = (
               "quantized sites: this one has no entry in spikebridge.activations (PReLU and RReLU learn or draw "
               "their slope, GLU multiplies two halves, the others are not quantized yet); replace it with ReLU or "
               "one of those and retrain or fine-tune"),
+    Op("comparison", Kind.REFUSED,
+       functions=(operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, operator.not_,
+                  operator.and_, operator.or_),
+       advice="a comparison of spike trains is a threshold, not an operation on their values; compare shapes "
+              "(numbers) only"),
     Op("nonlinear_elementwise", Kind.REFUSED,
        functions=(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.abs, operator.abs, torch.pow,
                   operator.pow, torch.square, torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor,
                   torch.ceil, torch.round, torch.trunc, torch.reciprocal, torch.maximum, torch.minimum, torch.max,
-                  torch.min, torch.fmod, torch.remainder, torch.floor_divide, operator.floordiv, operator.mod,
-                  operator.matmul, torch.matmul),
+                  torch.min, torch.fmod, torch.remainder, torch.floor_divide, operator.floordiv, operator.mod),
        methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max", "abs", "abs_", "pow", "pow_", "square",
                 "sqrt", "rsqrt", "exp", "log", "sign", "floor", "ceil", "round", "trunc", "reciprocal", "maximum",
-                "minimum", "max", "min", "fmod", "remainder", "floor_divide", "matmul"),
+                "minimum", "max", "min", "fmod", "remainder", "floor_divide"),
        advice="a nonlinear op has no step-by-step meaning on spike trains: its value on a train is not its value on "
               "the activation (docs/methods.md §8); remove it, or express it with ReLU sites (clamp(x, 0, c) is a "
               "QCFS site with threshold c), and retrain or fine-tune"),

@@ -46,7 +46,7 @@ from safetensors import SafetensorError
 from torch import fx, nn
 
 from ..conversion.graph import ACCEPTED
-from ..conversion.ops import BY_FUNCTION, BY_METHOD, BY_MODULE, FUNCTIONS_BY_NAME
+from ..conversion.ops import BY_FUNCTION, BY_METHOD, BY_MODULE, FUNCTIONS_BY_NAME, on_numbers
 from ..conversion.registry import get_method
 from ..errors import CheckpointError, OptionError
 from ..snn.network import SpikingNetwork
@@ -59,7 +59,8 @@ MAGIC = b"SPIKEBRIDGE-SNN\n"
 MAX_HEADER = 4096
 
 OP_MODULES = {cls.__name__: cls for cls, op in BY_MODULE.items() if op.kind in ACCEPTED}
-FUNCTIONS = {name: fn for name, fn in FUNCTIONS_BY_NAME.items() if BY_FUNCTION[fn].kind in ACCEPTED}
+FUNCTIONS = {name: fn for name, fn in FUNCTIONS_BY_NAME.items()
+             if BY_FUNCTION[fn].kind in ACCEPTED or on_numbers(fn)}  # the engine runs operator.floordiv etc. on numbers only
 FUNCTION_NAMES = {fn: name for name, fn in FUNCTIONS.items()}
 METHODS = {name for name, op in BY_METHOD.items() if op.kind in ACCEPTED}
 DTYPES = {str(t).removeprefix("torch."): t for t in vars(torch).values() if isinstance(t, torch.dtype)}
@@ -420,8 +421,8 @@ def _rebuild_modules(entries: list, tensors: dict) -> dict[str, nn.Module]:
                     raise _Invalid(f"neuron {target!r} ({name}) does not take the config {config}")
             elif name in OP_MODULES:
                 cls = OP_MODULES[name]
-                if set(config) != set(BY_MODULE[cls].config):
-                    raise _Invalid(f"module {target!r} ({name}) needs the config keys {sorted(BY_MODULE[cls].config)}")
+                if set(config) != set(BY_MODULE[cls].config_keys):
+                    raise _Invalid(f"module {target!r} ({name}) needs the config keys {sorted(BY_MODULE[cls].config_keys)}")
                 with torch.device("meta"):
                     module = cls(**kwargs)
             else:

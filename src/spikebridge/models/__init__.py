@@ -1,8 +1,9 @@
 """Model registry: the CIFAR-style networks of the QCFS/PASCAL papers, a small CNN, and any
 torchvision classifier by name ("tv:<name>").
 
-Every model uses ReLU (as nn.ReLU modules), average pooling and plain tensor ops, so it is
-torch.fx traceable and prepare()/convert() accept it. ``tv:`` models are torchvision's
+Every model uses average pooling and plain tensor ops, so it is torch.fx traceable and
+prepare()/convert() accept it; the CNNs use ReLU, ``vit_tiny`` GELU (or ReLU/SiLU) and
+attention (analog ops in the SNN, docs/methods.md §8). ``tv:`` models are torchvision's
 architectures as published, built untrained (weights=None, nothing is downloaded); some
 contain max-pooling or ReLU6/SiLU/GELU, which convert() refuses with a ConversionError.
 """
@@ -16,6 +17,7 @@ from .rescat import ResCatNet
 from .resnet import resnet18, resnet20, resnet34
 from .small import SmallCNN
 from .vgg import VGG16, VGGSmall
+from .vit import vit_tiny
 
 TV_PREFIX = "tv:"
 
@@ -29,6 +31,7 @@ _REGISTRY = {
     "small_cnn": (SmallCNN, None),
     "vgg_small": (VGGSmall, None),
     "rescat": (ResCatNet, None),
+    "vit_tiny": (vit_tiny, None),
 }
 
 

@@ -9,6 +9,13 @@
   the sum over steps carries c once, as in the ANN (a bias, 000 Thm 3.3; a number added to an
   activation, docs/methods.md §8); shorter trains are zero-padded at the end; the value of a
   train is its sum, and the logits after step t are the sum over steps 1..t.
+
+An ANALOG op (docs/methods.md §8) has no spiking form: it is computed on the decoded values
+of its input trains (``decode``) and its result re-encoded as a train (``encode``). Sum coding
+decodes a train to its sum and encodes a value as a 1-step train: exact, as the ANN. Rate
+coding decodes to the running mean m(t) = (x(1) + … + x(t))/t at every step and encodes
+y(t) = f(m(t)) as o(t) = t·y(t) − (t−1)·y(t−1), a train whose running mean is y(t): the op's
+value on everything seen so far, at every step (for a linear f, f applied step by step).
 """
 from __future__ import annotations
 
@@ -56,6 +63,15 @@ class Coding:
         """How often each step of a train of ``steps`` steps reaches a layer in a T-step run."""
         return 1
 
+    def decode(self, trains: list[torch.Tensor], state: dict) -> list[torch.Tensor]:
+        """The values an ANALOG op is computed on, one train of values per (aligned) input
+        train; ``state`` carries what a later window of the same run needs."""
+        raise NotImplementedError
+
+    def encode(self, values: torch.Tensor, state: dict, key: int = 0) -> torch.Tensor:
+        """The train that carries an ANALOG op's result ``values`` (one per decoded step)."""
+        raise NotImplementedError
+
     def align(self, trains: list[torch.Tensor]) -> list[torch.Tensor]:
         """Bring trains to one length so that they can be added or concatenated."""
         steps = max(t.shape[0] for t in trains)
@@ -82,6 +98,32 @@ class RateCoding(Coding):
     def presentations(self, steps, T):
         return T if steps == 1 and T else 1  # a 1-step train is a constant current
 
+    def decode(self, trains, state):
+        t0 = state.get("t", 0)
+        sums = state.setdefault("sums", {})
+        means = []
+        for i, train in enumerate(trains):
+            if not train.is_floating_point():  # indices (a constant buffer), not values
+                means.append(train)
+                continue
+            total = self._cumsum(train, sums.get(i))
+            sums[i] = total[-1]
+            count = torch.arange(t0 + 1, t0 + train.shape[0] + 1, device=train.device, dtype=train.dtype)
+            means.append(total / count.view(-1, *([1] * (train.dim() - 1))))
+        state["t"] = t0 + trains[0].shape[0]
+        return means
+
+    def encode(self, values, state, key=0):
+        steps = values.shape[0]
+        t0 = state["t"] - steps
+        previous = state.setdefault("last", {}).get(key)
+        out = torch.empty_like(values)
+        for t in range(steps):
+            out[t] = values[t] if previous is None else (t0 + t + 1) * values[t] - (t0 + t) * previous
+            previous = values[t]
+        state["last"][key] = previous
+        return out
+
     def readout(self, train, steps, t0=0, running=None):
         if train.shape[0] == 1 and steps and steps > 1:  # a constant output (no neuron upstream)
             train = train.expand(steps, *train.shape[1:])
@@ -105,6 +147,12 @@ class SumCoding(Coding):
     def readout(self, train, steps, t0=0, running=None):
         total = self._cumsum(train, running)
         return total, total[-1]
+
+    def decode(self, trains, state):
+        return [train.sum(0, keepdim=True) for train in trains]
+
+    def encode(self, values, state, key=0):
+        return values
 
 
 RATE = RateCoding()

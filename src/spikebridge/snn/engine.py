@@ -9,7 +9,11 @@ other node is looked up in the op table (``conversion.ops``) and run by the rule
   [B, ...] as in the ANN, so shapes read off a train (``x.size(0)``) are the ANN's;
 - AFFINE: y = Σ a_i·x_i + c on aligned trains, the constant c spread over the steps by the
   coding (``affine``; docs/methods.md §8);
-- MERGE: the trains are aligned by the coding, then combined by the op's ``combine``.
+- MERGE: the trains are aligned by the coding, then combined by the op's ``combine``;
+- ANALOG (and a product or quotient of two trains): computed on the decoded values of the
+  trains and re-encoded, by the coding's ``decode``/``encode`` (docs/methods.md §8); each such
+  node and its MACs are recorded in the SimulationResult;
+- CONSTANT: the module's tensor, as a train of one step.
 A Python ``operator`` function on numbers alone (shape arithmetic) runs as Python.
 
 A module or function that is neither is refused: it is never run as if it were stateless.
@@ -20,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, on_numbers, op_for_module
+from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, on_numbers, op_for_module,
+                              per_element)
 from ..errors import ConversionError, InputError, SpikeBridgeError
 from .neurons import SpikingNeuron
 
@@ -43,7 +48,8 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
     return y
 
 
-RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE, Kind.AFFINE)
+RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE, Kind.AFFINE, Kind.ANALOG, Kind.CONSTANT)
+PRODUCT_MACS = per_element(1)  # a product or quotient of two trains, on their values
 
 
 class TrainRunner(fx.Interpreter):
@@ -65,6 +71,8 @@ class TrainRunner(fx.Interpreter):
         self.values = values
         self.constant = snn.constant_nodes()
         self.analog = snn.analog_layers()
+        self.analog_state: dict[str, dict] = {}
+        self.node: fx.Node | None = None
         self.window: tuple[int, int] | None = None
         self.potentials: dict[str, torch.Tensor] = {}
         self.cache: dict[fx.Node, object] = {}
@@ -82,6 +90,7 @@ class TrainRunner(fx.Interpreter):
         InputError naming the node."""
         if n in self.cache:
             return self.cache[n]
+        self.node = n
         try:
             out = super().run_node(n)
         except (SpikeBridgeError, torch.OutOfMemoryError):
@@ -115,6 +124,8 @@ class TrainRunner(fx.Interpreter):
         if op.kind is Kind.SYNAPTIC:
             self.record_events(target, args[0])
             return synapse(module, args[0], self.coding)
+        if op.kind is Kind.CONSTANT:
+            return module().unsqueeze(0)
         return self.run_op(op, module, args, kwargs)
 
     def call_function(self, target, args, kwargs):
@@ -133,23 +144,27 @@ class TrainRunner(fx.Interpreter):
         return op
 
     def run_op(self, op: Op, fn, args, kwargs):
+        if op.kind is Kind.ANALOG:
+            return self.analog_op(op.name, op.analog_macs, fn, args, kwargs)
         if op.kind is Kind.AFFINE and _tensors((args, kwargs)):
-            return self.affine(op, args, kwargs)
+            try:
+                form = op.affine(_is_train, *args, **kwargs)
+            except TrainProduct:
+                return self.analog_op(op.name, PRODUCT_MACS, fn, args, kwargs)
+            except NotAffine as exc:  # convert() refuses these; a graph edited afterwards can still hold one
+                raise ConversionError(f"the engine cannot run {op.name!r} on spike trains: it {exc}") from None
+            return self.affine(form)
         if op.kind is Kind.MERGE:
             trains = args[0] if isinstance(args[0], (list, tuple)) else args[:2]
             if all(isinstance(t, torch.Tensor) for t in trains):
                 return op.combine(self.coding.align(list(trains)), args, kwargs)
         return self.per_step(fn, args, kwargs)
 
-    def affine(self, op: Op, args, kwargs) -> torch.Tensor:
+    def affine(self, form) -> torch.Tensor:
         """y = Σ a_i·x_i + c (``ops.Affine``): the trains aligned by the coding, scaled and summed
         step by step, and the ANN's constant c added as the coding spreads it over the steps
         (rate: c every step; sum: c/T_in per step, so that the train carries c once; docs/methods.md §8).
         Steps broadcast against each other as the ANN's tensors do (time stays the first dim)."""
-        try:
-            form = op.affine(_is_train, *args, **kwargs)
-        except NotAffine as exc:  # convert() refuses these; a graph edited afterwards can still hold one
-            raise ConversionError(f"the engine cannot run {op.name!r} on spike trains: it {exc}") from None
         out = None
         rank = max(x.dim() for _, x in form.terms)
         for (a, _), x in zip(form.terms, self.coding.align([x for _, x in form.terms])):
@@ -159,6 +174,29 @@ class TrainRunner(fx.Interpreter):
         if form.constant != 0:
             out = out + self.coding.constant_per_step(form.constant, out.shape[0])
         return out
+
+    def analog_op(self, name: str, macs, fn, args, kwargs):
+        """An op with no spiking form, on the decoded values of its trains (``Coding.decode``),
+        step by step, its result re-encoded (``Coding.encode``); the node and its MACs are
+        recorded (docs/methods.md §6, §8). The state of the decoding and encoding carries over
+        from one window of a run to the next."""
+        trains = _tensors((args, kwargs))
+        state = self.analog_state.setdefault(self.node.name, {})
+        values = dict(zip(map(id, trains), self.coding.decode(self.coding.align(trains), state)))
+        args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: values[id(v)] if isinstance(v, torch.Tensor) else v)
+        out = self.per_step(fn, args, kwargs)
+        outputs = []
+        fx.node.map_aggregate(out, lambda v: outputs.append(v) if isinstance(v, torch.Tensor) else None)
+        if self.result is not None:
+            steps = outputs[0].shape[0]
+            first_args, first_kwargs = fx.node.map_aggregate((args, kwargs), lambda v: v[0] if isinstance(v, torch.Tensor) else v)
+            first_out = fx.node.map_aggregate(out, lambda v: v[0] if isinstance(v, torch.Tensor) else v)
+            record = self.result.analog_ops.setdefault(self.node.name, {"op": name, "macs": 0, "calls": 0})
+            record["macs"] += steps * macs(fn, first_args, first_kwargs, first_out)
+            record["calls"] += steps
+        encoded = iter(range(len(outputs)))
+        return fx.node.map_aggregate(out, lambda v: self.coding.encode(v, state, next(encoded))
+                                     if isinstance(v, torch.Tensor) else v)
 
     def per_step(self, fn, args, kwargs):
         """Apply a per-sample op to each step [B, ...] of its trains and stack the results; an op
@@ -175,9 +213,14 @@ class TrainRunner(fx.Interpreter):
 
         a, k = at(0)
         first = fn(*a, **k)
-        if not isinstance(first, torch.Tensor):
+        if not isinstance(first, torch.Tensor) and not (  # a tuple of tensors: chunk, attention
+                isinstance(first, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in first)):
             return first
-        return torch.stack([first, *(fn(*a, **k) for a, k in map(at, range(1, steps)))])
+        rest = [fn(*a, **k) for a, k in map(at, range(1, steps))]
+        if isinstance(first, torch.Tensor):
+            return torch.stack([first, *rest])
+        return type(first)(torch.stack([v, *(r[i] for r in rest)]) if isinstance(v, torch.Tensor) else v
+                           for i, v in enumerate(first))
 
     def record_site(self, site: str, out: torch.Tensor) -> None:
         self.steps[site] = self.steps.get(site, 0) + out.shape[0]
@@ -191,9 +234,12 @@ class TrainRunner(fx.Interpreter):
         if self.result is None:
             return
         events = (train != 0).sum((0, 1))
-        if layer in self.analog:  # its input is the same at every step: computed once, presented per the coding
-            events = events * self.coding.presentations(train.shape[0], self.snn.T)
+        if layer in self.analog:
             self.result.analog_layers.add(layer)
+            if self.node in self.constant:  # the same input at every step: computed once, presented per the coding
+                events = events * self.coding.presentations(train.shape[0], self.snn.T)
+            else:  # the result of an analog op: a new input at every step of its train
+                self.result.analog_steps[layer] = self.result.analog_steps.get(layer, 0) + train.shape[0]
         _accumulate(self.result.events, layer, events)
 
     def site_values(self) -> dict[str, torch.Tensor]:

@@ -31,6 +31,12 @@ class SimulationResult:
     steps: site -> number of steps of the site's output train.
     values: site -> the train's decoded value per neuron [B, ...] (sum, or mean for rate
         coding); filled only when asked for (verify uses it).
+    analog_layers: synaptic layers whose input is not spikes (the analog input, or the result
+        of an analog op): they do MACs. analog_steps: for those fed by an analog op, how many
+        distinct inputs they received (computed anew each time; a constant input counts once).
+    analog_ops: node -> {"op", "macs", "calls"} for every op computed on decoded values
+        (docs/methods.md §8): its MACs summed over the batch and its calls (once per image
+        under sum coding, once per step under rate coding).
     """
 
     logits: torch.Tensor
@@ -39,6 +45,8 @@ class SimulationResult:
     steps: dict[str, int] = field(default_factory=dict)
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     analog_layers: set[str] = field(default_factory=set)
+    analog_steps: dict[str, int] = field(default_factory=dict)
+    analog_ops: dict[str, dict] = field(default_factory=dict)
     batch_size: int = 0
 
     @property
@@ -98,9 +106,18 @@ class SpikingNetwork(nn.Module):
         return {n for n in self.graph.graph.nodes if n not in spiking and n.op != "output"}
 
     def analog_layers(self) -> set[str]:
-        """Synaptic layers whose input has passed no neuron: they multiply analog values."""
-        return {n.target for n in self.constant_nodes()
-                if n.op == "call_module" and _is_synaptic(self.graph.get_submodule(n.target))}
+        """Synaptic layers whose input is not spikes: it has passed no neuron since the analog
+        input, a constant, or an op computed on decoded values (``graph.analog_nodes``)."""
+        from ..conversion.graph import analog_nodes
+
+        analog = set(self.constant_nodes()) | analog_nodes(self.graph)
+        for node in self.graph.graph.nodes:
+            neuron = node.op == "call_module" and isinstance(self.graph.get_submodule(node.target), SpikingNeuron)
+            if not neuron and any(a in analog for a in node.all_input_nodes):
+                analog.add(node)
+        return {n.target for n in self.graph.graph.nodes
+                if _is_synaptic_node(self.graph, n) and (n in self.constant_nodes()
+                                                          or any(a in analog for a in n.all_input_nodes))}
 
     def input_spec(self) -> InputSpec:
         """What ``simulate`` takes: batches of the network's dtype (and shape, where known)."""
@@ -163,6 +180,10 @@ class SpikingNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.simulate(x, record=False).logits[-1]
+
+
+def _is_synaptic_node(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and _is_synaptic(gm.get_submodule(node.target))
 
 
 def _is_synaptic(module: nn.Module) -> bool:

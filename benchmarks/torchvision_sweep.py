@@ -1,0 +1,165 @@
+"""Issue 11 item 6: every torchvision classifier converts or is refused, never crashes
+(BENCHMARKS.md §10).
+
+For each name of ``torchvision.models.list_models(module=torchvision.models)``: the model with
+random weights and random BatchNorm statistics, at the smallest square input it accepts (of
+SIZES); ``sb.prepare`` (L = 8, max pooling replaced by average pooling); then ``pasc``,
+``bitplane`` and ``qcfs`` (T = 4). The sum-coded SNNs are checked against the prepared ANN in
+float64 on 2 random images (``sb.verify``: prediction agreement and level mismatches) when the
+ANN's float64 forward pass takes less than --verify-seconds; the rate-coded one is simulated.
+Each model's outcome per method: "exact" (agreement 100%, 0 mismatches), "converted" (not
+verified: too slow here), "inexact" (a bug), "refused: <reason>" (a ConversionError, by
+design), "crashed: <exception>" (a bug). Results go to benchmarks/results/torchvision_sweep.json
+after every model; --report prints the markdown table.
+
+    python benchmarks/torchvision_sweep.py                    # all of them (about an hour on 2 cores)
+    python benchmarks/torchvision_sweep.py --models resnet18,vit_b_16
+    python benchmarks/torchvision_sweep.py --report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, machine  # noqa: E402
+
+import spikebridge as sb  # noqa: E402
+
+SIZES = (16, 32, 64, 96, 128, 160, 224, 299)
+METHODS = ("pasc", "bitplane", "qcfs")
+OUT = RESULTS / "torchvision_sweep.json"
+
+
+def random_model(name: str) -> nn.Module:
+    """torchvision's ``name`` untrained, with BatchNorm statistics drawn at random (else every
+    BatchNorm is the identity and the test is weaker)."""
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@torch.no_grad()
+def smallest_input(model: nn.Module) -> int | None:
+    for size in SIZES:
+        try:
+            model(torch.randn(1, 3, size, size))
+            return size
+        except Exception:  # too small for the model: torch raises several types
+            continue
+    return None
+
+
+def reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
+
+
+@torch.no_grad()
+def sweep_model(name: str, verify_seconds: float) -> dict:
+    row: dict = {"model": name}
+    start = time.perf_counter()
+    model = random_model(name)
+    size = smallest_input(model)
+    row["input"] = size
+    if size is None:
+        row["outcome"] = {m: "crashed: no input size of " + str(SIZES) + " runs the ANN" for m in METHODS}
+        return row
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qann = sb.prepare(model, levels=8).eval()
+            qann(x[:1].float())
+    except sb.ConversionError as exc:
+        row["outcome"] = dict.fromkeys(METHODS, "refused: " + reason(exc))
+        return row
+    except Exception as exc:  # noqa: BLE001  (a crash is what the sweep counts)
+        row["outcome"] = dict.fromkeys(METHODS, "crashed (prepare): " + reason(exc))
+        return row
+    row["sites"] = len(sb.sites(qann))
+    qann = qann.double()
+    t = time.perf_counter()
+    qann(x)
+    row["ann_float64_seconds"] = time.perf_counter() - t
+    verify = row["ann_float64_seconds"] < verify_seconds
+    outcome = {}
+    for method in METHODS:
+        try:
+            snn = sb.convert(qann, method, **({"T": 4} if method == "qcfs" else {}))
+        except sb.ConversionError as exc:
+            outcome[method] = "refused: " + reason(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001
+            outcome[method] = "crashed (convert): " + reason(exc)
+            continue
+        try:
+            if method == "qcfs":
+                logits = snn.simulate(x).logits
+                outcome[method] = "simulated" if torch.isfinite(logits).all() else "crashed: non-finite logits"
+            elif verify:
+                report = sb.verify(qann, snn, x)
+                exact = report.agreement == 1.0 and sum(report.mismatches.values()) == 0
+                outcome[method] = "exact" if exact else f"inexact: agreement {report.agreement:.3f}"
+                row.setdefault("max_logit_diff", {})[method] = report.max_logit_diff
+            else:
+                outcome[method] = "converted"
+        except Exception as exc:  # noqa: BLE001
+            outcome[method] = "crashed (simulate): " + reason(exc)
+    row["outcome"] = outcome
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def markdown(results: dict) -> str:
+    rows = results["models"]
+    lines = [f"{len(rows)} classifiers of torchvision {results['torchvision']} ({results['machine']}); "
+             "input: the smallest of " + ", ".join(map(str, SIZES)) + " each accepts.", "",
+             "| model | input | sites | " + " | ".join(METHODS) + " |", "|---|---|---|" + "---|" * len(METHODS)]
+    for r in rows.values():
+        cells = [r["outcome"].get(m, "—") for m in METHODS]
+        lines.append(f"| {r['model']} | {r.get('input')} | {r.get('sites', '—')} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | " + " | ".join(["exact", "converted (not verified)", "simulated", "refused", "crashed/inexact"])
+              + " |", "|---|---|---|---|---|---|"]
+    for m in METHODS:
+        outs = [r["outcome"].get(m, "") for r in rows.values()]
+        count = lambda prefix: sum(o.startswith(prefix) for o in outs)  # noqa: E731
+        lines.append(f"| {m} | {count('exact')} | {count('converted')} | {count('simulated')} | {count('refused')} | "
+                     f"{count('crashed') + count('inexact')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=None, help="comma-separated names (default: all classifiers)")
+    p.add_argument("--verify-seconds", type=float, default=20.0,
+                   help="verify in float64 only when the ANN's float64 pass on 2 images takes less")
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args()
+    if args.report:
+        print(markdown(json.loads(OUT.read_text())))
+        return
+    names = args.models.split(",") if args.models else torchvision.models.list_models(module=torchvision.models)
+    results = json.loads(OUT.read_text()) if OUT.exists() else {"models": {}}
+    results.update(machine=machine(), torchvision=torchvision.__version__, command=" ".join(sys.argv))
+    for name in names:
+        row = sweep_model(name, args.verify_seconds)
+        results["models"][name] = row
+        print(name, row.get("input"), row["outcome"], f"{row.get('seconds', 0):.0f} s", flush=True)
+        RESULTS.mkdir(exist_ok=True)
+        OUT.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The fast subset of benchmarks/torchvision_sweep.py (issue 11): the issue's torchvision
+classifiers — transformers (ViT, Swin) in small configurations, the CNNs with SiLU/Hardswish/
+ReLU6, squeeze-excitation gates, LayerNorm, layer scale and channel shuffle at 32x32 — with
+random weights and BatchNorm statistics, prepared (L = 8) and converted exactly by PASC and
+bit-plane in float64; the ops with no spiking form are listed as analog; qcfs converts the
+ReLU-like ones and refuses the rest naming the site."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import SwinTransformer, VisionTransformer
+
+import spikebridge as sb
+
+SMALL = {
+    "vit": lambda: VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                                     mlp_dim=64, num_classes=10),
+    "swin": lambda: SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 1], num_heads=[1, 2],
+                                    window_size=[4, 4], num_classes=10),
+}
+ZOO = ["convnext_tiny", "efficientnet_b0", "mobilenet_v3_small", "regnet_y_400mf", "shufflenet_v2_x0_5",
+       "mobilenet_v2"]
+# ops each model must hold as analog islands (docs/methods.md §8)
+ANALOG = {"vit": {"layer_norm", "multihead_attention"}, "swin": {"layer_norm", "window_attention"},
+          "convnext_tiny": {"layer_norm", "mul"}, "efficientnet_b0": {"mul"}, "mobilenet_v3_small": {"mul"},
+          "regnet_y_400mf": {"mul"}, "shufflenet_v2_x0_5": set(), "mobilenet_v2": set()}
+RATE_CODED = {"shufflenet_v2_x0_5", "mobilenet_v2"}  # ReLU and ReLU6 sites only
+
+
+def _model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = SMALL[name]() if name in SMALL else torchvision.models.get_model(name, weights=None, num_classes=10)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shufflenet's max pooling is replaced, with a warning
+        return sb.prepare(model.eval(), levels=8).eval().double()
+
+
+@pytest.mark.parametrize("name", [*SMALL, *ZOO])
+def test_torchvision_classifier_converts_exactly_with_its_analog_ops_listed(name):
+    qann = _model(name)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    for method in ("pasc", "bitplane"):
+        snn = sb.convert(qann, method)
+        report = sb.verify(qann, snn, x)
+        assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0, report.table()
+        assert report.max_logit_diff < 1e-9
+        ops = {r["op"] for r in snn.simulate(x).analog_ops.values()}
+        assert ANALOG[name] <= ops
+    if name in RATE_CODED:
+        logits = sb.convert(qann, "qcfs", T=4).simulate(x.float().double()).logits
+        assert logits.shape == (4, 2, 10) and torch.isfinite(logits).all()
+    else:
+        with pytest.raises(sb.ConversionError, match=r"site '.+' quantizes (gelu|silu|hardswish|sigmoid|hardsigmoid)"):
+            sb.convert(qann, "qcfs", T=4)

@@ -99,6 +99,23 @@ def test_set_percentile_thresholds_runs_the_relu_network():
     assert torch.equal(sites(per_channel)[second].threshold.flatten(), torch.arange(1.0, 11.0))
 
 
+def test_set_percentile_thresholds_runs_each_sites_own_float_activation():
+    """A sigmoid gate and a SiLU site calibrate on sigmoid and SiLU outputs (not on ReLU's),
+    the network running as the float model."""
+    float_model = nn.Sequential(nn.Flatten(), nn.Sigmoid(), nn.Linear(100, 10), nn.SiLU())
+    with torch.no_grad():
+        float_model[2].weight.copy_(torch.eye(10, 100))
+        float_model[2].bias.zero_()
+    model = prepare(float_model, levels=4)
+    x = torch.cat([torch.linspace(-6, 6, 100), torch.linspace(6, -6, 100)]).view(2, 100)
+    chosen = set_percentile_thresholds(model, [(x, torch.zeros(2))], percentile=100)
+    gate, silu = sites(model)
+    assert chosen[gate] == [pytest.approx(torch.sigmoid(torch.tensor(6.0)).item())]  # below 1: a sigmoid's range
+    # the SiLU site sees the float sigmoid outputs of the gate: max over both images of silu(sigmoid(x_j))
+    expected = torch.nn.functional.silu(torch.sigmoid(x[:, :10])).max().item()
+    assert chosen[silu] == [pytest.approx(expected)]
+
+
 def test_relu_then_qcfs_fine_tuning(tmp_path):
     train(TrainConfig(out=str(tmp_path / "relu"), epochs=1, levels=None, **TINY), progress=False)
     relu_ckpt = load_checkpoint(tmp_path / "relu" / "last.pt")

@@ -3,7 +3,8 @@ torchvision classifier by name ("tv:<name>").
 
 Every model uses average pooling and plain tensor ops, so it is torch.fx traceable and
 prepare()/convert() accept it; the CNNs use ReLU, ``vit_tiny`` GELU (or ReLU/SiLU) and
-attention (analog ops in the SNN, docs/methods.md §8). ``tv:`` models are torchvision's
+attention, ``efficientnet_tiny`` SiLU and squeeze-excitation gates (analog ops in the SNN,
+docs/methods.md §8). ``tv:`` models are torchvision's
 architectures as published, built untrained (weights=None, nothing is downloaded); some
 contain max-pooling or ReLU6/SiLU/GELU, which convert() refuses with a ConversionError.
 """
@@ -12,6 +13,7 @@ import inspect
 from torch import nn
 
 from ..errors import SpikeBridgeError
+from .efficientnet import efficientnet_tiny
 from .mobilenet import MobileNetV2
 from .rescat import ResCatNet
 from .resnet import resnet18, resnet20, resnet34
@@ -32,6 +34,7 @@ _REGISTRY = {
     "vgg_small": (VGGSmall, None),
     "rescat": (ResCatNet, None),
     "vit_tiny": (vit_tiny, None),
+    "efficientnet_tiny": (efficientnet_tiny, None),
 }
 
 

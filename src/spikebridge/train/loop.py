@@ -11,7 +11,8 @@ only on (seed, epoch) and the global RNG is re-seeded from (seed, epoch, rank) e
 so a run killed at any point and resumed ends with the same weights as an uninterrupted one.
 
 Fine-tuning a ReLU ANN into a QCFS ANN (``init_from``): its weights are loaded into the
-prepared model and each site's θ is set to the 99.9th percentile of the positive ReLU outputs
+prepared model and each site's θ is set to the 99.9th percentile of the positive outputs of
+the site's float activation (ReLU, or GELU, SiLU, sigmoid, ... for other quantized sites)
 at that site over the first ``init_images`` training images (no augmentation): the robust
 maximum of Rueckauer et al., so a few outliers do not stretch the quantisation grid. From a
 QCFS checkpoint, the trained θ are kept and only the levels change (PASCAL Alg. 4 step 4).
@@ -36,6 +37,7 @@ from torch import nn
 
 from . import distributed
 from .. import models
+from ..activations import FUNCTIONS
 from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint, thresholds_of
 from ..data import calibration_subset, dataset_info, get_dataset, make_loader, set_epoch
 from ..errors import SpikeBridgeError
@@ -352,20 +354,22 @@ def _initial_model(config: TrainConfig, info, pad_to) -> nn.Module:
 
 
 def set_percentile_thresholds(model: nn.Module, loader, percentile: float = 99.9) -> dict[str, list[float]]:
-    """Set each QCFS site's θ to the ``percentile`` of the positive ReLU outputs there (per
-    channel for channel-wise θ) while the model runs as the original ReLU network. The
+    """Set each quantized site's θ to the ``percentile`` of the positive outputs of its float
+    activation f there (ReLU for QCFS; GELU, SiLU, sigmoid, ... for a QuantizedActivation), per
+    channel for channel-wise θ, while the model runs as the original float network. The
     statistics and the percentile are the "percentile" conversion's (`thresholds.ActivationStats`,
     bounded memory; every rank sees the same images, so nothing is combined). Returns
     {site: [θ, ...]}."""
     found = sites(model)
     stats = ActivationStats(channel_wise=any(m.threshold.dim() for m in found.values()))
 
-    def relu_instead(name, inputs):
-        a = torch.relu(inputs[0])
+    def float_instead(name, module, inputs):
+        a = FUNCTIONS[getattr(module, "function", "relu")](inputs[0])
         stats.update(name, a)
         return a
 
-    handles = [m.register_forward_hook(lambda m, i, o, name=name: relu_instead(name, i)) for name, m in found.items()]
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: float_instead(name, m, i))
+               for name, m in found.items()]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -142,6 +142,29 @@ def test_cli_train_end_to_end_with_levels_file(tmp_path, capsys):
     assert ckpt["levels"] == dict(zip(names, [2, 4, 4, 8])) and ckpt["args"]["seed"] == 1
 
 
+def test_cli_train_with_adamw_records_it_and_a_run_without_the_field_is_reused(tmp_path, capsys):
+    from spikebridge.pipeline import train_or_reuse
+    from spikebridge.train.checkpoint import save_checkpoint
+
+    out = tmp_path / "vit"
+    code = main(["train", "--model", "vit_tiny", "--relu", "--optimizer", "adamw", "--lr", "1e-3",
+                 "--weight-decay", "0.05", "--epochs", "1", "--batch-size", "32", "--limit-train", "64",
+                 "--limit-test", "32", "--out", str(out), "--no-progress", "--no-augment"])
+    assert code == 0 and "test accuracy" in capsys.readouterr().out
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["args"]["optimizer"] == "adamw" and ckpt["args"]["weight_decay"] == 0.05
+    assert "exp_avg" in next(iter(ckpt["optimizer"]["state"].values()))  # AdamW's state, not SGD's
+    # a run recorded before the option existed trained with SGD: it is reused by a config asking for SGD
+    del ckpt["args"]["optimizer"]
+    save_checkpoint(out / "last.pt", ckpt)
+    config = TrainConfig(out=str(out), model="vit_tiny", levels=None, epochs=1, batch_size=32, limit_train=64,
+                         limit_test=32, augment=False)
+    _, last, _ = train_or_reuse(config, progress=False)
+    assert last == out / "last.pt" and load_checkpoint(last)["epoch"] == 1
+    with pytest.raises(SpikeBridgeError, match="optimizer must be one of sgd, adamw"):
+        train(TrainConfig(out=str(tmp_path / "bad"), optimizer="adam", **TINY), progress=False)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "no_such_net"], "unknown model 'no_such_net'"),
     (["--levels", "0"], "--levels: expected an integer >= 1"),

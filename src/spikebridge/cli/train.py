@@ -24,6 +24,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=count, default=128, help="batch size per process (default: %(default)s)")
     p.add_argument("--lr", type=positive, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100)")
     p.add_argument("--momentum", type=non_negative, default=0.9, help="SGD momentum (default: %(default)s)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd (with --momentum) or adamw (decoupled --weight-decay; e.g. --lr 1e-3 --weight-decay 0.05 "
+                        "for vit_tiny) (default: %(default)s)")
     p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet")
     p.add_argument("--threshold", type=positive, default=8.0, help="initial QCFS threshold θ (default 8.0)")
     p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
@@ -66,7 +69,7 @@ def run(args) -> int:
         model=args.model, dataset=args.dataset, out=args.out,
         levels=None if args.relu else (args.levels if args.levels is not None else 8),
         levels_file=args.levels_file, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, threshold=args.threshold,
+        momentum=args.momentum, weight_decay=args.weight_decay, optimizer=args.optimizer, threshold=args.threshold,
         channel_wise=args.channel_wise, seed=args.seed, augment=args.augment, cutout=args.cutout,
         autoaugment=args.autoaugment, init_from=args.init_from, limit_train=args.limit_train,
         limit_test=args.limit_test, bit_l1=args.bit_l1, bit_l1_normalize=args.bit_l1_normalize,

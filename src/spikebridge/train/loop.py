@@ -3,6 +3,9 @@
 Recipe: SGD with momentum 0.9, weight decay 5e-4 (1e-4 on ImageNet), lr 0.1 (0.02 on
 CIFAR-100), cosine decay to 0 stepped after every batch (smoother than per epoch; the
 schedule spans epochs × batches per epoch), random crop + flip, θ initialised to 8.0.
+``optimizer="adamw"`` takes AdamW (decoupled weight decay; ``momentum`` unused) instead of
+SGD, for models SGD trains slowly: vit_tiny on Fashion-MNIST reached 67.8% after 2 epochs of
+SGD at lr 0.1 (BENCHMARKS.md §11).
 
 Every finished epoch is kept: ``<out>/last.pt`` is rewritten atomically, then one JSON line
 is appended to ``<out>/metrics.jsonl``. ``resume=True`` continues the run in ``out`` with
@@ -51,6 +54,7 @@ from ..ann.regularizer import BitL1Regularizer
 # Fields that describe where and how this process runs, not the run itself: on resume they
 # come from the caller, everything else from the checkpoint.
 RUNTIME_FIELDS = ("out", "resume", "data_root", "workers", "extra_loss", "device")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -72,6 +76,7 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw"
     threshold: float = 8.0
     channel_wise: bool = False
     seed: int = 0
@@ -163,8 +168,7 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
     loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, distributed=True,
                          num_workers=config.workers)
     test_loader = make_loader(distributed.shard(test_set), config.batch_size, num_workers=config.workers)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
     history: list[dict] = []
     if ckpt is not None:
@@ -204,6 +208,14 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
     if regularizer is not None:  # (on an exception the model is dropped, hooks and all)
         regularizer.remove()
     return model.eval(), history
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the recipe), or AdamW when ``config.optimizer`` says so."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
 
 
 def _with_penalty(extra_loss, regularizer: BitL1Regularizer):
@@ -280,6 +292,8 @@ def _check(config: TrainConfig) -> None:
     for name in ("limit_train", "limit_test"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise SpikeBridgeError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(config, name)}")
+    if config.optimizer not in OPTIMIZERS:
+        raise SpikeBridgeError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     if not config.lr > 0:
         raise SpikeBridgeError(f"learning rate must be positive, got {config.lr}")
     if not config.threshold > 0:

@@ -142,6 +142,18 @@ def test_cli_train_end_to_end_with_levels_file(tmp_path, capsys):
     assert ckpt["levels"] == dict(zip(names, [2, 4, 4, 8])) and ckpt["args"]["seed"] == 1
 
 
+def test_cli_train_float_model_with_model_options(tmp_path, capsys):
+    out = tmp_path / "vit"
+    code = main(["train", "--model", "vit_tiny", "--model-option", "activation=relu", "--model-option", "depth=1",
+                 "--float", "--epochs", "1", "--batch-size", "32", "--limit-train", "32", "--limit-test", "32",
+                 "--out", str(out), "--no-progress", "--no-augment"])
+    assert code == 0 and "test accuracy" in capsys.readouterr().out
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["levels"] is None
+    assert ckpt["model"] == {"name": "vit_tiny", "num_classes": 10, "in_channels": 1, "activation": "relu", "depth": 1}
+    assert len(load_ann(out / "last.pt").blocks) == 1
+
+
 def test_cli_train_with_adamw_records_it_and_a_run_without_the_field_is_reused(tmp_path, capsys):
     from spikebridge.pipeline import train_or_reuse
     from spikebridge.train.checkpoint import save_checkpoint
@@ -169,6 +181,9 @@ def test_cli_train_with_adamw_records_it_and_a_run_without_the_field_is_reused(t
     (["--model", "no_such_net"], "unknown model 'no_such_net'"),
     (["--levels", "0"], "--levels: expected an integer >= 1"),
     (["--relu", "--levels", "4"], "--relu"),
+    (["--model-option", "relu"], "--model-option: expected KEY=VALUE"),
+    (["--model", "vit_tiny", "--model-option", "width=2"], "model 'vit_tiny' has no option width"),
+    (["--init-from", "x.pt", "--model-option", "depth=2"], "--model-option builds a new model"),
     (["--dataset", "svhn"], "unknown dataset"),
 ])
 def test_cli_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):

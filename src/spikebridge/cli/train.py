@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default=None, help="model name (default: small_cnn, or the --init-from model)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", type=model_option,
                    help="an option of the model's constructor, e.g. --model-option activation=relu for vit_tiny "
-                        "(VALUE read as a Python number, bool or string; repeat for several)")
+                        "(VALUE read as a Python number, bool or string; repeat for several; default: none, the model's "
+                        "defaults)")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
     p.add_argument("--out", default="runs/train", help="run directory (default: runs/train)")

@@ -213,7 +213,7 @@ def run_model(args, key: str, results: dict) -> None:
                                 "seconds": sum(m["seconds"] for m in qckpt["metrics"]),
                                 "test_acc_per_epoch": [m["test_acc"] for m in qckpt["metrics"]]}
     ann.eval(), qann.eval()
-    test = loader("fashion-mnist", spec["model"], "test", batch_size=500, limit=args.limit)
+    test = loader("fashion-mnist", spec["model"], "test", batch_size=args.batch_size, limit=args.limit)
     row["test_images"] = sum(len(y) for _, y in test)
     if not done("float"):
         row["float"] = {"accuracy": evaluate(ann, test), "parameters": sum(p.numel() for p in ann.parameters())}
@@ -258,7 +258,7 @@ def run_model(args, key: str, results: dict) -> None:
             log("qcfs", row["qcfs"]["refused"])
         else:
             ev = evaluate_snn(snn, test, TS, progress=False, reference=qann)
-            row["qcfs"] = {"accuracy": {str(T): a for T, a in ev.accuracy.items()},
+            row["qcfs"] = {"batch_size": args.batch_size, "accuracy": {str(T): a for T, a in ev.accuracy.items()},
                            "agreement": {str(T): a for T, a in ev.agreement.items()},
                            "spikes_per_image_T64": spike_rates(ev.result)["overall"]["spikes_per_image"],
                            "energy_T64": energy_summary(ev.result, snn), "seconds": time.perf_counter() - t0}
@@ -381,36 +381,49 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['what']} | qcfs, T=64 | {e['ann_macs']:,.0f} | {e['analog_op_macs_ann']:,.0f} "
                          f"| {e['snn_layer_macs']:,.0f} | {e['snn_analog_op_macs']:,.0f} | {e['snn_acs']:,.0f} "
                          f"| {e['analog_ops']} |")
-    lines += ["", "Rate-coded `qcfs` (accuracy after T steps; agreement with the prepared ANN in brackets):", "",
-              "| model | " + " | ".join(f"T={T}" for T in TS) + " |", "|---|" + "---|" * len(TS)]
+    lines += ["", "Rate-coded `qcfs` (accuracy after T steps; agreement with the prepared ANN in brackets; one 64-step "
+              "run; spikes and energy per image at T = 64):", "",
+              "| model | " + " | ".join(f"T={T}" for T in TS) + " | spikes / image | E_SNN µJ | E_ANN/E_SNN | MAC share |",
+              "|---|" + "---|" * (len(TS) + 4)]
+    refused = []
     for key, r in models.items():
         q = r.get("qcfs")
         if q is None:
             continue
         if "refused" in q:
-            lines.append(f"| {r['what']} | refused: {q['refused']} |" + " |" * (len(TS) - 1))
-        else:
-            lines.append(f"| {r['what']} | " + " | ".join(
-                f"{pct(q['accuracy'][str(T)])} ({pct(q['agreement'][str(T)])})" for T in TS) + " |")
+            refused.append(f"- {r['what']}: refused, {q['refused']}")
+            continue
+        e = q["energy_T64"]
+        lines.append(f"| {r['what']} | " + " | ".join(
+            f"{pct(q['accuracy'][str(T)])} ({pct(q['agreement'][str(T)])})" for T in TS)
+            + f" | {q['spikes_per_image_T64']:,.0f} | {e['e_snn_uj']:.2f} | {e['ratio']:.3f} "
+            f"| {100 * e['mac_share_of_e_snn']:.1f}% |")
+    lines += [""] + refused
     lines += ["", f"{SJ} 2.0 on the float ANNs (same weights):", "", "| model | recipe | result |", "|---|---|---|"]
+    sweeps = []
     for key, r in models.items():
         for label, s in r.get("spikingjelly", {}).items():
             if "refused" in s:
                 text = f"refused: {s['refused']}"
             elif "runs" in s:
-                text = "; ".join(f"T={T}: {pct(v['accuracy'])}% (agreement {pct(v['agreement'])}%, "
-                                 f"{v['spikes_per_image']:,.0f} spikes/image, max |output| after step 1: "
-                                 f"{v['max_abs_output_after_step_1']:.3g})" for T, v in s["runs"].items())
+                text = "converted; below"
+                sweeps.append((r["what"], label, s["runs"]))
             elif isinstance(s.get("accuracy"), dict):
                 text = ", ".join(f"T={T} {pct(a)}" for T, a in s["accuracy"].items())
             elif "failed when run" in s:
                 text = f"converted; failed when run: {s['failed when run']}"
             elif "accuracy" in s:
                 text = (f"{pct(s['accuracy'])}% (agreement with the float ANN {pct(s['agreement'])}%, "
-                        f"max |output| after step 1: {s['max_abs_output_after_step_1']:.3g})")
+                        f"largest output magnitude after step 1: {s['max_abs_output_after_step_1']:.3g})")
             else:
                 text = "converted"
             lines.append(f"| {r['what']} | {label} | {text} |")
+    for what, label, runs in sweeps:
+        lines += ["", f"{what}, {SJ} {label} (the image at step 1, zeros after it; logits summed over T steps):", "",
+                  "| T | accuracy | agreement with the float ANN | spikes / image | largest output magnitude after step 1 |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {T} | {pct(v['accuracy'])} | {pct(v['agreement'])}% | {v['spikes_per_image']:,.0f} "
+                  f"| {v['max_abs_output_after_step_1']:.3g} |" for T, v in runs.items()]
     lines += ["", "Training (1 torch thread): " + "; ".join(
         f"{r['what']}: float {training(r['float_training'])}, prepared (from it) {training(r['prepared_training'])}"
         for r in models.values() if "float_training" in r)]
@@ -423,6 +436,8 @@ def main() -> None:
     p.add_argument("--runs", default="runs/transformers")
     p.add_argument("--levels", type=int, default=7, help="L of every site of the prepared models")
     p.add_argument("--limit", type=int, default=None, help="test images (default: the whole test set)")
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="test images per simulated batch (the ReLU ViT's 64-step qcfs run took 9.5 GB at 500)")
     p.add_argument("--verify-images", type=int, default=500, help="test images of the float64 verify")
     p.add_argument("--calibration-images", type=int, default=1024, help="SpikingJelly's calibration images")
     p.add_argument("--epochs", type=int, default=None, help="train every model this many epochs (a quick check)")

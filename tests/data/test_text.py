@@ -113,6 +113,8 @@ def test_bad_paths_tasks_and_splits(tmp_path):
         load_glue("mnli", root)
     with pytest.raises(DataError, match="unknown split 'valid'"):
         load_glue("sst2", root, "valid", tokenizer=WordTokenizer())
+    with pytest.raises(errors.OptionError, match="max_len must be an integer >= 2"):
+        load_glue("sst2", root, max_len=1, tokenizer=WordTokenizer())
     with pytest.raises(DataError, match="needs --data-root"):
         data.get_dataset("qnli", "train")
     with pytest.raises(DataError, match="text task"):

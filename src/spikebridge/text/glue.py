@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError, require_transformers
+from ..errors import DataError, check_int, require_transformers
 from .dataset import TextDataset, TextInfo
 
 DEFAULT_MAX_LEN = 128
@@ -97,8 +97,8 @@ def tokenizer_from(tokenizer, root=None):
 
 
 def _wordpiece(transformers, path: Path):
-    """BertTokenizer of a vocab.txt; transformers 5 takes it as ``vocab`` (its ``vocab_file``
-    is ignored without a word, leaving only the special tokens), so the size is checked."""
+    """BertTokenizer of a vocab.txt, checked to hold every line: transformers 5 takes the file
+    as ``vocab`` and silently ignores ``vocab_file``, leaving only the special tokens."""
     tokenizer = transformers.BertTokenizer(vocab=str(path))
     lines = len(path.read_text(encoding="utf-8").splitlines())
     if len(tokenizer) < lines:
@@ -123,6 +123,7 @@ def load_glue(task: str, root, split: str = "train", tokenizer=None, max_len: in
     """GLUE task ``task`` ("sst2", "qnli", "qqp") from ``root``/train.tsv or dev.tsv ("dev" or
     "test"), tokenised with ``tokenizer`` (see ``tokenizer_from``) to ``max_len`` tokens."""
     spec = task_of(task)
+    check_int(max_len, "max_len", 2)
     if split not in FILES:
         raise DataError(f"unknown split {split!r}; use 'train', 'dev' or 'test' (GLUE's dev.tsv)")
     base = Path(root).expanduser()

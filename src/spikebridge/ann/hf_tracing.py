@@ -80,7 +80,7 @@ class ExampleTracer(fx.Tracer):
         if node.op == "placeholder":
             return self.example
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), self.values.__getitem__)
-        with _maybe_revert_all_patches():  # run modules as modules, not as traced calls
+        with _maybe_revert_all_patches(), torch.no_grad():  # run modules as modules, not as traced calls
             if node.op == "get_attr":
                 return _attribute(self.root, node.target)
             if node.op == "call_function":

@@ -4,7 +4,7 @@ Recipe: SGD with momentum 0.9, weight decay 5e-4 (1e-4 on ImageNet), lr 0.1 (0.0
 CIFAR-100), cosine decay to 0 stepped after every batch (smoother than per epoch; the
 schedule spans epochs × batches per epoch), random crop + flip, θ initialised to 8.0. Text
 models (BERT) take AdamW instead, lr 1e-3, weight decay 0.01 (``momentum`` unused): with SGD
-at lr 0.1 bert_tiny stayed at chance on the synthetic sentiment task.
+at lr 0.1 bert_tiny stayed at chance for 3 epochs of the synthetic sentiment task.
 
 Every finished epoch is kept: ``<out>/last.pt`` is rewritten atomically, then one JSON line
 is appended to ``<out>/metrics.jsonl``. ``resume=True`` continues the run in ``out`` with

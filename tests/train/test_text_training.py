@@ -48,3 +48,16 @@ def test_cli_trains_bert_tiny(tmp_path, capsys, one_thread):
                  "--no-progress", "--device", "cpu"]) == 0
     assert "test accuracy" in capsys.readouterr().out
     assert load_checkpoint(out / "last.pt")["levels"] is not None
+
+
+def test_cli_trains_bert_tiny_on_glue_files(tmp_path, capsys, one_thread):
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "film"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    rows = "".join(f"a {w} film\t{int(w == 'good')}\n" for w in ["good", "bad"] * 8)
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / name).write_text("sentence\tlabel\n" + rows)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "bert_tiny", "--dataset", "sst2", "--data-root", str(tmp_path), "--epochs", "1",
+                 "--relu", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    assert load_checkpoint(out / "last.pt")["model"] == {"name": "bert_tiny", "num_classes": 2,
+                                                         "vocab_size": len(words), "max_len": 128}

@@ -143,3 +143,11 @@ def test_own_network_lines_run_in_order(demo_dir):
     for argv in runnable:
         _run(argv)
     assert (demo_dir / "r20.nir").is_file()
+
+
+def test_text_lines_run_in_order(demo_dir):
+    pytest.importorskip("transformers")
+    [block] = _blocks(_section("### Text and BERT"), "bash")
+    for argv in _commands(block):
+        _run(argv)
+    assert (demo_dir / "runs/bert-l8/last.pt").is_file()

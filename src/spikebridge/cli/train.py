@@ -14,7 +14,9 @@ def add_parser(subparsers) -> None:
                     "and OUT/metrics.jsonl. Multi-GPU/node: torchrun --nproc_per_node N -m spikebridge train ...",
     )
     p.add_argument("--model", default=None, help="model name (default: small_cnn, or the --init-from model)")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet (default: %(default)s)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet, digits, or a text task: "
+                        "synthetic-sentiment, sst2, qnli, qqp (GLUE: --data-root holds train.tsv, dev.tsv, vocab.txt; "
+                        "text tasks take --model bert_tiny) (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
     p.add_argument("--out", default="runs/train", help="run directory (default: runs/train)")
     p.add_argument("--levels", type=count, default=None, help="QCFS levels L at every site (default 8)")
@@ -22,9 +24,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--relu", action="store_true", help="train a plain ReLU ANN (no QCFS)")
     p.add_argument("--epochs", type=count, default=3, help="training epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=count, default=128, help="batch size per process (default: %(default)s)")
-    p.add_argument("--lr", type=positive, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100)")
+    p.add_argument("--lr", type=positive, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100; 1e-3 (AdamW) for text models)")
     p.add_argument("--momentum", type=non_negative, default=0.9, help="SGD momentum (default: %(default)s)")
-    p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet")
+    p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet; 0.01 for text models")
     p.add_argument("--threshold", type=positive, default=8.0, help="initial QCFS threshold θ (default 8.0)")
     p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,

@@ -80,10 +80,13 @@ def convert_checkpoint(path, method: str | None, T=None, root=None, calibration_
     if record.source is Source.RELU:
         options["calibration_data"] = loader(dataset, name, "train", root, batch_size, calibration_images)
     snn = convert(ann, record.name, T=T, **options)
-    info = data.dataset_info(dataset)
-    size = models.input_size(name) or info.image_size
-    snn.info.update(dataset=dataset, model=dict(ckpt["model"]), input_shape=[info.in_channels, size, size],
-                    ann_checkpoint=str(path))
+    if data.is_text(dataset):
+        shape = [ckpt["model"]["max_len"]]
+    else:
+        info = data.dataset_info(dataset)
+        size = models.input_size(name) or info.image_size
+        shape = [info.in_channels, size, size]
+    snn.info.update(dataset=dataset, model=dict(ckpt["model"]), input_shape=shape, ann_checkpoint=str(path))
     return ckpt, ann, snn
 
 

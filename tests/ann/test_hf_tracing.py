@@ -7,7 +7,6 @@ import spikebridge as sb
 from spikebridge import models
 from spikebridge.ann.hf_tracing import ExampleTracer
 from spikebridge.ann.tracing import trace
-from spikebridge.errors import UnsupportedActivationError
 
 VOCAB = 50
 
@@ -58,9 +57,13 @@ def test_traced_bert_gives_the_models_logits_for_any_batch_and_length():
     assert "bert.encoder.layer.1.attention.self.query" in dict(gm.named_modules())
 
 
-def test_prepare_refuses_the_stock_poolers_tanh():
-    with pytest.raises(UnsupportedActivationError, match=r"bert\.pooler\.activation.*Tanh|Tanh.*bert\.pooler"):
-        sb.prepare(small_bert(pooler_gelu=False))
+def test_the_stock_poolers_tanh_becomes_a_symmetric_site_and_converts_exactly():
+    qann = sb.prepare(small_bert(pooler_gelu=False), levels=8, threshold=1.0).eval()
+    pooler = sb.sites(qann)["bert.pooler.activation"]
+    assert (pooler.function, pooler.k_min) == ("tanh", -8)
+    x = token_ids(6, 12, seed=2)
+    report = sb.verify(qann, sb.convert(qann, "pasc"), x)
+    assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
 
 
 def test_prepared_bert_is_the_model_up_to_quantization():
@@ -104,3 +107,21 @@ def test_bert_tiny_options_and_errors():
         models.create("bert_tiny", in_channels=1)
     with pytest.raises(sb.SpikeBridgeError, match="no option width"):
         models.create("bert_tiny", width=3)
+
+
+@pytest.mark.parametrize("method", ["pasc", "bitplane"])
+def test_a_prepared_bert_converts_exactly_with_attention_layer_norm_and_embeddings_analog(method):
+    qann = sb.prepare(small_bert(), levels=8, threshold=1.0).eval()
+    x = token_ids(6, 12, seed=1)
+    snn = sb.convert(qann, method)
+    report = sb.verify(qann, snn, x)
+    assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0 and report.max_logit_diff < 1e-9
+    ops = {r["op"] for r in snn.simulate(x).analog_ops.values()}
+    assert {"embedding", "layer_norm", "matmul", "softmax"} <= ops
+    with pytest.raises(sb.InputError, match="token ids"):
+        snn.simulate(x.double())
+
+
+def test_qcfs_refuses_berts_gelu_sites_naming_one():
+    with pytest.raises(sb.ConversionError, match=r"quantizes gelu"):
+        sb.convert(sb.prepare(small_bert(), levels=8), "qcfs", T=4)

@@ -148,6 +148,6 @@ def test_own_network_lines_run_in_order(demo_dir):
 def test_text_lines_run_in_order(demo_dir):
     pytest.importorskip("transformers")
     [block] = _blocks(_section("### Text and BERT"), "bash")
-    for argv in _commands(block):
-        _run(argv)
+    outputs = [_run(argv) for argv in _commands(block)]
     assert (demo_dir / "runs/bert-l8/last.pt").is_file()
+    assert "prediction agreement: 100.00%" in outputs[-1]  # bit-plane, float64

@@ -49,6 +49,13 @@ def with_tensors(net: Net, **tensors) -> Net:
     return net
 
 
+def with_buffers(net: Net, **tensors) -> Net:
+    """``net`` holding (integer) buffers its body reads directly."""
+    for name, value in tensors.items():
+        net.register_buffer(name, value)
+    return net
+
+
 def tokens(h):
     """[B, 4, 8, 8] → [B, 32, 8]: a map as 32 tokens of width 8."""
     return h.flatten(1, 2)
@@ -164,6 +171,10 @@ EXAMPLES = [
     ("mul", operator.mul, Net(lambda n, h, g: h * g), M2),                      # a product of trains
     ("div", operator.truediv, Net(lambda n, h, g: h / (g + 1)), M2),            # a quotient of trains
     ("mul", "mul", with_tensors(Net(lambda n, h, g: h.mul(n.scale)), scale=torch.rand(4, 1, 1) + 0.5), M2),
+    ("embedding", nn.Embedding, with_buffers(Net(lambda n, h, g: h + n.op(n.ids).view(4, 8, 8),
+                                                 module=nn.Embedding(6, 64)), ids=torch.tensor([0, 3, 5, 3])), M2),
+    ("gather", torch.gather, with_buffers(Net(lambda n, h, g: torch.gather(h, 3, n.index.expand(h.shape[0], 4, 8, 8))),
+                                          index=torch.randint(8, (1, 4, 8, 8))), M2),
     # tensors read directly: Constant modules in the SNN
     ("constant", Constant, with_tensors(Net(lambda n, h, g: torch.cat([n.token.expand(h.shape[0], -1, -1, -1), h], 1)
                                             + n.position), token=torch.randn(1, 1, 8, 8), position=torch.randn(5, 8, 8)),
@@ -284,6 +295,7 @@ QUANTIZED_FORMS = {
     nn.Hardswish: ("hardswish", -1), F.hardswish: ("hardswish", -1),
     nn.Sigmoid: ("sigmoid", 0), F.sigmoid: ("sigmoid", 0), torch.sigmoid: ("sigmoid", 0), "sigmoid": ("sigmoid", 0),
     "sigmoid_": ("sigmoid", 0), nn.Hardsigmoid: ("hardsigmoid", 0), F.hardsigmoid: ("hardsigmoid", 0),
+    nn.Tanh: ("tanh", -4), F.tanh: ("tanh", -4), torch.tanh: ("tanh", -4), "tanh": ("tanh", -4), "tanh_": ("tanh", -4),
 }
 QUANTIZED_OPS = [op for op in OPS if op.kind is Kind.ACTIVATION and op.name not in ("relu", "qcfs")]
 

@@ -61,3 +61,21 @@ def test_cli_trains_bert_tiny_on_glue_files(tmp_path, capsys, one_thread):
                  "--relu", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     assert load_checkpoint(out / "last.pt")["model"] == {"name": "bert_tiny", "num_classes": 2,
                                                          "vocab_size": len(words), "max_len": 128}
+
+
+def test_cli_as_relu_trains_the_001_recipe_and_rate_coding_converts_it(tmp_path, capsys, one_thread):
+    """001 A.6: GELU → QCFS (ReLU) sites; the checkpoint rebuilds them, qcfs converts at T = 16."""
+    import spikebridge as sb
+    from spikebridge.ann.qcfs import QCFS
+    from spikebridge.ann.quantized import QuantizedActivation
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "bert_tiny", "--dataset", "synthetic-sentiment", "--epochs", "1",
+                 "--limit-train", "64", "--limit-test", "32", "--levels", "4", "--as-relu", "gelu", "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 0
+    ann = load_ann(out / "last.pt")
+    assert all(type(m) is QCFS and not isinstance(m, QuantizedActivation) for m in sites(ann).values())
+    logits = sb.convert(ann, "qcfs", T=16).simulate(synthetic_sentiment("test").input_ids[:4]).logits
+    assert logits.shape == (16, 4, 2) and torch.isfinite(logits).all()
+    with pytest.raises(SpikeBridgeError, match="as_relu names unknown activation"):
+        sb.prepare(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.GELU()), as_relu=["gleu"])

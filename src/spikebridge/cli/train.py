@@ -29,6 +29,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet; 0.01 for text models")
     p.add_argument("--threshold", type=positive, default=8.0, help="initial QCFS threshold θ (default 8.0)")
     p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
+    p.add_argument("--as-relu", default="", metavar="NAMES",
+                   help="comma-separated activations (e.g. gelu) given QCFS (ReLU) sites instead of quantized "
+                        "ones: the 001 A.6 recipe for BERT, convertible by rate-coded methods")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random crop + flip (default: on)")
     p.add_argument("--cutout", action="store_true", help="Cutout (cifar10/cifar100)")
@@ -69,7 +72,7 @@ def run(args) -> int:
         levels=None if args.relu else (args.levels if args.levels is not None else 8),
         levels_file=args.levels_file, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, threshold=args.threshold,
-        channel_wise=args.channel_wise, seed=args.seed, augment=args.augment, cutout=args.cutout,
+        channel_wise=args.channel_wise, as_relu=[n for n in args.as_relu.split(",") if n], seed=args.seed, augment=args.augment, cutout=args.cutout,
         autoaugment=args.autoaugment, init_from=args.init_from, limit_train=args.limit_train,
         limit_test=args.limit_test, bit_l1=args.bit_l1, bit_l1_normalize=args.bit_l1_normalize,
         resume=args.resume, data_root=args.data_root, workers=args.workers, device=args.device,

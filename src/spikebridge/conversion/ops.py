@@ -372,6 +372,9 @@ OPS: tuple[Op, ...] = (
        analog_macs=multihead_attention_macs, nir_refusal=_ANALOG_NIR),
     Op("window_attention", Kind.ANALOG, functions=(swin_transformer.shifted_window_attention,),
        analog_macs=shifted_window_attention_macs, nir_refusal=_ANALOG_NIR),
+    Op("embedding", Kind.ANALOG, modules=(nn.Embedding,), config=("num_embeddings", "embedding_dim", "padding_idx"),
+       analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),  # a lookup of token ids: no arithmetic
+    Op("gather", Kind.ANALOG, functions=(torch.gather,), analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),
     Op("relative_position_bias", Kind.ANALOG, functions=(swin_transformer._get_relative_position_bias,),
        analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),  # a gather from a table: no arithmetic
     # tensors the graph reads directly (get_attr, made modules at conversion)
@@ -398,6 +401,8 @@ OPS: tuple[Op, ...] = (
        methods=("sigmoid", "sigmoid_"), site_form=fixed_form("sigmoid", 0, 1.0)),
     Op("hardsigmoid", Kind.ACTIVATION, modules=(nn.Hardsigmoid,), functions=(F.hardsigmoid,),
        site_form=fixed_form("hardsigmoid", 0, 1.0)),
+    Op("tanh", Kind.ACTIVATION, modules=(nn.Tanh,), functions=(F.tanh, torch.tanh), methods=("tanh", "tanh_"),
+       site_form=fixed_form("tanh", 0, 1.0)),  # k_min = −L (activations.SYMMETRIC)
     # refused, with what to do instead
     Op("max_pool2d", Kind.REFUSED, modules=(nn.MaxPool2d,), functions=(F.max_pool2d,),
        replacement=avg_pool_for_max_pool,
@@ -407,12 +412,11 @@ OPS: tuple[Op, ...] = (
        functions=(F.max_pool1d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
        advice="max pooling has no spiking equivalent: replace it with average pooling and fine-tune the ANN"),
     Op("other_activation", Kind.REFUSED,
-       modules=(nn.LeakyReLU, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
+       modules=(nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
                 nn.RReLU, nn.GLU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid),
-       functions=(F.leaky_relu, F.tanh, torch.tanh, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu,
+       functions=(F.leaky_relu, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu,
                   F.rrelu, F.glu, F.softsign, F.logsigmoid),
-       methods=("tanh", "tanh_"),
-       advice="only ReLU, ReLU6, GELU, SiLU, Hardswish, sigmoid and Hardsigmoid (module, function or method) become "
+       advice="only ReLU, ReLU6, GELU, SiLU, Hardswish, sigmoid, Hardsigmoid and tanh (module, function or method) become "
               "quantized sites: this one has no entry in spikebridge.activations (PReLU and RReLU learn or draw "
               "their slope, GLU multiplies two halves, the others are not quantized yet); replace it with ReLU or "
               "one of those and retrain or fine-tune"),

@@ -145,7 +145,8 @@ def model_from_checkpoint(ckpt_or_path) -> nn.Module:
     if ckpt["levels"]:
         channel_wise = any(isinstance(t, list) for t in ckpt["thresholds"].values())
         try:
-            model = prepare(model, levels=ckpt["levels"], channel_wise=channel_wise)
+            model = prepare(model, levels=ckpt["levels"], channel_wise=channel_wise,
+                            as_relu=(ckpt.get("args") or {}).get("as_relu", []))
         except SpikeBridgeError:  # its QCFS sites are not this model's
             raise CheckpointError(different) from None
     try:

@@ -74,6 +74,7 @@ class TrainConfig:
     weight_decay: float | None = None
     threshold: float = 8.0
     channel_wise: bool = False
+    as_relu: list[str] = field(default_factory=list)  # activations given QCFS (ReLU) sites (prepare's as_relu)
     seed: int = 0
     augment: bool = True
     cutout: bool = False
@@ -333,7 +334,8 @@ def _build(spec: dict, levels, config: TrainConfig) -> nn.Module:
     """models.create(**spec), prepared with ``levels`` unless None; spec kept on the result."""
     model = models.create(**spec)
     if levels:
-        model = prepare(model, levels=levels, threshold=config.threshold, channel_wise=config.channel_wise)
+        model = prepare(model, levels=levels, threshold=config.threshold, channel_wise=config.channel_wise,
+                        as_relu=config.as_relu)
     model.spikebridge_spec = dict(spec)
     return model
 

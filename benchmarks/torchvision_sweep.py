@@ -17,6 +17,8 @@ benchmarks/results/torchvision_sweep.json after every model (models already ther
 unless --fresh); --report prints the markdown table.
 
     python benchmarks/torchvision_sweep.py                    # all of them (about an hour on 2 cores)
+    for m in $(python -c "import torchvision as t; print(*t.models.list_models(module=t.models))"); do
+        (ulimit -v 16000000; python benchmarks/torchvision_sweep.py --models $m); done   # one process each, capped
     python benchmarks/torchvision_sweep.py --models resnet18,vit_b_16
     python benchmarks/torchvision_sweep.py --report
 """
@@ -66,6 +68,11 @@ def smallest_input(model: nn.Module) -> int | None:
     return None
 
 
+def too_large(exc: BaseException) -> bool:
+    """Out of this machine's memory (a MemoryError, or torch's "can't allocate")."""
+    return isinstance(exc, MemoryError) or "allocate" in str(exc)
+
+
 def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
 
@@ -92,7 +99,8 @@ def sweep_model(name: str, verify_seconds: float, max_params: int) -> dict:
         row["outcome"] = dict.fromkeys(METHODS, "refused: " + reason(exc))
         return row
     except Exception as exc:  # noqa: BLE001  (a crash is what the sweep counts)
-        row["outcome"] = dict.fromkeys(METHODS, "crashed (prepare): " + reason(exc))
+        what = "not run: out of memory here" if too_large(exc) else "crashed (prepare): " + reason(exc)
+        row["outcome"] = dict.fromkeys(METHODS, what)
         return row
     del model
     row["sites"] = len(sb.sites(qann))
@@ -111,7 +119,7 @@ def sweep_model(name: str, verify_seconds: float, max_params: int) -> dict:
             outcome[method] = "refused: " + reason(exc)
             continue
         except Exception as exc:  # noqa: BLE001
-            outcome[method] = "crashed (convert): " + reason(exc)
+            outcome[method] = "not run: out of memory here" if too_large(exc) else "crashed (convert): " + reason(exc)
             continue
         try:
             if method == "qcfs" or large:
@@ -128,7 +136,7 @@ def sweep_model(name: str, verify_seconds: float, max_params: int) -> dict:
             else:
                 outcome[method] = "converted"
         except Exception as exc:  # noqa: BLE001
-            outcome[method] = "crashed (simulate): " + reason(exc)
+            outcome[method] = "not run: out of memory here" if too_large(exc) else "crashed (simulate): " + reason(exc)
     row["outcome"] = outcome
     row["seconds"] = time.perf_counter() - start
     return row
@@ -142,13 +150,13 @@ def markdown(results: dict) -> str:
     for r in rows.values():
         cells = [r["outcome"].get(m, "—") for m in METHODS]
         lines.append(f"| {r['model']} | {r.get('input')} | {r.get('sites', '—')} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | " + " | ".join(["exact", "converted (not verified)", "simulated", "refused", "crashed/inexact"])
-              + " |", "|---|---|---|---|---|---|"]
+    lines += ["", "| method | " + " | ".join(["exact", "converted (not verified)", "simulated", "refused", "crashed/inexact",
+                                             "not run (memory)"]) + " |", "|---|---|---|---|---|---|---|"]
     for m in METHODS:
         outs = [r["outcome"].get(m, "") for r in rows.values()]
         count = lambda prefix: sum(o.startswith(prefix) for o in outs)  # noqa: E731
         lines.append(f"| {m} | {count('exact')} | {count('converted')} | {count('simulated')} | {count('refused')} | "
-                     f"{count('crashed') + count('inexact')} |")
+                     f"{count('crashed') + count('inexact')} | {count('not run')} |")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Issue 12 benchmark: converting ReLU networks nobody tuned for (BENCHMARKS.md §7).
+"""Issue 12 benchmark: converting ReLU networks nobody tuned for (BENCHMARKS.md §12).
 
 For every model of ``suite_models.MODELS`` (trained or reused under --runs), on the full test
 set, the accuracy after T = 1, 2, 4, 8, 16, 32 steps of:

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
     p.add_argument("--as-relu", default="", metavar="NAMES",
                    help="comma-separated activations (e.g. gelu) given QCFS (ReLU) sites instead of quantized "
-                        "ones: the 001 A.6 recipe for BERT, convertible by rate-coded methods")
+                        "ones: the 001 A.6 recipe for BERT, convertible by rate-coded methods (default: none)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random crop + flip (default: on)")
     p.add_argument("--cutout", action="store_true", help="Cutout (cifar10/cifar100)")

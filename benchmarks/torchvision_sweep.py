@@ -95,7 +95,7 @@ def sweep_model(name: str, verify_seconds: float, max_params: int) -> dict:
             warnings.simplefilter("ignore")
             qann = sb.prepare(model, levels=8).eval()
             qann(x[:1].float())
-    except sb.ConversionError as exc:
+    except (sb.ConversionError, sb.UnsupportedActivationError) as exc:
         row["outcome"] = dict.fromkeys(METHODS, "refused: " + reason(exc))
         return row
     except Exception as exc:  # noqa: BLE001  (a crash is what the sweep counts)

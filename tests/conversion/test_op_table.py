@@ -157,6 +157,7 @@ EXAMPLES = [
     ("matmul", torch.matmul, Net(lambda n, h, g: torch.matmul(h, g)), M2),
     ("matmul", torch.bmm, Net(lambda n, h, g: torch.bmm(tokens(h), tokens(g).transpose(1, 2))), M2),
     ("matmul", "matmul", Net(lambda n, h, g: h.matmul(g)), M2),
+    ("einsum", torch.einsum, Net(lambda n, h, g: torch.einsum("bcij,bcjk->bcik", h, g)), M2),
     ("matmul", "bmm", Net(lambda n, h, g: tokens(h).bmm(tokens(g).transpose(1, 2))), M2),
     ("attention", F.scaled_dot_product_attention, Net(lambda n, h, g: F.scaled_dot_product_attention(h, g, h)), M2),
     ("multihead_attention", nn.MultiheadAttention,

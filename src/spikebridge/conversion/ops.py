@@ -166,6 +166,26 @@ def matmul_macs(fn, args, kwargs, output) -> int:
     return output.numel() * args[0].shape[-1]
 
 
+def einsum_macs(fn, args, kwargs, output) -> int:
+    """torch.einsum(equation, *operands): one MAC per combination of every index's values
+    (the product of all index sizes; a plain ``...`` prefix counts with its size)."""
+    equation, operands = args[0], args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = operands[0]
+    sizes: dict[str, int] = {}
+    for term, x in zip(equation.split("->")[0].split(","), operands):
+        term = term.strip()
+        if "..." in term:
+            head, tail = term.split("...")
+            sizes["..."] = math.prod(x.shape[len(head):x.dim() - len(tail)])
+            term = head + tail
+            dims = [*x.shape[:len(head)], *x.shape[x.dim() - len(tail):]]
+        else:
+            dims = list(x.shape)
+        sizes.update(zip(term, dims))
+    return math.prod(sizes.values())
+
+
 def attention_macs(fn, args, kwargs, output) -> int:
     """F.scaled_dot_product_attention(q, k, v): q·kᵀ and the weighted sum of v (Nq·Nk·(d + d_v)
     per head and sample) plus the softmax (2 per score)."""
@@ -364,6 +384,7 @@ OPS: tuple[Op, ...] = (
        config=("dim",), analog_macs=per_element(2), nir_refusal=_ANALOG_NIR),
     Op("matmul", Kind.ANALOG, functions=(operator.matmul, torch.matmul, torch.bmm), methods=("matmul", "bmm"),
        analog_macs=matmul_macs, nir_refusal=_ANALOG_NIR),
+    Op("einsum", Kind.ANALOG, functions=(torch.einsum,), analog_macs=einsum_macs, nir_refusal=_ANALOG_NIR),
     Op("attention", Kind.ANALOG, functions=(F.scaled_dot_product_attention,), analog_macs=attention_macs,
        nir_refusal=_ANALOG_NIR),
     Op("multihead_attention", Kind.ANALOG, modules=(nn.MultiheadAttention,),

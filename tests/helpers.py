@@ -1,10 +1,12 @@
-"""Small real networks for end-to-end tests: Fashion-MNIST at 14x14 and a seeded SGD loop."""
+"""Small real networks for end-to-end tests: Fashion-MNIST at 14x14, a seeded SGD loop, and the
+levels a prepared model's sites compute."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import spikebridge as sb
 from spikebridge.data import get_dataset
 
 
@@ -32,3 +34,17 @@ def sgd_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: 
         if sched is not None:
             sched.step()
     return model.eval()
+
+
+@torch.no_grad()
+def site_levels(qann: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{site: the integer level of every neuron} of a prepared model on input x."""
+    levels = {}
+    hooks = [s.register_forward_hook(lambda m, i, o, n=n: levels.__setitem__(n, m.level(i[0])))
+             for n, s in sb.sites(qann).items()]
+    try:
+        qann(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return levels

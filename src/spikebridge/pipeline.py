@@ -48,7 +48,8 @@ def train_or_reuse(config, fresh: bool = False, progress: bool = True, ignore=("
     elif last.exists():
         ckpt = load_checkpoint(last)
         wanted = {k: v for k, v in config.record().items() if k not in ignore}
-        differs = sorted(k for k, v in wanted.items() if ckpt["args"].get(k) != v)
+        defaults = type(config)().record()  # a setting added after the run was recorded has its default there
+        differs = sorted(k for k, v in wanted.items() if ckpt["args"].get(k, defaults[k]) != v)
         if differs:
             raise SpikeBridgeError(f"{out} holds a run with other settings ({', '.join(differs)}); "
                                    "pass --fresh to retrain there or choose another --out")

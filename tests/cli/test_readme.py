@@ -151,3 +151,16 @@ def test_text_lines_run_in_order(demo_dir):
     outputs = [_run(argv) for argv in _commands(block)]
     assert (demo_dir / "runs/bert-l8/last.pt").is_file()
     assert "prediction agreement: 100.00%" in outputs[-1]  # bit-plane, float64
+
+
+def test_transformer_lines_run_in_order(demo_dir):
+    [block] = _blocks(_section("### Transformers and modern CNNs"), "bash")
+    commands = _commands(block)
+    assert {argv[1] for argv in commands} == {"train", "verify", "convert", "evaluate"}
+    outputs = {}
+    for argv in commands:
+        outputs.setdefault(argv[1], []).append(_run(argv))
+    assert all("prediction agreement: 100.00%" in out for out in outputs["verify"])  # GELU ViT, SiLU/SE CNN
+    assert "T_eff" in outputs["evaluate"][0]
+    assert [line.split()[0] for line in outputs["evaluate"][1].splitlines()[2:]] == ["8", "16", "32"]
+    assert (demo_dir / "vit.pt").is_file() and (demo_dir / "vit-qcfs.pt").is_file()

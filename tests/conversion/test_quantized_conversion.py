@@ -11,6 +11,8 @@ from torch import nn
 import spikebridge as sb
 from spikebridge import ConversionError
 
+from helpers import site_levels
+
 
 class Mixed(nn.Module):
     def __init__(self):
@@ -51,12 +53,7 @@ def test_sites_have_the_tables_forms(qann):
 @pytest.mark.parametrize("method", ["pasc", "bitplane"])
 def test_sum_coded_methods_convert_every_quantized_activation_exactly(qann, method):
     x = torch.randn(64, 3, 12, 12, dtype=torch.float64) * 2
-    levels = {}
-    hooks = [s.register_forward_hook(lambda m, i, o, n=n: levels.__setitem__(n, m.level(i[0])))
-             for n, s in sb.sites(qann).items()]
-    qann(x)
-    for h in hooks:
-        h.remove()
+    levels = site_levels(qann, x)
     assert all((levels[n] == -1).any() for n in ("gelu", "silu", "hswish"))  # the negative level is exercised
     report = sb.verify(qann, sb.convert(qann, method), x)
     assert report.agreement == 1.0 and report.max_logit_diff < 1e-9

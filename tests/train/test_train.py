@@ -99,6 +99,23 @@ def test_set_percentile_thresholds_runs_the_relu_network():
     assert torch.equal(sites(per_channel)[second].threshold.flatten(), torch.arange(1.0, 11.0))
 
 
+def test_set_percentile_thresholds_runs_each_sites_own_float_activation():
+    """A sigmoid gate and a SiLU site calibrate on sigmoid and SiLU outputs (not on ReLU's),
+    the network running as the float model."""
+    float_model = nn.Sequential(nn.Flatten(), nn.Sigmoid(), nn.Linear(100, 10), nn.SiLU())
+    with torch.no_grad():
+        float_model[2].weight.copy_(torch.eye(10, 100))
+        float_model[2].bias.zero_()
+    model = prepare(float_model, levels=4)
+    x = torch.cat([torch.linspace(-6, 6, 100), torch.linspace(6, -6, 100)]).view(2, 100)
+    chosen = set_percentile_thresholds(model, [(x, torch.zeros(2))], percentile=100)
+    gate, silu = sites(model)
+    assert chosen[gate] == [pytest.approx(torch.sigmoid(torch.tensor(6.0)).item())]  # below 1: a sigmoid's range
+    # the SiLU site sees the float sigmoid outputs of the gate: max over both images of silu(sigmoid(x_j))
+    expected = torch.nn.functional.silu(torch.sigmoid(x[:, :10])).max().item()
+    assert chosen[silu] == [pytest.approx(expected)]
+
+
 def test_relu_then_qcfs_fine_tuning(tmp_path):
     train(TrainConfig(out=str(tmp_path / "relu"), epochs=1, levels=None, **TINY), progress=False)
     relu_ckpt = load_checkpoint(tmp_path / "relu" / "last.pt")
@@ -125,10 +142,48 @@ def test_cli_train_end_to_end_with_levels_file(tmp_path, capsys):
     assert ckpt["levels"] == dict(zip(names, [2, 4, 4, 8])) and ckpt["args"]["seed"] == 1
 
 
+def test_cli_train_float_model_with_model_options(tmp_path, capsys):
+    out = tmp_path / "vit"
+    code = main(["train", "--model", "vit_tiny", "--model-option", "activation=relu", "--model-option", "depth=1",
+                 "--float", "--epochs", "1", "--batch-size", "32", "--limit-train", "32", "--limit-test", "32",
+                 "--out", str(out), "--no-progress", "--no-augment"])
+    assert code == 0 and "test accuracy" in capsys.readouterr().out
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["levels"] is None
+    assert ckpt["model"] == {"name": "vit_tiny", "num_classes": 10, "in_channels": 1, "activation": "relu", "depth": 1}
+    assert len(load_ann(out / "last.pt").blocks) == 1
+
+
+def test_cli_train_with_adamw_records_it_and_a_run_without_the_field_is_reused(tmp_path, capsys):
+    from spikebridge.pipeline import train_or_reuse
+    from spikebridge.train.checkpoint import save_checkpoint
+
+    out = tmp_path / "vit"
+    code = main(["train", "--model", "vit_tiny", "--relu", "--optimizer", "adamw", "--lr", "1e-3",
+                 "--weight-decay", "0.05", "--epochs", "1", "--batch-size", "32", "--limit-train", "64",
+                 "--limit-test", "32", "--out", str(out), "--no-progress", "--no-augment"])
+    assert code == 0 and "test accuracy" in capsys.readouterr().out
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["args"]["optimizer"] == "adamw" and ckpt["args"]["weight_decay"] == 0.05
+    assert "exp_avg" in next(iter(ckpt["optimizer"]["state"].values()))  # AdamW's state, not SGD's
+    # a run recorded before the option existed trained with SGD: it is reused by a config asking for SGD
+    del ckpt["args"]["optimizer"]
+    save_checkpoint(out / "last.pt", ckpt)
+    config = TrainConfig(out=str(out), model="vit_tiny", levels=None, epochs=1, batch_size=32, limit_train=64,
+                         limit_test=32, augment=False)
+    _, last, _ = train_or_reuse(config, progress=False)
+    assert last == out / "last.pt" and load_checkpoint(last)["epoch"] == 1
+    with pytest.raises(SpikeBridgeError, match="optimizer must be one of sgd, adamw"):
+        train(TrainConfig(out=str(tmp_path / "bad"), optimizer="adam", **TINY), progress=False)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "no_such_net"], "unknown model 'no_such_net'"),
     (["--levels", "0"], "--levels: expected an integer >= 1"),
     (["--relu", "--levels", "4"], "--relu"),
+    (["--model-option", "relu"], "--model-option: expected KEY=VALUE"),
+    (["--model", "vit_tiny", "--model-option", "width=2"], "model 'vit_tiny' has no option width"),
+    (["--init-from", "x.pt", "--model-option", "depth=2"], "--model-option builds a new model"),
     (["--dataset", "svhn"], "unknown dataset"),
 ])
 def test_cli_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):

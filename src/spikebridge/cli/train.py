@@ -14,6 +14,10 @@ def add_parser(subparsers) -> None:
                     "and OUT/metrics.jsonl. Multi-GPU/node: torchrun --nproc_per_node N -m spikebridge train ...",
     )
     p.add_argument("--model", default=None, help="model name (default: small_cnn, or the --init-from model)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", type=model_option,
+                   help="an option of the model's constructor, e.g. --model-option activation=relu for vit_tiny "
+                        "(VALUE read as a Python number, bool or string; repeat for several; default: none, the model's "
+                        "defaults)")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet, digits, or a text task: "
                         "synthetic-sentiment, sst2, qnli, qqp (GLUE: --data-root holds train.tsv, dev.tsv, vocab.txt; "
                         "text tasks take --model bert_tiny) (default: %(default)s)")
@@ -21,11 +25,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="runs/train", help="run directory (default: runs/train)")
     p.add_argument("--levels", type=count, default=None, help="QCFS levels L at every site (default 8)")
     p.add_argument("--levels-file", default=None, help='per-site levels, JSON {"levels": {site: L}} (spikebridge al)')
-    p.add_argument("--relu", action="store_true", help="train a plain ReLU ANN (no QCFS)")
+    p.add_argument("--relu", "--float", dest="relu", action="store_true",
+                   help="train the float model as written, without quantized sites: a plain ReLU ANN, or GELU/SiLU/... "
+                        "for models that have them (--init-from it later to quantize)")
     p.add_argument("--epochs", type=count, default=3, help="training epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=count, default=128, help="batch size per process (default: %(default)s)")
     p.add_argument("--lr", type=positive, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100; 1e-3 (AdamW) for text models)")
     p.add_argument("--momentum", type=non_negative, default=0.9, help="SGD momentum (default: %(default)s)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
+                   help="sgd (with --momentum) or adamw (decoupled --weight-decay; e.g. --lr 1e-3 --weight-decay 0.05 "
+                        "for vit_tiny) (default: sgd; adamw for text models)")
     p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet; 0.01 for text models")
     p.add_argument("--threshold", type=positive, default=8.0, help="initial QCFS threshold θ (default 8.0)")
     p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
@@ -59,20 +68,39 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def model_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE a Python literal (number, bool, None) or else a string."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. activation=relu; got {text!r}")
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass  # a plain string
+    return key.strip(), value
+
+
 def run(args) -> int:
     from ..train import distributed
     from ..train.loop import TrainConfig, train
 
     if args.relu and (args.levels is not None or args.levels_file):
-        raise SpikeBridgeError("--relu trains a ReLU ANN; it cannot be combined with --levels or --levels-file")
+        raise SpikeBridgeError("--relu (--float) trains the float model without quantized sites; it cannot be "
+                               "combined with --levels or --levels-file")
+    if args.model_option and args.init_from:
+        raise SpikeBridgeError("--model-option builds a new model; --init-from takes the checkpoint's model as it is")
     if args.levels is not None and args.levels_file:
         raise SpikeBridgeError("give either --levels or --levels-file, not both")
     config = TrainConfig(
         model=args.model, dataset=args.dataset, out=args.out,
         levels=None if args.relu else (args.levels if args.levels is not None else 8),
-        levels_file=args.levels_file, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, threshold=args.threshold,
-        channel_wise=args.channel_wise, as_relu=[n for n in args.as_relu.split(",") if n], seed=args.seed, augment=args.augment, cutout=args.cutout,
+        levels_file=args.levels_file, model_kwargs=dict(args.model_option), epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, optimizer=args.optimizer, threshold=args.threshold,
+        channel_wise=args.channel_wise, as_relu=[n for n in args.as_relu.split(",") if n], seed=args.seed,
+        augment=args.augment, cutout=args.cutout,
         autoaugment=args.autoaugment, init_from=args.init_from, limit_train=args.limit_train,
         limit_test=args.limit_test, bit_l1=args.bit_l1, bit_l1_normalize=args.bit_l1_normalize,
         resume=args.resume, data_root=args.data_root, workers=args.workers, device=args.device,

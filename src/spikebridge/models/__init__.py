@@ -4,7 +4,8 @@ which takes token ids; needs the transformers extra).
 
 Every model uses average pooling and plain tensor ops, so it is torch.fx traceable and
 prepare()/convert() accept it; the CNNs use ReLU, ``vit_tiny`` GELU (or ReLU/SiLU) and
-attention (analog ops in the SNN, docs/methods.md §8). ``tv:`` models are torchvision's
+attention, ``efficientnet_tiny`` SiLU and squeeze-excitation gates (analog ops in the SNN,
+docs/methods.md §8). ``tv:`` models are torchvision's
 architectures as published, built untrained (weights=None, nothing is downloaded); some
 contain max-pooling or ReLU6/SiLU/GELU, which convert() refuses with a ConversionError.
 """
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..errors import SpikeBridgeError
 from .bert import bert_tiny
+from .efficientnet import efficientnet_tiny
 from .mobilenet import MobileNetV2
 from .rescat import ResCatNet
 from .resnet import resnet18, resnet20, resnet34
@@ -34,6 +36,7 @@ _REGISTRY = {
     "vgg_small": (VGGSmall, None),
     "rescat": (ResCatNet, None),
     "vit_tiny": (vit_tiny, None),
+    "efficientnet_tiny": (efficientnet_tiny, None),
 }
 # name -> constructor of a model that takes token ids [B, S]: num_classes, vocab_size, max_len
 _TEXT_REGISTRY = {

@@ -5,6 +5,10 @@ CIFAR-100), cosine decay to 0 stepped after every batch (smoother than per epoch
 schedule spans epochs × batches per epoch), random crop + flip, θ initialised to 8.0. Text
 models (BERT) take AdamW instead, lr 1e-3, weight decay 0.01 (``momentum`` unused): with SGD
 at lr 0.1 bert_tiny stayed at chance for 3 epochs of the synthetic sentiment task.
+schedule spans epochs × batches per epoch), random crop + flip, θ initialised to 8.0.
+``optimizer="adamw"`` (the default for text models) takes AdamW (decoupled weight decay; ``momentum`` unused) instead of
+SGD, for models SGD trains slowly: vit_tiny on Fashion-MNIST reached 67.8% after 2 epochs of
+SGD at lr 0.1 (BENCHMARKS.md §11).
 
 Every finished epoch is kept: ``<out>/last.pt`` is rewritten atomically, then one JSON line
 is appended to ``<out>/metrics.jsonl``. ``resume=True`` continues the run in ``out`` with
@@ -13,7 +17,8 @@ only on (seed, epoch) and the global RNG is re-seeded from (seed, epoch, rank) e
 so a run killed at any point and resumed ends with the same weights as an uninterrupted one.
 
 Fine-tuning a ReLU ANN into a QCFS ANN (``init_from``): its weights are loaded into the
-prepared model and each site's θ is set to the 99.9th percentile of the positive ReLU outputs
+prepared model and each site's θ is set to the 99.9th percentile of the positive outputs of
+the site's float activation (ReLU, or GELU, SiLU, sigmoid, ... for other quantized sites)
 at that site over the first ``init_images`` training images (no augmentation): the robust
 maximum of Rueckauer et al., so a few outliers do not stretch the quantisation grid. From a
 QCFS checkpoint, the trained θ are kept and only the levels change (PASCAL Alg. 4 step 4).
@@ -38,6 +43,7 @@ from torch import nn
 
 from . import distributed
 from .. import models
+from ..activations import FUNCTIONS
 from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint, thresholds_of
 from ..data import calibration_subset, dataset_info, get_dataset, is_text, make_loader, model_args, set_epoch
 from ..errors import SpikeBridgeError
@@ -51,6 +57,7 @@ from ..ann.regularizer import BitL1Regularizer
 # Fields that describe where and how this process runs, not the run itself: on resume they
 # come from the caller, everything else from the checkpoint.
 RUNTIME_FIELDS = ("out", "resume", "data_root", "workers", "extra_loss", "device")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -72,6 +79,7 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
+    optimizer: str | None = None  # "sgd" (with momentum) or "adamw"; None: adamw for text models, else sgd
     threshold: float = 8.0
     channel_wise: bool = False
     as_relu: list[str] = field(default_factory=list)  # activations given QCFS (ReLU) sites (prepare's as_relu)
@@ -205,8 +213,8 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The recipe's optimizer: AdamW for a text model, else SGD with momentum."""
-    if models.takes_text(config.model):
+    """SGD with momentum (the image recipe), or AdamW (``config.optimizer``; text models' default)."""
+    if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
@@ -283,7 +291,8 @@ def _with_recipe_defaults(config: TrainConfig) -> TrainConfig:
     lr = config.lr if config.lr is not None else (1e-3 if text else 0.02 if dataset == "cifar100" else 0.1)
     wd = config.weight_decay if config.weight_decay is not None else \
         (0.01 if text else 1e-4 if dataset == "imagenet" else 5e-4)
-    return replace(config, dataset=dataset, lr=lr, weight_decay=wd, model=model)
+    optimizer = config.optimizer or ("adamw" if text else "sgd")
+    return replace(config, dataset=dataset, lr=lr, weight_decay=wd, model=model, optimizer=optimizer)
 
 
 def _check(config: TrainConfig) -> None:
@@ -299,6 +308,8 @@ def _check(config: TrainConfig) -> None:
     for name in ("limit_train", "limit_test"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise SpikeBridgeError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(config, name)}")
+    if config.optimizer not in OPTIMIZERS:
+        raise SpikeBridgeError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     if not config.lr > 0:
         raise SpikeBridgeError(f"learning rate must be positive, got {config.lr}")
     if not config.threshold > 0:
@@ -374,20 +385,22 @@ def _initial_model(config: TrainConfig, pad_to) -> nn.Module:
 
 
 def set_percentile_thresholds(model: nn.Module, loader, percentile: float = 99.9) -> dict[str, list[float]]:
-    """Set each QCFS site's θ to the ``percentile`` of the positive ReLU outputs there (per
-    channel for channel-wise θ) while the model runs as the original ReLU network. The
+    """Set each quantized site's θ to the ``percentile`` of the positive outputs of its float
+    activation f there (ReLU for QCFS; GELU, SiLU, sigmoid, ... for a QuantizedActivation), per
+    channel for channel-wise θ, while the model runs as the original float network. The
     statistics and the percentile are the "percentile" conversion's (`thresholds.ActivationStats`,
     bounded memory; every rank sees the same images, so nothing is combined). Returns
     {site: [θ, ...]}."""
     found = sites(model)
     stats = ActivationStats(channel_wise=any(m.threshold.dim() for m in found.values()))
 
-    def relu_instead(name, inputs):
-        a = torch.relu(inputs[0])
+    def float_instead(name, module, inputs):
+        a = FUNCTIONS[getattr(module, "function", "relu")](inputs[0])
         stats.update(name, a)
         return a
 
-    handles = [m.register_forward_hook(lambda m, i, o, name=name: relu_instead(name, i)) for name, m in found.items()]
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: float_instead(name, m, i))
+               for name, m in found.items()]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

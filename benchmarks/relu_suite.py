@@ -1,4 +1,4 @@
-"""Issue 12 benchmark: converting ReLU networks nobody tuned for (BENCHMARKS.md §7).
+"""Issue 12 benchmark: converting ReLU networks nobody tuned for (BENCHMARKS.md §12).
 
 For every model of ``suite_models.MODELS`` (trained or reused under --runs), on the full test
 set, the accuracy after T = 1, 2, 4, 8, 16, 32 steps of:
@@ -254,7 +254,7 @@ def markdown(results: list[dict]) -> str:
         for rank, label in enumerate(order, 1):
             summary_rank.setdefault(label, {})[model_name] = rank
             gaps.setdefault(label, []).extend(ann - accs[label][T] for T in TS)
-        if DEFAULT in accs:
+        if DEFAULT in accs and any(label.startswith(SJ_PREFIX) for label in labels):
             sj = sj_best(runs, labels)
             default_rows.append((model_name, ann, accs[DEFAULT], sj))
     models = list(dict.fromkeys(m for ranks in summary_rank.values() for m in ranks))

@@ -1,4 +1,4 @@
-"""The ReLU-conversion suite's models (BENCHMARKS.md §7): architectures that differ in ways
+"""The ReLU-conversion suite's models (BENCHMARKS.md §12): architectures that differ in ways
 that matter for conversion, trained on Fashion-MNIST and on scikit-learn's digits, kept under
 runs/ and reused.
 

@@ -7,12 +7,18 @@ SIZES); ``sb.prepare`` (L = 8, max pooling replaced by average pooling); then ``
 ``bitplane`` and ``qcfs`` (T = 4). The sum-coded SNNs are checked against the prepared ANN in
 float64 on 2 random images (``sb.verify``: prediction agreement and level mismatches) when the
 ANN's float64 forward pass takes less than --verify-seconds; the rate-coded one is simulated.
+Models with more than --max-params parameters (regnet_y_128gf, vit_h_14: 0.6 billion) are
+converted in float32 and not verified: the prepared copy, the converted copy and a float64
+twin would not fit in this machine's 24 GB (the first sweep was killed for memory there).
 Each model's outcome per method: "exact" (agreement 100%, 0 mismatches), "converted" (not
-verified: too slow here), "inexact" (a bug), "refused: <reason>" (a ConversionError, by
-design), "crashed: <exception>" (a bug). Results go to benchmarks/results/torchvision_sweep.json
-after every model; --report prints the markdown table.
+verified: too slow or too large here), "inexact" (a bug), "refused: <reason>" (a
+ConversionError, by design), "crashed: <exception>" (a bug). Results go to
+benchmarks/results/torchvision_sweep.json after every model (models already there are skipped
+unless --fresh); --report prints the markdown table.
 
     python benchmarks/torchvision_sweep.py                    # all of them (about an hour on 2 cores)
+    for m in $(python -c "import torchvision as t; print(*t.models.list_models(module=t.models))"); do
+        (ulimit -v 16000000; python benchmarks/torchvision_sweep.py --models $m); done   # one process each, capped
     python benchmarks/torchvision_sweep.py --models resnet18,vit_b_16
     python benchmarks/torchvision_sweep.py --report
 """
@@ -62,51 +68,65 @@ def smallest_input(model: nn.Module) -> int | None:
     return None
 
 
+def too_large(exc: BaseException) -> bool:
+    """Out of this machine's memory (a MemoryError, or torch's "can't allocate")."""
+    return isinstance(exc, MemoryError) or "allocate" in str(exc)
+
+
 def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
 
 
 @torch.no_grad()
-def sweep_model(name: str, verify_seconds: float) -> dict:
+def sweep_model(name: str, verify_seconds: float, max_params: int) -> dict:
     row: dict = {"model": name}
     start = time.perf_counter()
     model = random_model(name)
+    row["parameters"] = sum(p.numel() for p in model.parameters())
+    large = row["parameters"] > max_params
     size = smallest_input(model)
     row["input"] = size
     if size is None:
         row["outcome"] = {m: "crashed: no input size of " + str(SIZES) + " runs the ANN" for m in METHODS}
         return row
-    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    x = torch.randn(2, 3, size, size, dtype=torch.float32 if large else torch.float64)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             qann = sb.prepare(model, levels=8).eval()
             qann(x[:1].float())
-    except sb.ConversionError as exc:
+    except (sb.ConversionError, sb.UnsupportedActivationError) as exc:
         row["outcome"] = dict.fromkeys(METHODS, "refused: " + reason(exc))
         return row
     except Exception as exc:  # noqa: BLE001  (a crash is what the sweep counts)
-        row["outcome"] = dict.fromkeys(METHODS, "crashed (prepare): " + reason(exc))
+        what = "not run: out of memory here" if too_large(exc) else "crashed (prepare): " + reason(exc)
+        row["outcome"] = dict.fromkeys(METHODS, what)
         return row
+    del model
     row["sites"] = len(sb.sites(qann))
-    qann = qann.double()
+    if not large:
+        qann = qann.double()
     t = time.perf_counter()
     qann(x)
-    row["ann_float64_seconds"] = time.perf_counter() - t
-    verify = row["ann_float64_seconds"] < verify_seconds
+    row["ann_seconds"] = time.perf_counter() - t
+    verify = not large and row["ann_seconds"] < verify_seconds
     outcome = {}
     for method in METHODS:
+        snn = None  # the previous method's network is freed before the next is built
         try:
             snn = sb.convert(qann, method, **({"T": 4} if method == "qcfs" else {}))
         except sb.ConversionError as exc:
             outcome[method] = "refused: " + reason(exc)
             continue
         except Exception as exc:  # noqa: BLE001
-            outcome[method] = "crashed (convert): " + reason(exc)
+            outcome[method] = "not run: out of memory here" if too_large(exc) else "crashed (convert): " + reason(exc)
             continue
         try:
-            if method == "qcfs":
+            if method == "qcfs" or large:
                 logits = snn.simulate(x).logits
+                if method != "qcfs":
+                    outcome[method] = "converted" if torch.isfinite(logits).all() else "crashed: non-finite logits"
+                    continue
                 outcome[method] = "simulated" if torch.isfinite(logits).all() else "crashed: non-finite logits"
             elif verify:
                 report = sb.verify(qann, snn, x)
@@ -116,7 +136,7 @@ def sweep_model(name: str, verify_seconds: float) -> dict:
             else:
                 outcome[method] = "converted"
         except Exception as exc:  # noqa: BLE001
-            outcome[method] = "crashed (simulate): " + reason(exc)
+            outcome[method] = "not run: out of memory here" if too_large(exc) else "crashed (simulate): " + reason(exc)
     row["outcome"] = outcome
     row["seconds"] = time.perf_counter() - start
     return row
@@ -130,13 +150,13 @@ def markdown(results: dict) -> str:
     for r in rows.values():
         cells = [r["outcome"].get(m, "—") for m in METHODS]
         lines.append(f"| {r['model']} | {r.get('input')} | {r.get('sites', '—')} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | " + " | ".join(["exact", "converted (not verified)", "simulated", "refused", "crashed/inexact"])
-              + " |", "|---|---|---|---|---|---|"]
+    lines += ["", "| method | " + " | ".join(["exact", "converted (not verified)", "simulated", "refused", "crashed/inexact",
+                                             "not run (memory)"]) + " |", "|---|---|---|---|---|---|---|"]
     for m in METHODS:
         outs = [r["outcome"].get(m, "") for r in rows.values()]
         count = lambda prefix: sum(o.startswith(prefix) for o in outs)  # noqa: E731
         lines.append(f"| {m} | {count('exact')} | {count('converted')} | {count('simulated')} | {count('refused')} | "
-                     f"{count('crashed') + count('inexact')} |")
+                     f"{count('crashed') + count('inexact')} | {count('not run')} |")
     return "\n".join(lines)
 
 
@@ -145,6 +165,9 @@ def main() -> None:
     p.add_argument("--models", default=None, help="comma-separated names (default: all classifiers)")
     p.add_argument("--verify-seconds", type=float, default=20.0,
                    help="verify in float64 only when the ANN's float64 pass on 2 images takes less")
+    p.add_argument("--max-params", type=float, default=3e8,
+                   help="above this many parameters: float32, no verify (memory; default %(default)s)")
+    p.add_argument("--fresh", action="store_true", help="re-run models already in the results file")
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
     if args.report:
@@ -154,7 +177,9 @@ def main() -> None:
     results = json.loads(OUT.read_text()) if OUT.exists() else {"models": {}}
     results.update(machine=machine(), torchvision=torchvision.__version__, command=" ".join(sys.argv))
     for name in names:
-        row = sweep_model(name, args.verify_seconds)
+        if name in results["models"] and not args.fresh:
+            continue
+        row = sweep_model(name, args.verify_seconds, int(args.max_params))
         results["models"][name] = row
         print(name, row.get("input"), row["outcome"], f"{row.get('seconds', 0):.0f} s", flush=True)
         RESULTS.mkdir(exist_ok=True)

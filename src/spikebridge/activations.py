@@ -19,7 +19,9 @@ FUNCTIONS = {
     "hardswish": F.hardswish,
     "sigmoid": torch.sigmoid,
     "hardsigmoid": F.hardsigmoid,
+    "tanh": torch.tanh,
 }
+SYMMETRIC = {"tanh"}  # odd functions: their sites get as many negative levels as positive, k_min = −L
 
 
 def quantized_level(function: str, z: torch.Tensor, threshold: torch.Tensor, levels: int, k_min: int) -> torch.Tensor:

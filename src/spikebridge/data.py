@@ -1,5 +1,6 @@
 """Datasets and loaders: Fashion-MNIST (default), MNIST, CIFAR-10/100, ImageNet, and
-scikit-learn's 8x8 digits (offline; upsampled to 16x16, a fixed train/test split).
+scikit-learn's 8x8 digits (offline; upsampled to 16x16, a fixed train/test split); and the text
+tasks of ``spikebridge.text`` (token ids and labels), by the same names and loaders.
 
 The MNIST-likes and CIFAR are held in memory as uint8 tensors and augmented a whole batch at
 a time (random crop with 4-pixel zero padding, horizontal flip, Cutout, and AutoAugment),
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from .errors import DataError
+from .text import TEXT_DATASETS, TextDataset, get_text_dataset, text_info
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet", "digits")
 SYSTEM_ROOT = Path("/usr/share/datasets")
@@ -67,11 +69,32 @@ _CIFAR_FILES = {
 }
 
 
+def _key(name: str) -> str:
+    return str(name).strip().lower().replace("_", "-")
+
+
 def _canonical(name: str) -> str:
-    key = str(name).strip().lower().replace("_", "-")
+    key = _key(name)
+    if key in TEXT_DATASETS:
+        raise DataError(f"{key} is a text task, not images")
     if key not in _INFO:
-        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS + TEXT_DATASETS)}")
     return key
+
+
+def is_text(name: str) -> bool:
+    """Whether dataset ``name`` is a text task (of spikebridge.text)."""
+    return _key(name) in TEXT_DATASETS
+
+
+def model_args(name: str, root=None) -> dict:
+    """What ``models.create`` takes from dataset ``name``: num_classes and in_channels for
+    images; num_classes, vocab_size and max_len for a text task."""
+    if is_text(name):
+        info = text_info(_key(name), root)
+        return {"num_classes": info.num_classes, "vocab_size": info.vocab_size, "max_len": info.max_len}
+    info = dataset_info(name)
+    return {"num_classes": info.num_classes, "in_channels": info.in_channels}
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -170,12 +193,17 @@ def _cutout(x, size, generator):
 
 def get_dataset(name="fashion-mnist", split="train", root=None, augment=False, pad_to=None,
                 cutout=False, autoaugment=False) -> Dataset:
-    """Return dataset `name` ("train" or "test" split) yielding (normalised [C,H,W] float, int label).
+    """Return dataset `name` ("train" or "test" split) yielding (normalised [C,H,W] float, int label),
+    or for a text task (token ids [S], int label).
 
     pad_to zero-pads (in pixel space, before normalisation) 28x28 images to pad_to x pad_to;
     augment adds random crop (4-pixel padding) + horizontal flip (ImageNet: RandomResizedCrop
-    224 + flip); cutout and autoaugment are for cifar10/cifar100.
+    224 + flip; text: nothing); cutout and autoaugment are for cifar10/cifar100.
     """
+    if is_text(name):
+        if pad_to is not None or cutout or autoaugment:
+            raise DataError(f"{_key(name)} is a text task: pad_to, cutout and autoaugment are for images")
+        return get_text_dataset(_key(name), split, root)
     key = _canonical(name)
     info = _INFO[key]
     if split not in ("train", "test"):
@@ -439,7 +467,8 @@ class EpochBatchSampler(Sampler):
 
 
 class _BatchView(Dataset):
-    """Maps a _Batch key to a collated (images, labels) batch of `dataset`."""
+    """Maps a _Batch key to a collated (inputs, labels) batch of `dataset`; in-memory datasets
+    (and Subsets of them) give theirs with ``batch(indices, generator)``."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -453,7 +482,7 @@ class _BatchView(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: _Batch):
-        if isinstance(self.base, TensorImageDataset):
+        if isinstance(self.base, (TensorImageDataset, TextDataset)):
             indices = key.indices if self.index is None else self.index[key.indices]
             return self.base.batch(indices, torch.Generator().manual_seed(key.seed))
         with torch.random.fork_rng(devices=[]):

@@ -1,6 +1,7 @@
 """User-facing errors and the argument checks that raise them. Every error a user can cause
 by bad input is a SpikeBridgeError subclass whose message is one complete line; the CLI
 prints it without a traceback."""
+import importlib
 import math
 import numbers
 
@@ -56,3 +57,12 @@ def check_T(T) -> int:
 def check_levels(levels) -> int:
     """Quantisation levels L: an integer >= 1."""
     return check_int(levels, "levels")
+
+
+def require_transformers(purpose: str):
+    """The ``transformers`` package (an optional extra), or an error naming the extra."""
+    try:
+        return importlib.import_module("transformers")
+    except ImportError:
+        raise SpikeBridgeError(f"{purpose} needs Hugging Face transformers: pip install "
+                               "'spikebridge[transformers]'") from None

@@ -2,7 +2,8 @@
 
 A network takes floating-point batches [B, ...] of its own dtype. Where the input reaches a
 conv or linear layer directly, its shape is known too: Conv2d [B, C_in, H, W], Conv1d
-[B, C_in, L], Linear [B, ..., in_features]. Anything else (a tensor of another dtype, a
+[B, C_in, L], Linear [B, ..., in_features]; a network whose input is looked up in an
+embedding (a text model) takes int64 token ids [B, tokens]. Anything else (a tensor of another dtype, a
 missing batch dimension, other channels, NaN or inf) is a one-line InputError that says what
 was given and what the network takes, raised before any layer runs. Data given as a tensor
 [N, ...] is split into batches; otherwise it is an iterable of x or (x, y) batches.
@@ -26,8 +27,11 @@ class InputSpec:
     rank: int | None = None       # dimensions of a batch, where known
     channels: int | None = None   # size of dim 1 (conv) where known
     features: int | None = None   # size of the last dim (linear) where known
+    vocabulary: int | None = None  # token ids are below it (an embedding reads the input)
 
     def describe(self) -> str:
+        if self.vocabulary is not None:
+            return f"[B, tokens] int64 token ids below {self.vocabulary}"
         if self.channels is not None:
             shape = f"[B, {self.channels}, {'L' if self.rank == 3 else 'H, W'}]"
         elif self.features is not None:
@@ -52,7 +56,9 @@ class InputSpec:
         if (self.channels is not None and x.shape[1] != self.channels) or \
                 (self.features is not None and x.shape[-1] != self.features):
             raise InputError(f"{who} got {given}; {takes} (another dataset or model?)")
-        if not torch.isfinite(x).all():
+        if self.vocabulary is not None and (x.min() < 0 or x.max() >= self.vocabulary):
+            raise InputError(f"{who} got token ids outside 0..{self.vocabulary - 1} ({given})")
+        if x.is_floating_point() and not torch.isfinite(x).all():
             raise InputError(f"{who} got {given} that contains NaN or inf")
         return x
 
@@ -71,6 +77,8 @@ def input_spec(gm: fx.GraphModule) -> InputSpec:
                 return InputSpec(dtype, rank, channels=layer.in_channels)
         if type(layer) is nn.Linear:
             return InputSpec(dtype, features=layer.in_features)
+        if type(layer) is nn.Embedding:
+            return InputSpec(torch.long, rank=2, vocabulary=layer.num_embeddings)
     return InputSpec(dtype)
 
 

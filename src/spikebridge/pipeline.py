@@ -36,7 +36,7 @@ def loader(dataset: str, model: str | None, split: str, root=None, batch_size: i
 def train_or_reuse(config, fresh: bool = False, progress: bool = True, ignore=("lr", "weight_decay")):
     """Train ``config`` (a TrainConfig with ``out``) to its last epoch and return (model,
     checkpoint path, test accuracy 0..1): a finished run in ``config.out`` is reused, an
-    unfinished one resumed, one with other settings (besides ``ignore``) refused; ``fresh``
+    unfinished one resumed, one with other settings (besides ``ignore``; an optimizer of None is the recipe's) refused; ``fresh``
     starts over."""
     from .train.loop import train
 
@@ -49,7 +49,8 @@ def train_or_reuse(config, fresh: bool = False, progress: bool = True, ignore=("
         ckpt = load_checkpoint(last)
         wanted = {k: v for k, v in config.record().items() if k not in ignore}
         defaults = type(config)().record()  # a setting added after the run was recorded has its default there
-        differs = sorted(k for k, v in wanted.items() if ckpt["args"].get(k, defaults[k]) != v)
+        differs = sorted(k for k, v in wanted.items() if ckpt["args"].get(k, defaults[k]) != v
+                         and not (k == "optimizer" and v is None))
         if differs:
             raise SpikeBridgeError(f"{out} holds a run with other settings ({', '.join(differs)}); "
                                    "pass --fresh to retrain there or choose another --out")
@@ -81,10 +82,13 @@ def convert_checkpoint(path, method: str | None, T=None, root=None, calibration_
     if record.source is Source.RELU:
         options["calibration_data"] = loader(dataset, name, "train", root, batch_size, calibration_images)
     snn = convert(ann, record.name, T=T, **options)
-    info = data.dataset_info(dataset)
-    size = models.input_size(name) or info.image_size
-    snn.info.update(dataset=dataset, model=dict(ckpt["model"]), input_shape=[info.in_channels, size, size],
-                    ann_checkpoint=str(path))
+    if data.is_text(dataset):
+        shape = [ckpt["model"]["max_len"]]
+    else:
+        info = data.dataset_info(dataset)
+        size = models.input_size(name) or info.image_size
+        shape = [info.in_channels, size, size]
+    snn.info.update(dataset=dataset, model=dict(ckpt["model"]), input_shape=shape, ann_checkpoint=str(path))
     return ckpt, ann, snn
 
 

@@ -25,6 +25,7 @@ FORMULAS = {  # f written out from its definition, in float64
     "hardswish": lambda z: z * min(max(z + 3, 0.0), 6.0) / 6,
     "sigmoid": lambda z: 1 / (1 + math.exp(-z)),
     "hardsigmoid": lambda z: min(max(z / 6 + 0.5, 0.0), 1.0),
+    "tanh": math.tanh,
 }
 
 
@@ -55,7 +56,7 @@ def test_forward_is_the_formula(function, levels, k_min, theta, seed):
 def test_straight_through_gradients(function, levels, theta, seed):
     """dy/dz = f'(z) where k_min <= k <= L (bounds included), else 0; dy/dθ = (k − f(z)·L/θ)/L
     inside, k/L outside (autograd of θ/L·k with the straight-through floor)."""
-    k_min = -1 if function in ("gelu", "gelu_tanh", "silu", "hardswish") else 0
+    k_min = -levels if function == "tanh" else -1 if function in ("gelu", "gelu_tanh", "silu", "hardswish") else 0
     z = (torch.randn(64, generator=torch.Generator().manual_seed(seed), dtype=F64) * 4).requires_grad_()
     site = QuantizedActivation(function, levels, k_min, theta).double()
     theta = site.threshold.item()  # θ as the site holds it
@@ -87,11 +88,22 @@ def test_state_dict_keeps_function_and_k_min():
     assert torch.equal(twin(z), site(z))
 
 
-@pytest.mark.parametrize("args, match", [(("tanh", 4, -1), "unknown activation"), (("gelu", 2, -3), "k_min"),
+@pytest.mark.parametrize("args, match", [(("elu", 4, -1), "unknown activation"), (("gelu", 2, -3), "k_min"),
                                          (("gelu", 4, 1), "k_min")])
 def test_bad_arguments_are_one_line_errors(args, match):
     with pytest.raises(SpikeBridgeError, match=match):
         QuantizedActivation(*args)
+
+
+def test_tanh_sites_are_symmetric_in_prepare_and_set_levels():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    qann = sb.prepare(model, levels=6)
+    (site,) = sb.sites(qann).values()
+    assert (site.function, site.k_min, site.levels, site.threshold.item()) == ("tanh", -6, 6, 1.0)
+    sb.set_levels(qann, 3)
+    assert (site.k_min, site.levels) == (-3, 3)
+    z = torch.linspace(-3, 3, 101, dtype=F64)
+    assert torch.equal(site.double()(z), -site.double()(-z))  # odd, like tanh (rounding aside at no edge here)
 
 
 def test_prepare_starts_bounded_activations_at_their_bound():

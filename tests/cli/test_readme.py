@@ -145,6 +145,14 @@ def test_own_network_lines_run_in_order(demo_dir):
     assert (demo_dir / "r20.nir").is_file()
 
 
+def test_text_lines_run_in_order(demo_dir):
+    pytest.importorskip("transformers")
+    [block] = _blocks(_section("### Text and BERT"), "bash")
+    outputs = [_run(argv) for argv in _commands(block)]
+    assert (demo_dir / "runs/bert-l8/last.pt").is_file()
+    assert "prediction agreement: 100.00%" in outputs[-1]  # bit-plane, float64
+
+
 def test_transformer_lines_run_in_order(demo_dir):
     [block] = _blocks(_section("### Transformers and modern CNNs"), "bash")
     commands = _commands(block)

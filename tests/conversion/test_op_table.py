@@ -49,6 +49,13 @@ def with_tensors(net: Net, **tensors) -> Net:
     return net
 
 
+def with_buffers(net: Net, **tensors) -> Net:
+    """``net`` holding (integer) buffers its body reads directly."""
+    for name, value in tensors.items():
+        net.register_buffer(name, value)
+    return net
+
+
 def tokens(h):
     """[B, 4, 8, 8] → [B, 32, 8]: a map as 32 tokens of width 8."""
     return h.flatten(1, 2)
@@ -125,6 +132,10 @@ EXAMPLES = [
     ("permute", "permute", Net(lambda n, h, g: h.permute(0, 2, 3, 1)), M2),
     ("transpose", torch.transpose, Net(lambda n, h, g: torch.transpose(h, 2, 3) + g), M2),
     ("transpose", "transpose", Net(lambda n, h, g: h.transpose(1, 3)), M2),
+    ("transpose", torch.swapaxes, Net(lambda n, h, g: torch.swapaxes(h, 2, 3) - g), M2),
+    ("transpose", torch.swapdims, Net(lambda n, h, g: torch.swapdims(h, 1, 2)), M2),
+    ("transpose", "swapaxes", Net(lambda n, h, g: h.swapaxes(1, 2)), M2),
+    ("transpose", "swapdims", Net(lambda n, h, g: h.swapdims(2, 3)), M2),
     ("expand", "expand", Net(lambda n, h, g: h[:, :1].expand(-1, 3, -1, -1)), M2),
     ("expand", "expand_as", Net(lambda n, h, g: h[:, :1].expand_as(g) - g), M2),
     ("unsqueeze", torch.unsqueeze, Net(lambda n, h, g: torch.unsqueeze(h, 1)), M2),
@@ -150,6 +161,7 @@ EXAMPLES = [
     ("matmul", torch.matmul, Net(lambda n, h, g: torch.matmul(h, g)), M2),
     ("matmul", torch.bmm, Net(lambda n, h, g: torch.bmm(tokens(h), tokens(g).transpose(1, 2))), M2),
     ("matmul", "matmul", Net(lambda n, h, g: h.matmul(g)), M2),
+    ("einsum", torch.einsum, Net(lambda n, h, g: torch.einsum("bcij,bcjk->bcik", h, g)), M2),
     ("matmul", "bmm", Net(lambda n, h, g: tokens(h).bmm(tokens(g).transpose(1, 2))), M2),
     ("attention", F.scaled_dot_product_attention, Net(lambda n, h, g: F.scaled_dot_product_attention(h, g, h)), M2),
     ("multihead_attention", nn.MultiheadAttention,
@@ -164,6 +176,10 @@ EXAMPLES = [
     ("mul", operator.mul, Net(lambda n, h, g: h * g), M2),                      # a product of trains
     ("div", operator.truediv, Net(lambda n, h, g: h / (g + 1)), M2),            # a quotient of trains
     ("mul", "mul", with_tensors(Net(lambda n, h, g: h.mul(n.scale)), scale=torch.rand(4, 1, 1) + 0.5), M2),
+    ("embedding", nn.Embedding, with_buffers(Net(lambda n, h, g: h + n.op(n.ids).view(4, 8, 8),
+                                                 module=nn.Embedding(6, 64)), ids=torch.tensor([0, 3, 5, 3])), M2),
+    ("gather", torch.gather, with_buffers(Net(lambda n, h, g: torch.gather(h, 3, n.index.expand(h.shape[0], 4, 8, 8))),
+                                          index=torch.randint(8, (1, 4, 8, 8))), M2),
     # tensors read directly: Constant modules in the SNN
     ("constant", Constant, with_tensors(Net(lambda n, h, g: torch.cat([n.token.expand(h.shape[0], -1, -1, -1), h], 1)
                                             + n.position), token=torch.randn(1, 1, 8, 8), position=torch.randn(5, 8, 8)),
@@ -284,6 +300,7 @@ QUANTIZED_FORMS = {
     nn.Hardswish: ("hardswish", -1), F.hardswish: ("hardswish", -1),
     nn.Sigmoid: ("sigmoid", 0), F.sigmoid: ("sigmoid", 0), torch.sigmoid: ("sigmoid", 0), "sigmoid": ("sigmoid", 0),
     "sigmoid_": ("sigmoid", 0), nn.Hardsigmoid: ("hardsigmoid", 0), F.hardsigmoid: ("hardsigmoid", 0),
+    nn.Tanh: ("tanh", -4), F.tanh: ("tanh", -4), torch.tanh: ("tanh", -4), "tanh": ("tanh", -4), "tanh_": ("tanh", -4),
 }
 QUANTIZED_OPS = [op for op in OPS if op.kind is Kind.ACTIVATION and op.name not in ("relu", "qcfs")]
 

@@ -6,7 +6,7 @@ from torch import nn
 import spikebridge.models as models
 from spikebridge.errors import SpikeBridgeError
 
-NAMES = models.available()
+NAMES = [name for name in models.available() if not models.takes_text(name)]  # image models
 
 
 def _size(name):

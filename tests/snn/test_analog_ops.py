@@ -72,3 +72,16 @@ def test_a_relu_vit_under_rate_coding_approaches_the_ann_and_is_the_same_in_any_
     assert error[63] < error[3] < error[0]
     # the analog ops run at every step: T calls each, on the running means
     assert all(r["calls"] == 64 for name, r in a.analog_ops.items() if "blocks_1" in name or "blocks.1" in name)
+
+
+def test_the_report_lists_what_is_still_analog(tmp_path):
+    from spikebridge.analysis.report import write_report
+    from spikebridge.analysis.summary import analyse
+
+    qann, x = _vit("gelu")
+    loader = [(x, torch.zeros(len(x), dtype=torch.long))]
+    data = analyse(qann, {"pasc": sb.convert(qann, "pasc")}, loader, [4], progress=False)
+    ops = data["energy"]["pasc"]["analog_ops"]
+    assert {"layer_norm", "softmax", "matmul"} <= {a["op"] for a in ops} and all(a["macs"] > 0 for a in ops)
+    text = write_report(tmp_path, data).read_text()
+    assert "Still analog" in text and "blocks_1_norm2" in text

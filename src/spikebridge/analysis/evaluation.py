@@ -60,7 +60,7 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
     agree: dict[int, int] = {}
     total, images, reference_correct = None, 0, 0
     for x, y in progress_bar(loader, desc, enabled=progress):
-        x, y = x.to(device, dtype), y.to(device)
+        x, y = x.to(device, dtype) if x.is_floating_point() else x.to(device), y.to(device)
         images += x.shape[0]
         ann_pred = reference(x).argmax(1) if reference is not None else None
         if ann_pred is not None:

@@ -47,6 +47,8 @@ _LAYER_COLUMNS = [("name", "layer"), ("analog", "analog"), ("macs", "MACs (ANN)"
                   ("snn_macs", "MACs (SNN)"), ("acs_exact", "ACs exact"), ("acs_approx", "ACs approx"),
                   ("input_rate", "input spike rate"), ("e_ann_pj", "E_ANN (pJ)"),
                   ("e_snn_pj", "E_SNN (pJ)"), ("ratio", "E_ANN/E_SNN")]
+_ANALOG_OP_COLUMNS = [("name", "node"), ("op", "op"), ("macs", "MACs (ANN)"), ("snn_macs", "MACs (SNN, every call)"),
+                      ("e_ann_pj", "E_ANN (pJ)"), ("e_snn_pj", "E_SNN (pJ)")]
 _SUMMARY_COLUMNS = [("e_ann_uj", "E_ANN (µJ)"), ("e_snn_uj", "E_SNN (µJ)"), ("ratio", "E_ANN/E_SNN")]
 _DETAIL_COLUMNS = [("macs", "MACs (ANN)"), ("snn_macs", "MACs (SNN, analog layers)"),
                    ("acs_exact", "ACs (exact fan-out)"), ("acs_approx", "ACs (rate × MACs)"),
@@ -295,6 +297,9 @@ def _energy(d, folder, figures):
         caption = _energy_caption(d, method, r)
         md += [f"### Layers: {method} ({caption})", ""]
         md += _table([h for _, h in _LAYER_COLUMNS], [[l[k] for k, _ in _LAYER_COLUMNS] for l in r["layers"]])
+        if r.get("analog_ops"):
+            md += ["Still analog: ops computed on decoded values (docs/methods.md §8), counted as MACs:", ""]
+            md += _table([h for _, h in _ANALOG_OP_COLUMNS], [[a[k] for k, _ in _ANALOG_OP_COLUMNS] for a in r["analog_ops"]])
         names = [l["name"] for l in r["layers"]]
         fig, ax = plt.subplots(figsize=(max(7.4, 0.55 * len(names) + 3), 4.4), layout="constrained")
         ann = d.get("methods", {}).get(method, {}).get("ann") or "ANN"

@@ -10,12 +10,13 @@ ReLU6 becomes a QCFS starting at θ = 6, and GELU, SiLU, Hardswish, sigmoid and 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..activations import FUNCTIONS, SYMMETRIC
 from ..conversion.ops import Kind, NoReplacement, SiteForm, op_for_node
 from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationError, check_levels
 from .qcfs import QCFS
@@ -61,7 +62,8 @@ def site_module(form: SiteForm, levels: int, threshold: float, channels: int) ->
     theta = threshold if form.threshold is None else form.threshold
     if form.function == "relu":
         return QCFS(levels, theta, channels)
-    return QuantizedActivation(form.function, levels, form.k_min, theta, channels)
+    k_min = -levels if form.function in SYMMETRIC else form.k_min
+    return QuantizedActivation(form.function, levels, k_min, theta, channels)
 
 
 def replace_max_pooling(gm: fx.GraphModule) -> int:
@@ -101,10 +103,11 @@ def prepare(
     threshold: float = 8.0,
     channel_wise: bool = False,
     replace_maxpool: bool = True,
+    as_relu: Collection[str] = (),
 ) -> fx.GraphModule:
     """Return a copy of ``model`` with a quantized site at every activation call site: QCFS at
-    ReLU and ReLU6, a QuantizedActivation at GELU, SiLU, Hardswish, sigmoid and Hardsigmoid
-    (docs/methods.md §8; other activations are refused).
+    ReLU and ReLU6, a QuantizedActivation at GELU, SiLU, Hardswish, sigmoid, Hardsigmoid and
+    tanh (docs/methods.md §8; other activations are refused).
 
     levels: one L for every site, or {site name: L} naming every site (see ``sites()``).
     threshold: initial θ of every site (8.0 as in the QCFS code), finite and > 0; held in
@@ -113,7 +116,14 @@ def prepare(
     replace_maxpool: turn max pooling into average pooling over the same windows (with a
     warning), since the converted SNN cannot have it; one without an exact replacement
     (dilation) is refused. Set False to keep it and let convert() refuse it.
+    as_relu: activations (names of ``activations.FUNCTIONS``, e.g. ("gelu",)) that get a QCFS
+    site instead, a ReLU in their place — the 001 A.6 recipe for BERT (GELU → QCFS, then
+    fine-tune), which rate-coded methods can convert; the quantized f is exact only with
+    sum coding.
     """
+    unknown = sorted(set(as_relu) - set(FUNCTIONS))
+    if unknown:
+        raise SpikeBridgeError(f"as_relu names unknown activation(s) {unknown}; choose from {sorted(FUNCTIONS)}")
     gm = trace(model)
     sites = activation_sites(gm)
     if not sites and not site_nodes(gm):
@@ -121,6 +131,8 @@ def prepare(
     per_site = resolve_levels(levels, list(sites))
     dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
     for name, (node, form) in sites.items():
+        if form.function in as_relu:
+            form = SiteForm("relu")
         channels = _channels_of(gm, node) if channel_wise else 0
         replace_with_module(gm, node, name, site_module(form, per_site[name], threshold, channels).to(dtype))
     if replace_maxpool and (n := replace_max_pooling(gm)):
@@ -154,12 +166,14 @@ def sites(model: nn.Module) -> dict[str, QCFS]:
 
 def set_levels(model: nn.Module, levels: int | Mapping[str, int]) -> None:
     """Change the levels of a prepared model's sites in place (thresholds are kept); a site
-    with negative levels keeps −L <= k_min (docs/methods.md §8)."""
+    with negative levels keeps −L <= k_min, and one of an odd f (tanh) keeps k_min = −L
+    (docs/methods.md §8)."""
     found = sites(model)
     for name, level in resolve_levels(levels, list(found)).items():
-        if isinstance(found[name], QuantizedActivation):
-            check_k_min(found[name].k_min, level)
-        found[name].levels = level
+        site = found[name]
+        if isinstance(site, QuantizedActivation):
+            site.k_min = -level if site.function in SYMMETRIC else check_k_min(site.k_min, level)
+        site.levels = level
 
 
 def _channels_of(gm: fx.GraphModule, node: fx.Node) -> int:

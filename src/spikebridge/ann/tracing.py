@@ -9,13 +9,18 @@ from torch import fx, nn
 
 from ..conversion.ops import Kind, Op, op_for_node
 from ..errors import SpikeBridgeError
+from .hf_tracing import is_transformers_model, trace_transformers
 from .qcfs import QCFS
 
 INPLACE_FUNCTIONS = {torch.relu_}  # F.relu_ is torch.relu_
 
 
 class SiteTracer(fx.Tracer):
-    """Keeps QCFS sites (and every torch.nn leaf) as single call_module nodes."""
+    """Keeps QCFS sites (and every torch.nn leaf) as single call_module nodes; buffers read in
+    ``forward`` are ``get_attr`` nodes (as parameters are), so a graph that slices one by a
+    traced length (BERT's position ids) re-traces."""
+
+    proxy_buffer_attributes = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, QCFS) or super().is_leaf_module(m, qualname)
@@ -25,8 +30,11 @@ def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace a deep copy of ``model`` (the user's model is never modified).
     Re-tracing a GraphModule (a prepared model) gives one node per node of its graph, in order;
     each keeps the module path it came from (``nn_module_stack``), which the re-trace alone
-    would lose (every function call would be at the top level)."""
+    would lose (every function call would be at the top level). A Hugging Face transformers
+    classifier is first traced from its token ids (``hf_tracing.trace_transformers``)."""
     model = copy.deepcopy(model)
+    if is_transformers_model(model):
+        model = trace_transformers(model)
     try:
         graph = SiteTracer().trace(model)
     except Exception as exc:  # fx raises many types; the user needs one clear line

@@ -18,7 +18,9 @@ def add_parser(subparsers) -> None:
                    help="an option of the model's constructor, e.g. --model-option activation=relu for vit_tiny "
                         "(VALUE read as a Python number, bool or string; repeat for several; default: none, the model's "
                         "defaults)")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet (default: %(default)s)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, cifar100, imagenet, digits, or a text task: "
+                        "synthetic-sentiment, sst2, qnli, qqp (GLUE: --data-root holds train.tsv, dev.tsv, vocab.txt; "
+                        "text tasks take --model bert_tiny) (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="directory holding the dataset files")
     p.add_argument("--out", default="runs/train", help="run directory (default: runs/train)")
     p.add_argument("--levels", type=count, default=None, help="QCFS levels L at every site (default 8)")
@@ -28,14 +30,17 @@ def add_parser(subparsers) -> None:
                         "for models that have them (--init-from it later to quantize)")
     p.add_argument("--epochs", type=count, default=3, help="training epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=count, default=128, help="batch size per process (default: %(default)s)")
-    p.add_argument("--lr", type=positive, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100)")
+    p.add_argument("--lr", type=positive, default=None, help="initial learning rate (default 0.1; 0.02 for cifar100; 1e-3 (AdamW) for text models)")
     p.add_argument("--momentum", type=non_negative, default=0.9, help="SGD momentum (default: %(default)s)")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
                    help="sgd (with --momentum) or adamw (decoupled --weight-decay; e.g. --lr 1e-3 --weight-decay 0.05 "
-                        "for vit_tiny) (default: %(default)s)")
-    p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet")
+                        "for vit_tiny) (default: sgd; adamw for text models)")
+    p.add_argument("--weight-decay", type=non_negative, default=None, help="default 5e-4; 1e-4 for imagenet; 0.01 for text models")
     p.add_argument("--threshold", type=positive, default=8.0, help="initial QCFS threshold θ (default 8.0)")
     p.add_argument("--channel-wise", action="store_true", help="one threshold per channel")
+    p.add_argument("--as-relu", default="", metavar="NAMES",
+                   help="comma-separated activations (e.g. gelu) given QCFS (ReLU) sites instead of quantized "
+                        "ones: the 001 A.6 recipe for BERT, convertible by rate-coded methods (default: none)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random crop + flip (default: on)")
     p.add_argument("--cutout", action="store_true", help="Cutout (cifar10/cifar100)")
@@ -94,7 +99,8 @@ def run(args) -> int:
         levels_file=args.levels_file, model_kwargs=dict(args.model_option), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, optimizer=args.optimizer, threshold=args.threshold,
-        channel_wise=args.channel_wise, seed=args.seed, augment=args.augment, cutout=args.cutout,
+        channel_wise=args.channel_wise, as_relu=[n for n in args.as_relu.split(",") if n], seed=args.seed,
+        augment=args.augment, cutout=args.cutout,
         autoaugment=args.autoaugment, init_from=args.init_from, limit_train=args.limit_train,
         limit_test=args.limit_test, bit_l1=args.bit_l1, bit_l1_normalize=args.bit_l1_normalize,
         resume=args.resume, data_root=args.data_root, workers=args.workers, device=args.device,

@@ -33,7 +33,8 @@ def run(args) -> int:
         ann, snn = ann.double(), snn.double()
     test = loader(args.dataset or ckpt["dataset"], ckpt["model"]["name"], "test", args.data_root,
                   args.batch_size, args.limit)
-    batches = ((x.double() if args.float64 else x) for x, _ in progress(test, f"verify {args.method}"))
+    batches = ((x.double() if args.float64 and x.is_floating_point() else x)  # token ids stay int64
+               for x, _ in progress(test, f"verify {args.method}"))
     report = verify(ann, snn, batches)
     print(f"{args.method} vs the ANN of {args.checkpoint}")
     print(report.table())

@@ -66,7 +66,8 @@ class Calibration:
             if self._data is None:
                 raise ConversionError("this method runs the network on its calibration images: pass "
                                       "calibration_data (statistics alone are not enough)")
-            self._batches = [x.to(self.device, self.dtype) for x in _inputs(self._data, self._options.calibration_batches)]
+            self._batches = [x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
+                             for x in _inputs(self._data, self._options.calibration_batches)]
             if not self._batches:
                 raise ConversionError("calibration_data yielded no batches")
         return self._batches

@@ -166,6 +166,26 @@ def matmul_macs(fn, args, kwargs, output) -> int:
     return output.numel() * args[0].shape[-1]
 
 
+def einsum_macs(fn, args, kwargs, output) -> int:
+    """torch.einsum(equation, *operands): one MAC per combination of every index's values
+    (the product of all index sizes; a plain ``...`` prefix counts with its size)."""
+    equation, operands = args[0], args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = operands[0]
+    sizes: dict[str, int] = {}
+    for term, x in zip(equation.split("->")[0].split(","), operands):
+        term = term.strip()
+        if "..." in term:
+            head, tail = term.split("...")
+            sizes["..."] = math.prod(x.shape[len(head):x.dim() - len(tail)])
+            term = head + tail
+            dims = [*x.shape[:len(head)], *x.shape[x.dim() - len(tail):]]
+        else:
+            dims = list(x.shape)
+        sizes.update(zip(term, dims))
+    return math.prod(sizes.values())
+
+
 def attention_macs(fn, args, kwargs, output) -> int:
     """F.scaled_dot_product_attention(q, k, v): q·kᵀ and the weighted sum of v (Nq·Nk·(d + d_v)
     per head and sample) plus the softmax (2 per score)."""
@@ -345,7 +365,8 @@ OPS: tuple[Op, ...] = (
        affine=neg_form, nir_refusal="NIR has no negation outside a layer"),
     Op("permute", Kind.STATELESS, functions=(torch.permute,), methods=("permute",),
        nir_refusal="NIR has no permutation of dimensions"),
-    Op("transpose", Kind.STATELESS, functions=(torch.transpose,), methods=("transpose",),
+    Op("transpose", Kind.STATELESS, functions=(torch.transpose, torch.swapaxes, torch.swapdims),
+       methods=("transpose", "swapaxes", "swapdims"),
        nir_refusal="NIR has no permutation of dimensions"),
     Op("expand", Kind.STATELESS, methods=("expand", "expand_as"), nir_refusal="NIR has no broadcast"),
     Op("unsqueeze", Kind.STATELESS, functions=(torch.unsqueeze, torch.squeeze), methods=("unsqueeze", "squeeze"),
@@ -364,6 +385,7 @@ OPS: tuple[Op, ...] = (
        config=("dim",), analog_macs=per_element(2), nir_refusal=_ANALOG_NIR),
     Op("matmul", Kind.ANALOG, functions=(operator.matmul, torch.matmul, torch.bmm), methods=("matmul", "bmm"),
        analog_macs=matmul_macs, nir_refusal=_ANALOG_NIR),
+    Op("einsum", Kind.ANALOG, functions=(torch.einsum,), analog_macs=einsum_macs, nir_refusal=_ANALOG_NIR),
     Op("attention", Kind.ANALOG, functions=(F.scaled_dot_product_attention,), analog_macs=attention_macs,
        nir_refusal=_ANALOG_NIR),
     Op("multihead_attention", Kind.ANALOG, modules=(nn.MultiheadAttention,),
@@ -372,6 +394,9 @@ OPS: tuple[Op, ...] = (
        analog_macs=multihead_attention_macs, nir_refusal=_ANALOG_NIR),
     Op("window_attention", Kind.ANALOG, functions=(swin_transformer.shifted_window_attention,),
        analog_macs=shifted_window_attention_macs, nir_refusal=_ANALOG_NIR),
+    Op("embedding", Kind.ANALOG, modules=(nn.Embedding,), config=("num_embeddings", "embedding_dim", "padding_idx"),
+       analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),  # a lookup of token ids: no arithmetic
+    Op("gather", Kind.ANALOG, functions=(torch.gather,), analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),
     Op("relative_position_bias", Kind.ANALOG, functions=(swin_transformer._get_relative_position_bias,),
        analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),  # a gather from a table: no arithmetic
     # tensors the graph reads directly (get_attr, made modules at conversion)
@@ -398,6 +423,8 @@ OPS: tuple[Op, ...] = (
        methods=("sigmoid", "sigmoid_"), site_form=fixed_form("sigmoid", 0, 1.0)),
     Op("hardsigmoid", Kind.ACTIVATION, modules=(nn.Hardsigmoid,), functions=(F.hardsigmoid,),
        site_form=fixed_form("hardsigmoid", 0, 1.0)),
+    Op("tanh", Kind.ACTIVATION, modules=(nn.Tanh,), functions=(F.tanh, torch.tanh), methods=("tanh", "tanh_"),
+       site_form=fixed_form("tanh", 0, 1.0)),  # k_min = −L (activations.SYMMETRIC)
     # refused, with what to do instead
     Op("max_pool2d", Kind.REFUSED, modules=(nn.MaxPool2d,), functions=(F.max_pool2d,),
        replacement=avg_pool_for_max_pool,
@@ -407,12 +434,11 @@ OPS: tuple[Op, ...] = (
        functions=(F.max_pool1d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
        advice="max pooling has no spiking equivalent: replace it with average pooling and fine-tune the ANN"),
     Op("other_activation", Kind.REFUSED,
-       modules=(nn.LeakyReLU, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
+       modules=(nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
                 nn.RReLU, nn.GLU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid),
-       functions=(F.leaky_relu, F.tanh, torch.tanh, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu,
+       functions=(F.leaky_relu, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu,
                   F.rrelu, F.glu, F.softsign, F.logsigmoid),
-       methods=("tanh", "tanh_"),
-       advice="only ReLU, ReLU6, GELU, SiLU, Hardswish, sigmoid and Hardsigmoid (module, function or method) become "
+       advice="only ReLU, ReLU6, GELU, SiLU, Hardswish, sigmoid, Hardsigmoid and tanh (module, function or method) become "
               "quantized sites: this one has no entry in spikebridge.activations (PReLU and RReLU learn or draw "
               "their slope, GLU multiplies two halves, the others are not quantized yet); replace it with ReLU or "
               "one of those and retrain or fine-tune"),

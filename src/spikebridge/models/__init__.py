@@ -1,5 +1,6 @@
-"""Model registry: the CIFAR-style networks of the QCFS/PASCAL papers, a small CNN, and any
-torchvision classifier by name ("tv:<name>").
+"""Model registry: the CIFAR-style networks of the QCFS/PASCAL papers, a small CNN, any
+torchvision classifier by name ("tv:<name>"), and a small BERT for text tasks ("bert_tiny",
+which takes token ids; needs the transformers extra).
 
 Every model uses average pooling and plain tensor ops, so it is torch.fx traceable and
 prepare()/convert() accept it; the CNNs use ReLU, ``vit_tiny`` GELU (or ReLU/SiLU) and
@@ -13,6 +14,7 @@ import inspect
 from torch import nn
 
 from ..errors import SpikeBridgeError
+from .bert import bert_tiny
 from .efficientnet import efficientnet_tiny
 from .mobilenet import MobileNetV2
 from .rescat import ResCatNet
@@ -36,24 +38,43 @@ _REGISTRY = {
     "vit_tiny": (vit_tiny, None),
     "efficientnet_tiny": (efficientnet_tiny, None),
 }
+# name -> constructor of a model that takes token ids [B, S]: num_classes, vocab_size, max_len
+_TEXT_REGISTRY = {
+    "bert_tiny": bert_tiny,
+}
 
 
 def available():
     """Registered model names. Any torchvision classifier also works as "tv:<name>"."""
-    return sorted(_REGISTRY)
+    return sorted([*_REGISTRY, *_TEXT_REGISTRY])
+
+
+def takes_text(name):
+    """Whether model ``name`` takes token ids (a text model) rather than images."""
+    return name in _TEXT_REGISTRY
 
 
 def input_size(name):
     """Spatial input size the model is built for (28x28 data is padded to it), or None if any
     size works."""
-    if name.startswith(TV_PREFIX):
+    if name.startswith(TV_PREFIX) or takes_text(name):
         return None
     return _entry(name)[1]
 
 
-def create(name, num_classes=10, in_channels=3, **kwargs):
+def create(name, num_classes=10, in_channels=None, **kwargs):
     """Build model ``name`` untrained; ``model.spikebridge_spec`` holds the arguments that
-    rebuild it (``create(**spec)``)."""
+    rebuild it (``create(**spec)``). Image models take ``in_channels`` (default 3); text models
+    take ``vocab_size`` and ``max_len`` instead."""
+    if takes_text(name):
+        if in_channels is not None:
+            raise SpikeBridgeError(f"model {name!r} takes token ids, not images with in_channels")
+        ctor = _TEXT_REGISTRY[name]
+        _check_kwargs(name, ctor, kwargs)
+        model = ctor(num_classes=num_classes, **kwargs)
+        model.spikebridge_spec = {"name": name, "num_classes": num_classes, **kwargs}
+        return model
+    in_channels = 3 if in_channels is None else in_channels
     if name.startswith(TV_PREFIX):
         model = _torchvision(name[len(TV_PREFIX):], num_classes, in_channels, kwargs)
     else:

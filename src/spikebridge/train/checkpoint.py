@@ -4,7 +4,7 @@ A checkpoint is a dict of plain types and tensors (so ``torch.load(weights_only=
 reads it and nothing in it can run code)::
 
     {"format": "spikebridge-ann", "version": 1,
-     "model": {"name", "num_classes", "in_channels", **kwargs},   # models.create(**spec)
+     "model": {"name", "num_classes", "in_channels" or (text) "vocab_size", "max_len", **kwargs},  # models.create(**spec)
      "dataset": "fashion-mnist",
      "levels": {site: L} or None (plain ReLU ANN),
      "thresholds": {site: float or [float per channel]},
@@ -145,7 +145,8 @@ def model_from_checkpoint(ckpt_or_path) -> nn.Module:
     if ckpt["levels"]:
         channel_wise = any(isinstance(t, list) for t in ckpt["thresholds"].values())
         try:
-            model = prepare(model, levels=ckpt["levels"], channel_wise=channel_wise)
+            model = prepare(model, levels=ckpt["levels"], channel_wise=channel_wise,
+                            as_relu=(ckpt.get("args") or {}).get("as_relu", []))
         except SpikeBridgeError:  # its QCFS sites are not this model's
             raise CheckpointError(different) from None
     try:

@@ -2,10 +2,12 @@
 
 Recipe: SGD with momentum 0.9, weight decay 5e-4 (1e-4 on ImageNet), lr 0.1 (0.02 on
 CIFAR-100), cosine decay to 0 stepped after every batch (smoother than per epoch; the
-schedule spans epochs × batches per epoch), random crop + flip, θ initialised to 8.0.
-``optimizer="adamw"`` takes AdamW (decoupled weight decay; ``momentum`` unused) instead of
-SGD, for models SGD trains slowly: vit_tiny on Fashion-MNIST reached 67.8% after 2 epochs of
-SGD at lr 0.1 (BENCHMARKS.md §11).
+schedule spans epochs × batches per epoch), random crop + flip, θ initialised to 8.0. Text
+models (BERT) take AdamW instead, lr 1e-3, weight decay 0.01 (``momentum`` unused): with SGD
+at lr 0.1 bert_tiny stayed at chance for 3 epochs of the synthetic sentiment task.
+``optimizer="adamw"`` takes AdamW for an image model too, where SGD trains slowly: vit_tiny on
+Fashion-MNIST reached 67.8% after 2 epochs of SGD at lr 0.1, 75.6% with AdamW at lr 1e-3
+(BENCHMARKS.md §11).
 
 Every finished epoch is kept: ``<out>/last.pt`` is rewritten atomically, then one JSON line
 is appended to ``<out>/metrics.jsonl``. ``resume=True`` continues the run in ``out`` with
@@ -42,7 +44,7 @@ from . import distributed
 from .. import models
 from ..activations import FUNCTIONS
 from .checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint, thresholds_of
-from ..data import calibration_subset, dataset_info, get_dataset, make_loader, set_epoch
+from ..data import calibration_subset, dataset_info, get_dataset, is_text, make_loader, model_args, set_epoch
 from ..errors import SpikeBridgeError
 from ..progress import progress as progress_bar
 from ..ann.prepare import prepare, set_levels, sites
@@ -76,9 +78,10 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
-    optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw"
+    optimizer: str | None = None  # "sgd" (with momentum) or "adamw"; None: adamw for text models, else sgd
     threshold: float = 8.0
     channel_wise: bool = False
+    as_relu: list[str] = field(default_factory=list)  # activations given QCFS (ReLU) sites (prepare's as_relu)
     seed: int = 0
     augment: bool = True
     cutout: bool = False
@@ -144,9 +147,7 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
     show = progress and main
     log = print if progress and main else (lambda *a, **k: None)
 
-    info = dataset_info(config.dataset)
-    pad_to = models.input_size(config.model)
-    pad_to = pad_to if pad_to and pad_to > info.image_size else None
+    pad_to = _pad_to(config)
     train_set = _dataset(config, "train", pad_to, augment=config.augment)
     test_set = _dataset(config, "test", pad_to, augment=False)
 
@@ -155,7 +156,7 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
         model = _build(ckpt["model"], ckpt["levels"], config)
         model.load_state_dict(ckpt["state_dict"])
     else:
-        model = _initial_model(config, info, pad_to)
+        model = _initial_model(config, pad_to)
     spec = model.spikebridge_spec
     levels = {n: m.levels for n, m in sites(model).items()} or None
     model.to(device)
@@ -211,7 +212,7 @@ def train(config: TrainConfig, progress: bool = True) -> tuple[nn.Module, list[d
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (the recipe), or AdamW when ``config.optimizer`` says so."""
+    """SGD with momentum (the image recipe), or AdamW (``config.optimizer``; text models' default)."""
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -272,18 +273,32 @@ def _resumed(config: TrainConfig, ckpt: dict) -> TrainConfig:
     return replace(recorded, **{k: getattr(config, k) for k in RUNTIME_FIELDS})
 
 
+def _pad_to(config: TrainConfig) -> int | None:
+    """The side images are padded to for the model (None: as they are, or text)."""
+    size = models.input_size(config.model)
+    return size if size and not is_text(config.dataset) and size > dataset_info(config.dataset).image_size else None
+
+
 def _with_recipe_defaults(config: TrainConfig) -> TrainConfig:
-    dataset_info(config.dataset)  # a one-line DataError for an unknown name
+    if not is_text(config.dataset):
+        dataset_info(config.dataset)  # a one-line DataError for an unknown name
     dataset = config.dataset.strip().lower().replace("_", "-")
-    lr = config.lr if config.lr is not None else (0.02 if dataset == "cifar100" else 0.1)
-    wd = config.weight_decay if config.weight_decay is not None else (1e-4 if dataset == "imagenet" else 5e-4)
     model = config.model
     if model is None:
         model = load_checkpoint(config.init_from)["model"]["name"] if config.init_from else "small_cnn"
-    return replace(config, dataset=dataset, lr=lr, weight_decay=wd, model=model)
+    text = models.takes_text(model)
+    lr = config.lr if config.lr is not None else (1e-3 if text else 0.02 if dataset == "cifar100" else 0.1)
+    wd = config.weight_decay if config.weight_decay is not None else \
+        (0.01 if text else 1e-4 if dataset == "imagenet" else 5e-4)
+    optimizer = config.optimizer or ("adamw" if text else "sgd")
+    return replace(config, dataset=dataset, lr=lr, weight_decay=wd, model=model, optimizer=optimizer)
 
 
 def _check(config: TrainConfig) -> None:
+    if is_text(config.dataset) != models.takes_text(config.model):
+        kind = "a text task" if is_text(config.dataset) else "images"
+        raise SpikeBridgeError(f"dataset {config.dataset} is {kind}; model {config.model} takes "
+                               f"{'token ids' if models.takes_text(config.model) else 'images'}")
     if config.levels is not None and config.levels_file is None:
         check_levels(config.levels)
     for name in ("epochs", "batch_size", "init_images"):
@@ -329,16 +344,17 @@ def _build(spec: dict, levels, config: TrainConfig) -> nn.Module:
     """models.create(**spec), prepared with ``levels`` unless None; spec kept on the result."""
     model = models.create(**spec)
     if levels:
-        model = prepare(model, levels=levels, threshold=config.threshold, channel_wise=config.channel_wise)
+        model = prepare(model, levels=levels, threshold=config.threshold, channel_wise=config.channel_wise,
+                        as_relu=config.as_relu)
     model.spikebridge_spec = dict(spec)
     return model
 
 
-def _initial_model(config: TrainConfig, info, pad_to) -> nn.Module:
+def _initial_model(config: TrainConfig, pad_to) -> nn.Module:
     """A fresh model, or one initialised from ``config.init_from``."""
     levels = _target_levels(config)
     if config.init_from is None:
-        spec = models.create(config.model, num_classes=info.num_classes, in_channels=info.in_channels,
+        spec = models.create(config.model, **model_args(config.dataset, config.data_root),
                              **config.model_kwargs).spikebridge_spec
         return _build(spec, levels, config)
     source = load_checkpoint(config.init_from)

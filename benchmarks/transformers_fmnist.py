@@ -173,7 +173,10 @@ def energy_summary(result, snn) -> dict:
             "ann_macs": t["macs"] + t["analog_op_macs"], "analog_op_macs_ann": t["analog_op_macs"],
             "snn_layer_macs": t["snn_macs"], "snn_analog_op_macs": t["analog_op_snn_macs"],
             "snn_acs": t["acs_exact"], "mac_share_of_e_snn": mac_pj / t["e_snn_pj"] if t["e_snn_pj"] else None,
-            "analog_ops": len(report.analog_ops)}
+            "analog_ops": len(report.analog_ops),
+            "analog_layer_macs": {l.name: l.snn_macs for l in report.layers if l.analog},
+            "layer_macs_ann": {l.name: l.macs for l in report.layers},
+            "spiking_layers": [l.name for l in report.layers if not l.analog]}
 
 
 def run_model(args, key: str, results: dict) -> None:
@@ -381,6 +384,17 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['what']} | qcfs, T=64 | {e['ann_macs']:,.0f} | {e['analog_op_macs_ann']:,.0f} "
                          f"| {e['snn_layer_macs']:,.0f} | {e['snn_analog_op_macs']:,.0f} | {e['snn_acs']:,.0f} "
                          f"| {e['analog_ops']} |")
+    lines += ["", "Synaptic layers that receive spikes (ACs); every other one is analog-fed (MACs), and an analog-fed "
+              "layer charged more MACs than the ANN's (a train of several steps):", ""]
+    for key, r in models.items():
+        for method in ("pasc", "bitplane"):
+            e = r.get(method, {}).get("energy", {})
+            if "spiking_layers" not in e:
+                continue
+            more = [f"{name} {macs:,.0f}" for name, macs in e["analog_layer_macs"].items()
+                    if macs > r[method]["energy"]["layer_macs_ann"].get(name, macs)]
+            lines.append(f"- {r['what']}, {method}: {', '.join(e['spiking_layers'])}"
+                         + (f"; more MACs than the ANN: {', '.join(more)}" if more else ""))
     lines += ["", "Rate-coded `qcfs` (accuracy after T steps; agreement with the prepared ANN in brackets; one 64-step "
               "run; spikes and energy per image at T = 64):", "",
               "| model | " + " | ".join(f"T={T}" for T in TS) + " | spikes / image | E_SNN µJ | E_ANN/E_SNN | MAC share |",

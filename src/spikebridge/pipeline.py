@@ -36,7 +36,8 @@ def loader(dataset: str, model: str | None, split: str, root=None, batch_size: i
 def train_or_reuse(config, fresh: bool = False, progress: bool = True, ignore=("lr", "weight_decay")):
     """Train ``config`` (a TrainConfig with ``out``) to its last epoch and return (model,
     checkpoint path, test accuracy 0..1): a finished run in ``config.out`` is reused, an
-    unfinished one resumed, one with other settings (besides ``ignore``; an optimizer of None is the recipe's) refused; ``fresh``
+    unfinished one resumed, one with other settings (besides ``ignore``; an optimizer of None is
+    the recipe's, a model of None the ``init_from`` checkpoint's or small_cnn) refused; ``fresh``
     starts over."""
     from .train.loop import train
 
@@ -48,6 +49,8 @@ def train_or_reuse(config, fresh: bool = False, progress: bool = True, ignore=("
     elif last.exists():
         ckpt = load_checkpoint(last)
         wanted = {k: v for k, v in config.record().items() if k not in ignore}
+        if wanted.get("model", "") is None:  # recorded resolved, as training resolves it
+            wanted["model"] = load_checkpoint(config.init_from)["model"]["name"] if config.init_from else "small_cnn"
         defaults = type(config)().record()  # a setting added after the run was recorded has its default there
         differs = sorted(k for k, v in wanted.items() if ckpt["args"].get(k, defaults[k]) != v
                          and not (k == "optimizer" and v is None))

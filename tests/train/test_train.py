@@ -123,6 +123,10 @@ def test_relu_then_qcfs_fine_tuning(tmp_path):
     config = TrainConfig(out=str(tmp_path / "qcfs"), epochs=1, levels=8, lr=0.01, init_from=str(tmp_path / "relu" / "last.pt"),
                          init_images=64, **{k: v for k, v in TINY.items() if k != "model"})
     model, _ = train(config, progress=False)
+    # the run records the model it resolved; the same config (model None: the init_from's) reuses it
+    from spikebridge.pipeline import train_or_reuse
+    _, last, _ = train_or_reuse(config, progress=False)
+    assert last == tmp_path / "qcfs" / "last.pt"
     ckpt = load_checkpoint(tmp_path / "qcfs" / "last.pt")
     assert ckpt["model"] == relu_ckpt["model"] and set(ckpt["levels"].values()) == {8}
     thresholds = list(ckpt["thresholds"].values())

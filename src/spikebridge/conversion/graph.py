@@ -120,13 +120,19 @@ def check_supported(gm: fx.GraphModule, sites: Iterable[str]) -> None:
             check_affine(node, gm, op, trains)
 
 
+def _affine_form(node: fx.Node, op, trains: set[fx.Node]):
+    """The AFFINE op's form of ``node`` with a marker for each train argument (numbers as 1.0);
+    raises what the op's ``affine`` raises (NotAffine, TrainProduct, TypeError)."""
+    marker = _Train()
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: marker if n in trains else 1.0)
+    return op.affine(lambda v: v is marker, *args, **kwargs)
+
+
 def check_affine(node: fx.Node, gm: fx.GraphModule, op, trains: set[fx.Node]) -> None:
     """An AFFINE op must be y = Σ a_i·x_i + c in its trains (``ops.Affine``), or a product or
     quotient of two trains (computed on their decoded values); no rounding (docs/methods.md §8)."""
-    marker = _Train()
-    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: marker if n in trains else 1.0)
     try:
-        op.affine(lambda v: v is marker, *args, **kwargs)
+        _affine_form(node, op, trains)
     except TrainProduct:
         return  # computed on decoded values, as an ANALOG op (docs/methods.md §8)
     except NotAffine as exc:
@@ -150,10 +156,8 @@ def analog_nodes(gm: fx.GraphModule) -> set[fx.Node]:
         if op.kind is Kind.ANALOG:
             found.add(node)
         elif op.kind is Kind.AFFINE:
-            marker = _Train()
-            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: marker if n in trains else 1.0)
             try:
-                op.affine(lambda v: v is marker, *args, **kwargs)
+                _affine_form(node, op, trains)
             except TrainProduct:
                 found.add(node)
             except (NotAffine, TypeError):

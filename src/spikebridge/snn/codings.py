@@ -106,10 +106,8 @@ class RateCoding(Coding):
             if not train.is_floating_point():  # indices (a constant buffer), not values
                 means.append(train)
                 continue
-            total = self._cumsum(train, sums.get(i))
-            sums[i] = total[-1]
-            count = torch.arange(t0 + 1, t0 + train.shape[0] + 1, device=train.device, dtype=train.dtype)
-            means.append(total / count.view(-1, *([1] * (train.dim() - 1))))
+            mean, sums[i] = self.readout(train, None, t0, sums.get(i))  # the running mean, as the logits are read
+            means.append(mean)
         state["t"] = t0 + trains[0].shape[0]
         return means
 

@@ -115,9 +115,8 @@ class SpikingNetwork(nn.Module):
             neuron = node.op == "call_module" and isinstance(self.graph.get_submodule(node.target), SpikingNeuron)
             if not neuron and any(a in analog for a in node.all_input_nodes):
                 analog.add(node)
-        return {n.target for n in self.graph.graph.nodes
-                if _is_synaptic_node(self.graph, n) and (n in self.constant_nodes()
-                                                          or any(a in analog for a in n.all_input_nodes))}
+        return {n.target for n in self.graph.graph.nodes  # a constant layer's inputs are constants, so in analog
+                if _is_synaptic_node(self.graph, n) and any(a in analog for a in n.all_input_nodes)}
 
     def input_spec(self) -> InputSpec:
         """What ``simulate`` takes: batches of the network's dtype (and shape, where known)."""

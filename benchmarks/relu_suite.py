@@ -47,7 +47,7 @@ TS = [1, 2, 4, 8, 16, 32]
 OUT = RESULTS / "relu_suite"
 DEFAULT = "network-level + FTBC"  # the recommended default (README, docs/methods.md §10)
 SJ_PREFIX = "SpikingJelly"
-GROUPS = ("thresholds", "data-driven", "local-balancing", "network-level", "spikingjelly")
+GROUPS = ("thresholds", "layer-thresholds", "data-driven", "local-balancing", "network-level", "spikingjelly")
 
 
 def relu_twin(ann: torch.nn.Module) -> torch.nn.Module:
@@ -162,10 +162,10 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
     if "network-level" in groups:
         per_T_rows("network-level", "network-level")
     if "thresholds" in groups:
-        for label, method, options in [("max-norm", "max-norm", {}), ("percentile 99.9", "percentile", {}),
-                                       ("percentile 99.9 channel-wise, v0 = θ/2", "percentile",
-                                        {"channel_wise": True, "v0_fraction": 0.5})]:
-            anytime_rows(label, method, **options)
+        anytime_rows("percentile 99.9 channel-wise, v0 = θ/2", "percentile", channel_wise=True, v0_fraction=0.5)
+    if "layer-thresholds" in groups:
+        anytime_rows("max-norm", "max-norm")
+        anytime_rows("percentile 99.9", "percentile")
     if "local-balancing" in groups:
         anytime_rows("local balancing (batches of 32)", "local-balancing", data=calib32)
     if "data-driven" in groups:

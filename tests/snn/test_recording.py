@@ -1,0 +1,43 @@
+"""Spike and event counting (snn/engine.py ``nonzero_counts``) and the automatic time chunk
+(snn/network.py ``auto_chunk``)."""
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spikebridge as sb
+from spikebridge.snn.engine import nonzero_counts
+from spikebridge.snn.network import MAX_AUTO_CHUNK, auto_chunk
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.integers(1, 6), batch=st.integers(1, 5), width=st.integers(1, 7), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64]))
+def test_nonzero_counts_count_every_nonzero_entry_per_neuron(steps, batch, width, seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randint(-2, 3, (steps, batch, 3, width), generator=g)  # zeros, spikes, negative spikes
+    train = (values * 0.37).to(dtype) if dtype.is_floating_point else values
+    counts = nonzero_counts(train)
+    assert counts.dtype == torch.int64 and counts.shape == (3, width)
+    assert torch.equal(counts, (values != 0).sum((0, 1)))
+
+
+def test_auto_chunk_takes_one_step_for_large_inputs_and_more_for_small_ones():
+    assert auto_chunk(torch.zeros(64, 3, 32, 32)) == 1
+    assert auto_chunk(torch.zeros(1, 1, 28, 28)) == MAX_AUTO_CHUNK
+    sizes = [auto_chunk(torch.zeros(b, 3, 16, 16)) for b in (1, 2, 4, 8, 16)]
+    assert sizes == sorted(sizes, reverse=True) and all(1 <= c <= MAX_AUTO_CHUNK for c in sizes)
+
+
+def test_the_automatic_chunk_gives_what_one_piece_gives():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 16 * 16, 5))
+    x = torch.rand(32, 3, 16, 16)
+    snn = sb.convert(net, "max-norm", T=9, calibration_data=[x])
+    assert auto_chunk(x) < 9
+    auto, whole = snn.simulate(x), snn.simulate(x, chunk=9)
+    assert torch.equal(auto.logits, whole.logits)
+    assert all(torch.equal(auto.spikes[k], whole.spikes[k]) for k in whole.spikes)
+    assert all(torch.equal(auto.events[k], whole.events[k]) for k in whole.events)

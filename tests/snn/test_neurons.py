@@ -79,6 +79,28 @@ def test_pasc_float32_mismatches_only_at_rounding_ties(l_in, levels, seed):
     assert ((k - exact.floor().clamp(0, levels).long()).abs() <= 1).all()
 
 
+def full_pasc_loop(x, theta, levels):
+    """000 Alg. 1–2 as written: every one of the max(L_in, L) − 1 steps of stage (2)."""
+    unit = theta / levels
+    v, c = torch.zeros_like(x[0]) + unit / 2, torch.zeros(x.shape[1:], dtype=torch.int64)
+    for x_t in x:
+        v = v + x_t
+        up = v >= unit
+        c, v = c + up, v - up * unit
+    for _ in range(max(x.shape[0], levels) - 1):
+        up, down = v >= unit, v < 0
+        c, v = c + up.long() - down.long(), v - up * unit + down * unit
+    return c.clamp(0, levels)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 16), st.integers(1, 16), st.floats(0.1, 10), st.floats(0.1, 3), st.integers(0, 2**31))
+def test_pasc_stage_two_stops_early_with_the_full_loops_counts(l_in, levels, theta, spread, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(l_in, 500, generator=g) * spread * theta / l_in   # float32: rounding as simulated
+    assert torch.equal(PASCNeuron(torch.tensor(theta), levels).count(x), full_pasc_loop(x, torch.tensor(theta), levels))
+
+
 def test_pasc_first_layer_counts_the_analog_level():
     neuron = PASCNeuron(torch.tensor(1.0), 4)
     x = torch.tensor([[-1.0, 0.1, 0.13, 0.4, 0.99, 7.0]])     # 1-step analog train

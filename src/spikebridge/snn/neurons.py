@@ -317,6 +317,10 @@ class PASCNeuron(SpikingNeuron):
     spikes of value θ* in the first k of L steps. Then k = clip(floor(Σx·L/θ + 1/2), 0, L)
     in exact arithmetic (000's theorem), so the train sums to QCFS(Σx). A 1-step input train
     (the first layer) carries the analog pre-activation.
+
+    Step (2) stops once no neuron can change its k: in (2) a neuron moves one way only (up
+    while v ≥ θ*, down while v < 0, never past [0, θ*)), so one at c ≥ L going up or c ≤ 0
+    going down keeps its clipped k, and is left where it is; the counts are the full loop's.
     """
 
     coding = SUM
@@ -334,29 +338,34 @@ class PASCNeuron(SpikingNeuron):
         return {"levels": self.levels}
 
     def count(self, x: torch.Tensor) -> torch.Tensor:
-        """The emitted spike count k (int64, shape of one step) for an input train x."""
+        """The emitted spike count k (int64, shape of one step) for an input train x. The
+        comparisons are written as 1.0/0.0 into float buffers and the count c is kept in the
+        potential's float type (at least float32; exact integers: |c| ≤ L_in + max(L_in, L)), so no step casts a
+        bool tensor; v − s·θ* is ``addcmul`` with s ∈ {0, 1}, the same rounding as the paper's step."""
         unit = channel_view(self.threshold, x.dim() - 1) / self.levels
         v = torch.zeros_like(x[0]) + unit / 2
-        c = torch.zeros(x.shape[1:], dtype=torch.int32, device=x.device)
-        up = torch.empty_like(v, dtype=torch.bool)
+        c, up = torch.zeros(v.shape, dtype=torch.promote_types(v.dtype, torch.float32), device=v.device), torch.empty_like(v)
         for x_t in x:
             v.add_(x_t)
             torch.ge(v, unit, out=up)
             c.add_(up)
-            v.sub_(up * unit)
-        down = torch.empty_like(up)
+            v.addcmul_(up, unit, value=-1)
+        down, room = torch.empty_like(v), torch.empty_like(v)
         for _ in range(max(x.shape[0], self.levels) - 1):
-            torch.ge(v, unit, out=up)
-            torch.lt(v, 0, out=down)
-            c.add_(up).sub_(down.to(c.dtype))
-            v.sub_(up * unit).add_(down * unit)
+            torch.ge(v, unit, out=up).mul_(torch.lt(c, self.levels, out=room))  # frozen once k is decided
+            torch.lt(v, 0, out=down).mul_(torch.gt(c, 0, out=room))
+            if not (up.any() or down.any()):
+                break
+            c.add_(up).sub_(down)
+            v.addcmul_(up, unit, value=-1).addcmul_(down, unit)
         return c.clamp_(0, self.levels).long()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.count(x)
-        steps = torch.arange(self.levels, device=x.device).view(-1, *([1] * k.dim()))
+        exact = torch.promote_types(x.dtype, torch.float32)  # floats: an int64 comparison over L steps was 8x slower
+        k = self.count(x).to(exact)
+        steps = torch.arange(self.levels, dtype=exact, device=x.device).view(-1, *([1] * k.dim()))
         unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
-        return (steps < k).to(x.dtype) * unit
+        return torch.lt(steps, k, out=x.new_empty((self.levels, *k.shape))).mul_(unit)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"

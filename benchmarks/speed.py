@@ -11,8 +11,9 @@ batch size and T, in one process with interleaved rounds (median of ``--rounds``
 - the dense limit: T × the plain ReLU ANN's forward time on the same batch;
 - PASC and bit-plane: their time against their own steps × the ANN's forward time.
 
-Peak memory (``--memory``): the peak resident set size of a fresh subprocess that builds the
-network and runs one simulation, minus that of one that only builds it, for T = 8 and 32.
+Peak memory (``--memory``): in a fresh subprocess that builds the network, the peak resident
+set size of one simulation above the memory held before it (the peak is reset just before the
+run), for T = 8 and 32.
 
     python benchmarks/speed.py                       # the table in BENCHMARKS.md
     python benchmarks/speed.py --device cuda --models vgg16,resnet18 --image-size 224 --batches 16,64
@@ -111,13 +112,13 @@ def measure(name: str, batch: int, Ts: list[int], rounds: int, image_size: int, 
 
 
 PROBE = """
-import resource, sys, torch, json
+import gc, json, sys, torch
 sys.path.insert(0, {bench!r})
 import speed
 import spikebridge as sb
 relu = speed.build({name!r}, {size}, "cpu")
 x = torch.randn({batch}, 3, {size}, {size})
-kind, T, run_it = {kind!r}, {T}, {run!r}
+kind, T = {kind!r}, {T}
 if kind == "spikingjelly":
     ann2snn, functional = speed.spikingjelly()
     sj = ann2snn.FXConverter(recipe=ann2snn.recipes.RateCodingRecipe([x[:8]], mode="max")).convert(relu).eval()
@@ -126,24 +127,35 @@ if kind == "spikingjelly":
 else:
     snn = sb.convert(relu, "max-norm", T=T, calibration_data=[x[:8]], max_samples=10_000)
     run = lambda: snn.simulate(x, record=False, chunk=T if kind == "ours-unchunked" else None)
-if run_it:
-    with torch.no_grad():
-        run()
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+gc.collect()
+before = speed.status_kib("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak resident set size (VmHWM) to the current one
+with torch.no_grad():
+    run()
+print(json.dumps(speed.status_kib("VmHWM") - before))
 """
 
 
-def peak_kib(name: str, batch: int, size: int, kind: str, T: int, run: bool) -> int:
-    code = PROBE.format(bench=str(Path(__file__).parent), name=name, size=size, batch=batch, kind=kind, T=T, run=run)
+def status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), KiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def peak_kib(name: str, batch: int, size: int, kind: str, T: int) -> int:
+    """Peak resident memory of one simulation above the process's memory before it (KiB)."""
+    code = PROBE.format(bench=str(Path(__file__).parent), name=name, size=size, batch=batch, kind=kind, T=T)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def memory(name: str, batch: int, size: int, Ts: list[int]) -> dict:
-    """Peak RSS (MiB) of a process that converts and runs one simulation, above the peak of
-    the same process that only converts (a fresh subprocess each)."""
-    return {kind: {T: (peak_kib(name, batch, size, kind, T, True) - peak_kib(name, batch, size, kind, T, False)) / 1024
-                   for T in Ts} for kind in ("ours", "ours-unchunked", "spikingjelly")}
+    """Peak RSS (MiB) of one simulation above the memory held before it (the converted network,
+    the input), in a fresh process each: the peak is reset just before the run (Linux
+    /proc/self/clear_refs)."""
+    return {kind: {T: peak_kib(name, batch, size, kind, T) / 1024 for T in Ts}
+            for kind in ("ours", "ours-unchunked", "spikingjelly")}
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
     forward = (lambda x: F.linear(x, layer.weight, bias)) if isinstance(layer, nn.Linear) else (
         lambda x: layer._conv_forward(x, layer.weight, bias))
+    if steps == 1:
+        return forward(train[0]).unsqueeze(0)
     y = None
     for t in range(steps):
         y_t = forward(train[t])
@@ -81,6 +83,7 @@ class TrainRunner(fx.Interpreter):
         self.totals: dict[str, torch.Tensor] = {}
         self.steps: dict[str, int] = {}
         self.counted: dict[int, tuple] = {}  # id(site output) -> (weak reference to it, its counts)
+        self.modules: dict[str, tuple] = {}  # target -> (module, its op; None for a neuron)
 
     def run_window(self, x: torch.Tensor, window: tuple[int, int] | None):
         """Steps t0 .. t0 + steps − 1 of the simulation (None: all of them, in one piece)."""
@@ -111,8 +114,11 @@ class TrainRunner(fx.Interpreter):
         return x.unsqueeze(0)
 
     def call_module(self, target, args, kwargs):
-        module = self.fetch_attr(target)
-        if isinstance(module, SpikingNeuron):
+        if target not in self.modules:  # looked up once per runner, not at every window
+            module = self.fetch_attr(target)
+            self.modules[target] = (module, None if isinstance(module, SpikingNeuron) else op_for_module(module))
+        module, op = self.modules[target]
+        if op is None and isinstance(module, SpikingNeuron):
             if self.window is None:
                 out = module(args[0])
             else:
@@ -120,7 +126,6 @@ class TrainRunner(fx.Interpreter):
                 out, self.potentials[target] = module.run(args[0], self.potentials.get(target), t0, steps)
             self.record_site(target, out)
             return out
-        op = op_for_module(module)
         if op is None or op.kind not in RUNNABLE:
             raise ConversionError(f"the engine cannot run module {target!r} ({type(module).__name__}): it is neither "
                                   "a spiking neuron nor an op of the op table that a spiking network can hold")
@@ -221,7 +226,7 @@ class TrainRunner(fx.Interpreter):
             return first
         rest = [fn(*a, **k) for a, k in map(at, range(1, steps))]
         if isinstance(first, torch.Tensor):
-            return torch.stack([first, *rest])
+            return first.unsqueeze(0) if steps == 1 else torch.stack([first, *rest])
         return type(first)(torch.stack([v, *(r[i] for r in rest)]) if isinstance(v, torch.Tensor) else v
                            for i, v in enumerate(first))
 

@@ -1,5 +1,5 @@
 """How the number of balancing updates sets local threshold balancing's thresholds
-(docs/methods.md §9): one suite model (BENCHMARKS.md §7), `local-balancing` calibrated on the
+(docs/methods.md §9): one suite model (BENCHMARKS.md §12), `local-balancing` calibrated on the
 same 1024 training images in batches of 32 for 1, 8, 32 and 125 passes (32 … 4000 updates; the
 paper's code uses 4000), accuracy after T = 1 … 32 steps on the whole test set.
 

@@ -1,6 +1,6 @@
 """Issue 14 benchmark: NIR files in snnTorch, Norse and sinabs against spikebridge's prediction.
 
-For each trained checkpoint (train them first with `spikebridge train`, see BENCHMARKS.md §7):
+For each trained checkpoint (train them first with `spikebridge train`, see BENCHMARKS.md §8):
 convert with "qcfs" at T steps; simulate spikebridge's own SNN and, for each target, the
 emulation of the importer (``export.targets.emulate``) on the first N test images; export the
 file, run it in the importer (through ``python -m spikebridge.export.importers`` with the

@@ -14,7 +14,7 @@ the weights (thresholds 1, spikes of value 1) and a Flatten over the last dims (
   the bias of the neuron's input layer every step (same charge after T steps), "zero" drops it.
 - ``threshold_scale``: the default λ; the exported neurons fire at λ·θ and their spikes are
   still worth θ (a conversion for the target: a hard reset discards the charge above the
-  threshold, and a lower threshold fires sooner; BENCHMARKS.md §7 measures λ).
+  threshold, and a lower threshold fires sooner; BENCHMARKS.md §8 measures λ).
 - ``pool``: "avg" (nir.AvgPool2d) or "sum" (nir.SumPool2d, 1/k² folded into the next layer).
 - ``chain``: the importer runs nodes in nirtorch's depth-first order (``nirtorch.load``), which
   reads a join's other inputs from the previous step; joins are rewritten (``export.chain``).

@@ -43,17 +43,19 @@ DEMO_SIMULATION_BATCH = 25
 
 
 def train_demo_ann(out, epochs: int = DEMO_EPOCHS, train_images: int = DEMO_TRAIN_IMAGES, data_root=None,
-                   fresh: bool = False, progress: bool = True, levels: int | None = DEMO_LEVELS):
+                   fresh: bool = False, progress: bool = True, levels: int | None = DEMO_LEVELS, device=None):
     """Train the demo's ANN (QCFS with ``levels``, or ReLU for None) into ``out`` (or reuse the
-    finished one there, or resume an unfinished one); returns (model, checkpoint path, ANN
-    test accuracy 0..1)."""
+    finished one there, or resume an unfinished one) on ``device``; returns (model on that
+    device, checkpoint path, ANN test accuracy 0..1)."""
+    from .device import resolve_device
     from .pipeline import train_or_reuse
     from .train.loop import TrainConfig
 
     config = TrainConfig(model=DEMO_MODEL, model_kwargs={"width": DEMO_WIDTH}, dataset=DEMO_DATASET,
                          levels=levels, epochs=epochs, limit_train=train_images, augment=False,
-                         out=str(out), resume=True, data_root=data_root)
-    return train_or_reuse(config, fresh=fresh, progress=progress)
+                         out=str(out), resume=True, data_root=data_root, device=device)
+    model, path, acc = train_or_reuse(config, fresh=fresh, progress=progress)
+    return model.to(resolve_device(device)), path, acc
 
 
 def _phase(args, text: str) -> None:
@@ -70,7 +72,8 @@ def step_train(args, results: dict) -> None:
     _phase(args, f"[1/4] training the QCFS ANN: {DEMO_MODEL} (width {DEMO_WIDTH}), L={DEMO_LEVELS} at every site, "
                  f"{args.epochs} epochs on the first {args.train_images} {DEMO_DATASET} training images")
     start = time.perf_counter()
-    model, path, acc = train_demo_ann(args.out, args.epochs, args.train_images, args.data_root, args.fresh)
+    model, path, acc = train_demo_ann(args.out, args.epochs, args.train_images, args.data_root, args.fresh,
+                                      device=args.device)
     results.update(ann=model, checkpoint=path, ann_accuracy=acc)
     print(f"QCFS ANN (L={DEMO_LEVELS}): {100 * acc:.2f}% on the full test set  [{_clock(start)}; checkpoint {path}]",
           flush=True)
@@ -81,7 +84,7 @@ def step_relu(args, results: dict) -> None:
     _phase(args, "[2/4] training a ReLU copy of the same network the same way")
     start = time.perf_counter()
     model, path, acc = train_demo_ann(Path(args.out) / "relu", args.epochs, args.train_images, args.data_root,
-                                      args.fresh, levels=None)
+                                      args.fresh, levels=None, device=args.device)
     results.update(relu=model, relu_accuracy=acc)
     print(f"ReLU ANN: {100 * acc:.2f}% on the full test set  [{_clock(start)}; checkpoint {path}]", flush=True)
 
@@ -155,6 +158,9 @@ STEPS = [step_train, step_relu, step_convert, step_report]
 
 def run_demo(args) -> int:
     """Run every step of the demo in order (``args``: the parsed `spikebridge demo` arguments)."""
+    from .device import resolve_device
+
+    resolve_device(args.device)  # a device that is not here is refused before any work
     start = time.perf_counter()
     results: dict = {}
     for step in STEPS:

@@ -59,7 +59,7 @@ def test_demo_says_what_it_does_before_each_phase(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(demo, "DEMO_RELU_TS", (2,))
     monkeypatch.setattr(demo, "DEMO_WIDTH", 4)
     args = argparse.Namespace(out=str(tmp_path), epochs=1, train_images=128, data_root=None, snn_images=100,
-                              fresh=False)
+                              fresh=False, device="cpu")
     assert demo.run_demo(args) == 0
     out = capsys.readouterr().out
     phases = [line for line in out.splitlines() if line[:1] == "[" and "/4]" in line[:6]]

@@ -67,6 +67,8 @@ def test_api_device_argument_gives_the_same_results():
     ["al", "{tmp}/missing.pt", "--levels", "2,4", "--device", "cuda"],
     ["calibrate", "ftbc", "{tmp}/s.sb", "--ckpt", "{tmp}/c.pt", "-o", "{tmp}/o.sb", "--device", "cuda"],
     ["finetune", "{tmp}/s.sb", "-o", "{tmp}/o.sb", "--device", "cuda"],
+    ["demo", "--out", "{tmp}/demo", "--device", "cuda"],
+    ["export", "{tmp}/s.sb", "--nir", "{tmp}/s.nir", "--device", "cuda"],
 ], ids=lambda a: a[0])
 def test_every_command_takes_device_and_refuses_missing_cuda_in_one_line(argv, tmp_path, capsys):
     code = main([a.format(tmp=tmp_path) for a in argv])

@@ -1,7 +1,7 @@
 """`spikebridge demo`: the main job end to end on the default dataset (spikebridge.demo)."""
 from __future__ import annotations
 
-from .common import count
+from .common import add_device_argument, count
 
 
 def add_parser(subparsers) -> None:
@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--snn-images", type=count, default=demo.DEMO_SNN_IMAGES,
                    help=f"test images the SNNs are simulated on (default {demo.DEMO_SNN_IMAGES}; 10000 for all)")
     p.add_argument("--fresh", action="store_true", help="retrain even if --out holds a finished demo ANN")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 

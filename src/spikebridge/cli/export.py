@@ -3,6 +3,7 @@ in the importer when it is installed, and predict what the importer will compute
 from __future__ import annotations
 
 from ..errors import SpikeBridgeError
+from .common import add_device_argument
 
 TARGET_NOTES = (
     "No importer has an initial potential: v0 is spread over the T steps as a bias v0/T (--v0 per-step, "
@@ -60,6 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="do not run the file in the target's importer (default: run it there when the importer "
                         "is installed)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -81,6 +83,9 @@ def run(args) -> int:
     from ..export.snn_file import load
     from ..export.targets import emulate, get_target
 
+    from ..device import resolve_device
+
+    resolve_device(args.device)  # a device that is not here is refused before any work
     snn = load(args.snn)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     target = get_target(args.target)
@@ -95,8 +100,8 @@ def run(args) -> int:
     if loader is not None:
         from ..analysis.evaluation import evaluate_snn
 
-        own = evaluate_snn(snn, loader, [snn.T], progress=False).accuracy[snn.T]
-        pred = evaluate_snn(emulated, loader, [snn.T], progress=False, reference=snn)
+        own = evaluate_snn(snn, loader, [snn.T], progress=False, device=args.device).accuracy[snn.T]
+        pred = evaluate_snn(emulated, loader, [snn.T], progress=False, reference=snn, device=args.device)
         print(f"  predicted accuracy on {pred.images} test images at T={snn.T}: {100 * pred.accuracy[snn.T]:.2f}% "
               f"under the target's neurons, {100 * own:.2f}% spikebridge's own SNN "
               f"({100 * pred.agreement[snn.T]:.2f}% of predictions equal)")
@@ -107,7 +112,7 @@ def run(args) -> int:
     check = None
     if args.check:
         x = next(iter(loader))[0][:16] if loader is not None else torch.rand(8, *graph.nodes["input"].input_type["input"])
-        check = check_here(importer.name, args.nir, emulated, x)
+        check = check_here(importer.name, args.nir, emulated.cpu(), x.cpu())  # the importers run on the CPU
     if check is not None:
         print(f"  checked here against {check.line()}")
     else:

@@ -15,8 +15,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import trained  # noqa: E402
 
-from spikebridge.ann.prepare import replace_max_pooling  # noqa: E402
-from spikebridge.ann.tracing import trace  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class SuiteModel:
     model: str
     kwargs: dict = field(default_factory=dict)
     lr: float | None = None          # None: the recipe's 0.1
-    max_pool: bool = False           # trained with max pooling, swapped for average pooling to convert
+    max_pool: bool = False           # trained with max pooling, then average pooling in its place, fine-tuned
 
 
 MODELS = (
@@ -35,7 +33,7 @@ MODELS = (
     SuiteModel("vgg-wide", "the same VGG at width 16 (2x channels, 4x MACs)", "vgg_small", {"width": 16}),
     SuiteModel("vgg-nobn", "the same VGG without BatchNorm (conv biases), width 8", "vgg_small",
                {"width": 8, "batchnorm": False}, lr=0.05),
-    SuiteModel("vgg-maxpool", "the same VGG trained with max pooling, swapped for avg pooling to convert",
+    SuiteModel("vgg-maxpool", "the same VGG trained with max pooling, then avg pooling in its place, fine-tuned",
                "vgg_small", {"width": 8, "pool": "max"}, max_pool=True),
     SuiteModel("resnet20", "ResNet-20 (widths 16/32/64, stride-2 stem), residual adds", "resnet20",
                {"width": 16, "stem_stride": 2}),
@@ -51,6 +49,9 @@ RECIPES = {
     "fashion-mnist": {"epochs": 3, "batch_size": 128, "augment": True},
     "digits": {"epochs": 40, "batch_size": 64, "augment": False},
 }
+# dataset -> epochs of fine-tuning with average pooling in place of max pooling (lr 0.01). The
+# swap alone leaves 45.0% of 87.0% (Fashion-MNIST) and 21.6% of 98.8% (digits).
+POOL_FINETUNE_EPOCHS = {"fashion-mnist": 1, "digits": 10}
 
 
 def run_dir(runs: str, dataset: str, key: str, seed: int) -> str:
@@ -58,17 +59,18 @@ def run_dir(runs: str, dataset: str, key: str, seed: int) -> str:
 
 
 def suite_model(runs: str, dataset: str, key: str, seed: int = 0):
-    """(ANN to convert, checkpoint): trained or reused; a max-pooling model comes back with its
-    max pooling swapped for average pooling (a traced copy)."""
+    """(ANN to convert, checkpoint): trained or reused; a max-pooling model is then fine-tuned
+    with average pooling in place of its max pooling (what a user does before converting)."""
     m = BY_KEY[key]
     recipe = RECIPES[dataset]
-    model, ckpt = trained(run_dir(runs, dataset, key, seed), model=m.model, model_kwargs=dict(m.kwargs),
-                          dataset=dataset, levels=None, seed=seed, lr=m.lr, **recipe)
-    model.eval()
+    out = run_dir(runs, dataset, key, seed)
+    model, ckpt = trained(out, model=m.model, model_kwargs=dict(m.kwargs), dataset=dataset, levels=None, seed=seed,
+                          lr=m.lr, **recipe)
     if m.max_pool:
-        model = trace(model)
-        replace_max_pooling(model)
-    return model, ckpt
+        model, ckpt = trained(f"{out}/avg", init_from=f"{out}/last.pt", model_kwargs={"pool": "avg"}, dataset=dataset,
+                              levels=None, seed=seed, lr=0.01,
+                              **dict(recipe, epochs=POOL_FINETUNE_EPOCHS[dataset]))
+    return model.eval(), ckpt
 
 
 def main() -> None:

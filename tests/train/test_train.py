@@ -116,6 +116,23 @@ def test_set_percentile_thresholds_runs_each_sites_own_float_activation():
     assert chosen[silu] == [pytest.approx(expected)]
 
 
+def test_a_max_pooling_network_fine_tuned_with_average_pooling(tmp_path):
+    vgg = dict(TINY, model="vgg_small", model_kwargs={"width": 2, "pool": "max"})
+    train(TrainConfig(out=str(tmp_path / "max"), epochs=1, levels=None, **vgg), progress=False)
+    source = load_checkpoint(tmp_path / "max" / "last.pt")
+    config = TrainConfig(out=str(tmp_path / "avg"), epochs=1, levels=None, init_from=str(tmp_path / "max" / "last.pt"),
+                         **dict(vgg, model_kwargs={"pool": "avg"}, lr=1e-12))
+    model, _ = train(config, progress=False)
+    ckpt = load_checkpoint(tmp_path / "avg" / "last.pt")
+    assert ckpt["model"] == {**source["model"], "pool": "avg"}
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    weights = {k: v for k, v in ckpt["state_dict"].items() if "running" not in k and "num_batches" not in k}
+    assert all(torch.allclose(v, source["state_dict"][k], atol=1e-9) for k, v in weights.items())  # started from them
+    with pytest.raises(SpikeBridgeError, match="does not fit"):
+        train(TrainConfig(out=str(tmp_path / "wide"), epochs=1, levels=None, init_from=str(tmp_path / "max" / "last.pt"),
+                          **dict(vgg, model_kwargs={"width": 4})), progress=False)
+
+
 def test_relu_then_qcfs_fine_tuning(tmp_path):
     train(TrainConfig(out=str(tmp_path / "relu"), epochs=1, levels=None, **TINY), progress=False)
     relu_ckpt = load_checkpoint(tmp_path / "relu" / "last.pt")
@@ -187,7 +204,7 @@ def test_cli_train_with_adamw_records_it_and_a_run_without_the_field_is_reused(t
     (["--relu", "--levels", "4"], "--relu"),
     (["--model-option", "relu"], "--model-option: expected KEY=VALUE"),
     (["--model", "vit_tiny", "--model-option", "width=2"], "model 'vit_tiny' has no option width"),
-    (["--init-from", "x.pt", "--model-option", "depth=2"], "--model-option builds a new model"),
+    (["--init-from", "x.pt", "--model-option", "depth=2"], "checkpoint x.pt does not exist"),
     (["--dataset", "svhn"], "unknown dataset"),
 ])
 def test_cli_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):

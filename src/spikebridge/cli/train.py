@@ -48,7 +48,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the data order (default: %(default)s)")
     p.add_argument("--init-from", default=None, metavar="CKPT",
                    help="start from a trained checkpoint: a ReLU ANN (θ from its 99.9th-percentile activations) "
-                        "or a QCFS ANN (θ kept, new levels)")
+                        "or a QCFS ANN (θ kept, new levels); --model-option changes options of its model whose weights "
+                        "still fit (e.g. pool=avg)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its recorded settings (other training options are ignored)")
     p.add_argument("--bit-l1", type=non_negative, default=0.0, metavar="LAMBDA",
@@ -89,8 +90,6 @@ def run(args) -> int:
     if args.relu and (args.levels is not None or args.levels_file):
         raise SpikeBridgeError("--relu (--float) trains the float model without quantized sites; it cannot be "
                                "combined with --levels or --levels-file")
-    if args.model_option and args.init_from:
-        raise SpikeBridgeError("--model-option builds a new model; --init-from takes the checkpoint's model as it is")
     if args.levels is not None and args.levels_file:
         raise SpikeBridgeError("give either --levels or --levels-file, not both")
     config = TrainConfig(

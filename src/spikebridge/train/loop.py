@@ -351,7 +351,9 @@ def _build(spec: dict, levels, config: TrainConfig) -> nn.Module:
 
 
 def _initial_model(config: TrainConfig, pad_to) -> nn.Module:
-    """A fresh model, or one initialised from ``config.init_from``."""
+    """A fresh model, or one initialised from ``config.init_from`` (its architecture, with the
+    options of ``config.model_kwargs`` changed: e.g. pool="avg" fine-tunes a max-pooling
+    network with average pooling; the weights must still fit)."""
     levels = _target_levels(config)
     if config.init_from is None:
         spec = models.create(config.model, **model_args(config.dataset, config.data_root),
@@ -361,10 +363,10 @@ def _initial_model(config: TrainConfig, pad_to) -> nn.Module:
     if source["model"]["name"] != config.model:
         raise SpikeBridgeError(f"--init-from {config.init_from} holds model {source['model']['name']!r}, "
                                f"not {config.model!r}")
-    spec = source["model"]
+    spec = {**source["model"], **config.model_kwargs}
     if source["levels"] is None:
         model = _build(spec, levels, config)
-        missing, unexpected = model.load_state_dict(source["state_dict"], strict=False)
+        missing, unexpected = _load_fitting(model, source["state_dict"], config, strict=False)
         qcfs_keys = {f"{n}.{k}" for n in sites(model) for k in ("threshold", "_extra_state")}
         if unexpected or set(missing) - qcfs_keys:
             raise SpikeBridgeError(f"--init-from {config.init_from} does not fit {config.model!r} "
@@ -378,9 +380,20 @@ def _initial_model(config: TrainConfig, pad_to) -> nn.Module:
                                "must start from a ReLU checkpoint")
     model = _build(spec, source["levels"], replace(config, channel_wise=any(
         isinstance(t, list) for t in source["thresholds"].values())))
-    model.load_state_dict(source["state_dict"])
+    _load_fitting(model, source["state_dict"], config)
     set_levels(model, levels)
     return model
+
+
+def _load_fitting(model: nn.Module, state_dict: dict, config: TrainConfig, strict: bool = True):
+    """``model.load_state_dict``; weights of another shape (a changed model option) are a
+    SpikeBridgeError naming the first mismatch."""
+    try:
+        return model.load_state_dict(state_dict, strict=strict)
+    except RuntimeError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise SpikeBridgeError(f"--init-from {config.init_from} does not fit {config.model!r} with options "
+                               f"{config.model_kwargs or 'none'} ({detail[:160]})") from None
 
 
 def set_percentile_thresholds(model: nn.Module, loader, percentile: float = 99.9) -> dict[str, list[float]]:

@@ -339,12 +339,13 @@ class PASCNeuron(SpikingNeuron):
 
     def count(self, x: torch.Tensor) -> torch.Tensor:
         """The emitted spike count k (int64, shape of one step) for an input train x. The
-        comparisons are written as 1.0/0.0 into float buffers and the count c is kept in the
-        potential's float type (at least float32; exact integers: |c| ≤ L_in + max(L_in, L)), so no step casts a
-        bool tensor; v − s·θ* is ``addcmul`` with s ∈ {0, 1}, the same rounding as the paper's step."""
+        comparisons are written as 1.0/0.0 into float buffers and the count c is kept as a
+        float of at least 32 bits (exact integers: |c| ≤ L_in + max(L_in, L)), so no step casts
+        a bool tensor; v − s·θ* is ``addcmul`` with s ∈ {0, 1}, the same rounding as the paper's."""
         unit = channel_view(self.threshold, x.dim() - 1) / self.levels
         v = torch.zeros_like(x[0]) + unit / 2
-        c, up = torch.zeros(v.shape, dtype=torch.promote_types(v.dtype, torch.float32), device=v.device), torch.empty_like(v)
+        up = torch.empty_like(v)
+        c = torch.zeros(v.shape, dtype=torch.promote_types(v.dtype, torch.float32), device=v.device)
         for x_t in x:
             v.add_(x_t)
             torch.ge(v, unit, out=up)

@@ -98,7 +98,7 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
     ann, ckpt = suite_model(args.runs, dataset, key, seed)
     name = ckpt["model"]["name"]
     path = OUT / f"{dataset}_{key}_s{seed}.json"
-    results = json.loads(path.read_text()) if path.exists() and not args.fresh else {}
+    results = json.loads(path.read_text()) if path.exists() else {}
     results.update({"dataset": dataset, "model": key, "what": m.what, "seed": seed, "machine": machine(),
                     "command": " ".join(sys.argv), "arch": {"name": name, **m.kwargs}})
     rows = results.setdefault("accuracy", {})
@@ -171,7 +171,7 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
     if "data-driven" in groups:
         per_T_rows("data-driven", "data-driven")
         per_T_rows("data-driven channel-wise", "data-driven", channel_wise=True)
-    if "spikingjelly" in groups and f"{SJ_PREFIX} LTB, delayed readout" not in rows:
+    if "spikingjelly" in groups and (args.fresh or f"{SJ_PREFIX} LTB, delayed readout" not in rows):
         ann2snn, _ = spikingjelly()
         twin = relu_twin(ann)
         for label, recipe in [("max", lambda: ann2snn.RateCodingRecipe(calib, mode="max")),
@@ -283,7 +283,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="test images (default: the whole test set)")
     p.add_argument("--calibration-images", type=int, default=1024)
     p.add_argument("--groups", default=",".join(GROUPS), help=f"rows to run, from {', '.join(GROUPS)}")
-    p.add_argument("--fresh", action="store_true", help="re-run rows already in the results file")
+    p.add_argument("--fresh", action="store_true", help="re-run the rows of --groups already in the results file "
+                                                           "(the other rows stay)")
     p.add_argument("--report", action="store_true", help="print the markdown tables of all results, run nothing")
     args = p.parse_args()
     if args.report:

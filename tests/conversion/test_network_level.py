@@ -63,9 +63,11 @@ def test_output_error_never_rises_and_is_at_most_the_rules_it_starts_from(setup,
     assert set(snn.info["chosen"]) == set(snn.neurons())
     for neuron in snn.neurons().values():
         assert torch.allclose(neuron.v0, neuron.threshold / 2)
-    # the global search contains these two conversions (scale 1): network-level can only do better
+    # the global search contains these conversions (scale 1): network-level can only do better
+    in_32 = [x[i:i + 32] for x, _ in calib for i in range(0, len(x), 32)]
     starts = [sb.convert(ann, "percentile", T=T, calibration_data=calib, channel_wise=True, v0_fraction=0.5),
-              sb.convert(ann, "data-driven", T=T, calibration_data=calib, channel_wise=True)]
+              sb.convert(ann, "data-driven", T=T, calibration_data=calib, channel_wise=True),
+              sb.convert(ann, "local-balancing", T=T, calibration_data=in_32)]
     for start in starts:
         assert history[-1] <= _output_error(start, ann, calib, T) * (1 + 1e-6)
 

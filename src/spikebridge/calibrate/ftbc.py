@@ -20,8 +20,9 @@ read; default its T), the steps are cut into blocks (0, u_1], (u_1, u_2], … Bl
 the fitted biases of the block (every site) are scaled by a λ in (0, 1/2, 1), later blocks
 trying the same λ. The previous block's λ (0 for the first: no FTBC) stays unless another
 makes significantly more predictions equal to the ANN's at the readouts from the block on: with
-g (image, readout) pairs that it turns into agreement and l that it turns away,
-g − l > 2·sqrt(g + l). So the number of agreeing predictions summed over the readouts never
+d_i the change in image i's number of agreeing readouts, Σd_i > 3·sqrt(Σd_i²) (a paired sign
+test at three standard deviations; the readouts of one image are not independent trials, so
+the image is the unit). So the number of agreeing predictions summed over the readouts never
 falls from one block to the next, and on the held-out images the checked network agrees with
 the ANN at least as often as the uncalibrated one. Steps after the last readout lose their
 biases.
@@ -122,8 +123,8 @@ def check_biases(snn: SpikingNetwork, ann: nn.Module, inputs: list[torch.Tensor]
                 saved = {k: v.clone() for k, v in runners[i].potentials.items()}
                 totals = sums[i] + torch.cumsum(runners[i].run_window(x, (start, last - start)), 0)
                 runners[i].potentials = saved
-                hits += [totals[u - 1 - start].argmax(1) == y for u in readouts if u > start]
-            agree[scale] = torch.cat(hits)
+                hits.append(sum((totals[u - 1 - start].argmax(1) == y).long() for u in readouts if u > start))
+            agree[scale] = torch.cat(hits)  # per image: its number of readouts that agree with the ANN
         best = previous
         for scale in SCALES:
             if scale != best and _better(agree[scale], agree[best]):
@@ -137,11 +138,15 @@ def check_biases(snn: SpikingNetwork, ann: nn.Module, inputs: list[torch.Tensor]
     return kept
 
 
+SIGNIFICANCE = 3.0  # standard deviations a λ must gain by to replace the previous block's
+
+
 def _better(new: torch.Tensor, old: torch.Tensor) -> bool:
-    """True if the predictions that agree with the ANN under ``new`` but not ``old`` (g) outnumber
-    the reverse (l) by more than two standard deviations of a fair coin: g − l > 2·sqrt(g + l)."""
-    gains, losses = int((new & ~old).sum()), int((~new & old).sum())
-    return gains - losses > 2 * (gains + losses) ** 0.5
+    """True if ``new`` (per image, its number of readouts agreeing with the ANN) beats ``old`` by
+    more than SIGNIFICANCE standard deviations of a paired sign test: with d = new − old,
+    Σd > SIGNIFICANCE·sqrt(Σd²) (for one readout, g − l > 3·sqrt(g + l))."""
+    d = (new - old).double()
+    return float(d.sum()) > SIGNIFICANCE * float(d.square().sum()) ** 0.5
 
 
 def _scale_steps(neurons, fitted: list[torch.Tensor], steps: range, scale: float) -> None:

@@ -2,9 +2,10 @@
 output, on calibration images, with the SNN simulated (docs/methods.md §10).
 
 A site's assignment is a threshold rule and a scale: θ = s·θ_rule, v0 = ``v0_fraction``·θ, with
-θ_rule one of the rules of docs/methods.md §4: the 99.9th percentile per channel or per site,
-or the data-driven θ for this T per channel (with ``channel_wise=False``: per site only, the
-percentile or the data-driven θ). The error of an assignment of every site is
+θ_rule one of: the 99.9th percentile per channel or per site, the data-driven θ for this T per
+channel (docs/methods.md §4), or the locally balanced θ per channel (§9, on the calibration
+images in batches of 32); with ``channel_wise=False``, per site only: the percentile, the
+data-driven or the balanced θ. The error of an assignment of every site is
 E = Σ over the calibration images of KL(softmax(z_ANN) ‖ softmax(z)), z the SNN's logits after
 T steps (the mean of the output over the steps), z_ANN the ANN's, on the first ``search_images``
 calibration images (default min(512, 4096/T), at least 128: a search costs about the same for
@@ -38,10 +39,12 @@ from ...snn.engine import TrainRunner
 from ...snn.network import SpikingNetwork
 from ...snn.neurons import IFNeuron
 from ..registry import ANY_T, CalibrationOptions, Method, Source, option, register
+from .local_balancing import balanced_thresholds
 
 NAME = "network-level"
-RULES = ("percentile-channel", "percentile", "data-driven-channel")  # with channel_wise
-LAYER_RULES = ("percentile", "data-driven")                          # without
+RULES = ("percentile-channel", "percentile", "data-driven-channel", "balanced-channel")  # with channel_wise
+LAYER_RULES = ("percentile", "data-driven", "balanced")                                 # without
+BALANCING_BATCH = 32  # images per balancing step (the batch of local-balancing's paper code)
 SCALES = (0.4, 0.5, 0.6, 0.7, 0.85, 1.0, 1.2, 1.5)                   # the global search
 STEPS = (0.7, 0.85, 1.2, 1.4)                                        # the factors each site tries
 
@@ -54,12 +57,16 @@ class NetworkLevelOptions(CalibrationOptions):
                                              "min(512, 4096/T), at least 128; the statistics use all)")
 
 
-def rule_threshold(statistics, site: str, T: int, rule: str) -> torch.Tensor:
-    """θ of ``rule`` at ``site`` (float64, [C] or scalar) before scaling (docs/methods.md §4)."""
-    kind = rule.removesuffix("-channel")
-    theta, _ = statistics.threshold(site, kind, channel_wise=rule.endswith("-channel"),
-                                    **({"T": T} if kind == "data-driven" else {}))
-    return theta
+def rule_thresholds(gm, sites: list[str], T: int, rule: str, calibration) -> dict[str, torch.Tensor]:
+    """θ of ``rule`` at every site (float64, [C] or scalar) before scaling: a statistic of the
+    site's activations (docs/methods.md §4) or the balanced θ (§9). Read before any neuron is placed."""
+    kind, channel_wise = rule.removesuffix("-channel"), rule.endswith("-channel")
+    if kind == "balanced":
+        batches = [part for x in calibration.batches() for part in x.split(BALANCING_BATCH)]
+        return balanced_thresholds(gm, sites, batches, channel_wise, rate=1.0)
+    extra = {"T": T} if kind == "data-driven" else {}
+    return {site: calibration.statistics.threshold(site, kind, channel_wise=channel_wise, **extra)[0]
+            for site in sites}
 
 
 def _run_nodes(runner: TrainRunner, nodes: list[fx.Node], env: dict, x: torch.Tensor):
@@ -130,11 +137,10 @@ def build(gm, sites, T, options: NetworkLevelOptions, calibration) -> dict:
         raise OptionError(f"v0_fraction must lie in [0, 1] and search_images be positive, got "
                           f"{options.v0_fraction} and {search_images}")
     rules = RULES if options.channel_wise else LAYER_RULES
-    statistics = calibration.statistics  # before any neuron is placed
     dtype = torch.get_default_dtype()
-    channels = {site: statistics.channel_max(site).numel() for site in sites}
-    bases = {rule: {site: rule_threshold(statistics, site, T, rule).expand(channels[site]).to(dtype)
-                    for site in sites} for rule in rules}
+    channels = {site: calibration.statistics.channel_max(site).numel() for site in sites}
+    bases = {rule: {site: theta.expand(channels[site]).to(dtype)
+                    for site, theta in rule_thresholds(gm, sites, T, rule, calibration).items()} for rule in rules}
     batches, images = [], 0
     for x in calibration.batches():  # the first search_images images
         if images >= search_images:

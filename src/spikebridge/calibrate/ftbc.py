@@ -19,13 +19,13 @@ biases were not fitted on, with readouts u_1 < … < u_n (the steps after which 
 read; default its T), the steps are cut into blocks (0, u_1], (u_1, u_2], … Block by block,
 the fitted biases of the block (every site) are scaled by a λ in (0, 1/2, 1), later blocks
 trying the same λ. The previous block's λ (0 for the first: no FTBC) stays unless another
-makes significantly more predictions equal to the ANN's at the readouts from the block on: with
-d_i the change in image i's number of agreeing readouts, Σd_i > 3·sqrt(Σd_i²) (a paired sign
-test at three standard deviations; the readouts of one image are not independent trials, so
-the image is the unit). So the number of agreeing predictions summed over the readouts never
-falls from one block to the next, and on the held-out images the checked network agrees with
-the ANN at least as often as the uncalibrated one. Steps after the last readout lose their
-biases.
+makes no fewer predictions equal to the ANN's at each readout from the block on and
+significantly more in all: with d_i the change in image i's number of agreeing readouts,
+Σd_i > 3·sqrt(Σd_i²) (a paired sign test at three standard deviations; the readouts of one
+image are not independent trials, so the image is the unit). So on the held-out images the
+agreeing predictions at each readout never fall from one block to the next, and the checked
+network agrees with the ANN at every readout at least as often as the uncalibrated one. Steps
+after the last readout lose their biases.
 """
 from __future__ import annotations
 
@@ -123,8 +123,8 @@ def check_biases(snn: SpikingNetwork, ann: nn.Module, inputs: list[torch.Tensor]
                 saved = {k: v.clone() for k, v in runners[i].potentials.items()}
                 totals = sums[i] + torch.cumsum(runners[i].run_window(x, (start, last - start)), 0)
                 runners[i].potentials = saved
-                hits.append(sum((totals[u - 1 - start].argmax(1) == y).long() for u in readouts if u > start))
-            agree[scale] = torch.cat(hits)  # per image: its number of readouts that agree with the ANN
+                hits.append(torch.stack([totals[u - 1 - start].argmax(1) == y for u in readouts if u > start], 1))
+            agree[scale] = torch.cat(hits)  # [image, readout from the block on]: agrees with the ANN
         best = previous
         for scale in SCALES:
             if scale != best and _better(agree[scale], agree[best]):
@@ -142,10 +142,13 @@ SIGNIFICANCE = 3.0  # standard deviations a λ must gain by to replace the previ
 
 
 def _better(new: torch.Tensor, old: torch.Tensor) -> bool:
-    """True if ``new`` (per image, its number of readouts agreeing with the ANN) beats ``old`` by
-    more than SIGNIFICANCE standard deviations of a paired sign test: with d = new − old,
+    """True if ``new`` ([image, readout]: agrees with the ANN) agrees at no readout less often
+    than ``old`` and beats it by more than SIGNIFICANCE standard deviations of a paired sign test
+    on the images: with d_i the change in image i's number of agreeing readouts,
     Σd > SIGNIFICANCE·sqrt(Σd²) (for one readout, g − l > 3·sqrt(g + l))."""
-    d = (new - old).double()
+    if (new.sum(0) < old.sum(0)).any():
+        return False
+    d = (new.long() - old.long()).sum(1).double()
     return float(d.sum()) > SIGNIFICANCE * float(d.square().sum()) ** 0.5
 
 

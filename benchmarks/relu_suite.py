@@ -143,16 +143,27 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
     def per_T_rows(label, method, with_plain=True, **options):
         if label + " + FTBC" in rows and not args.fresh:
             return
-        plain, fitted, spent, kept, info = {}, {}, {}, {}, {}
+        # each finished T is saved at once (under "partial") and a resumed run starts after it
+        partial = results.setdefault("partial", {})
+        if args.fresh:
+            partial.pop(label, None)
+        done = partial.setdefault(label, {})
         for T in TS:
+            if str(T) in done:
+                continue
             start = time.perf_counter()
             snn = sb.convert(ann, method, T=T, calibration_data=calib, **options)
-            spent[T] = time.perf_counter() - start
-            info[T] = snn.info.get("chosen")
-            plain[T] = at_T(snn, test, T)
-            kept[T] = ftbc(snn, [T])
-            fitted[T] = at_T(snn, test, T)
-            print(f"  {label} T={T}: {100 * plain[T]:.2f} / + FTBC {100 * fitted[T]:.2f} ({spent[T]:.0f} s)", flush=True)
+            spent = time.perf_counter() - start
+            plain = at_T(snn, test, T)
+            kept = ftbc(snn, [T])
+            done[str(T)] = {"plain": plain, "fitted": at_T(snn, test, T), "seconds": spent,
+                            "chosen": snn.info.get("chosen"), "kept": kept}
+            save()
+            print(f"  {label} T={T}: {100 * plain:.2f} / + FTBC {100 * done[str(T)]['fitted']:.2f} ({spent:.0f} s)",
+                  flush=True)
+        del partial[label]
+        plain, fitted, spent, kept, info = ({T: done[str(T)][k] for T in TS}
+                                            for k in ("plain", "fitted", "seconds", "kept", "chosen"))
         if with_plain:
             report(label, plain, sum(spent.values()))
         extra[label] = {"seconds_per_T": spent, "chosen": info}

@@ -243,7 +243,10 @@ def markdown(results: list[dict]) -> str:
         seeds = [r["seed"] for r in runs]
         ann = mean(r["ann"] for r in runs)
         labels = [label for label in labels_of(runs) if seed_mean(runs, label)]
-        lines += [f"### {dataset}: {key} — {runs[0]['what']}", "",
+        if not labels:
+            continue
+        finished = any(label.startswith(SJ_PREFIX) for label in labels)  # SpikingJelly's rows come last
+        lines += [f"### {dataset}: {key} — {runs[0]['what']}" + ("" if finished else " (unfinished: not ranked)"), "",
                   f"ANN {100 * ann:.2f}% (seeds {', '.join(map(str, seeds))}; {runs[0]['test_images']} test images"
                   + ("; mean over seeds, ± half the range" if len(runs) > 1 else "") + ")", "",
                   "| method | " + " | ".join(f"T={T}" for T in TS) + " |", "|---|" + "---|" * len(TS)]
@@ -260,6 +263,8 @@ def markdown(results: list[dict]) -> str:
                 cells.append(f"**{text}**" if accs[label][T] == best[T] else text)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+        if not finished:
+            continue
         order = sorted(labels, key=lambda label: -mean(accs[label].values()))
         model_name = f"{dataset}/{key}"
         for rank, label in enumerate(order, 1):

@@ -153,13 +153,12 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
                 continue
             start = time.perf_counter()
             snn = sb.convert(ann, method, T=T, calibration_data=calib, **options)
-            spent = time.perf_counter() - start
-            plain = at_T(snn, test, T)
-            kept = ftbc(snn, [T])
-            done[str(T)] = {"plain": plain, "fitted": at_T(snn, test, T), "seconds": spent,
-                            "chosen": snn.info.get("chosen"), "kept": kept}
+            row = {"seconds": time.perf_counter() - start, "chosen": snn.info.get("chosen"), "plain": at_T(snn, test, T)}
+            row["kept"] = ftbc(snn, [T])
+            row["fitted"] = at_T(snn, test, T)
+            done[str(T)] = row
             save()
-            print(f"  {label} T={T}: {100 * plain:.2f} / + FTBC {100 * done[str(T)]['fitted']:.2f} ({spent:.0f} s)",
+            print(f"  {label} T={T}: {100 * row['plain']:.2f} / + FTBC {100 * row['fitted']:.2f} ({row['seconds']:.0f} s)",
                   flush=True)
         del partial[label]
         plain, fitted, spent, kept, info = ({T: done[str(T)][k] for T in TS}

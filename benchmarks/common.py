@@ -11,17 +11,20 @@ from pathlib import Path
 
 import torch
 
+from spikebridge.device import keep_freed_memory
 from spikebridge.pipeline import loader, train_or_reuse
 from spikebridge.train.checkpoint import load_checkpoint
 from spikebridge.train.loop import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
+ALLOCATOR_TUNED = keep_freed_memory()  # as the command line does (spikebridge.device)
 
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+            f"({torch.get_num_threads()} threads), python {platform.python_version()}"
+            + (", glibc malloc keeps freed blocks (keep_freed_memory)" if ALLOCATOR_TUNED else ""))
 
 
 def spikingjelly():

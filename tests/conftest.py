@@ -8,6 +8,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from spikebridge.device import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # as the command line does: freed CPU tensors are reused, not faulted in again
+
 
 @pytest.fixture
 def one_thread():

@@ -15,6 +15,7 @@ from .calibrate.finetune import finetune
 from .calibrate.ftbc import ftbc
 from .conversion.converter import calibration_statistics, convert
 from .conversion.registry import methods
+from .device import keep_freed_memory
 from .errors import (
     CheckpointError, ConversionError, DataError, InputError, OptionError, SpikeBridgeError, UnsupportedActivationError,
 )
@@ -27,6 +28,6 @@ __version__ = "0.1.0"
 __all__ = [
     "prepare", "sites", "set_levels", "QCFS", "convert", "methods", "calibration_statistics",
     "SpikingNetwork", "SimulationResult", "ftbc", "finetune", "verify", "VerifyReport",
-    "save", "load", "load_ann", "SpikeBridgeError", "ConversionError", "UnsupportedActivationError",
+    "save", "load", "load_ann", "keep_freed_memory", "SpikeBridgeError", "ConversionError", "UnsupportedActivationError",
     "DataError", "CheckpointError", "OptionError", "InputError",
 ]

@@ -3,6 +3,9 @@ it is given, or on ``device=`` when given (the network is moved there first); th
 ``--device`` defaults to CUDA when available, else the CPU."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import torch
 from torch import nn
 
@@ -24,6 +27,35 @@ def resolve_device(device=None) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise OptionError(f"device {device} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEEP_BLOCKS_UP_TO = 32 << 20  # glibc's largest mmap threshold on 64-bit systems
+TRIM_ABOVE = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """CPU speed: have glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of
+    returning each one to the system, and keep up to 1 GiB of free heap before trimming it.
+
+    PyTorch's CPU tensors come from malloc. By default glibc maps every block above its
+    dynamic threshold (128 KiB at first) afresh and unmaps it when freed, so each new
+    activation of a network pays a page fault and a zeroed page per 4 KiB: a simulation or a
+    forward pass allocates and frees its activations at every step. Measured (ResNet-20,
+    batch 64, T = 8, one thread): 150 000 page faults per simulation, and the simulation ran
+    in 0.55 s with glibc's defaults against 0.30 s with this setting (the ReLU ANN's 8
+    forward passes: 0.51 s against 0.25 s). The cost: the process keeps what it freed (its
+    resident memory stays at its peak). Process-wide, so the command line sets it; a
+    Python program calls it itself. Returns False where malloc is not glibc's (nothing is
+    changed), and on CUDA it changes nothing that matters."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BLOCKS_UP_TO)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE))
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -13,7 +13,7 @@ import importlib
 import sys
 import warnings
 
-from ..device import resolve_device
+from ..device import keep_freed_memory, resolve_device
 from ..errors import SpikeBridgeError
 
 # Subcommand modules, in the order of the pipeline.
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 2
+    keep_freed_memory()  # CPU tensors reuse freed blocks: no page fault per activation (device.py)
     shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):

@@ -59,15 +59,17 @@ class SimulationResult:
 
 
 MAX_AUTO_CHUNK = 8
-AUTO_CHUNK_INPUT_BYTES = 1 << 16
+AUTO_CHUNK_INPUT_BYTES = 1 << 20
 
 
 def auto_chunk(x: torch.Tensor) -> int:
     """Steps per chunk when ``simulate`` is given none: as many as keep one chunk of the input
-    within ``AUTO_CHUNK_INPUT_BYTES`` (64 KiB), from 1 to ``MAX_AUTO_CHUNK``. Short chunks keep
-    each step's activations in cache from one layer to the next: at batch 64 (CIFAR ResNet-20,
-    T = 32, one thread) one step at a time ran 1.9x faster than chunks of 8, while at batch 1
-    the per-node overhead made it 1.4x slower (BENCHMARKS.md §9). Memory shrinks with the chunk."""
+    within ``AUTO_CHUNK_INPUT_BYTES`` (1 MiB), from 1 to ``MAX_AUTO_CHUNK``. Measured on CIFAR
+    inputs (T = 32, one thread, freed memory kept by ``keep_freed_memory``; BENCHMARKS.md §9):
+    at batch 64 ResNet-20 ran 1.09x faster one step at a time than in chunks of 8 (each step's
+    activations stay in cache from layer to layer); at batch 16 every chunk from 1 to 8 ran
+    within 3% (VGG-16: chunks of 8 5% faster); at batch 4 and 1 chunks of 8 were 1.13x and
+    1.23x faster (the per-node overhead is paid once per chunk). Memory grows with the chunk."""
     step_bytes = max(1, x.numel() * x.element_size())
     return max(1, min(MAX_AUTO_CHUNK, AUTO_CHUNK_INPUT_BYTES // step_bytes))
 

@@ -42,9 +42,9 @@ def keep_freed_memory() -> bool:
     dynamic threshold (128 KiB at first, 32 MiB at most) afresh and unmaps it when freed, so
     each new activation pays a page fault and a zeroed page per 4 KiB: a simulation or a
     forward pass allocates and frees its activations at every step. Measured, one thread:
-    ResNet-20, batch 64, T = 8: 150 000 page faults per simulation, which ran in 0.56 s with
-    glibc's defaults and 0.30 s with this setting (the ReLU ANN's 8 forward passes: 0.50 s and
-    0.26 s); three conv layers of 32–64 channels at batch 500 on 28x28 images (activations of
+    ResNet-20, batch 64, T = 8: 130 000 page faults per simulation, which ran in 0.49 s with
+    glibc's defaults and 0.29 s with this setting (the ReLU ANN's 8 forward passes: 0.38 s and
+    0.25 s; BENCHMARKS.md §9); three conv layers of 32–64 channels at batch 500 on 28x28 images (activations of
     25–100 MB, above any threshold): 1.16 million faults in 5 passes, 2.7 s against 0.88 s with
     no mapped blocks. The cost: the process keeps what it freed, so its resident memory stays
     at its peak, and that peak was 19% higher (908 MiB against 765) on the second example.

@@ -6,8 +6,10 @@ batch size and T, in one process with interleaved rounds (median of ``--rounds``
 - ours: ``snn.simulate(x, T, record=False)`` of the "max-norm" conversion of the ReLU ANN
   (rate-coded IF, soft reset), and of "qcfs" on its prepared twin;
 - SpikingJelly 2.0: ``RateCodingRecipe(mode="max")`` on the same ReLU weights and calibration
-  batch, in multi-step mode (``functional.set_step_mode(snn, "m")``, input [T, B, ...]), with
-  its default torch backend (its CuPy/Triton backends are GPU-only);
+  batch, in multi-step mode (``functional.set_step_mode(snn, "m")``, input [T, B, ...]). Its IF
+  update (``functional.if_multi_step``) picks its implementation by the input's device: a loop
+  of torch operations on the CPU, its native CUDA/Triton kernels on a GPU, so ``--device cuda``
+  measures those with no other switch;
 - the dense limit: T × the plain ReLU ANN's forward time on the same batch;
 - PASC and bit-plane: their time against their own steps × the ANN's forward time.
 

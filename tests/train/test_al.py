@@ -145,6 +145,13 @@ def test_kmeans_dp_matches_brute_force(data):
     assert sum(((v[labels == j] - centers[j]) ** 2).sum() for j in range(k)) == pytest.approx(cost, abs=1e-8)
 
 
+def test_kmeans_centers_of_equal_values_stay_sorted():
+    # found by hypothesis: the float mean of 3 copies of this value is 2 ulp below the value
+    x = 86.30355471168227
+    _, centers, _ = kmeans_1d([0.0, 0.0, 0.0, x, x, x, x], 5)
+    assert list(centers) == sorted(centers) and centers[-1] == x
+
+
 def test_kmeans_rejects_bad_k():
     for k in (0, 4, 1.5, True):
         with pytest.raises(SpikeBridgeError):

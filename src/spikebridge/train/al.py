@@ -138,8 +138,9 @@ def kmeans_1d(values, k: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Exact 1-D k-means (minimum SSE into k non-empty clusters) by dynamic programming over
     the sorted values (optimal clusters are contiguous in sorted order): O(k·n²).
 
-    Returns labels (in input order; label j is the j-th smallest center), centers ascending,
-    and the optimal SSE."""
+    Returns labels (in input order; label j is the j-th smallest center), centers ascending
+    (each cluster's mean, kept within the cluster's range: a float mean of equal values can
+    round past them, and past the next cluster's center), and the optimal SSE."""
     v = np.asarray(values, dtype=np.float64).ravel()
     n = v.size
     if not np.isfinite(v).all():
@@ -168,7 +169,7 @@ def kmeans_1d(values, k: int) -> tuple[np.ndarray, np.ndarray, float]:
     for c in range(k, 0, -1):
         start = cut[c, m]
         labels_sorted[start:m] = c - 1
-        centers[c - 1] = x[start:m].mean()
+        centers[c - 1] = min(max(x[start:m].mean(), x[start]), x[m - 1])  # a rounded mean stays in its range
         m = start
     labels = np.empty(n, dtype=np.int64)
     labels[order] = labels_sorted

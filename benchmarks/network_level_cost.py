@@ -27,6 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--T", default="1,4,32")
     p.add_argument("--images", type=int, default=1024)
+    p.add_argument("--name", default="network_level_cost", help="results file name under benchmarks/results/")
     args = p.parse_args()
     torch.manual_seed(0)
     ann = models.create("resnet20", num_classes=10, in_channels=1).eval()
@@ -41,7 +42,7 @@ def main() -> None:
         results["seconds"][T] = time.perf_counter() - start
         results.setdefault("search_images", {})[T] = max(128, min(512, 4096 // T))
         print(f"T={T}: {results['seconds'][T]:.0f} s ({len(snn.neurons())} sites)", flush=True)
-        save("network_level_cost", results)
+        save(args.name, results)
 
 
 if __name__ == "__main__":

@@ -44,19 +44,16 @@ def keep_freed_memory() -> bool:
     forward pass allocates and frees its activations at every step. Measured, one thread:
     ResNet-20, batch 64, T = 8: 130 000 page faults per simulation, which ran in 0.49 s with
     glibc's defaults and 0.29 s with this setting (the ReLU ANN's 8 forward passes: 0.38 s and
-    0.25 s; BENCHMARKS.md §9); three conv layers of 32–64 channels at batch 500 on 28x28 images (activations of
-    25–100 MB, above any threshold): 1.16 million faults in 5 passes, 2.7 s against 0.88 s with
-    no mapped blocks. The cost: the process keeps what it freed, so its resident memory stays
-    at its peak, and that peak was 19% higher (908 MiB against 765) on the second example.
-    Process-wide, so the command line sets it; a Python program calls it itself. Returns
-    False where malloc is not glibc's (nothing is changed); on CUDA it changes nothing that
-    matters."""
-    name = ctypes.util.find_library("c")
+    0.25 s; BENCHMARKS.md §9); three conv layers of 32–64 channels at batch 500 on 28x28
+    images (activations of 50–100 MB, above any threshold; other work on the cores): 1.16
+    million faults in 5 passes, 2.7 s against 0.85–0.88 s with no mapped blocks. The cost: the
+    process keeps what it freed, so its resident memory stays at its peak, and that peak was
+    19–28% higher (908–979 MiB against 765) on the second example. Process-wide, so the
+    command line sets it; a Python program calls it itself. Returns False where malloc is not
+    glibc's (nothing is changed); on CUDA it changes nothing that matters."""
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError):  # no C library found, or one without mallopt
         return False
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE) == 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 TRIM_ABOVE = 1 << 30
 
 
+@functools.cache  # process-wide: once per process is enough (the CLI's main may run many times)
 def keep_freed_memory() -> bool:
     """CPU speed: have glibc's malloc serve every block from its heap and reuse what was freed,
     instead of mapping each large block afresh and unmapping it when freed; free heap is given

@@ -23,7 +23,6 @@ benchmarks/results/relu_suite/<dataset>_<model>_s<seed>.json after every row.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -34,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine, spikingjelly  # noqa: E402
-from suite_models import BY_KEY, MODELS, RECIPES, suite_model  # noqa: E402
+from suite_models import BY_KEY, MODELS, suite_arguments, suite_model  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge.analysis.evaluation import evaluate_snn  # noqa: E402
@@ -290,11 +289,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="fashion-mnist", choices=sorted(RECIPES))
-    p.add_argument("--models", default=",".join(BY_KEY))
-    p.add_argument("--seeds", default="0")
-    p.add_argument("--runs", default="runs/suite")
+    p = suite_arguments(__doc__)
     p.add_argument("--limit", type=int, default=None, help="test images (default: the whole test set)")
     p.add_argument("--calibration-images", type=int, default=1024)
     p.add_argument("--groups", default=",".join(GROUPS), help=f"rows to run, from {', '.join(GROUPS)}")

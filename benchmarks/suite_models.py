@@ -73,13 +73,18 @@ def suite_model(runs: str, dataset: str, key: str, seed: int = 0):
     return model.eval(), ckpt
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def suite_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every suite script takes: which dataset, models and seeds, and where models live."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist", choices=sorted(RECIPES))
     p.add_argument("--models", default=",".join(BY_KEY))
     p.add_argument("--seeds", default="0")
     p.add_argument("--runs", default="runs/suite")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = suite_arguments(__doc__).parse_args()
     for key in args.models.split(","):
         for seed in map(int, args.seeds.split(",")):
             _, ckpt = suite_model(args.runs, args.dataset, key, seed)

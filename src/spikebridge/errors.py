@@ -35,6 +35,12 @@ class InputError(SpikeBridgeError, ValueError):
     dtype or shape, or it holds NaN or inf."""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name if empty), at most ``limit``
+    characters: what an error raised from it quotes."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 def check_int(value, name: str, minimum: int = 1) -> int:
     """``value`` must be an integer (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

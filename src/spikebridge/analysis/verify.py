@@ -14,7 +14,7 @@ from torch import nn
 
 from ..device import place
 from ..ann.prepare import sites
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..inputs import batches
 from ..snn.network import SpikingNetwork
 
@@ -61,8 +61,7 @@ def verify(ann: nn.Module, snn: SpikingNetwork, x, batch_size: int = 256, device
         try:
             ann_logits = ann(batch)
         except (RuntimeError, ValueError, IndexError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputError(f"verify(): the ANN cannot run on input of shape {tuple(batch.shape)} ({first[:200]}); "
+            raise InputError(f"verify(): the ANN cannot run on input of shape {tuple(batch.shape)} ({first_line(exc)}); "
                              f"the SNN takes {spec.describe()}") from None
         finally:
             for h in hooks:

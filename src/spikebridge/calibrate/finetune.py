@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..train.checkpoint import save_checkpoint
 from ..data import set_epoch
 from ..device import place
-from ..errors import CheckpointError, SpikeBridgeError
+from ..errors import CheckpointError, SpikeBridgeError, first_line
 from ..progress import progress as progress_bar
 from ..snn.codings import RATE
 from ..snn.network import SpikingNetwork
@@ -140,7 +140,7 @@ def _resume_point(path: Path | None, resume: bool, settings: dict) -> dict | Non
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load fails in many ways; the user needs one line
         raise CheckpointError(f"{path} is not a readable fine-tuning checkpoint "
-                              f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]})") from None
+                              f"({first_line(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("version") != VERSION:
         raise CheckpointError(f"{path} is not a spikebridge fine-tuning checkpoint")
     if ckpt["settings"] != settings:

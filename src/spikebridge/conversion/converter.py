@@ -17,7 +17,7 @@ from ..progress import progress as progress_bar
 
 from ..ann.tracing import site_nodes, trace
 from ..device import module_device, place
-from ..errors import ConversionError, InputError, OptionError, check_T
+from ..errors import ConversionError, InputError, OptionError, check_T, first_line
 from ..inputs import batches as input_batches
 from ..inputs import input_spec
 from ..snn.network import SpikingNetwork
@@ -180,8 +180,7 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
             try:
                 gm(x)
             except (RuntimeError, ValueError, IndexError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise InputError(f"calibration batch of shape {tuple(x.shape)} does not fit the model ({first[:200]}); "
+                raise InputError(f"calibration batch of shape {tuple(x.shape)} does not fit the model ({first_line(exc)}); "
                                  f"the model takes {spec.describe()}") from None
     finally:
         for h in hooks:

@@ -28,7 +28,7 @@ from torch import fx, nn
 
 from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, on_numbers, op_for_module,
                               per_element)
-from ..errors import ConversionError, InputError, SpikeBridgeError
+from ..errors import ConversionError, InputError, SpikeBridgeError, first_line
 from .neurons import SpikingNeuron
 
 
@@ -102,8 +102,7 @@ class TrainRunner(fx.Interpreter):
         except (SpikeBridgeError, torch.OutOfMemoryError):
             raise
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputError(f"the input does not fit node {n.name!r} ({first[:200]}); the network takes "
+            raise InputError(f"the input does not fit node {n.name!r} ({first_line(exc)}); the network takes "
                              f"{self.snn.input_spec().describe()}") from None
         if self.window is not None and n in self.constant:
             self.cache[n] = out

@@ -8,6 +8,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from helpers import single_thread  # noqa: E402
+
 from spikebridge.device import keep_freed_memory  # noqa: E402
 
 keep_freed_memory()  # as the command line does: freed CPU tensors are reused, not faulted in again
@@ -15,8 +17,6 @@ keep_freed_memory()  # as the command line does: freed CPU tensors are reused, n
 
 @pytest.fixture
 def one_thread():
-    """One torch thread: on a loaded 2-core machine two threads are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    """One torch thread (helpers.single_thread)."""
+    with single_thread():
+        yield

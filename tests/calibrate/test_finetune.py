@@ -11,25 +11,23 @@ from spikebridge.cli import main
 from spikebridge.errors import SpikeBridgeError
 from spikebridge.calibrate.finetune import CHECKPOINT, finetune
 
-from helpers import fashion_mnist_14x14, sgd_fit
+from helpers import fashion_mnist_14x14, sgd_fit, single_thread
 
 
 @pytest.fixture(scope="module")
 def setup():
     """A QCFS ANN (L = 8) trained for 200 steps on 4k 14x14 Fashion-MNIST images; the
     fine-tuning data: 16 batches of 64 other training images."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    x, y = fashion_mnist_14x14("train", 5024)
-    torch.manual_seed(0)
-    qann = sb.prepare(nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 9, 32), nn.ReLU(), nn.Linear(32, 10)), levels=8, threshold=2.0)
-    sgd_fit(qann, x[:4000], y[:4000], 200, lr=0.05)
-    data = [(x[4000 + 64 * j:4000 + 64 * (j + 1)], y[4000 + 64 * j:4000 + 64 * (j + 1)]) for j in range(16)]
-    yield {"qann": qann, "data": data}
-    torch.set_num_threads(threads)
+    with single_thread():
+        x, y = fashion_mnist_14x14("train", 5024)
+        torch.manual_seed(0)
+        qann = sb.prepare(nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 9, 32), nn.ReLU(), nn.Linear(32, 10)), levels=8, threshold=2.0)
+        sgd_fit(qann, x[:4000], y[:4000], 200, lr=0.05)
+        data = [(x[4000 + 64 * j:4000 + 64 * (j + 1)], y[4000 + 64 * j:4000 + 64 * (j + 1)]) for j in range(16)]
+        yield {"qann": qann, "data": data}
 
 
 def _loss(snn, data, T):

@@ -12,7 +12,7 @@ from spikebridge.errors import OptionError, SpikeBridgeError
 from spikebridge.calibrate.ftbc import _better, calibrate_neuron, channel_mean, ftbc
 from spikebridge.snn.neurons import IFNeuron
 
-from helpers import fashion_mnist_14x14, sgd_fit
+from helpers import fashion_mnist_14x14, sgd_fit, single_thread
 
 
 def _net():
@@ -27,15 +27,13 @@ def _net():
 def setup():
     """A QCFS ANN (L = 32, 4 sites) trained for 400 steps on 10k Fashion-MNIST images, the
     calibration batches (4 x 128 training images) and the 10k test images."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster here
-    torch.manual_seed(0)
-    x, y = fashion_mnist_14x14("train", 10000)
-    xt, yt = fashion_mnist_14x14("test", 10000)
-    qann = sgd_fit(sb.prepare(_net(), levels=32, threshold=2.0), x, y, 400, lr=0.05, weight_decay=5e-4, cosine=True)
-    calib = [x[j * 128:(j + 1) * 128] for j in range(4)]
-    yield {"qann": qann, "calib": calib, "xt": xt, "yt": yt}
-    torch.set_num_threads(threads)
+    with single_thread():
+        torch.manual_seed(0)
+        x, y = fashion_mnist_14x14("train", 10000)
+        xt, yt = fashion_mnist_14x14("test", 10000)
+        qann = sgd_fit(sb.prepare(_net(), levels=32, threshold=2.0), x, y, 400, lr=0.05, weight_decay=5e-4, cosine=True)
+        calib = [x[j * 128:(j + 1) * 128] for j in range(4)]
+        yield {"qann": qann, "calib": calib, "xt": xt, "yt": yt}
 
 
 @pytest.fixture(scope="module")

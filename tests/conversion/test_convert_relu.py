@@ -13,7 +13,7 @@ from spikebridge.conversion.graph import ann_site_modules
 from spikebridge.errors import ConversionError
 from spikebridge.conversion.thresholds import max_threshold, percentile_threshold, search_threshold, search_threshold_channelwise
 
-from helpers import fashion_mnist_14x14, sgd_fit
+from helpers import single_thread, trained_relu
 
 
 def _net():
@@ -26,16 +26,9 @@ def _net():
 
 @pytest.fixture(scope="module")
 def setup():
-    """A ReLU ANN trained for 300 steps on 5k 14x14 Fashion-MNIST images; calibration data:
-    4 batches of 128 other training images; 2000 test images."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    x, y = fashion_mnist_14x14("train", 5512)
-    torch.manual_seed(0)
-    ann = sgd_fit(_net(), x[:5000], y[:5000], 300, lr=0.02)
-    calib = [(x[5000 + 128 * j:5000 + 128 * (j + 1)], y[5000 + 128 * j:5000 + 128 * (j + 1)]) for j in range(4)]
-    yield {"ann": ann, "calib": calib, "test": fashion_mnist_14x14("test", 2000)}
-    torch.set_num_threads(threads)
+    """helpers.trained_relu: 4 calibration batches of 128."""
+    with single_thread():
+        yield trained_relu(_net, 4, lr=0.02)
 
 
 def _activations(ann, calib) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ from torch import nn
 import spikebridge as sb
 from spikebridge.conversion.registry import METHODS, Method, Source, default_method, methods, register
 
-from helpers import fashion_mnist_14x14, sgd_fit
+from helpers import single_thread, trained_relu
 
 
 def _net():
@@ -22,16 +22,9 @@ def _net():
 
 @pytest.fixture(scope="module")
 def setup():
-    """A ReLU ANN trained for 300 steps on 5k 14x14 Fashion-MNIST images; calibration data:
-    2 batches of 128 other training images; 2000 test images."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    x, y = fashion_mnist_14x14("train", 5256)
-    torch.manual_seed(0)
-    ann = sgd_fit(_net(), x[:5000], y[:5000], 300, lr=0.05, weight_decay=5e-4)
-    calib = [(x[5000 + 128 * j:5000 + 128 * (j + 1)], y[5000 + 128 * j:5000 + 128 * (j + 1)]) for j in range(2)]
-    yield {"ann": ann, "calib": calib, "test": fashion_mnist_14x14("test", 2000)}
-    torch.set_num_threads(threads)
+    """helpers.trained_relu: 2 calibration batches of 128."""
+    with single_thread():
+        yield trained_relu(_net, 2, lr=0.05, weight_decay=5e-4)
 
 
 def _output_error(snn, ann, batches, T) -> float:

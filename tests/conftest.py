@@ -4,19 +4,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import single_thread  # noqa: E402
-
-from spikebridge.device import keep_freed_memory  # noqa: E402
+from spikebridge.device import keep_freed_memory, single_thread  # noqa: E402
 
 keep_freed_memory()  # as the command line does: freed CPU tensors are reused, not faulted in again
 
 
 @pytest.fixture
 def one_thread():
-    """One torch thread (helpers.single_thread)."""
+    """One torch thread (spikebridge.device.single_thread)."""
     with single_thread():
         yield

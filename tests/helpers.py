@@ -2,8 +2,7 @@
 levels a prepared model's sites compute."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,17 +36,6 @@ def sgd_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: 
         if sched is not None:
             sched.step()
     return model.eval()
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """torch on one thread inside (2 shared cores: one thread is several times faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def trained_relu(make_net: Callable[[], nn.Module], calibration_batches: int, lr: float,

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from .device import single_thread
 from .errors import DataError
 from .text import TEXT_DATASETS, TextDataset, get_text_dataset, text_info
 
@@ -137,7 +138,7 @@ class TensorImageDataset(Dataset):
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None):
         """Images [B, C, H, W] (float, augmented as configured) and labels [B] (int64)."""
-        with _one_thread():
+        with single_thread():  # on a busy 2-core machine the thread pool made an epoch of augmentation 10-40x slower (measured)
             return self._batch(indices, generator)
 
     def _batch(self, indices, generator):
@@ -155,18 +156,6 @@ class TensorImageDataset(Dataset):
         if self.cutout:
             x = _cutout(x, CUTOUT_SIZE, generator)
         return x, self.labels.index_select(0, indices)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run small tensor ops on one thread: on a busy 2-core machine the intra-op thread pool
-    made a Fashion-MNIST epoch of batch augmentation 10-40x slower (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _random_crop(x, padding, generator):

@@ -3,9 +3,11 @@ it is given, or on ``device=`` when given (the network is moved there first); th
 ``--device`` defaults to CUDA when available, else the CPU."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -58,6 +60,18 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # no C library found, or one without mallopt
         return False
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE) == 1
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """torch's intra-op pool at one thread inside, restored after: for small tensor ops on a
+    busy machine, where the pool costs more than it gains."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -10,8 +10,9 @@ import spikebridge as sb
 from spikebridge.cli import main
 from spikebridge.errors import SpikeBridgeError
 from spikebridge.calibrate.finetune import CHECKPOINT, finetune
+from spikebridge.device import single_thread
 
-from helpers import fashion_mnist_14x14, sgd_fit, single_thread
+from helpers import fashion_mnist_14x14, sgd_fit
 
 
 @pytest.fixture(scope="module")

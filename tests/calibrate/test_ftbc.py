@@ -11,8 +11,9 @@ from spikebridge.cli import main
 from spikebridge.errors import OptionError, SpikeBridgeError
 from spikebridge.calibrate.ftbc import _better, calibrate_neuron, channel_mean, ftbc
 from spikebridge.snn.neurons import IFNeuron
+from spikebridge.device import single_thread
 
-from helpers import fashion_mnist_14x14, sgd_fit, single_thread
+from helpers import fashion_mnist_14x14, sgd_fit
 
 
 def _net():

@@ -12,8 +12,9 @@ import spikebridge as sb
 from spikebridge.conversion.graph import ann_site_modules
 from spikebridge.errors import ConversionError
 from spikebridge.conversion.thresholds import max_threshold, percentile_threshold, search_threshold, search_threshold_channelwise
+from spikebridge.device import single_thread
 
-from helpers import single_thread, trained_relu
+from helpers import trained_relu
 
 
 def _net():

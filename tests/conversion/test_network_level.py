@@ -9,8 +9,9 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.conversion.registry import METHODS, Method, Source, default_method, methods, register
+from spikebridge.device import single_thread
 
-from helpers import single_thread, trained_relu
+from helpers import trained_relu
 
 
 def _net():

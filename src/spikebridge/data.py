@@ -137,8 +137,9 @@ class TensorImageDataset(Dataset):
         return image[0], int(label[0])
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None):
-        """Images [B, C, H, W] (float, augmented as configured) and labels [B] (int64)."""
-        with single_thread():  # on a busy 2-core machine the thread pool made an epoch of augmentation 10-40x slower (measured)
+        """Images [B, C, H, W] (float, augmented as configured) and labels [B] (int64). One thread:
+        on a busy 2-core machine the intra-op pool made an epoch of augmentation 10-40x slower (measured)."""
+        with single_thread():
             return self._batch(indices, generator)
 
     def _batch(self, indices, generator):

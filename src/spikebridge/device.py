@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .errors import OptionError
+from .errors import OptionError, first_line
 
 
 def resolve_device(device=None) -> torch.device:
@@ -23,7 +23,7 @@ def resolve_device(device=None) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise OptionError(f"unknown device {device!r} ({str(exc).splitlines()[0]}); use cpu, cuda or cuda:N") from None
+        raise OptionError(f"unknown device {device!r} ({first_line(exc)}); use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise OptionError(f"device {device} asked for, but CUDA is not available here; use --device cpu")

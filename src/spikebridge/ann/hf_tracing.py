@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..errors import SpikeBridgeError
+from ..errors import SpikeBridgeError, first_line
 
 EXAMPLE_LENGTH = 4  # tokens of the example input (at most the model's max_position_embeddings)
 
@@ -122,7 +122,7 @@ def trace_transformers(model: nn.Module) -> fx.GraphModule:
         graph = ExampleTracer(example).trace(_Logits(model))
     except Exception as exc:  # fx and transformers raise many types; the user needs one clear line
         raise SpikeBridgeError(f"torch.fx could not trace {type(model).__name__} from its input_ids: "
-                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                               f"{first_line(exc)}") from exc
     for node in graph.nodes:
         if node.op in ("call_module", "get_attr"):
             node.target = node.target.removeprefix("model.")

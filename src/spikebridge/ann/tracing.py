@@ -8,7 +8,7 @@ import torch
 from torch import fx, nn
 
 from ..conversion.ops import Kind, Op, op_for_node
-from ..errors import SpikeBridgeError
+from ..errors import SpikeBridgeError, first_line
 from .hf_tracing import is_transformers_model, trace_transformers
 from .qcfs import QCFS
 
@@ -39,7 +39,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
         graph = SiteTracer().trace(model)
     except Exception as exc:  # fx raises many types; the user needs one clear line
         raise SpikeBridgeError(
-            f"torch.fx could not trace {type(model).__name__}: {str(exc).splitlines()[0]} "
+            f"torch.fx could not trace {type(model).__name__}: {first_line(exc)} "
             "(data-dependent control flow is not supported; make the forward pass traceable)"
         ) from exc
     if isinstance(model, fx.GraphModule):

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .. import __version__
-from ..errors import SpikeBridgeError
+from ..errors import SpikeBridgeError, first_line
 from ..conversion.ops import op_for_node
 from ..snn.codings import RATE
 from ..snn.network import SpikingNetwork
@@ -146,7 +146,7 @@ class _Exporter:
         try:
             self.shapes = _shapes(self.gm, input_shape)
         except (RuntimeError, ValueError) as exc:
-            raise SpikeBridgeError(f"input shape {input_shape} does not fit the network: {str(exc).splitlines()[0]}") from None
+            raise SpikeBridgeError(f"input shape {input_shape} does not fit the network: {first_line(exc)}") from None
         self.nodes: dict[str, nir.NIRNode] = {}
         self.edges: list[tuple[str, str]] = []
         self.values: dict[fx.Node, Value] = {}

@@ -3,7 +3,7 @@ config, traced to a GraphModule that takes token ids [B, S] and returns logits (
 from torch import fx, nn
 
 from ..ann.hf_tracing import trace_transformers
-from ..errors import SpikeBridgeError, require_transformers
+from ..errors import SpikeBridgeError, first_line, require_transformers
 
 
 def bert_tiny(num_classes=2, vocab_size=30522, max_len=128, hidden=32, layers=2, heads=2, intermediate=64,
@@ -24,6 +24,6 @@ def bert_tiny(num_classes=2, vocab_size=30522, max_len=128, hidden=32, layers=2,
             hidden_dropout_prob=dropout, attention_probs_dropout_prob=0.0)
         model = transformers.BertForSequenceClassification(config)
     except ValueError as exc:  # e.g. a hidden size that the heads do not divide
-        raise SpikeBridgeError(f"cannot build bert_tiny: {str(exc).splitlines()[0]}") from None
+        raise SpikeBridgeError(f"cannot build bert_tiny: {first_line(exc)}") from None
     model.bert.pooler.activation = nn.GELU()
     return trace_transformers(model)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError, check_int, require_transformers
+from ..errors import DataError, check_int, first_line, require_transformers
 from .dataset import TextDataset, TextInfo
 
 DEFAULT_MAX_LEN = 128
@@ -92,7 +92,7 @@ def tokenizer_from(tokenizer, root=None):
         try:
             return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot load a tokenizer from {path}: {str(exc).splitlines()[0]}") from None
+            raise DataError(f"cannot load a tokenizer from {path}: {first_line(exc)}") from None
     raise DataError(f"tokenizer {path} not found (give a vocab.txt, a tokenizer directory or a tokenizer object)")
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import SpikeBridgeError, check_levels
+from ..errors import SpikeBridgeError, check_levels, first_line
 from ..ann.prepare import sites
 
 
@@ -224,7 +224,7 @@ def load_levels_file(path) -> dict[str, int]:
     except OSError as e:
         raise SpikeBridgeError(f"cannot read levels file {path}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SpikeBridgeError(f"levels file {path} is not valid JSON: {str(e).splitlines()[0]}") from None
+        raise SpikeBridgeError(f"levels file {path} is not valid JSON: {first_line(e)}") from None
     levels = data.get("levels") if isinstance(data, dict) else None
     if not isinstance(levels, dict) or not levels:
         raise SpikeBridgeError(f'levels file {path} must hold {{"levels": {{site: L, ...}}}} with at least one site')

@@ -22,23 +22,23 @@ from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationErr
 from .qcfs import QCFS
 from .quantized import QuantizedActivation, check_k_min
 from .tracing import (
-    describe, is_relu, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
+    describe, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
 )
 
 
-def relu_sites(gm: fx.GraphModule) -> dict[str, fx.Node]:
-    """Name every ReLU call site of a traced graph, for the methods that convert a ReLU ANN
-    (refusing every other activation: they calibrate ReLU thresholds only)."""
-    return {name: node for name, (node, form) in activation_sites(gm).items()
-            if _refuse_unless(is_relu(node, gm), node, gm)}
-
-
-def _refuse_unless(relu: bool, node: fx.Node, gm: fx.GraphModule) -> bool:
-    if not relu:
-        raise UnsupportedActivationError(f"unsupported activation at {describe(node, gm)}: methods that convert a "
-                                         "ReLU ANN take ReLU only; sb.prepare() it and convert with a sum-coded "
-                                         "method (docs/methods.md §8)")
-    return True
+def relu_sites(gm: fx.GraphModule) -> dict[str, tuple[fx.Node, float | None]]:
+    """Name every ReLU-like call site of a traced graph, for the methods that convert a ReLU ANN:
+    {name: (node, bound)}, where the op table's form of the site is f = ReLU with levels from 0
+    and ``bound`` is its clip (None for ReLU, 6 for ReLU6). Every other activation is refused:
+    those methods calibrate thresholds of ReLU outputs only."""
+    sites = {}
+    for name, (node, form) in activation_sites(gm).items():
+        if form.function != "relu" or form.k_min != 0:
+            raise UnsupportedActivationError(
+                f"unsupported activation at {describe(node, gm)}: methods that convert a ReLU ANN take ReLU and "
+                "ReLU6 only; sb.prepare() it and convert with a sum-coded method (docs/methods.md §8)")
+        sites[name] = (node, form.threshold)
+    return sites
 
 
 def activation_sites(gm: fx.GraphModule) -> dict[str, tuple[fx.Node, SiteForm]]:

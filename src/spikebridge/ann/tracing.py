@@ -77,12 +77,6 @@ def describe(node: fx.Node, gm: fx.GraphModule) -> str:
     return f"node '{node.name}' ({node.op} {what}) in {where}"
 
 
-def is_relu(node: fx.Node, gm: fx.GraphModule) -> bool:
-    """A ReLU call site (module, function or method), by the op table."""
-    op = op_for_node(node, gm)
-    return op is not None and op.name == "relu"
-
-
 def is_inplace_relu(node: fx.Node) -> bool:
     if node.op == "call_function":
         return node.target in INPLACE_FUNCTIONS or bool(node.kwargs.get("inplace", False))

@@ -35,10 +35,12 @@ from itertools import islice
 import torch
 from torch import nn
 
+from ..conversion.converter import CALIBRATION_BATCH
 from ..conversion.graph import ann_site_modules
 from ..conversion.registry import Source
 from ..device import module_device, place
 from ..errors import OptionError, SpikeBridgeError, check_int
+from ..inputs import batches as input_batches
 from ..progress import progress as progress_bar
 from ..snn.codings import RATE
 from ..snn.engine import TrainRunner
@@ -54,7 +56,8 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
          progress: bool = True, device=None) -> dict[str, dict[str, list[float]]]:
     """Calibrate the FTBC biases of a rate-coded ``snn`` in place against ``ann``.
 
-    data: batches of x or (x, y); the first ``batches`` are fitted, one calibration pass each,
+    data: batches of x or (x, y), or a tensor [N, ...] (split into batches of
+    CALIBRATION_BATCH = 256 images); the first ``batches`` are fitted, one calibration pass each,
     and the next ``check_batches`` decide how much of the fitted biases to keep (module
     docstring; 0 keeps them all, as 003 does). readouts: the steps after which the network
     will be read (default: its T; for anytime use, every t you will read). Returns {site: {"error_before": [e(t)],
@@ -74,8 +77,7 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
         raise OptionError(f"readouts must lie in 1..T = {snn.T}, got {readouts}")
     device = place(snn, device)
     capture = ann_activations(ann, snn)
-    items = [(item[0] if isinstance(item, (tuple, list)) else item).to(device)
-             for item in islice(data, batches + check_batches)]
+    items = [x.to(device) for x in islice(input_batches(data, CALIBRATION_BATCH, "FTBC"), batches + check_batches)]
     inputs, held_out = items[:batches], items[batches:]
     if not inputs:
         raise SpikeBridgeError("FTBC got no calibration data (the data iterable is empty)")

@@ -10,6 +10,7 @@ QCFS ANN, any other a ReLU ANN).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
 import torch
 from torch import fx, nn
@@ -73,12 +74,10 @@ class Calibration:
         return self._batches
 
 
-def _inputs(data, limit: int | None):
-    """The input tensors of the first ``limit`` batches of x or (x, y)."""
-    for i, batch in enumerate(data):
-        if limit is not None and i >= limit:
-            break
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+def _inputs(data, limit: int | None) -> Iterator[torch.Tensor]:
+    """The input tensors of the first ``limit`` batches of x or (x, y), a tensor [N, ...] being
+    split into batches of CALIBRATION_BATCH."""
+    return islice(input_batches(data, CALIBRATION_BATCH, "calibration"), limit)
 
 
 def default_for(model: nn.Module) -> Method:
@@ -93,9 +92,10 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     """Convert a trained ANN with a registered method (``sb.methods()`` lists them).
 
     Methods that convert a QCFS ANN ("qcfs", "pasc", "bitplane") take a model from
-    ``sb.prepare``; methods that convert a ReLU ANN take a plain ReLU ANN and
-    ``calibration_data`` (batches of x or (x, y)) or ``statistics`` from
-    ``calibration_statistics`` (methods that run the network on the images need the data).
+    ``sb.prepare``; methods that convert a ReLU ANN take a plain ReLU (or ReLU6) ANN and
+    ``calibration_data`` (batches of x or (x, y), or a tensor [N, ...] split into batches of
+    CALIBRATION_BATCH) or ``statistics`` from ``calibration_statistics`` (methods that run
+    the network on the images need the data).
     Without ``method``, the registry's default for the model's kind (``default_for``).
     ``T``: see the method's time policy. ``options``: the fields of the method's options
     dataclass; an unknown option is an OptionError naming the valid ones.

@@ -179,8 +179,10 @@ def redirect_inplace(gm: fx.GraphModule) -> None:
 
 
 def relu_site_modules(gm: fx.GraphModule, method: str | None) -> dict[str, fx.Node]:
-    """For ReLU methods: give every ReLU call site its own nn.ReLU module, named as prepare()
-    names sites. A QCFS model is taken as its ReLU-equivalent, with a warning naming
+    """For ReLU methods: give every ReLU-like call site its own module, named as prepare() names
+    sites: nn.ReLU, or ReLU clipped at the site's bound (ReLU6: nn.Hardtanh(0, 6), which is what
+    nn.ReLU6 computes), so that statistics and the ANN references read the activation the
+    neuron replaces (docs/methods.md §4). A QCFS model is taken as its ReLU-equivalent, with a warning naming
     ``method`` (None: no warning, for helpers that follow a conversion)."""
     qcfs = site_nodes(gm)
     if qcfs and method is not None:
@@ -191,7 +193,8 @@ def relu_site_modules(gm: fx.GraphModule, method: str | None) -> dict[str, fx.No
             raise ConversionError(f"site {name!r} quantizes {site.function}, not ReLU: methods that convert a ReLU "
                                   "ANN cannot take it; convert with a sum-coded method (pasc, bitplane)")
         gm.add_submodule(name, nn.ReLU())
-    sites = {name: replace_with_module(gm, node, name, nn.ReLU()) for name, node in relu_sites(gm).items()}
+    sites = {name: replace_with_module(gm, node, name, nn.ReLU() if bound is None else nn.Hardtanh(0.0, bound))
+             for name, (node, bound) in relu_sites(gm).items()}
     if not sites:
         raise ConversionError("the model has no ReLU activation to convert")
     gm.recompile()

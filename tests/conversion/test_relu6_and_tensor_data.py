@@ -1,0 +1,106 @@
+"""ReLU6 sites in the methods that convert a ReLU ANN (docs/methods.md §4), and calibration
+data given as one tensor [N, ...] to the methods that run the network on it and to FTBC."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import spikebridge as sb
+from spikebridge import UnsupportedActivationError
+from spikebridge.device import single_thread
+
+from helpers import trained_relu
+
+
+class _Net(nn.Module):
+    """ReLU6 as a module called at two sites and as F.relu6; ``relu`` swaps both for ReLU."""
+
+    def __init__(self, relu: bool = False):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(16 * 9, 32), nn.Linear(32, 10)
+        self.act, self.relu = (nn.ReLU() if relu else nn.ReLU6()), relu
+
+    def forward(self, x):
+        x = F.avg_pool2d(self.act(self.c1(x)), 2)
+        x = F.avg_pool2d(F.relu(self.c2(x)) if self.relu else F.relu6(self.c2(x)), 2)
+        return self.fc2(self.act(self.fc1(x.flatten(1))))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A trained ReLU6 net whose first layer is scaled 8x, so that every site clips at 6."""
+    with single_thread():
+        s = trained_relu(_Net, 4, lr=0.02)
+    with torch.no_grad():
+        s["ann"].c1.weight.mul_(8)
+        s["ann"].c1.bias.mul_(8)
+    twin = _Net(relu=True).eval()
+    twin.load_state_dict(s["ann"].state_dict())
+    s["relu_twin"] = twin
+    return s
+
+
+def _predictions(model_or_snn, x, T=None):
+    with torch.no_grad():
+        if T is None:
+            return model_or_snn(x).argmax(1)
+        return model_or_snn.simulate(x, T, record=False).logits[-1].argmax(1)
+
+
+def test_relu6_sites_are_rate_coded_with_thresholds_at_most_the_clip(setup):
+    ann, (x, _) = setup["ann"], setup["test"]
+    ann_pred, twin_pred = _predictions(ann, x), _predictions(setup["relu_twin"], x)
+    assert (ann_pred != twin_pred).float().mean() > 0.2  # the clip changes a fifth of the predictions
+    snn = sb.convert(ann, "max-norm", T=64, calibration_data=setup["calib"])
+    assert list(snn.neurons()) == ["act", "relu6", "act_1"]
+    # the statistics are of the clipped outputs: every site saturates, so max-norm puts θ at the clip
+    assert all(float(n.threshold) == 6.0 for n in snn.neurons().values())
+    pred = _predictions(snn, x, 64)
+    agree, agree_twin = (pred == ann_pred).float().mean(), (pred == twin_pred).float().mean()
+    assert agree >= 0.9 and agree >= agree_twin + 0.15
+    for method in ("percentile", "data-driven"):
+        thresholds = sb.convert(ann, method, T=4, calibration_data=setup["calib"]).neurons().values()
+        assert all(float(n.threshold) <= 6.0 for n in thresholds)
+
+
+def test_the_default_converts_a_relu6_network(setup):
+    ann, (x, _) = setup["ann"], setup["test"]
+    snn = sb.convert(ann, T=8, calibration_data=setup["calib"])
+    assert snn.method == "network-level"
+    assert (_predictions(snn, x, 8) == _predictions(ann, x)).float().mean() >= 0.9
+
+
+def test_other_activations_are_still_refused_by_relu_methods():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Hardswish(), nn.Linear(8, 2))
+    with pytest.raises(UnsupportedActivationError, match="take ReLU and ReLU6 only"):
+        sb.convert(net, "max-norm", T=4, calibration_data=torch.randn(8, 4))
+
+
+def _images(calib) -> torch.Tensor:
+    return torch.cat([x for x, _ in calib])
+
+
+@pytest.mark.parametrize("method", ["local-balancing", "network-level"])
+def test_a_tensor_is_split_into_batches_like_the_statistics(setup, method):
+    """Iterating a tensor yields single images without a batch dimension (a conv runs on them,
+    the flatten before the classifier does not): it is split into batches of 256 instead."""
+    ann, images = setup["ann"], _images(setup["calib"])
+    from_tensor = sb.convert(ann, method, T=2, calibration_data=images)
+    from_batches = sb.convert(ann, method, T=2, calibration_data=list(images.split(256)))
+    for site, neuron in from_tensor.neurons().items():
+        assert torch.equal(neuron.threshold, from_batches.neurons()[site].threshold)
+
+
+def test_ftbc_takes_a_tensor_as_batches_of_256(setup):
+    ann, images = setup["ann"], _images(setup["calib"])
+    snns = [sb.convert(ann, "max-norm", T=4, calibration_data=setup["calib"]) for _ in range(2)]
+    sb.ftbc(snns[0], ann, images, batches=1, check_batches=1, progress=False)
+    sb.ftbc(snns[1], ann, images.split(256), batches=1, check_batches=1, progress=False)
+    biases = [{site: n.bias for site, n in snn.neurons().items()} for snn in snns]
+    assert all(b.shape[0] == 4 for b in biases[0].values())
+    assert all(torch.equal(biases[0][site], biases[1][site]) for site in biases[0])

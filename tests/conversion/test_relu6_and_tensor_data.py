@@ -104,3 +104,15 @@ def test_ftbc_takes_a_tensor_as_batches_of_256(setup):
     biases = [{site: n.bias for site, n in snn.neurons().items()} for snn in snns]
     assert all(b.shape[0] == 4 for b in biases[0].values())
     assert all(torch.equal(biases[0][site], biases[1][site]) for site in biases[0])
+
+
+def test_torchvision_mobilenet_v2_converts_with_the_default_as_it_is():
+    """ReLU6 at every site, the classifier behind F.adaptive_avg_pool2d and torch.flatten."""
+    torch.manual_seed(0)
+    import torchvision
+    ann = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25).eval()
+    calls = sum(isinstance(m, nn.ReLU6) for m in ann.modules())  # each module is called once
+    x = torch.randn(32, 3, 32, 32)
+    snn = sb.convert(ann, T=2, calibration_data=x)
+    assert snn.method == "network-level" and len(snn.neurons()) == calls == 35
+    assert snn.simulate(x[:4], record=False).logits.shape == (2, 4, 10)

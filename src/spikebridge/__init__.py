@@ -9,7 +9,7 @@ Pipeline: prepare → train → convert → calibrate → simulate → analyse/e
     print(sb.verify(qann, snn, x).table())
 """
 from .analysis.verify import VerifyReport, verify
-from .ann.prepare import prepare, set_levels, sites
+from .ann.prepare import prepare, set_levels, sites, with_average_pooling
 from .ann.qcfs import QCFS
 from .calibrate.finetune import finetune
 from .calibrate.ftbc import ftbc
@@ -26,7 +26,7 @@ from .train.checkpoint import load_ann
 __version__ = "0.1.0"
 
 __all__ = [
-    "prepare", "sites", "set_levels", "QCFS", "convert", "methods", "calibration_statistics",
+    "prepare", "sites", "set_levels", "with_average_pooling", "QCFS", "convert", "methods", "calibration_statistics",
     "SpikingNetwork", "SimulationResult", "ftbc", "finetune", "verify", "VerifyReport",
     "save", "load", "load_ann", "keep_freed_memory", "SpikeBridgeError", "ConversionError", "UnsupportedActivationError",
     "DataError", "CheckpointError", "OptionError", "InputError",

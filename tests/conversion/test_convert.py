@@ -285,3 +285,27 @@ def test_a_refusal_names_the_block_a_node_comes_from_also_after_prepare():
     assert "top level" not in str(err.value)
 
 
+
+
+def test_a_relu_ann_with_max_pooling_gets_average_pooling_then_converts():
+    """sb.with_average_pooling: a ReLU copy (the user's model untouched) whose max pooling
+    (module and F.max_pool2d) is average pooling over the same windows, as the advice says."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pool, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2), nn.Linear(4 * 16, 3)
+
+        def forward(self, x):
+            return self.fc(F.max_pool2d(self.pool(torch.relu(self.conv(x))), 2, 2).flatten(1))
+
+    torch.manual_seed(0)
+    net, x = Net().eval(), torch.randn(16, 1, 16, 16)
+    with pytest.raises(ConversionError, match=r"sb.with_average_pooling\(model\) swaps it in a ReLU ANN"):
+        sb.convert(net, "max-norm", T=4, calibration_data=x)
+    avg = sb.with_average_pooling(net)
+    assert isinstance(net.pool, nn.MaxPool2d) and not isinstance(avg.pool, nn.MaxPool2d)
+    with torch.no_grad():
+        expected = net.fc(F.avg_pool2d(F.avg_pool2d(torch.relu(net.conv(x)), 2), 2, 2).flatten(1))
+        assert torch.allclose(avg(x), expected, atol=1e-6)
+    snn = sb.convert(avg, "max-norm", T=4, calibration_data=x)
+    assert list(snn.neurons()) == ["relu"] and snn.simulate(x, record=False).logits.shape == (4, 16, 3)

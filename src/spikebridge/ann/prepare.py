@@ -97,6 +97,17 @@ def replace_max_pooling(gm: fx.GraphModule) -> int:
     return count
 
 
+def with_average_pooling(model: nn.Module) -> fx.GraphModule:
+    """A traced copy of ``model`` with average pooling in place of every max pooling, over the
+    same windows (docs/methods.md §0): what a ReLU ANN with max pooling needs before a ReLU
+    method converts it. The values differ, so fine-tune the copy first; ``prepare`` does the
+    same swap for a QCFS ANN. Max pooling with no exact replacement is a ConversionError."""
+    gm = trace(model)
+    replace_max_pooling(gm)
+    gm.graph.lint()
+    return gm
+
+
 def prepare(
     model: nn.Module,
     levels: int | Mapping[str, int] = 8,

@@ -428,8 +428,8 @@ OPS: tuple[Op, ...] = (
     # refused, with what to do instead
     Op("max_pool2d", Kind.REFUSED, modules=(nn.MaxPool2d,), functions=(F.max_pool2d,),
        replacement=avg_pool_for_max_pool,
-       advice="max pooling has no spiking equivalent: use average pooling (sb.prepare(model, replace_maxpool=True) "
-              "swaps it) and fine-tune the ANN"),
+       advice="max pooling has no spiking equivalent: use average pooling over the same windows "
+              "(sb.with_average_pooling(model) swaps it in a ReLU ANN, sb.prepare in a QCFS ANN) and fine-tune the ANN"),
     Op("max_pool", Kind.REFUSED, modules=(nn.MaxPool1d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
        functions=(F.max_pool1d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
        advice="max pooling has no spiking equivalent: replace it with average pooling and fine-tune the ANN"),

@@ -121,3 +121,15 @@ def test_cli_convert_without_a_method_uses_the_default(tmp_path, capsys, one_thr
     assert sb.load(tmp_path / "snn.sb").method == "network-level"
     assert main(["convert", str(ckpt), "--percentile", "99.0", "-o", str(tmp_path / "x.sb")]) == 2
     assert "does not apply to method 'network-level'" in capsys.readouterr().err
+
+
+def test_the_search_reports_its_progress_in_a_log(setup, capsys, monkeypatch):
+    """Stage 1, then one step per site, as lines in a log (progress.py; one per step at interval 0)."""
+    from spikebridge import progress
+
+    monkeypatch.setenv(progress.ENV_SECONDS, "0")
+    sb.convert(setup["ann"], "network-level", T=2, calibration_data=setup["calib"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("network-level search (T=2)")]
+    assert [line.split(": ")[1].split(" (")[0] for line in lines] == ["1/4 steps", "2/4 steps", "3/4 steps",
+                                                                       "4/4 steps"]
+    assert lines[-1].endswith("done")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import fx
 
 from ...errors import OptionError
+from ...progress import progress as progress_bar
 from ...snn.codings import RATE
 from ...snn.engine import TrainRunner
 from ...snn.network import SpikingNetwork
@@ -150,18 +151,18 @@ def build(gm, sites, T, options: NetworkLevelOptions, calibration) -> dict:
     search = _Search(gm, sites, T, bases, options.v0_fraction, batches)
     sites = sorted(sites, key=search.position.__getitem__)  # topological order
     uniform = [(rule, s) for rule in rules for s in SCALES]
-    errors = search.errors(sites[0], [dict.fromkeys(sites, choice) for choice in uniform])
-    best = min(range(len(uniform)), key=lambda i: (errors[i], i))
-    chosen = dict.fromkeys(sites, uniform[best])
-    search.assign(chosen)
-    history = [errors[best] / images]
-    for site in sites:
-        rule, s = chosen[site]
-        tries = [(rule, s)] + [(rule, s * f) for f in STEPS] + [(other, s) for other in rules if other != rule]
-        errors = search.errors(site, [{site: choice} for choice in tries])
+    chosen, history = {}, []
+    for step in progress_bar([None, *sites], f"network-level search (T={T})", total=len(sites) + 1, unit="steps"):
+        if step is None:  # stage 1: one (rule, s) at every site
+            tries = [dict.fromkeys(sites, choice) for choice in uniform]
+        else:             # stage 2: site `step` tries other scales and rules, the sites before it chosen
+            rule, s = chosen[step]
+            tries = [{step: choice} for choice in [(rule, s)] + [(rule, s * f) for f in STEPS]
+                     + [(other, s) for other in rules if other != rule]]
+        errors = search.errors(sites[0] if step is None else step, tries)
         best = min(range(len(tries)), key=lambda i: (errors[i], i))
-        chosen[site] = tries[best]
-        search.assign({site: chosen[site]})
+        chosen.update(tries[best])
+        search.assign(tries[best])
         history.append(errors[best] / images)
     return {"T": T, "thresholds": {s: n.threshold.tolist() for s, n in search.neurons.items()},
             "chosen": {site: _label(c) for site, c in chosen.items()}, "output_error": history}

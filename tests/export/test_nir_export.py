@@ -51,7 +51,14 @@ def unequal():
                          nn.Flatten(), nn.Linear(48, 5), nn.ReLU(), nn.Linear(5, 3))
 
 
-MODELS = [plain, Residual, unequal]
+def grouped():
+    """A depthwise convolution (MobileNet) and one of two groups: written to NIR as dense ones."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4),
+                         nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 1, groups=2), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+
+MODELS = [plain, Residual, unequal, grouped]
 
 
 def make_snn(model, T=4):

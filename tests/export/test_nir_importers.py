@@ -24,7 +24,7 @@ from spikebridge.export.importers import IMPORTERS, compare
 from spikebridge.export.nir import export_nir
 from spikebridge.export.targets import emulate
 
-from test_nir_export import SHAPE, Residual, make_snn, plain
+from test_nir_export import SHAPE, Residual, grouped, make_snn, plain
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVS = {  # environment -> the importers it holds
@@ -81,7 +81,7 @@ EXPORT = ("import sys, spikebridge as sb; from spikebridge.export.nir import exp
           "export_nir(sb.load(sys.argv[1]), sys.argv[2], (1, 12, 12), target=sys.argv[3])")
 
 
-@pytest.mark.parametrize("model", [plain, Residual])
+@pytest.mark.parametrize("model", [plain, Residual, grouped])
 def test_importers_run_the_file_as_emulated(env, model, tmp_path):
     name, python = env
     T = 6

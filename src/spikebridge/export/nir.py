@@ -1,7 +1,7 @@
 """NIR export of rate-coded IF networks for a target importer (docs/architecture.md "Outside
 the core"; targets and their semantics: ``export.targets``).
 
-Mapping: conv → nir.Conv1d/Conv2d, linear → nir.Affine (zero bias when it has none), average
+Mapping: conv → nir.Conv1d/Conv2d (a grouped one written dense: ``_dense``), linear → nir.Affine (zero bias when it has none), average
 pooling → nir.AvgPool2d, or nir.SumPool2d where the target lacks it, flatten → nir.Flatten over
 the last dims (``start_dim`` < 0), residual add → several edges into one node (NIR sums a
 node's incoming edges), IFNeuron → nir.IF (nir.LIF for snnTorch) emitting spikes of value 1.
@@ -123,6 +123,21 @@ class Value:
     free: bool = False
     matrix: np.ndarray | None = None
     biasable: str | None = None
+
+
+def _dense(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped convolution's weight [out, in/groups, k...] as the dense weight [out, in, k...]
+    of the same convolution: each group's block on the diagonal, zeros elsewhere. NIR's types
+    read a convolution's input channels off its weight (``weight.shape[1]``) whatever its
+    ``groups``, so a grouped (depthwise) convolution is written dense."""
+    if groups == 1:
+        return weight
+    out, per_group = weight.shape[:2]
+    per_out = out // groups
+    dense = np.zeros((out, per_group * groups, *weight.shape[2:]), weight.dtype)
+    for g in range(groups):
+        dense[g * per_out:(g + 1) * per_out, g * per_group:(g + 1) * per_group] = weight[g * per_out:(g + 1) * per_out]
+    return dense
 
 
 def _channels(scale: np.ndarray) -> np.ndarray:
@@ -344,15 +359,16 @@ class _Exporter:
         weight = conv.weight.detach().double().numpy()
         weight = weight * scale.reshape(conv.groups, 1, per_group).repeat(weight.shape[0] // conv.groups, 0).reshape(
             weight.shape[0], per_group, *[1] * (weight.ndim - 2))
+        weight = _dense(weight, conv.groups)
         bias = conv.bias.detach().double().numpy() if conv.bias is not None else np.zeros(weight.shape[0])
         padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
         if isinstance(conv, nn.Conv2d):
             layer = nir.Conv2d(input_shape=tuple(v.shape[1:]), weight=self.arr(weight), stride=tuple(conv.stride),
-                               padding=padding, dilation=tuple(conv.dilation), groups=conv.groups, bias=self.arr(bias))
+                               padding=padding, dilation=tuple(conv.dilation), groups=1, bias=self.arr(bias))
         else:
             layer = nir.Conv1d(input_shape=v.shape[1], weight=self.arr(weight), stride=conv.stride[0],
                                padding=padding if isinstance(padding, str) else padding[0],
-                               dilation=conv.dilation[0], groups=conv.groups, bias=self.arr(bias))
+                               dilation=conv.dilation[0], groups=1, bias=self.arr(bias))
         return self.synaptic(node, layer, v)
 
     def rule_linear(self, node, op_name):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 RANKS = {nn.Conv1d: 3, nn.Conv2d: 4}
 
@@ -97,3 +97,13 @@ def batches(data, batch_size: int, who: str) -> Iterator:
                          "x or (x, y) batches") from None
     for item in items:
         yield item[0] if isinstance(item, (tuple, list)) else item
+
+
+def run_on(model: nn.Module, x: torch.Tensor, spec: InputSpec, who: str = "calibration"):
+    """``model(x)``, torch's error on a batch the model cannot take (a shape no layer accepts)
+    becoming a one-line InputError that says what the model takes."""
+    try:
+        return model(x)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise InputError(f"{who} batch of shape {tuple(x.shape)} does not fit the model ({first_line(exc)}); "
+                         f"the model takes {spec.describe()}") from None

@@ -100,13 +100,30 @@ def test_verify_on_no_data_is_an_error_not_zero_percent(snns):
 
 
 # -- calibration data with NaN/inf (item 3) ----------------------------------------------------
-@pytest.mark.parametrize("method", ["max-norm", "percentile", "data-driven"])
+@pytest.mark.parametrize("method", ["max-norm", "percentile", "data-driven", "local-balancing", "network-level"])
 def test_calibration_data_with_nan_is_refused(method):
+    """local-balancing runs the network on the images without statistics: it used to turn NaN
+    into θ = 1 at every site, silently."""
     x = X.clone()
     x[0, 0, 0, 0] = math.nan
-    with pytest.raises(InputError, match="calibration got .* contains NaN or inf") as err:
-        sb.convert(_small(), method, calibration_data=[(x, None)])
-    _one_line(err)
+    for data in ([(x, None)], x):
+        with pytest.raises(InputError, match="calibration got .* contains NaN or inf") as err:
+            sb.convert(_small(), method, calibration_data=data)
+        _one_line(err)
+
+
+def test_ftbc_refuses_nan_and_batches_the_network_cannot_take():
+    """It used to fit NaN biases from NaN images, silently."""
+    model = _small()
+    snn = sb.convert(model, "max-norm", T=2, calibration_data=X)
+    x = X.clone()
+    x[0, 0, 0, 0] = math.inf
+    for data, message in ((x, "FTBC got .* contains NaN or inf"), ([X.double()], "dtype float64"),
+                          ([torch.randn(2, 3, 8, 8)], r"takes \[B, 1, H, W\]")):
+        with pytest.raises(InputError, match=message) as err:
+            sb.ftbc(snn, model, data, batches=1, check_batches=0, progress=False)
+        _one_line(err)
+    assert all(not n.bias.numel() for n in snn.neurons().values())  # nothing was fitted
 
 
 @pytest.mark.parametrize("method", ["max-norm", "percentile", "data-driven"])
@@ -188,9 +205,10 @@ def test_inputs_that_do_not_fit_are_one_line_errors_for_simulate_verify_and_cali
             sb.verify(qann, nets["pasc"], x)
         _one_line(err)
     if case not in ("float16",):  # calibration casts floating-point batches to the model's dtype
-        with pytest.raises(InputError) as err:
-            sb.convert(_small(), "max-norm", calibration_data=[x])
-        _one_line(err)
+        for method in ("max-norm", "local-balancing"):  # statistics first, or the network on the images
+            with pytest.raises(InputError) as err:
+                sb.convert(_small(), method, calibration_data=[x])
+            _one_line(err)
 
 
 def test_a_tensor_as_calibration_data_is_split_into_batches():

@@ -128,7 +128,7 @@ def test_bad_input_exits_2_with_one_line_on_stderr(files, case, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"spikebridge"), err
+    assert len(lines) == 1 and lines[0].startswith("spikebridge"), err
     assert "Traceback" not in err
     if case in MESSAGES:
         assert re.search(MESSAGES[case], err), err

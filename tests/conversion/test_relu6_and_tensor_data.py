@@ -2,7 +2,6 @@
 data given as one tensor [N, ...] to the methods that run the network on it and to FTBC."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

@@ -77,7 +77,9 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
         raise OptionError(f"readouts must lie in 1..T = {snn.T}, got {readouts}")
     device = place(snn, device)
     capture = ann_activations(ann, snn)
-    items = [x.to(device) for x in islice(input_batches(data, CALIBRATION_BATCH, "FTBC"), batches + check_batches)]
+    spec = snn.input_spec()
+    items = [spec.check(x, "FTBC").to(device)
+             for x in islice(input_batches(data, CALIBRATION_BATCH, "FTBC"), batches + check_batches)]
     inputs, held_out = items[:batches], items[batches:]
     if not inputs:
         raise SpikeBridgeError("FTBC got no calibration data (the data iterable is empty)")

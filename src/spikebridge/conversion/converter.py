@@ -18,9 +18,9 @@ from ..progress import progress as progress_bar
 
 from ..ann.tracing import site_nodes, trace
 from ..device import module_device, place
-from ..errors import ConversionError, InputError, OptionError, check_T, first_line
+from ..errors import ConversionError, InputError, OptionError, check_T
 from ..inputs import batches as input_batches
-from ..inputs import input_spec
+from ..inputs import InputSpec, input_spec, run_on
 from ..snn.network import SpikingNetwork
 from .constant import constants_as_modules
 from .graph import check_finite, check_supported, fold_batchnorm, redirect_inplace, relu_site_modules, remove_dropped
@@ -41,7 +41,6 @@ class Calibration:
         self._statistics = statistics
         self._batches: list[torch.Tensor] | None = None
         self.device = module_device(gm)
-        self.dtype = next((p.dtype for p in gm.parameters()), torch.float32)
 
     @property
     def statistics(self) -> ActivationStats:
@@ -67,11 +66,20 @@ class Calibration:
             if self._data is None:
                 raise ConversionError("this method runs the network on its calibration images: pass "
                                       "calibration_data (statistics alone are not enough)")
-            self._batches = [x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
+            spec = input_spec(self._gm)
+            self._batches = [calibration_input(x, spec, self.device)
                              for x in _inputs(self._data, self._options.calibration_batches)]
             if not self._batches:
                 raise ConversionError("calibration_data yielded no batches")
         return self._batches
+
+
+def calibration_input(x, spec: InputSpec, device) -> torch.Tensor:
+    """A calibration batch on ``device``, floating point in the network's dtype, checked
+    against what the network takes (``InputSpec.check``: shape, dtype, NaN or inf)."""
+    if isinstance(x, torch.Tensor):
+        x = x.to(device, spec.dtype) if x.is_floating_point() else x.to(device)
+    return spec.check(x, "calibration")
 
 
 def _inputs(data, limit: int | None) -> Iterator[torch.Tensor]:
@@ -167,21 +175,15 @@ def collect_statistics(gm: fx.GraphModule, sites: list[str], data, channel_wise:
         lambda m, i, out, s=s: stats.update(s, out)) for s in sites]
     device = module_device(gm)
     spec = input_spec(gm)
-    who = "calibration"
     try:
-        for i, x in enumerate(progress_bar(input_batches(data, CALIBRATION_BATCH, who), "calibration statistics",
+        inputs = input_batches(data, CALIBRATION_BATCH, "calibration")
+        for i, x in enumerate(progress_bar(inputs, "calibration statistics",
                                            total=len(data) if hasattr(data, "__len__") else None)):
             if batches is not None and i >= batches:
                 break
-            if isinstance(x, torch.Tensor) and x.is_floating_point():
-                x = x.to(device, spec.dtype)
-            spec.check(x, who)
+            x = calibration_input(x, spec, device)
             stats.input_shape = tuple(x.shape[1:])
-            try:
-                gm(x)
-            except (RuntimeError, ValueError, IndexError) as exc:
-                raise InputError(f"calibration batch of shape {tuple(x.shape)} does not fit the model ({first_line(exc)}); "
-                                 f"the model takes {spec.describe()}") from None
+            run_on(gm, x, spec)
     finally:
         for h in hooks:
             h.remove()

@@ -50,7 +50,7 @@ from ..conversion.ops import BY_FUNCTION, BY_METHOD, BY_MODULE, FUNCTIONS_BY_NAM
 from ..conversion.registry import get_method
 from ..errors import CheckpointError, OptionError
 from ..snn.network import SpikingNetwork
-from ..snn.neurons import NEURONS, SpikingNeuron
+from ..snn.neurons import NEURONS
 from ..train.checkpoint import atomic_write
 
 FORMAT = "spikebridge-snn"

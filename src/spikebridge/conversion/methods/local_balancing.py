@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import OptionError
+from ...inputs import input_spec, run_on
 from ...snn.codings import RATE
 from ...snn.neurons import IFNeuron
 from ..registry import ANY_T, CalibrationOptions, Method, Source, option, register
@@ -52,10 +53,11 @@ def balanced_thresholds(gm, sites: list[str], batches, channel_wise: bool, rate:
         return hook
 
     hooks = [gm.get_submodule(name).register_forward_hook(balance(name)) for name in sites]
+    spec = input_spec(gm)
     try:
         for _ in range(passes):
             for x in batches:
-                gm(x)
+                run_on(gm, x, spec)
     finally:
         for h in hooks:
             h.remove()

@@ -118,12 +118,14 @@ def test_ftbc_refuses_nan_and_batches_the_network_cannot_take():
     snn = sb.convert(model, "max-norm", T=2, calibration_data=X)
     x = X.clone()
     x[0, 0, 0, 0] = math.inf
-    for data, message in ((x, "FTBC got .* contains NaN or inf"), ([X.double()], "dtype float64"),
+    for data, message in ((x, "FTBC got .* contains NaN or inf"), ([X.long()], "dtype int64"),
                           ([torch.randn(2, 3, 8, 8)], r"takes \[B, 1, H, W\]")):
         with pytest.raises(InputError, match=message) as err:
             sb.ftbc(snn, model, data, batches=1, check_batches=0, progress=False)
         _one_line(err)
     assert all(not n.bias.numel() for n in snn.neurons().values())  # nothing was fitted
+    sb.ftbc(snn, model, [X.double()], batches=1, check_batches=0, progress=False)  # cast, as convert() does
+    assert all(n.bias.shape[0] == 2 and torch.isfinite(n.bias).all() for n in snn.neurons().values())
 
 
 @pytest.mark.parametrize("method", ["max-norm", "percentile", "data-driven"])

@@ -35,7 +35,7 @@ from itertools import islice
 import torch
 from torch import nn
 
-from ..conversion.converter import CALIBRATION_BATCH
+from ..conversion.converter import CALIBRATION_BATCH, calibration_input
 from ..conversion.graph import ann_site_modules
 from ..conversion.registry import Source
 from ..device import module_device, place
@@ -57,7 +57,8 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
     """Calibrate the FTBC biases of a rate-coded ``snn`` in place against ``ann``.
 
     data: batches of x or (x, y), or a tensor [N, ...] (split into batches of
-    CALIBRATION_BATCH = 256 images); the first ``batches`` are fitted, one calibration pass each,
+    CALIBRATION_BATCH = 256 images), checked and cast like convert()'s calibration data; the
+    first ``batches`` are fitted, one calibration pass each,
     and the next ``check_batches`` decide how much of the fitted biases to keep (module
     docstring; 0 keeps them all, as 003 does). readouts: the steps after which the network
     will be read (default: its T; for anytime use, every t you will read). Returns {site: {"error_before": [e(t)],
@@ -78,7 +79,7 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
     device = place(snn, device)
     capture = ann_activations(ann, snn)
     spec = snn.input_spec()
-    items = [spec.check(x, "FTBC").to(device)
+    items = [calibration_input(x, spec, device, "FTBC")
              for x in islice(input_batches(data, CALIBRATION_BATCH, "FTBC"), batches + check_batches)]
     inputs, held_out = items[:batches], items[batches:]
     if not inputs:

@@ -74,12 +74,12 @@ class Calibration:
         return self._batches
 
 
-def calibration_input(x, spec: InputSpec, device) -> torch.Tensor:
+def calibration_input(x, spec: InputSpec, device, who: str = "calibration") -> torch.Tensor:
     """A calibration batch on ``device``, floating point in the network's dtype, checked
     against what the network takes (``InputSpec.check``: shape, dtype, NaN or inf)."""
     if isinstance(x, torch.Tensor):
         x = x.to(device, spec.dtype) if x.is_floating_point() else x.to(device)
-    return spec.check(x, "calibration")
+    return spec.check(x, who)
 
 
 def _inputs(data, limit: int | None) -> Iterator[torch.Tensor]:

@@ -182,8 +182,8 @@ def relu_site_modules(gm: fx.GraphModule, method: str | None) -> dict[str, fx.No
     """For ReLU methods: give every ReLU-like call site its own module, named as prepare() names
     sites: nn.ReLU, or ReLU clipped at the site's bound (ReLU6: nn.Hardtanh(0, 6), which is what
     nn.ReLU6 computes), so that statistics and the ANN references read the activation the
-    neuron replaces (docs/methods.md §4). A QCFS model is taken as its ReLU-equivalent, with a warning naming
-    ``method`` (None: no warning, for helpers that follow a conversion)."""
+    neuron replaces (docs/methods.md §4). A QCFS model is taken as its ReLU-equivalent, with a
+    warning naming ``method`` (None: no warning, for helpers that follow a conversion)."""
     qcfs = site_nodes(gm)
     if qcfs and method is not None:
         warnings.warn(f"method {method!r} treats the QCFS sites as ReLU (their learned levels and thresholds are "

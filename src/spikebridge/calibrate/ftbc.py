@@ -30,17 +30,15 @@ after the last readout lose their biases.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from itertools import islice
 
 import torch
 from torch import nn
 
-from ..conversion.converter import CALIBRATION_BATCH, calibration_input
+from ..conversion.converter import checked_batches
 from ..conversion.graph import ann_site_modules
 from ..conversion.registry import Source
 from ..device import module_device, place
 from ..errors import OptionError, SpikeBridgeError, check_int
-from ..inputs import batches as input_batches
 from ..progress import progress as progress_bar
 from ..snn.codings import RATE
 from ..snn.engine import TrainRunner
@@ -56,10 +54,9 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
          progress: bool = True, device=None) -> dict[str, dict[str, list[float]]]:
     """Calibrate the FTBC biases of a rate-coded ``snn`` in place against ``ann``.
 
-    data: batches of x or (x, y), or a tensor [N, ...] (split into batches of
-    CALIBRATION_BATCH = 256 images), checked and cast like convert()'s calibration data; the
-    first ``batches`` are fitted, one calibration pass each,
-    and the next ``check_batches`` decide how much of the fitted biases to keep (module
+    data: batches of x or (x, y), or a tensor [N, ...] (split into batches of 256 images),
+    checked and cast like convert()'s calibration data; the first ``batches`` are fitted, one
+    calibration pass each, and the next ``check_batches`` decide how much of the fitted biases to keep (module
     docstring; 0 keeps them all, as 003 does). readouts: the steps after which the network
     will be read (default: its T; for anytime use, every t you will read). Returns {site: {"error_before": [e(t)],
     "error_after": [e(t)]}} for t = 1..T, where e(t) = mean over channels c of |mean over batch
@@ -78,9 +75,7 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
         raise OptionError(f"readouts must lie in 1..T = {snn.T}, got {readouts}")
     device = place(snn, device)
     capture = ann_activations(ann, snn)
-    spec = snn.input_spec()
-    items = [calibration_input(x, spec, device, "FTBC")
-             for x in islice(input_batches(data, CALIBRATION_BATCH, "FTBC"), batches + check_batches)]
+    items = checked_batches(data, batches + check_batches, snn.input_spec(), device, "FTBC")
     inputs, held_out = items[:batches], items[batches:]
     if not inputs:
         raise SpikeBridgeError("FTBC got no calibration data (the data iterable is empty)")

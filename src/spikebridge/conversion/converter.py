@@ -66,9 +66,8 @@ class Calibration:
             if self._data is None:
                 raise ConversionError("this method runs the network on its calibration images: pass "
                                       "calibration_data (statistics alone are not enough)")
-            spec = input_spec(self._gm)
-            self._batches = [calibration_input(x, spec, self.device)
-                             for x in _inputs(self._data, self._options.calibration_batches)]
+            self._batches = checked_batches(self._data, self._options.calibration_batches, input_spec(self._gm),
+                                            self.device)
             if not self._batches:
                 raise ConversionError("calibration_data yielded no batches")
         return self._batches
@@ -82,10 +81,15 @@ def calibration_input(x, spec: InputSpec, device, who: str = "calibration") -> t
     return spec.check(x, who)
 
 
-def _inputs(data, limit: int | None) -> Iterator[torch.Tensor]:
+def checked_batches(data, limit: int | None, spec: InputSpec, device, who: str = "calibration") -> list[torch.Tensor]:
+    """The first ``limit`` batches of ``data`` (``_inputs``), each through ``calibration_input``."""
+    return [calibration_input(x, spec, device, who) for x in _inputs(data, limit, who)]
+
+
+def _inputs(data, limit: int | None, who: str = "calibration") -> Iterator[torch.Tensor]:
     """The input tensors of the first ``limit`` batches of x or (x, y), a tensor [N, ...] being
     split into batches of CALIBRATION_BATCH."""
-    return islice(input_batches(data, CALIBRATION_BATCH, "calibration"), limit)
+    return islice(input_batches(data, CALIBRATION_BATCH, who), limit)
 
 
 def default_for(model: nn.Module) -> Method:

@@ -1,10 +1,10 @@
 """NIR export of rate-coded IF networks for a target importer (docs/architecture.md "Outside
 the core"; targets and their semantics: ``export.targets``).
 
-Mapping: conv → nir.Conv1d/Conv2d (a grouped one written dense: ``_dense``), linear → nir.Affine (zero bias when it has none), average
-pooling → nir.AvgPool2d, or nir.SumPool2d where the target lacks it, flatten → nir.Flatten over
-the last dims (``start_dim`` < 0), residual add → several edges into one node (NIR sums a
-node's incoming edges), IFNeuron → nir.IF (nir.LIF for snnTorch) emitting spikes of value 1.
+Mapping: conv → nir.Conv1d/Conv2d (a grouped one written dense: ``_dense``), linear →
+nir.Affine (zero bias when it has none), average pooling → nir.AvgPool2d, or nir.SumPool2d
+where the target lacks it, flatten → nir.Flatten over the last dims (``start_dim`` < 0),
+residual add → several edges into one node (NIR sums a node's incoming edges), IFNeuron → nir.IF (nir.LIF for snnTorch) emitting spikes of value 1.
 
 THE SPIKE VALUE IS FOLDED. spikebridge's neuron emits θ per spike; NIR's emit 1. Each tensor
 of the graph is exported as x_nir = x / σ with a per-channel σ: σ = θ after a neuron, σ = 1/k²

@@ -41,6 +41,10 @@ MODELS = (
                {"stem_stride": 2}),
     SuiteModel("mobilenetv2", "MobileNetV2 with ReLU, depthwise convs (width 0.35, stride-2 stem, 128-d head)",
                "mobilenetv2", {"width_mult": 0.35, "stem_stride": 2, "last_channel": 128}),
+    # Held out: added after the default (network-level + FTBC) was chosen on the models above.
+    SuiteModel("vgg-deep", "held out: the VGG at 4 convs per stage (12 conv + 2 FC, twice as deep), width 8",
+               "vgg_small", {"width": 8, "convs": 4}),
+    SuiteModel("mlp", "held out: an MLP, 3 hidden layers of 256, no convolution and no BatchNorm", "mlp"),
 )
 BY_KEY = {m.key: m for m in MODELS}
 

@@ -19,7 +19,7 @@ from .efficientnet import efficientnet_tiny
 from .mobilenet import MobileNetV2
 from .rescat import ResCatNet
 from .resnet import resnet18, resnet20, resnet34
-from .small import SmallCNN
+from .small import MLP, SmallCNN
 from .vgg import VGG16, VGGSmall
 from .vit import vit_tiny
 
@@ -33,6 +33,7 @@ _REGISTRY = {
     "resnet34": (resnet34, 32),
     "mobilenetv2": (MobileNetV2, 32),
     "small_cnn": (SmallCNN, None),
+    "mlp": (MLP, None),
     "vgg_small": (VGGSmall, None),
     "rescat": (ResCatNet, None),
     "vit_tiny": (vit_tiny, None),

@@ -1,4 +1,4 @@
-"""A small CNN for quick CPU runs on 28x28 (or any size) inputs."""
+"""A small CNN and an MLP for quick CPU runs on 28x28 (or any size) inputs."""
 from torch import nn
 
 
@@ -20,3 +20,22 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron: the image average-pooled to ``size`` x ``size`` (adaptive, so any
+    input size works), flattened, ``depth`` Linear(hidden)-ReLU layers, then Linear(classes).
+    No convolution and no BatchNorm: the plain network of early conversion work."""
+
+    def __init__(self, num_classes=10, in_channels=3, hidden=256, depth=3, size=14):
+        super().__init__()
+        layers = [nn.AdaptiveAvgPool2d(size), nn.Flatten()]
+        features = in_channels * size * size
+        for _ in range(depth):
+            layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
+            features = hidden
+        layers.append(nn.Linear(features, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)

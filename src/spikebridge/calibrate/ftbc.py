@@ -89,7 +89,7 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
         before = _errors(snn, capture, inputs)
         for x in progress_bar(inputs, "FTBC", enabled=progress):
             _FTBCRunner(snn, capture(x), alpha).run(x)
-        kept = check_biases(snn, ann, held_out, readouts) if held_out else None
+        kept = check_biases(snn, capture.model, held_out, readouts) if held_out else None
         after = _errors(snn, capture, inputs)
     snn.train(was_training)
     summary = {site: {"error_before": before[site], "error_after": after[site]} for site in neurons}
@@ -99,12 +99,13 @@ def ftbc(snn: SpikingNetwork, ann: nn.Module, data: Iterable, alpha: float = 0.5
 
 
 def check_biases(snn: SpikingNetwork, ann: nn.Module, inputs: list[torch.Tensor], readouts: list[int]) -> list[float]:
-    """Scale the fitted biases block by block (module docstring): the steps up to the first
-    readout, then up to each next one, each block's biases (all sites) by a λ of SCALES, later
-    blocks trying the same λ; a λ replaces the previous block's only if it agrees with the ANN
-    on ``inputs`` significantly more often at the readouts from that block on (``_better``).
-    Steps after the last readout lose their biases (they change no readout). Returns λ(t) for
-    t = 1..T; the neurons keep λ(t)·b(t)."""
+    """Scale the fitted biases block by block (module docstring), ``ann`` (ftbc passes its
+    traced copy of the ANN, on the SNN's device) giving the reference predictions: the steps up
+    to the first readout, then up to each next one, each block's biases (all sites) by a λ of
+    SCALES, later blocks trying the same λ; a λ replaces the previous block's only if it agrees
+    with the ANN on ``inputs`` significantly more often at the readouts from that block on
+    (``_better``). Steps after the last readout lose their biases (they change no readout).
+    Returns λ(t) for t = 1..T; the neurons keep λ(t)·b(t)."""
     neurons = list(snn.neurons().values())
     fitted = [n.bias.clone() for n in neurons]
     with torch.no_grad():
@@ -175,7 +176,8 @@ def _check_snn(snn: SpikingNetwork) -> dict[str, SpikingNeuron]:
 def ann_activations(ann: nn.Module, snn: SpikingNetwork) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """A function x -> {site: ANN activation} with the SNN's site names: the QCFS outputs
     (sb.sites) for QCFS methods, the ReLU outputs at the sites convert() names for ReLU
-    methods (a QCFS ANN is taken as its ReLU equivalent there, as convert() does)."""
+    methods (a QCFS ANN is taken as its ReLU equivalent there, as convert() does). Its
+    ``model`` is the traced copy of the ANN it runs, on the SNN's device."""
     gm, modules = ann_site_modules(ann, relu=snn.record.source is Source.RELU)
     names = list(modules)
     expected = list(snn.neurons())
@@ -196,6 +198,7 @@ def ann_activations(ann: nn.Module, snn: SpikingNetwork) -> Callable[[torch.Tens
             gm(x)
         return dict(found)
 
+    capture.model = gm
     return capture
 
 

@@ -127,7 +127,7 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
             raise OptionError(f"method {method!r} runs for {record.time.description}; do not pass T")
     model = model.eval()
     gm = trace(model)
-    place(gm, device)
+    device = place(gm, device)
     check_finite(gm)
     if record.source is Source.QCFS:
         if calibration_data is not None or statistics is not None:
@@ -161,6 +161,7 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
+    gm.to(device)  # the neurons, whose θ may come from statistics kept on the CPU
     return SpikingNetwork(gm, record.name, info.pop("T"), info)
 
 

@@ -25,6 +25,7 @@ dropped or spread over the steps as a bias v0/T (``--v0``).
 """
 from __future__ import annotations
 
+import copy
 import keyword
 import warnings
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .. import __version__
+from ..device import module_device
 from ..errors import SpikeBridgeError, first_line
 from ..conversion.ops import op_for_node
 from ..snn.codings import RATE
@@ -71,6 +73,8 @@ def export_nir(snn: SpikingNetwork, path=None, input_shape=None, allow_drop_ftbc
     if shape is None:
         raise SpikeBridgeError("give the input shape of one sample (e.g. 1,28,28); the network does not record it")
     shape = tuple(int(s) for s in shape)
+    if module_device(snn).type != "cpu":  # NIR holds numpy arrays: export a CPU copy
+        snn = copy.deepcopy(snn).cpu()
     graph = _Exporter(snn, shape, allow_drop_ftbc, get_target(target), v0, threshold_scale).build()
     if path is not None:
         write(path, graph)

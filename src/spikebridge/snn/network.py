@@ -14,6 +14,7 @@ from torch import fx, nn
 
 from ..conversion.ops import Kind, op_for_module
 from ..conversion.registry import Method, get_method
+from ..device import module_device
 from ..errors import OptionError, check_int, check_T
 from ..inputs import InputSpec, input_spec
 from .codings import Coding
@@ -148,8 +149,8 @@ class SpikingNetwork(nn.Module):
     # -- execution -------------------------------------------------------------------------
     def simulate(self, x: torch.Tensor, T: int | None = None, record: bool = True, values: bool = False,
                  chunk: int | None = None) -> SimulationResult:
-        """Run the SNN on analog input x [B, ...]. T overrides the network's steps for this
-        run only, where the method's time policy accepts a T (PASC runs its levels). An input
+        """Run the SNN on analog input x [B, ...] (moved to the network's device). T overrides
+        the network's steps for this run only, where the method's time policy accepts a T (PASC runs its levels). An input
         that does not fit (``input_spec``) is an InputError.
 
         chunk: steps simulated at once (default ``auto_chunk(x)``: 1 to 8, fewer for larger
@@ -164,7 +165,7 @@ class SpikingNetwork(nn.Module):
 
         if T is not None and not self.record.time.accepts_T:
             raise OptionError(f"method {self.method!r} runs for {self.record.time.description}")
-        self.input_spec().check(x, "simulate()")
+        x = self.input_spec().check(x, "simulate()").to(module_device(self))
         chunk = check_int(auto_chunk(x) if chunk is None else chunk, "chunk")
         neurons = self.neurons()
         timed = {n: m for n, m in neurons.items() if m.time_driven}

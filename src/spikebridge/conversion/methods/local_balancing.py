@@ -44,7 +44,7 @@ def balanced_thresholds(gm, sites: list[str], batches, channel_wise: bool, rate:
     def balance(name):
         def hook(_module, _inputs, a):
             dims = [d for d in range(a.dim()) if d != 1] if channel_wise else list(range(a.dim()))
-            old = theta.get(name, torch.zeros(a.shape[1] if channel_wise else (), dtype=torch.float64))
+            old = theta.get(name, a.new_zeros(a.shape[1] if channel_wise else (), dtype=torch.float64))
             view = old.view(1, -1, *([1] * (a.dim() - 2))) if channel_wise else old
             overflow = (a.double() - view).clamp_min(0).mean(dims)
             theta[name] = old + 2 * rate * overflow

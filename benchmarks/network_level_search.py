@@ -59,7 +59,7 @@ def report(results: dict) -> str:
             continue
         dataset, key, seed = name.split("/")
         models.setdefault((dataset, key), []).append(int(seed))
-    lines = [f"| model (seeds) | " + " | ".join(f"T={T}: stored → search {SEARCH} (SJ best)" for T in TS) + " |",
+    lines = ["| model (seeds) | " + " | ".join(f"T={T}: stored → search {SEARCH} (SJ best)" for T in TS) + " |",
              "|---|" + "---|" * len(TS)]
     gaps = {"stored": [], "search": []}
     for (dataset, key), seeds in sorted(models.items()):

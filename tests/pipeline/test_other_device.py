@@ -46,7 +46,8 @@ X = torch.rand(48, 1, 8, 8)
 DATA = [(X[i:i + 16], torch.randint(0, 3, (16,))) for i in range(0, 48, 16)]
 
 
-def _on_device(tensors: dict) -> list[str]:
+def _on_device(tensors: list[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the tensors that are not on the fake device."""
     return [name for name, t in tensors if not isinstance(t, Elsewhere)]
 
 

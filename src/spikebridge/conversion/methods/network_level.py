@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from ...device import module_device
 from ...errors import OptionError
 from ...progress import progress as progress_bar
 from ...snn.codings import RATE
@@ -141,8 +140,7 @@ def build(gm, sites, T, options: NetworkLevelOptions, calibration) -> dict:
     rules = RULES if options.channel_wise else LAYER_RULES
     dtype = torch.get_default_dtype()
     channels = {site: calibration.statistics.channel_max(site).numel() for site in sites}
-    device = module_device(gm)  # the statistics' θ are on the CPU
-    bases = {rule: {site: theta.expand(channels[site]).to(device, dtype)
+    bases = {rule: {site: theta.expand(channels[site]).to(calibration.device, dtype)  # statistics: on the CPU
                     for site, theta in rule_thresholds(gm, sites, T, rule, calibration).items()} for rule in rules}
     batches, images = [], 0
     for x in calibration.batches():  # the first search_images images

@@ -44,7 +44,7 @@ class InputSpec:
         """``x`` if it fits, else an InputError naming ``who`` received what."""
         takes = f"the network takes {self.describe()}"
         if not isinstance(x, torch.Tensor):
-            raise InputError(f"{who} got a {type(x).__name__}, not a tensor; {takes}")
+            raise InputError(f"{who} got a value of type {type(x).__name__}, not a tensor; {takes}")
         given = f"input of shape {tuple(x.shape)} and dtype {str(x.dtype).removeprefix('torch.')}"
         if x.dtype != self.dtype:
             fix = "convert the input with x.to(" + str(self.dtype) + ")"
@@ -93,7 +93,7 @@ def batches(data, batch_size: int, who: str) -> Iterator:
     try:
         items = iter(data)
     except TypeError:
-        raise InputError(f"{who} got a {type(data).__name__}: pass a tensor [N, ...] or an iterable of "
+        raise InputError(f"{who} got a value of type {type(data).__name__}: pass a tensor [N, ...] or an iterable of "
                          "x or (x, y) batches") from None
     for item in items:
         yield item[0] if isinstance(item, (tuple, list)) else item

@@ -190,7 +190,7 @@ BAD_INPUTS = {
     "5-D": (torch.randn(2, 1, 1, 8, 8), "takes \\[B, 1, H, W\\]"),
     "float16": (torch.randn(2, 1, 8, 8).half(), "dtype float16.*x.to\\(torch.float32\\)"),
     "int64": (torch.ones(2, 1, 8, 8, dtype=torch.int64), "dtype int64"),
-    "a list": ([[0.0] * 8] * 8, "got a list, not a tensor"),
+    "a list": ([[0.0] * 8] * 8, "got a value of type list, not a tensor"),
 }
 
 
@@ -219,7 +219,7 @@ def test_a_tensor_as_calibration_data_is_split_into_batches():
 
 
 def test_calibration_data_that_is_not_iterable_is_an_error():
-    with pytest.raises(InputError, match="got a int") as err:
+    with pytest.raises(InputError, match="got a value of type int") as err:
         sb.convert(_small(), "max-norm", calibration_data=3)
     _one_line(err)
 

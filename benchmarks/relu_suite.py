@@ -152,7 +152,8 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
                 continue
             start = time.perf_counter()
             snn = sb.convert(ann, method, T=T, calibration_data=calib, **options)
-            row = {"seconds": time.perf_counter() - start, "chosen": snn.info.get("chosen"), "plain": at_T(snn, test, T)}
+            row = {"seconds": time.perf_counter() - start, "chosen": snn.info.get("chosen"),
+                   "passes": snn.info.get("passes"), "plain": at_T(snn, test, T)}
             row["kept"] = ftbc(snn, [T])
             row["fitted"] = at_T(snn, test, T)
             done[str(T)] = row
@@ -160,11 +161,11 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
             print(f"  {label} T={T}: {100 * row['plain']:.2f} / + FTBC {100 * row['fitted']:.2f} ({row['seconds']:.0f} s)",
                   flush=True)
         del partial[label]
-        plain, fitted, spent, kept, info = ({T: done[str(T)][k] for T in TS}
-                                            for k in ("plain", "fitted", "seconds", "kept", "chosen"))
+        plain, fitted, spent, kept, info, passes = ({T: done[str(T)].get(k) for T in TS}
+                                                    for k in ("plain", "fitted", "seconds", "kept", "chosen", "passes"))
         if with_plain:
             report(label, plain, sum(spent.values()))
-        extra[label] = {"seconds_per_T": spent, "chosen": info}
+        extra[label] = {"seconds_per_T": spent, "chosen": info, "passes": passes}
         extra[label + " + FTBC"] = {"kept": kept}
         report(label + " + FTBC", fitted)
 

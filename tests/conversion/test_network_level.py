@@ -50,8 +50,8 @@ def _accuracy(snn, test, T):
 def test_output_error_never_rises_and_is_at_most_the_rules_it_starts_from(setup, T):
     ann, calib = setup["ann"], setup["calib"]
     snn = sb.convert(ann, "network-level", T=T, calibration_data=calib)
-    history = snn.info["output_error"]
-    assert len(history) == 1 + len(snn.neurons())
+    history, passes = snn.info["output_error"], snn.info["passes"]
+    assert 1 <= passes <= 3 and len(history) == 1 + passes * len(snn.neurons())
     assert all(b <= a for a, b in zip(history, history[1:]))
     assert history[-1] == pytest.approx(_output_error(snn, ann, calib, T), rel=1e-6)
     assert set(snn.info["chosen"]) == set(snn.neurons())
@@ -76,6 +76,25 @@ def test_more_accurate_than_per_site_rules_at_low_T(setup):
         pct = _accuracy(sb.convert(ann, "percentile", T=T, calibration_data=calib, channel_wise=True,
                                    v0_fraction=0.5), test, T)
         assert net > max(dd, pct) + 0.02, (T, net, dd, pct)
+
+
+def test_passes_repeat_the_site_by_site_search_until_nothing_changes(setup):
+    """Pass p starts from pass p−1's choice: its history extends the shorter search's, and the
+    search stops after a pass in which no site changed (its E equals the pass before's)."""
+    ann, calib = setup["ann"], setup["calib"]
+    sites = len(sb.convert(ann, "network-level", T=4, calibration_data=calib, passes=1).neurons())
+    runs = {p: sb.convert(ann, "network-level", T=4, calibration_data=calib, passes=p).info for p in (1, 2, 6)}
+    for p, info in runs.items():
+        assert info["passes"] <= p and len(info["output_error"]) == 1 + info["passes"] * sites
+    assert runs[2]["output_error"][:1 + sites] == runs[1]["output_error"]
+    longest = runs[6]
+    assert longest["output_error"][:len(runs[2]["output_error"])] == runs[2]["output_error"]
+    if longest["passes"] < 6:  # converged: its last pass changed nothing
+        assert longest["output_error"][-1] == longest["output_error"][-1 - sites]
+    assert longest["passes"] > 2  # at T = 4 on this network the second and third passes lower E
+    assert longest["output_error"][-1] < runs[1]["output_error"][-1]
+    with pytest.raises(sb.OptionError, match="passes be positive"):
+        sb.convert(ann, "network-level", T=4, calibration_data=calib, passes=0)
 
 
 def test_layer_wise_candidates_without_channel_statistics(setup):
@@ -128,7 +147,7 @@ def test_the_search_reports_its_progress_in_a_log(setup, capsys, monkeypatch):
     from spikebridge import progress
 
     monkeypatch.setenv(progress.ENV_SECONDS, "0")
-    sb.convert(setup["ann"], "network-level", T=2, calibration_data=setup["calib"])
+    sb.convert(setup["ann"], "network-level", T=2, calibration_data=setup["calib"], passes=1)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("network-level search (T=2)")]
     assert [line.split(": ")[1].split(" (")[0] for line in lines] == ["1/4 steps", "2/4 steps", "3/4 steps",
                                                                        "4/4 steps"]

@@ -17,13 +17,15 @@ every T ≥ 8; the rules' statistics use all of them).
    assignment (spiking, as FTBC corrects biases one site after another) and the sites after it
    at the start: site k tries its current (rule, s), (rule, s·f) for every f of STEPS and
    every other rule at s, and keeps the one with the least E.
+3. Stage 2 again, the sites after k now at their chosen assignment, until a pass changes no
+   site or ``passes`` passes have run (coordinate descent on E).
 
 E never increases: each try includes the current assignment (ties keep it). Unlike the
 data-driven rule (§4), which minimises each site's own quantisation error for a constant input,
 E sees what a site's spikes do downstream: the delay before the first spike, the uneven arrival
 of spikes in later layers, and how much the output cares about each site.
 Cost: per calibration batch, stage 1 runs the whole SNN once per (rule, scale); stage 2 runs
-the part of the SNN from site k to the output once per try, after one run up to site k.
+the part of the SNN from site k to the output once per try, after one run up to site k, per pass.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ class NetworkLevelOptions(CalibrationOptions):
     v0_fraction: float = option(0.5, "initial potential as a fraction of θ (0.5: half threshold)")
     search_images: int | None = option(None, "calibration images the output error is measured on (default: "
                                              "min(512, 4096/T), at least 128; the statistics use all)")
+    passes: int = option(3, "passes of the site-by-site search at most; it stops after a pass that changes "
+                            "no site")
 
 
 def rule_thresholds(gm, sites: list[str], T: int, rule: str, calibration) -> dict[str, torch.Tensor]:
@@ -134,9 +138,9 @@ def _label(choice: tuple[str, float]) -> str:
 @torch.no_grad()
 def build(gm, sites, T, options: NetworkLevelOptions, calibration) -> dict:
     search_images = max(128, min(512, 4096 // T)) if options.search_images is None else options.search_images
-    if not 0 <= options.v0_fraction <= 1 or search_images < 1:
-        raise OptionError(f"v0_fraction must lie in [0, 1] and search_images be positive, got "
-                          f"{options.v0_fraction} and {search_images}")
+    if not 0 <= options.v0_fraction <= 1 or search_images < 1 or options.passes < 1:
+        raise OptionError(f"v0_fraction must lie in [0, 1], search_images and passes be positive, got "
+                          f"{options.v0_fraction}, {search_images} and {options.passes}")
     rules = RULES if options.channel_wise else LAYER_RULES
     dtype = torch.get_default_dtype()
     channels = {site: calibration.statistics.channel_max(site).numel() for site in sites}
@@ -151,11 +155,22 @@ def build(gm, sites, T, options: NetworkLevelOptions, calibration) -> dict:
     search = _Search(gm, sites, T, bases, options.v0_fraction, batches)
     sites = sorted(sites, key=search.position.__getitem__)  # topological order
     uniform = [(rule, s) for rule in rules for s in SCALES]
-    chosen, history = {}, []
-    for step in progress_bar([None, *sites], f"network-level search (T={T})", total=len(sites) + 1, unit="steps"):
+    chosen, history, passes = {}, [], 0
+
+    def steps():
+        nonlocal passes
+        yield None
+        for passes in range(1, options.passes + 1):
+            before = dict(chosen)
+            yield from sites
+            if chosen == before:
+                return
+
+    for step in progress_bar(steps(), f"network-level search (T={T})", total=1 + options.passes * len(sites),
+                             unit="steps"):
         if step is None:  # stage 1: one (rule, s) at every site
             tries = [dict.fromkeys(sites, choice) for choice in uniform]
-        else:             # stage 2: site `step` tries other scales and rules, the sites before it chosen
+        else:             # stage 2: site `step` tries other scales and rules, the other sites as chosen so far
             rule, s = chosen[step]
             tries = [{step: choice} for choice in [(rule, s)] + [(rule, s * f) for f in STEPS]
                      + [(other, s) for other in rules if other != rule]]
@@ -165,7 +180,7 @@ def build(gm, sites, T, options: NetworkLevelOptions, calibration) -> dict:
         search.assign(tries[best])
         history.append(errors[best] / images)
     return {"T": T, "thresholds": {s: n.threshold.tolist() for s, n in search.neurons.items()},
-            "chosen": {site: _label(c) for site, c in chosen.items()}, "output_error": history}
+            "chosen": {site: _label(c) for site, c in chosen.items()}, "output_error": history, "passes": passes}
 
 
 register(Method(

@@ -2,7 +2,8 @@
 paper-size CIFAR ResNet-20 (widths 16/32/64, stride-1 stem, 32x32 inputs: 41M MACs per
 image) with 1024 calibration images from Fashion-MNIST (padded to 32x32), one torch thread.
 The weights are freshly initialised: each pass of the search runs the same simulations whatever
-the weights; which assignment wins, and so how many passes run (at most 3), differs. Statistics are collected once (timed apart).
+the weights; which assignment wins, and so how many passes run (at most 3), differs.
+Statistics are collected once (timed apart).
 
     python benchmarks/network_level_cost.py --T 1,4,32
 """

@@ -262,10 +262,6 @@ def markdown(results: list[dict]) -> str:
                 cells.append(f"**{text}**" if accs[label][T] == best[T] else text)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
-        one_pass = [r["seed"] for r in runs if "passes" not in r["extra"].get("network-level", {"passes": None})]
-        if one_pass:
-            lines += [f"network-level rows (seeds {', '.join(map(str, one_pass))}): made with one pass of the "
-                      "site-by-site search, before `passes` (docs/methods.md §10) existed.", ""]
         if not finished:
             continue
         order = sorted(labels, key=lambda label: -mean(accs[label].values()))

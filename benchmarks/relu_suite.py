@@ -161,7 +161,7 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
             print(f"  {label} T={T}: {100 * row['plain']:.2f} / + FTBC {100 * row['fitted']:.2f} ({row['seconds']:.0f} s)",
                   flush=True)
         del partial[label]
-        plain, fitted, spent, kept, info, passes = ({T: done[str(T)].get(k) for T in TS}
+        plain, fitted, spent, kept, info, passes = ({T: done[str(T)][k] for T in TS}
                                                     for k in ("plain", "fitted", "seconds", "kept", "chosen", "passes"))
         if with_plain:
             report(label, plain, sum(spent.values()))

@@ -159,10 +159,10 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
                 continue
             start = time.perf_counter()
             snn = snn_at(T)
-            row = {"seconds": time.perf_counter() - start, "chosen": snn.info.get("chosen"),
-                   "passes": snn.info.get("passes")}
+            row = {}
             if plain:
-                row["plain"] = at_T(snn, test, T)
+                row = {"seconds": time.perf_counter() - start, "chosen": snn.info.get("chosen"),
+                       "passes": snn.info.get("passes"), "plain": at_T(snn, test, T)}
             row["kept"] = ftbc(snn, [T])
             row["fitted"] = at_T(snn, test, T)
             done[str(T)] = row
@@ -172,12 +172,14 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
         del partial[label]
         if plain:
             report(label, {T: done[str(T)]["plain"] for T in TS}, sum(done[str(T)]["seconds"] for T in TS))
-            extra[label] = {key: {T: done[str(T)][k] for T in TS}
-                            for key, k in (("seconds_per_T", "seconds"), ("chosen", "chosen"), ("passes", "passes"))}
+            extra[label] = {field: {T: done[str(T)][k] for T in TS}
+                            for field, k in (("seconds_per_T", "seconds"), ("chosen", "chosen"), ("passes", "passes"))}
         extra[label + " + FTBC"] = {"kept": {T: done[str(T)]["kept"] for T in TS}}
         report(label + " + FTBC", {T: done[str(T)]["fitted"] for T in TS})
 
     def per_T_rows(label, method, **options):
+        if label + " + FTBC" in rows and not args.fresh:
+            return
         ftbc_rows(label, lambda T: sb.convert(ann, method, T=T, calibration_data=calib, **options))
 
     if "network-level" in groups:

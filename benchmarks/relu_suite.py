@@ -159,10 +159,8 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
                 continue
             start = time.perf_counter()
             snn = snn_at(T)
-            row = {}
-            if plain:
-                row = {"seconds": time.perf_counter() - start, "chosen": snn.info.get("chosen"),
-                       "passes": snn.info.get("passes"), "plain": at_T(snn, test, T)}
+            row = {"seconds": time.perf_counter() - start, "chosen": snn.info.get("chosen"),
+                   "passes": snn.info.get("passes"), "plain": at_T(snn, test, T)} if plain else {}
             row["kept"] = ftbc(snn, [T])
             row["fitted"] = at_T(snn, test, T)
             done[str(T)] = row

@@ -10,7 +10,8 @@ batch size and T, in one process with interleaved rounds (median of ``--rounds``
   update (``functional.if_multi_step``) picks its implementation by the input's device: a loop
   of torch operations on the CPU, its native CUDA/Triton kernels on a GPU, so ``--device cuda``
   measures those with no other switch;
-- the dense limit: T × the plain ReLU ANN's forward time on the same batch;
+- the dense limit: T × the plain ReLU ANN's forward time on the same batch (and, as a second
+  limit, T × the same ANN with weights and input channels-last, its fastest layout on a CPU);
 - PASC and bit-plane: their time against their own steps × the ANN's forward time.
 
 Peak memory (``--memory``): in a fresh subprocess that builds the network, the peak resident
@@ -96,6 +97,10 @@ def measure(name: str, batch: int, Ts: list[int], rounds: int, image_size: int, 
     for T in Ts:
         runs = contenders(relu, x, T)
         runs["ReLU ANN"] = (lambda: relu(x), 1)
+        if x.dim() == 4:  # the ANN as fast as it goes here: weights and input channels-last
+            relu_cl, x_cl = copy.deepcopy(relu).to(memory_format=torch.channels_last), x.contiguous(
+                memory_format=torch.channels_last)
+            runs["ReLU ANN, channels-last"] = (lambda: relu_cl(x_cl), 1)
         for fn, _ in runs.values():  # warm-up
             timed(fn)
         times = {k: [] for k in runs}
@@ -103,11 +108,12 @@ def measure(name: str, batch: int, Ts: list[int], rounds: int, image_size: int, 
             for k, (fn, _) in runs.items():
                 times[k].append(timed(fn))
         med = {k: statistics.median(v) for k, v in times.items()}
-        ann = med.pop("ReLU ANN")
+        ann, ann_cl = med.pop("ReLU ANN"), med.pop("ReLU ANN, channels-last", None)
         row = {"model": name, "batch": batch, "T": T, "threads": torch.get_num_threads(), "device": str(device),
-               "ann_s": ann, "seconds": med,
+               "ann_s": ann, "ann_channels_last_s": ann_cl, "seconds": med,
                "ours_over_sj": med["ours max-norm"] / med["SpikingJelly max"],
-               "over_dense_limit": {k: med[k] / (runs[k][1] * ann) for k in med}}
+               "over_dense_limit": {k: med[k] / (runs[k][1] * ann) for k in med},
+               "over_channels_last_limit": None if ann_cl is None else {k: med[k] / (runs[k][1] * ann_cl) for k in med}}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

@@ -16,8 +16,17 @@ from spikebridge.analysis.evaluation import evaluate_snn
 from spikebridge.cli import main
 from spikebridge.conversion.registry import Source, methods
 from spikebridge.export.nir import export_nir
+from spikebridge.snn import engine
 
 from fake_device import Elsewhere, FakeDevice, elsewhere
+
+
+@pytest.fixture(autouse=True)
+def nchw_on_the_cpu_too(monkeypatch):
+    """Off the CPU the engine convolves NCHW (``engine.step_layout``); the fake device computes
+    on the CPU, so with the CPU's channels-last steps pinned to NCHW both run the same kernels
+    and must give the same bits (tests/snn/test_step_layout.py compares the two layouts)."""
+    monkeypatch.setattr(engine, "CHANNELS_LAST_PIXELS", float("inf"))
 
 
 class _Net(nn.Module):

@@ -109,6 +109,7 @@ class Op:
     advice: str = ""
     replacement: Callable[[nn.Module], nn.Module] | None = None
     site_form: Callable[[nn.Module | None, tuple, dict], SiteForm] | None = None
+    contiguous: bool = False  # reads strides (``view``): the engine makes its trains contiguous first
 
     def module_config(self, module: nn.Module) -> dict:
         """The constructor arguments that rebuild ``module`` (without its tensors)."""
@@ -348,7 +349,8 @@ OPS: tuple[Op, ...] = (
     Op("flatten", Kind.STATELESS, modules=(nn.Flatten,), functions=(torch.flatten,), methods=("flatten",),
        config=("start_dim", "end_dim"), nir="reshape"),
     Op("unflatten", Kind.STATELESS, modules=(nn.Unflatten,), config=("dim", "unflattened_size"), nir="reshape"),
-    Op("reshape", Kind.STATELESS, functions=(torch.reshape,), methods=("view", "reshape"), nir="reshape"),
+    Op("reshape", Kind.STATELESS, functions=(torch.reshape,), methods=("view", "reshape"), nir="reshape",
+       contiguous=True),  # a step may be channels-last (engine.step_layout), which ``view`` cannot take
     Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous",), nir="identity"),
     Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
     # sums of trains scaled by numbers, plus constants (fx traces x += c as operator.add)

@@ -29,25 +29,46 @@ from torch import fx, nn
 from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, on_numbers, op_for_module,
                               per_element)
 from ..errors import ConversionError, InputError, SpikeBridgeError, first_line
-from .neurons import SpikingNeuron
+from .neurons import SpikingNeuron, empty_train
 
 
-def synapse(layer: nn.Module, train: torch.Tensor, coding) -> torch.Tensor:
+CHANNELS_LAST_PIXELS = 64  # a 2-D convolution over at least 8x8 pixels runs channels-last on the CPU
+CHANNELS_LAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # oneDNN's; float64 convolves natively
+
+
+def step_layout(layer: nn.Module, train: torch.Tensor) -> torch.memory_format:
+    """The memory format a synaptic layer's steps run in: channels-last (NHWC) for a Conv2d on
+    the CPU whose input has at least ``CHANNELS_LAST_PIXELS`` pixels and a oneDNN dtype, else
+    contiguous (NCHW). oneDNN convolves NHWC natively and reorders NCHW at every call: measured
+    on 2 cores, one thread, float32, NHWC took 0.35–0.93x the time of NCHW from 8x8 up (3x3, 1x1
+    and depthwise, 3 to 256 channels) and 1.0–1.4x at 4x4 and 2x2 with 256–512 channels; float64
+    1.38x at 32x32 (BENCHMARKS.md §9). Not measured on a GPU: other devices keep NCHW."""
+    if (isinstance(layer, nn.Conv2d) and train.device.type == "cpu" and train.dtype in CHANNELS_LAST_DTYPES
+            and train.dim() == 5 and train.shape[-2] * train.shape[-1] >= CHANNELS_LAST_PIXELS):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_format = torch.contiguous_format,
+            weight: torch.Tensor | None = None) -> torch.Tensor:
     """W·x(t) + the coding's bias for a train of ``train.shape[0]`` steps (docs §1–3), one
-    step at a time with the bias inside the conv/linear call. Per step, every call has the
-    batch's shape whatever the train's length, so a run in time chunks computes bit for bit
-    what one run computes (a GEMM over T·B rows can round differently from one over B)."""
+    step at a time with the bias inside the conv/linear call, each step in ``layout`` and
+    ``weight`` the layer's weight in that layout (``step_layout``; default: the layer's). Per
+    step, every call has the batch's shape whatever the train's length, so a run in time chunks
+    computes bit for bit what one run computes (a GEMM over T·B rows can round differently from
+    one over B). The output train's steps have the layout the layer gives them."""
     steps = train.shape[0]
+    weight = layer.weight if weight is None else weight
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
-    forward = (lambda x: F.linear(x, layer.weight, bias)) if isinstance(layer, nn.Linear) else (
-        lambda x: layer._conv_forward(x, layer.weight, bias))
+    forward = (lambda x: F.linear(x, weight, bias)) if isinstance(layer, nn.Linear) else (
+        lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
     if steps == 1:
         return forward(train[0]).unsqueeze(0)
     y = None
     for t in range(steps):
         y_t = forward(train[t])
         if y is None:
-            y = y_t.new_empty((steps, *y_t.shape))
+            y = empty_train(y_t, steps)
         y[t] = y_t
     return y
 
@@ -84,6 +105,7 @@ class TrainRunner(fx.Interpreter):
         self.steps: dict[str, int] = {}
         self.counted: dict[int, tuple] = {}  # id(site output) -> (weak reference to it, its counts)
         self.modules: dict[str, tuple] = {}  # target -> (module, its op; None for a neuron)
+        self.weights: dict[tuple, torch.Tensor] = {}  # (synaptic layer, step layout) -> its weight in that layout
 
     def run_window(self, x: torch.Tensor, window: tuple[int, int] | None):
         """Steps t0 .. t0 + steps − 1 of the simulation (None: all of them, in one piece)."""
@@ -130,7 +152,10 @@ class TrainRunner(fx.Interpreter):
                                   "a spiking neuron nor an op of the op table that a spiking network can hold")
         if op.kind is Kind.SYNAPTIC:
             self.record_events(target, args[0])
-            return synapse(module, args[0], self.coding)
+            layout = step_layout(module, args[0])
+            if (target, layout) not in self.weights:  # the weight in the steps' layout, once per runner
+                self.weights[target, layout] = module.weight.contiguous(memory_format=layout)
+            return synapse(module, args[0], self.coding, layout, self.weights[target, layout])
         if op.kind is Kind.CONSTANT:
             return module().unsqueeze(0)
         return self.run_op(op, module, args, kwargs)
@@ -165,6 +190,8 @@ class TrainRunner(fx.Interpreter):
             trains = args[0] if isinstance(args[0], (list, tuple)) else args[:2]
             if all(isinstance(t, torch.Tensor) for t in trains):
                 return op.combine(self.coding.align(list(trains)), args, kwargs)
+        if op.contiguous:
+            args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: v.contiguous() if isinstance(v, torch.Tensor) else v)
         return self.per_step(fn, args, kwargs)
 
     def affine(self, form) -> torch.Tensor:

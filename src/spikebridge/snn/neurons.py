@@ -8,6 +8,7 @@ scalar (0-dim) or one value per channel [C] (dim 2 of a train, dim 1 of one step
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -45,6 +46,13 @@ def _threshold(value) -> torch.Tensor:
         shown = t.tolist() if t.numel() <= 4 else f"{t.numel()} values, min {t.min().item()}"
         raise OptionError(f"a neuron's threshold must be finite and > 0, got {shown}")
     return t
+
+
+def empty_train(step: torch.Tensor, steps: int) -> torch.Tensor:
+    """An uninitialised train [steps, *step.shape] whose every step has the strides of ``step``
+    (channels-last steps give channels-last steps), so that writing a step is a plain copy."""
+    strides = torch.empty_like(step, device="meta").stride()  # step's layout, made dense
+    return step.new_empty_strided((steps, *step.shape), (step.numel(), *strides))
 
 
 class SpikingNeuron(nn.Module):
@@ -194,7 +202,7 @@ class IFNeuron(SpikingNeuron):
         1.0/0.0 straight into the output step, which is then scaled by θ in place (no bool
         tensor and no bool→float cast: 1.8x faster than ge-into-bool then mul, measured)."""
         theta = channel_view(self.threshold, x.dim() - 1)
-        out = x.new_empty((steps, *x.shape[1:]))
+        out = empty_train(v, steps)
         for t in range(steps):
             v.add_(x[0 if x.shape[0] == 1 else t])
             b = self.bias_at(t0 + t, v.dim())
@@ -289,7 +297,7 @@ class EmulatedIFNeuron(SpikingNeuron):
         theta = value * sem.threshold_scale
         v0 = channel_view(self.v0, x.dim() - 1)
         v = torch.zeros_like(x[0]) + (v0 if sem.v0_mode == "initial" else 0)
-        out = x.new_empty((self.T, *x.shape[1:]))
+        out = empty_train(x[0], self.T)
         for t in range(self.T):
             v = v * sem.leak + x[0 if x.shape[0] == 1 else t]
             if sem.v0_mode == "per-step":
@@ -345,7 +353,7 @@ class PASCNeuron(SpikingNeuron):
         unit = channel_view(self.threshold, x.dim() - 1) / self.levels
         v = torch.zeros_like(x[0]) + unit / 2
         up = torch.empty_like(v)
-        c = torch.zeros(v.shape, dtype=torch.promote_types(v.dtype, torch.float32), device=v.device)
+        c = torch.zeros_like(v, dtype=torch.promote_types(v.dtype, torch.float32))  # v's layout
         for x_t in x:
             v.add_(x_t)
             torch.ge(v, unit, out=up)
@@ -366,7 +374,7 @@ class PASCNeuron(SpikingNeuron):
         k = self.count(x).to(exact)
         steps = torch.arange(self.levels, dtype=exact, device=x.device).view(-1, *([1] * k.dim()))
         unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
-        return torch.lt(steps, k, out=x.new_empty((self.levels, *k.shape))).mul_(unit)
+        return torch.lt(steps, k, out=empty_train(k, self.levels)).mul_(unit)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"
@@ -439,8 +447,8 @@ class BitplaneNeuron(SpikingNeuron):
         if self.standard_if:
             u = torch.zeros_like(x[0]) + lsb / 2
         else:
-            u = torch.clamp(x.sum(0) * L / theta, max=L) + lsb / 2
-        out = []
+            u = torch.clamp(functools.reduce(torch.add, x.unbind(0)) * L / theta, max=L) + lsb / 2  # x's layout
+        out = empty_train(u, self.T)  # each step written in place: stacking a list was 40% of a simulation
         for t in range(self.T):
             if self.standard_if and t < x.shape[0]:
                 u = u + x[t] * L / theta
@@ -448,10 +456,10 @@ class BitplaneNeuron(SpikingNeuron):
                 w = 2 ** (n - 1 - t)
                 s = (u >= w).to(u.dtype)
                 u = u - w * s
-                out.append(s * (theta / L * w))
+                torch.mul(s, theta / L * w, out=out[t])
             else:
-                out.append(torch.zeros_like(u))
-        return torch.stack(out)
+                out[t].zero_()
+        return out
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, T={self.T}, standard_if={self.standard_if}"

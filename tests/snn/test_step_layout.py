@@ -1,0 +1,78 @@
+"""The memory format of convolution steps (snn/engine.py ``step_layout``): on the CPU a Conv2d
+over at least 8x8 pixels runs channels-last, and the simulation gives what NCHW steps give up
+to float rounding: the same spike counts and predictions, logits within rounding."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import spikebridge as sb
+from spikebridge.snn import engine
+from spikebridge.snn.codings import RATE
+from spikebridge.snn.neurons import IFNeuron
+
+
+class _Net(nn.Module):
+    """Convolutions at 16x16 (channels-last) and 4x4 (NCHW), a residual add, pooling, and a
+    ``view`` of a channels-last train (which ``view`` cannot take as it is)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(2, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.fc, self.fc2 = nn.Linear(8 * 4 * 4, 5), nn.Linear(8 * 16 * 16, 5)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        y = torch.relu(self.c2(y)) + y
+        z = torch.relu(self.c3(nn.functional.avg_pool2d(y, 4)))
+        return self.fc(z.flatten(1)) + self.fc2(y.view(y.size(0), -1))
+
+
+def _snn(method: str):
+    torch.manual_seed(0)
+    net = _Net().eval()
+    x = torch.rand(16, 2, 16, 16)
+    if method == "pasc":
+        qann = sb.prepare(net, levels=7, threshold=1.0).eval()
+        return qann, sb.convert(qann, "pasc"), x
+    return net, sb.convert(net, method, T=6, calibration_data=[x]), x
+
+
+def test_the_layout_rule():
+    conv, x = nn.Conv2d(3, 4, 3), torch.zeros(2, 1, 3, 8, 8)
+    assert engine.step_layout(conv, x) is torch.channels_last
+    assert engine.step_layout(conv, x[..., :4, :4]) is torch.contiguous_format       # 16 pixels
+    assert engine.step_layout(conv, x.double()) is torch.contiguous_format          # float64: no oneDNN
+    assert engine.step_layout(nn.Linear(8, 2), x) is torch.contiguous_format
+
+
+@pytest.mark.parametrize("method", ["max-norm", "network-level", "pasc"])
+def test_channels_last_steps_simulate_what_nchw_steps_do(method, monkeypatch):
+    ann, snn, x = _snn(method)
+    fast = snn.simulate(x)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "CHANNELS_LAST_PIXELS", float("inf"))
+        plain = snn.simulate(x)
+    torch.testing.assert_close(fast.logits, plain.logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.logits.argmax(-1), plain.logits.argmax(-1))
+    # a spike can flip only where a potential lies within rounding of its threshold: allow one in 10^4
+    for site in plain.spikes:
+        assert (torch.as_tensor(fast.spikes[site]) - torch.as_tensor(plain.spikes[site])).abs().sum() <= max(
+            1, torch.as_tensor(plain.spikes[site]).sum() // 10_000), site
+    if method == "pasc":  # exact: the SNN's prediction is the ANN's
+        assert torch.equal(fast.logits[-1].argmax(-1), ann(x).argmax(-1))
+
+
+def test_the_trains_keep_the_layout_of_their_steps():
+    torch.manual_seed(0)
+    conv, train = nn.Conv2d(2, 4, 3, padding=1), torch.rand(3, 5, 2, 8, 8)
+    y = engine.synapse(conv, train, RATE, torch.channels_last, conv.weight.contiguous(memory_format=torch.channels_last))
+    assert all(y[t].is_contiguous(memory_format=torch.channels_last) for t in range(3))
+    torch.testing.assert_close(y, engine.synapse(conv, train, RATE))
+    neuron = IFNeuron(torch.full((4,), 0.3), v0=0.15, T=3)
+    with torch.no_grad():
+        out = neuron(y)
+        assert all(out[t].is_contiguous(memory_format=torch.channels_last) for t in range(3))
+        assert torch.equal(out, neuron(y.contiguous())) and out.any()  # element-wise: the same bits in any layout

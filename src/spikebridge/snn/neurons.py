@@ -8,7 +8,6 @@ scalar (0-dim) or one value per channel [C] (dim 2 of a train, dim 1 of one step
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from dataclasses import dataclass
 
@@ -346,7 +345,11 @@ class PASCNeuron(SpikingNeuron):
         return {"levels": self.levels}
 
     def count(self, x: torch.Tensor) -> torch.Tensor:
-        """The emitted spike count k (int64, shape of one step) for an input train x. The
+        """The emitted spike count k (int64, shape of one step) for an input train x."""
+        return self._count(x).long()
+
+    def _count(self, x: torch.Tensor) -> torch.Tensor:
+        """k as a float (see ``count``). The
         comparisons are written as 1.0/0.0 into float buffers and the count c is kept as a
         float of at least 32 bits (exact integers: |c| ≤ L_in + max(L_in, L)), so no step casts
         a bool tensor; v − s·θ* is ``addcmul`` with s ∈ {0, 1}, the same rounding as the paper's."""
@@ -363,21 +366,30 @@ class PASCNeuron(SpikingNeuron):
         for _ in range(max(x.shape[0], self.levels) - 1):
             torch.ge(v, unit, out=up).mul_(torch.lt(c, self.levels, out=room))  # frozen once k is decided
             torch.lt(v, 0, out=down).mul_(torch.gt(c, 0, out=room))
-            if not (up.any() or down.any()):
+            move = up.sub_(down)  # +1 up, −1 down: v − move·θ* is v − θ*, v + θ* or v, as in the paper
+            if not move.any():
                 break
-            c.add_(up).sub_(down)
-            v.addcmul_(up, unit, value=-1).addcmul_(down, unit)
-        return c.clamp_(0, self.levels).long()
+            c.add_(move)
+            v.addcmul_(move, unit, value=-1)
+        return c.clamp_(0, self.levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         exact = torch.promote_types(x.dtype, torch.float32)  # floats: an int64 comparison over L steps was 8x slower
-        k = self.count(x).to(exact)
+        k = self._count(x).to(exact)
         steps = torch.arange(self.levels, dtype=exact, device=x.device).view(-1, *([1] * k.dim()))
         unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
         return torch.lt(steps, k, out=empty_train(k, self.levels)).mul_(unit)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"
+
+
+def _sum_steps(x: torch.Tensor) -> torch.Tensor:
+    """Σ_t x(t) in step order, as one new tensor in x's layout (x.sum(0) gives NCHW)."""
+    total = x[0].clone()
+    for x_t in x[1:]:
+        total.add_(x_t)
+    return total
 
 
 def bits_needed(levels: int) -> int:
@@ -447,16 +459,17 @@ class BitplaneNeuron(SpikingNeuron):
         if self.standard_if:
             u = torch.zeros_like(x[0]) + lsb / 2
         else:
-            u = torch.clamp(functools.reduce(torch.add, x.unbind(0)) * L / theta, max=L) + lsb / 2  # x's layout
+            u = (_sum_steps(x).mul_(L) / theta).clamp_(max=L).add_(lsb / 2)  # x's layout
         out = empty_train(u, self.T)  # each step written in place: stacking a list was 40% of a simulation
         for t in range(self.T):
             if self.standard_if and t < x.shape[0]:
                 u = u + x[t] * L / theta
-            if t < bits:
+            if t < bits:  # s(t) = H(u − w_t) as 1.0/0.0 straight into the step; u −= w_t·s(t); out = s·θ·w_t/L
                 w = 2 ** (n - 1 - t)
-                s = (u >= w).to(u.dtype)
-                u = u - w * s
-                torch.mul(s, theta / L * w, out=out[t])
+                s = torch.ge(u, w, out=out[t])
+                if t < bits - 1:  # the last bit's u is read no more
+                    u.sub_(s, alpha=w)
+                s.mul_(theta / L * w)
             else:
                 out[t].zero_()
         return out

@@ -349,10 +349,10 @@ class PASCNeuron(SpikingNeuron):
         return self._count(x).long()
 
     def _count(self, x: torch.Tensor) -> torch.Tensor:
-        """k as a float (see ``count``). The
-        comparisons are written as 1.0/0.0 into float buffers and the count c is kept as a
-        float of at least 32 bits (exact integers: |c| ≤ L_in + max(L_in, L)), so no step casts
-        a bool tensor; v − s·θ* is ``addcmul`` with s ∈ {0, 1}, the same rounding as the paper's."""
+        """``count``'s k as a float. The comparisons are written as 1.0/0.0 into float buffers
+        and the count c is kept as a float of at least 32 bits (exact integers: |c| ≤ L_in +
+        max(L_in, L)), so no step casts a bool tensor; v − s·θ* is ``addcmul`` with s ∈ {0, 1}
+        (in stage (2) with s ∈ {−1, 0, 1}), the same rounding as the paper's."""
         unit = channel_view(self.threshold, x.dim() - 1) / self.levels
         v = torch.zeros_like(x[0]) + unit / 2
         up = torch.empty_like(v)

@@ -16,7 +16,8 @@ batch size and T, in one process with interleaved rounds (median of ``--rounds``
 
 Peak memory (``--memory``): in a fresh subprocess that builds the network, the peak resident
 set size of one simulation above the memory held before it (the peak is reset just before the
-run), for T = 8 and 32.
+run), for T = 8 and 32: max-norm (chunked, and in one chunk), qcfs, PASC with L = T levels,
+bit-plane with T = 4 and 8 bits (L = 2^T − 1), SpikingJelly.
 
     python benchmarks/speed.py                       # the table in BENCHMARKS.md
     python benchmarks/speed.py --device cuda --models vgg16,resnet18 --image-size 224 --batches 16,64
@@ -132,9 +133,14 @@ if kind == "spikingjelly":
     sj = ann2snn.FXConverter(recipe=ann2snn.recipes.RateCodingRecipe([x[:8]], mode="max")).convert(relu).eval()
     functional.set_step_mode(sj, "m")
     run = lambda: sj(x.unsqueeze(0).expand(T, *x.shape))
-else:
+elif kind in ("ours", "ours-unchunked"):
     snn = sb.convert(relu, "max-norm", T=T, calibration_data=[x[:8]], max_samples=10_000)
-    run = lambda: snn.simulate(x, record=False, chunk=T if kind == "ours-unchunked" else None)
+    unchunked = kind == "ours-unchunked"  # one window of T steps over the whole batch
+    run = lambda: snn.simulate(x, record=False, chunk=T if unchunked else None, batch_chunk=len(x) if unchunked else None)
+else:  # qcfs at T steps (L = 8); PASC with L = T levels (T steps); bit-plane with T bits (L = 2^T - 1)
+    levels = {{"qcfs": 8, "pasc": T, "bitplane": 2 ** T - 1}}[kind]
+    snn = sb.convert(sb.prepare(relu, levels=levels, threshold=1.0), kind, T=T if kind == "qcfs" else None)
+    run = lambda: snn.simulate(x, record=False)
 gc.collect()
 before = speed.status_kib("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
@@ -162,8 +168,9 @@ def memory(name: str, batch: int, size: int, Ts: list[int]) -> dict:
     """Peak RSS (MiB) of one simulation above the memory held before it (the converted network,
     the input), in a fresh process each: the peak is reset just before the run (Linux
     /proc/self/clear_refs)."""
-    return {kind: {T: peak_kib(name, batch, size, kind, T) / 1024 for T in Ts}
-            for kind in ("ours", "ours-unchunked", "spikingjelly")}
+    steps = {"bitplane": [4, 8]}  # bit-plane's steps are its bits: T = 32 would be L = 2^32 - 1 levels
+    return {kind: {T: peak_kib(name, batch, size, kind, T) / 1024 for T in steps.get(kind, Ts)}
+            for kind in ("ours", "ours-unchunked", "qcfs", "pasc", "bitplane", "spikingjelly")}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Time-chunked simulation (snn/network.py ``simulate(chunk=...)``): a rate-coded network run
 in chunks of steps, each neuron carrying its potential across chunks, gives exactly what one
-run over all T steps gives — anytime logits, spike counts, input events and site values."""
+run over all T steps gives — anytime logits, spike counts, input events and site values; a
+sum-coded network run in batch pieces (``batch_chunk``) gives what one run of the batch gives."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,8 @@ import torch
 from torch import nn
 
 import spikebridge as sb
+from spikebridge import models
+from spikebridge.snn.network import AUTO_PIECE_TRAIN_BYTES, SpikingNetwork, auto_batch_chunk
 
 
 def _qcfs_snn(T: int):
@@ -55,3 +58,62 @@ def test_bad_chunk_is_an_option_error():
     _, snn = _qcfs_snn(T=4)
     with pytest.raises(sb.OptionError, match="chunk must be an integer >= 1"):
         snn.simulate(torch.rand(1, 1, 8, 8), chunk=0)
+
+
+def _same_counts(a, b, exact: bool = True):
+    """Everything but the site values (a run in batch pieces has none) is the same; the logits
+    up to float rounding unless ``exact``."""
+    assert torch.equal(a.logits, b.logits) if exact else torch.allclose(a.logits, b.logits, rtol=0, atol=1e-12)
+    for field in ("spikes", "events"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), field
+    assert a.steps == b.steps and a.analog_layers == b.analog_layers and a.analog_steps == b.analog_steps
+    assert a.batch_size == b.batch_size and a.analog_ops == b.analog_ops
+
+
+@pytest.mark.parametrize("method", ["pasc", "bitplane"])
+@pytest.mark.parametrize("batch_chunk", [1, 2, 4, 100])
+def test_sum_coded_networks_in_batch_pieces_give_the_same_simulation(method, batch_chunk):
+    qann, _ = _qcfs_snn(T=4)
+    snn = sb.convert(qann, method)
+    x = torch.rand(7, 1, 8, 8)
+    whole = snn.simulate(x, batch_chunk=7)
+    _same_counts(snn.simulate(x, batch_chunk=batch_chunk), whole)
+    assert whole.batch_size == 7 and whole.logits.shape[1] == 7
+    assert sum(c.sum() for c in whole.spikes.values()) > 0  # the counts compared are not all zero
+
+
+def test_batch_pieces_add_the_analog_ops_of_a_vit():
+    torch.manual_seed(0)
+    ann = models.create("vit_tiny", num_classes=10, in_channels=1, image_size=16, depth=1, dim=16, heads=2)
+    snn = sb.convert(sb.prepare(ann, levels=8, threshold=1.0).eval().double(), "pasc")
+    x = torch.randn(5, 1, 16, 16, dtype=torch.float64)
+    whole, pieces = snn.simulate(x, batch_chunk=5), snn.simulate(x, batch_chunk=2)
+    assert whole.analog_ops and all(r["macs"] > 0 for r in whole.analog_ops.values())
+    _same_counts(pieces, whole, exact=False)  # a GEMM over 2 images' tokens rounds unlike one over 5
+
+
+def test_batches_of_sum_coded_networks_run_in_pieces_that_shrink_with_the_steps(monkeypatch):
+    qann, _ = _qcfs_snn(T=4)
+    snn = sb.convert(qann, "pasc")
+    x = torch.rand(40, 1, 8, 8)
+    assert auto_batch_chunk(x, 4) == 2 * auto_batch_chunk(x, 8) == 2 * (AUTO_PIECE_TRAIN_BYTES // (8 * 64 * 4))
+    assert auto_batch_chunk(torch.rand(1, 3, 32, 32), 8) == 64 and auto_batch_chunk(torch.rand(1, 3, 32, 32), 32) == 16
+    assert auto_batch_chunk(torch.rand(2, 3, 2048, 2048), 32) == 1
+    runs = []
+    real = SpikingNetwork._run
+    monkeypatch.setattr(SpikingNetwork, "_run", lambda self, piece, *a: runs.append(len(piece)) or real(self, piece, *a))
+    snn.simulate(x, batch_chunk=16)
+    assert runs == [16, 16, 8]
+    runs.clear()
+    snn.simulate(x, batch_chunk=16, values=True)  # values keep the batch in one piece
+    assert runs == [40]
+    runs.clear()
+    sb.convert(qann, "qcfs", T=32).simulate(x, batch_chunk=16)  # rate coding chunks time instead
+    assert runs == [40]
+
+
+def test_bad_batch_chunk_is_an_option_error():
+    qann, _ = _qcfs_snn(T=4)
+    with pytest.raises(sb.OptionError, match="batch_chunk must be an integer >= 1"):
+        sb.convert(qann, "pasc").simulate(torch.rand(2, 1, 8, 8), batch_chunk=0)

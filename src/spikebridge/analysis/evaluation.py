@@ -26,19 +26,8 @@ class Evaluation:
 def accumulate(total: SimulationResult | None, res: SimulationResult) -> SimulationResult:
     """Sum spike and event counts of two simulations of the same network (logits dropped)."""
     if total is None:
-        return SimulationResult(logits=res.logits.new_empty(res.logits.shape[0], 0, res.logits.shape[-1]),
-                                spikes=dict(res.spikes), events=dict(res.events), steps=dict(res.steps),
-                                analog_layers=set(res.analog_layers), analog_steps=dict(res.analog_steps),
-                                analog_ops={k: dict(v) for k, v in res.analog_ops.items()},
-                                batch_size=res.batch_size)
-    for key, value in res.spikes.items():
-        total.spikes[key] = total.spikes[key] + value
-    for key, value in res.events.items():
-        total.events[key] = total.events[key] + value
-    for key, value in res.analog_ops.items():
-        total.analog_ops[key]["macs"] += value["macs"]
-    total.batch_size += res.batch_size
-    return total
+        total = SimulationResult(logits=res.logits.new_empty(res.logits.shape[0], 0, res.logits.shape[-1]))
+    return total.add_counts(res)
 
 
 @torch.no_grad()

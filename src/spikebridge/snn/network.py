@@ -54,6 +54,21 @@ class SimulationResult:
     def T(self) -> int:
         return self.logits.shape[0]
 
+    def add_counts(self, other: "SimulationResult") -> "SimulationResult":
+        """Add the counts of a simulation of the same network on other images: spikes, events
+        and analog MACs summed, images added (logits and values are left as they are)."""
+        for key, value in other.spikes.items():
+            self.spikes[key] = self.spikes[key] + value if key in self.spikes else value
+        for key, value in other.events.items():
+            self.events[key] = self.events[key] + value if key in self.events else value
+        for key, value in other.analog_ops.items():
+            self.analog_ops.setdefault(key, {**value, "macs": 0})["macs"] += value["macs"]
+        self.steps.update(other.steps)
+        self.analog_layers |= other.analog_layers
+        self.analog_steps.update(other.analog_steps)
+        self.batch_size += other.batch_size
+        return self
+
     def accuracy(self, labels: torch.Tensor) -> torch.Tensor:
         """Fraction of correct predictions after each step: [T]."""
         return (self.logits.argmax(-1) == labels.to(self.logits.device)).double().mean(1)
@@ -73,6 +88,23 @@ def auto_chunk(x: torch.Tensor) -> int:
     1.23x faster (the per-node overhead is paid once per chunk). Memory grows with the chunk."""
     step_bytes = max(1, x.numel() * x.element_size())
     return max(1, min(MAX_AUTO_CHUNK, AUTO_CHUNK_INPUT_BYTES // step_bytes))
+
+
+AUTO_PIECE_TRAIN_BYTES = 6 << 20
+
+
+def auto_batch_chunk(x: torch.Tensor, steps: int) -> int:
+    """Images per piece when a network that runs in one window (sum coding) is given a batch:
+    as many as keep a piece's input, repeated over the network's ``steps``, within
+    ``AUTO_PIECE_TRAIN_BYTES`` (6 MiB), at least one: 64 CIFAR images at 8 steps, 16 at 32, so
+    the trains do not grow with the steps. Measured (BENCHMARKS.md §9; one thread, batch 64,
+    time of pieces of 32 / 16 / 10 images over the whole batch): PASC at L = 8 0.93 / 0.92 /
+    0.96 on ResNet-20, 0.86 / 0.83 / 0.82 on small_cnn, 1.02 / 1.10 / 1.28 on VGG-16, whose
+    2x2 and 4x4 layers run small GEMMs on few images; at L = 32 0.99 / 1.01 / 1.04 on
+    ResNet-20 and 1.04 / 1.07 / 1.22 on VGG-16; at batch 256 (L = 8, pieces of 64) ResNet-20
+    0.90."""
+    image_bytes = max(1, x[0].numel() * x.element_size()) if x.shape[0] else 1
+    return max(1, AUTO_PIECE_TRAIN_BYTES // (image_bytes * max(1, steps)))
 
 
 class SpikingNetwork(nn.Module):
@@ -148,7 +180,7 @@ class SpikingNetwork(nn.Module):
 
     # -- execution -------------------------------------------------------------------------
     def simulate(self, x: torch.Tensor, T: int | None = None, record: bool = True, values: bool = False,
-                 chunk: int | None = None) -> SimulationResult:
+                 chunk: int | None = None, batch_chunk: int | None = None) -> SimulationResult:
         """Run the SNN on analog input x [B, ...] (moved to the network's device). T overrides
         the network's steps for this run only, where the method's time policy accepts a T (PASC runs its levels). An input
         that does not fit (``input_spec``) is an InputError.
@@ -157,12 +189,16 @@ class SpikingNetwork(nn.Module):
         inputs). A network whose neurons all run step by step (``stepwise``: rate-coded IF)
         simulates time in chunks of that many steps, each neuron carrying its potential from
         one chunk to the next, so memory grows with the chunk, not with T; the results are the
-        same for every chunk. Sum-coded
-        neurons see their whole input before they emit, and run in one piece (their T is the
-        levels or bits, not a user's T).
-        """
-        from .engine import TrainRunner
+        same for every chunk. Sum-coded neurons see their whole input before they emit, and run
+        in one window (their T is the levels or bits, not a user's T).
 
+        batch_chunk: images simulated at once by a network run in one window (sum-coded, or
+        T ≤ chunk; default ``auto_batch_chunk``), each piece a simulation of its own, so memory
+        grows with the piece, not with the batch times the steps; logits and counts are the
+        same for every piece size up to float rounding (a kernel can take another path for
+        another number of images; docs/architecture.md). ``values=True`` runs the batch in one
+        piece (a site's value need not have the batch first).
+        """
         if T is not None and not self.record.time.accepts_T:
             raise OptionError(f"method {self.method!r} runs for {self.record.time.description}")
         x = self.input_spec().check(x, "simulate()").to(module_device(self))
@@ -172,24 +208,36 @@ class SpikingNetwork(nn.Module):
         saved, default = {n: m.T for n, m in timed.items()}, self.T
         self.set_T(T)
         try:
-            result = SimulationResult(logits=torch.empty(0), batch_size=x.shape[0])
-            runner = TrainRunner(self, result if record else None, values)
             if self.T and self.T > chunk and neurons and all(n.stepwise for n in neurons.values()):
-                windows = [(t0, min(chunk, self.T - t0)) for t0 in range(0, self.T, chunk)]
-            else:
-                windows = [None]
-            logits, running = [], None
-            for window in windows:
-                out = runner.run_window(x, window)
-                t0, steps = window or (0, self.T)
-                chunk_logits, running = self.coding.readout(out, steps, t0, running)
-                logits.append(chunk_logits)
-            result.logits = torch.cat(logits) if len(logits) > 1 else logits[0]
-            result.values = runner.site_values()
+                return self._run(x, record, values, [(t0, min(chunk, self.T - t0)) for t0 in range(0, self.T, chunk)])
+            steps = max((n.steps_out(1) for n in neurons.values()), default=1)
+            size = check_int(auto_batch_chunk(x, steps) if batch_chunk is None else batch_chunk, "batch_chunk")
+            pieces = x.split(size) if x.shape[0] > size and not values else [x]
+            results = [self._run(piece, record, values, [None]) for piece in pieces]
+            result = results[0]
+            for other in results[1:]:
+                result.add_counts(other)
+            result.logits = torch.cat([r.logits for r in results], 1) if len(results) > 1 else result.logits
+            return result
         finally:  # each neuron keeps its own steps (mixed-level bit-plane sites differ)
             for name, neuron in timed.items():
                 neuron.T = saved[name]
             self.T = default
+
+    def _run(self, x: torch.Tensor, record: bool, values: bool, windows: list) -> SimulationResult:
+        """One simulation of the batch x, window by window (None: all steps at once)."""
+        from .engine import TrainRunner
+
+        result = SimulationResult(logits=torch.empty(0), batch_size=x.shape[0])
+        runner = TrainRunner(self, result if record else None, values)
+        logits, running = [], None
+        for window in windows:
+            out = runner.run_window(x, window)
+            t0, steps = window or (0, self.T)
+            chunk_logits, running = self.coding.readout(out, steps, t0, running)
+            logits.append(chunk_logits)
+        result.logits = torch.cat(logits) if len(logits) > 1 else logits[0]
+        result.values = runner.site_values()
         return result
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ batch size and T, in one process with interleaved rounds (median of ``--rounds``
 
 Peak memory (``--memory``): in a fresh subprocess that builds the network, the peak resident
 set size of one simulation above the memory held before it (the peak is reset just before the
-run), for T = 8 and 32: max-norm (chunked, and in one chunk), qcfs, PASC with L = T levels,
+run, after what building the network freed is handed back), for T = 8 and 32: max-norm
+(chunked, and in one chunk), qcfs, PASC with L = T levels (in batch pieces, and in one piece),
 bit-plane with T = 4 and 8 bits (L = 2^T − 1), SpikingJelly.
 
     python benchmarks/speed.py                       # the table in BENCHMARKS.md
@@ -121,7 +122,7 @@ def measure(name: str, batch: int, Ts: list[int], rounds: int, image_size: int, 
 
 
 PROBE = """
-import gc, json, sys, torch
+import ctypes, ctypes.util, gc, json, sys, torch
 sys.path.insert(0, {bench!r})
 import speed
 import spikebridge as sb
@@ -137,11 +138,13 @@ elif kind in ("ours", "ours-unchunked"):
     snn = sb.convert(relu, "max-norm", T=T, calibration_data=[x[:8]], max_samples=10_000)
     unchunked = kind == "ours-unchunked"  # one window of T steps over the whole batch
     run = lambda: snn.simulate(x, record=False, chunk=T if unchunked else None, batch_chunk=len(x) if unchunked else None)
-else:  # qcfs at T steps (L = 8); PASC with L = T levels (T steps); bit-plane with T bits (L = 2^T - 1)
-    levels = {{"qcfs": 8, "pasc": T, "bitplane": 2 ** T - 1}}[kind]
-    snn = sb.convert(sb.prepare(relu, levels=levels, threshold=1.0), kind, T=T if kind == "qcfs" else None)
-    run = lambda: snn.simulate(x, record=False)
+else:  # qcfs at T steps (L = 8); PASC with L = T levels (T steps), also in one piece; bit-plane with T bits
+    method = kind.removesuffix("-one-piece")
+    levels = {{"qcfs": 8, "pasc": T, "bitplane": 2 ** T - 1}}[method]
+    snn = sb.convert(sb.prepare(relu, levels=levels, threshold=1.0), method, T=T if method == "qcfs" else None)
+    run = lambda: snn.simulate(x, record=False, batch_chunk=len(x) if kind.endswith("-one-piece") else None)
 gc.collect()
+ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)  # hand back what building the network freed and kept
 before = speed.status_kib("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets the peak resident set size (VmHWM) to the current one
@@ -170,7 +173,7 @@ def memory(name: str, batch: int, size: int, Ts: list[int]) -> dict:
     /proc/self/clear_refs)."""
     steps = {"bitplane": [4, 8]}  # bit-plane's steps are its bits: T = 32 would be L = 2^32 - 1 levels
     return {kind: {T: peak_kib(name, batch, size, kind, T) / 1024 for T in steps.get(kind, Ts)}
-            for kind in ("ours", "ours-unchunked", "qcfs", "pasc", "bitplane", "spikingjelly")}
+            for kind in ("ours", "ours-unchunked", "qcfs", "pasc", "pasc-one-piece", "bitplane", "spikingjelly")}
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ nnz(S)·9·O multiply-adds) and nine shifted adds. This script times it (``to_sp
 included) against oneDNN's dense channels-last convolution of the same step, on VGG-16's
 layer shapes (CIFAR input), for spike rates from 2% to 20%, one thread, medians of
 ``--rounds`` interleaved rounds, and checks that both give the same values up to float
-rounding.
+rounding. It also records the spike rate at each site of the VGG-16 that benchmarks/speed.py
+times (max-norm, random weights, batch 16, T = 8): the rates its layers would see.
 
     python benchmarks/sparse_synapse.py
 """
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, save  # noqa: E402
+from speed import build  # noqa: E402
+
+import spikebridge as sb  # noqa: E402
 
 SHAPES = [(64, 64, 32), (128, 128, 16), (256, 256, 8), (512, 512, 4), (512, 512, 2)]  # (C, O, H=W) of VGG-16
 
@@ -41,6 +45,16 @@ def sparse_conv3x3(step: torch.Tensor, weights: torch.Tensor, out_channels: int)
         for dx in range(3):
             out[:, 2 - dy:2 - dy + h, 2 - dx:2 - dx + w] += taps[:, :, :, dy, dx]
     return out[:, 1:h + 1, 1:w + 1]
+
+
+def vgg16_spike_rates(batch: int, T: int) -> dict[str, float]:
+    """Spikes per neuron per step at each site of benchmarks/speed.py's VGG-16 (max-norm)."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32)
+    snn = sb.convert(build("vgg16", 32, "cpu"), "max-norm", T=T, calibration_data=[x])
+    with torch.no_grad():
+        result = snn.simulate(x)
+    return {site: float(count.sum()) / (count.numel() * batch * T) for site, count in result.spikes.items()}
 
 
 def median_time(fn, rounds: int) -> float:
@@ -84,6 +98,8 @@ def main() -> None:
             results["rows"].append(row)
             print(f"{c:>3}->{o:<3} {h:>2}x{h:<2} rate {rate:.2f}: dense {dense * 1e3:6.2f} ms, sparse "
                   f"{sparse * 1e3:6.2f} ms ({sparse / dense:.2f}x), max |difference| {error:.1e}", flush=True)
+    results["vgg16_spike_rates"] = vgg16_spike_rates(args.batch, 8)
+    print("VGG-16 (max-norm, T = 8) spike rates:", {k: round(v, 4) for k, v in results["vgg16_spike_rates"].items()})
     print(f"results: {save('sparse_synapse', results)}")
 
 

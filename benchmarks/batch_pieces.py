@@ -1,0 +1,74 @@
+"""Batch pieces for sum-coded networks: the time of ``simulate(x, batch_chunk=n)`` against
+the whole batch in one piece, to choose ``auto_batch_chunk``'s budget (issue 13,
+BENCHMARKS.md §9).
+
+For each model (random weights, CIFAR-style, as benchmarks/speed.py builds them), levels L
+and method (PASC: L steps; bit-plane: its bits), in one process with interleaved rounds (the
+first dropped, median of the rest): the time of each piece size over the whole batch's, the
+automatic piece size, and whether the logits are bit for bit the whole batch's.
+
+    python benchmarks/batch_pieces.py --models small_cnn,resnet20,vgg16,resnet18 --levels 8
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, save  # noqa: E402
+from speed import build, timed  # noqa: E402
+
+import spikebridge as sb  # noqa: E402
+from spikebridge.snn.network import auto_batch_chunk  # noqa: E402
+
+
+def measure(name: str, batch: int, levels: int, pieces: list[int], rounds: int) -> list[dict]:
+    relu = build(name, 32, "cpu")
+    x = torch.randn(batch, 3, 32, 32)
+    qann = sb.prepare(copy.deepcopy(relu), levels=levels, threshold=1.0)
+    rows = []
+    for method in ("pasc", "bitplane"):
+        snn = sb.convert(qann, method)
+        steps = max(n.steps_out(1) for n in snn.neurons().values())
+        sizes = [batch, *pieces]
+        times, logits = {n: [] for n in sizes}, {}
+        for _ in range(rounds + 1):  # interleaved; the first round warms up
+            for n in sizes:
+                times[n].append(timed(lambda: logits.__setitem__(n, snn.simulate(x, record=False, batch_chunk=n).logits)))
+        whole = statistics.median(times[batch][1:])
+        row = {"model": name, "batch": batch, "levels": levels, "method": method, "steps": steps,
+               "auto_batch_chunk": auto_batch_chunk(x, steps), "whole_s": whole,
+               "over_whole": {n: statistics.median(times[n][1:]) / whole for n in pieces},
+               "bit_identical": {n: torch.equal(logits[n], logits[batch]) for n in pieces}}
+        rows.append(row)
+        print(name, f"batch {batch}, L = {levels}, {method} ({steps} steps, auto {row['auto_batch_chunk']}):",
+              {n: round(r, 3) for n, r in row["over_whole"].items()}, "bit-identical:", row["bit_identical"], flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="small_cnn,resnet20,vgg16,resnet18")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--levels", default="8")
+    p.add_argument("--pieces", default="32,16,8")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--name", default="batch_pieces")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    pieces = [int(n) for n in args.pieces.split(",")]
+    results = {"machine": machine(), "command": " ".join(sys.argv), "rows": []}
+    for name in args.models.split(","):
+        for levels in [int(v) for v in args.levels.split(",")]:
+            results["rows"] += measure(name, args.batch, levels, pieces, args.rounds)
+            save(args.name, results)
+    print(f"results: {save(args.name, results)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -97,12 +97,11 @@ def auto_batch_chunk(x: torch.Tensor, steps: int) -> int:
     """Images per piece when a network that runs in one window (sum coding) is given a batch:
     as many as keep a piece's input, repeated over the network's ``steps``, within
     ``AUTO_PIECE_TRAIN_BYTES`` (6 MiB), at least one: 64 CIFAR images at 8 steps, 16 at 32, so
-    the trains do not grow with the steps. Measured (BENCHMARKS.md §9; one thread, batch 64,
-    time of pieces of 32 / 16 / 10 images over the whole batch): PASC at L = 8 0.93 / 0.92 /
-    0.96 on ResNet-20, 0.86 / 0.83 / 0.82 on small_cnn, 1.02 / 1.10 / 1.28 on VGG-16, whose
-    2x2 and 4x4 layers run small GEMMs on few images; at L = 32 0.99 / 1.01 / 1.04 on
-    ResNet-20 and 1.04 / 1.07 / 1.22 on VGG-16; at batch 256 (L = 8, pieces of 64) ResNet-20
-    0.90."""
+    the trains do not grow with the steps. Measured (``benchmarks/batch_pieces.py``, BENCHMARKS.md
+    §9; one thread, batch 64, time of pieces of 32 / 16 / 8 images over the whole batch's): PASC
+    at L = 8 0.93 / 0.91 / 0.91 on small_cnn, 1.02 / 0.99 / 1.02 on ResNet-20, 0.97 / 1.00 /
+    1.01 on ResNet-18 and 1.03 / 1.11 / 1.28 on VGG-16, whose 4x4 and 2x2 layers run small
+    GEMMs on few images; at L = 32 0.88–1.05 / 0.90–1.11 / 0.92–1.19."""
     image_bytes = max(1, x[0].numel() * x.element_size()) if x.shape[0] else 1
     return max(1, AUTO_PIECE_TRAIN_BYTES // (image_bytes * max(1, steps)))
 
@@ -217,7 +216,7 @@ class SpikingNetwork(nn.Module):
             result = results[0]
             for other in results[1:]:
                 result.add_counts(other)
-            result.logits = torch.cat([r.logits for r in results], 1) if len(results) > 1 else result.logits
+            result.logits = torch.cat([r.logits for r in results], 1)
             return result
         finally:  # each neuron keeps its own steps (mixed-level bit-plane sites differ)
             for name, neuron in timed.items():

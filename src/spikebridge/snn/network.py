@@ -101,7 +101,7 @@ def auto_batch_chunk(x: torch.Tensor, steps: int) -> int:
     §9; one thread, batch 64, time of pieces of 32 / 16 / 8 images over the whole batch's): PASC
     at L = 8 0.93 / 0.91 / 0.91 on small_cnn, 1.02 / 0.99 / 1.02 on ResNet-20, 0.97 / 1.00 /
     1.01 on ResNet-18 and 1.03 / 1.11 / 1.28 on VGG-16, whose 4x4 and 2x2 layers run small
-    GEMMs on few images; at L = 32 0.88–1.05 / 0.90–1.11 / 0.92–1.19."""
+    GEMMs on few images; at L = 32 0.88–1.05 / 0.90–1.11 / 0.92–1.19. Not measured on a GPU."""
     image_bytes = max(1, x[0].numel() * x.element_size()) if x.shape[0] else 1
     return max(1, AUTO_PIECE_TRAIN_BYTES // (image_bytes * max(1, steps)))
 

@@ -37,9 +37,13 @@ def measure(name: str, batch: int, levels: int, pieces: list[int], rounds: int) 
         steps = max(n.steps_out(1) for n in snn.neurons().values())
         sizes = [batch, *pieces]
         times, logits = {n: [] for n in sizes}, {}
+
+        def run(n: int) -> None:
+            logits[n] = snn.simulate(x, record=False, batch_chunk=n).logits
+
         for _ in range(rounds + 1):  # interleaved; the first round warms up
             for n in sizes:
-                times[n].append(timed(lambda: logits.__setitem__(n, snn.simulate(x, record=False, batch_chunk=n).logits)))
+                times[n].append(timed(lambda: run(n)))
         whole = statistics.median(times[batch][1:])
         row = {"model": name, "batch": batch, "levels": levels, "method": method, "steps": steps,
                "auto_batch_chunk": auto_batch_chunk(x, steps), "whole_s": whole,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, save  # noqa: E402
-from speed import build  # noqa: E402
+from speed import build, timed  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 
@@ -57,15 +56,6 @@ def vgg16_spike_rates(batch: int, T: int) -> dict[str, float]:
     return {site: float(count.sum()) / (count.numel() * batch * T) for site, count in result.spikes.items()}
 
 
-def median_time(fn, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=16)
@@ -89,7 +79,7 @@ def main() -> None:
             times = {k: [] for k in runs}
             for _ in range(args.rounds):  # interleaved rounds
                 for k, fn in runs.items():
-                    times[k].append(median_time(fn, 1))
+                    times[k].append(timed(fn))
             dense, sparse = (statistics.median(times[k]) for k in ("dense", "sparse"))
             error = (sparse_conv3x3(step, taps, o) - F.conv2d(step, weight, padding=1).permute(0, 2, 3, 1)).abs().max()
             row = {"channels": c, "out_channels": o, "size": h, "batch": args.batch, "rate": rate,

@@ -10,7 +10,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.snn import engine
-from spikebridge.snn.codings import RATE
+from spikebridge.snn.codings import RATE, SUM
 from spikebridge.snn.neurons import IFNeuron
 
 
@@ -77,3 +77,26 @@ def test_the_trains_keep_the_layout_of_their_steps():
         out = neuron(y)
         assert all(out[t].is_contiguous(memory_format=torch.channels_last) for t in range(3))
         assert torch.equal(out, neuron(y.contiguous())) and out.any()  # element-wise: the same bits in any layout
+
+
+
+@pytest.mark.parametrize("layer, step", [(nn.Conv2d(2, 4, 3, padding=1, stride=2), (2, 8, 8)),
+                                         (nn.Conv1d(2, 4, 3), (2, 9)), (nn.Linear(6, 3), (4, 6))])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_whole_train_runs_in_one_call_as_step_by_step(layer, step, layout):
+    """Sum-coded trains are always whole (``Coding.whole_trains``): the steps are folded into the
+    batch for one call, and each step of the result is that step's own W·x(t) + b/T."""
+    torch.manual_seed(0)
+    train = torch.rand(3, 5, *step)
+    layout = layout if isinstance(layer, nn.Conv2d) else torch.contiguous_format
+    assert SUM.whole_trains and not RATE.whole_trains
+    with torch.no_grad():
+        y = engine.synapse(layer, train, SUM, layout, layer.weight.contiguous(memory_format=layout))
+        if isinstance(layer, nn.Linear):
+            per_step = torch.stack([nn.functional.linear(x_t, layer.weight, layer.bias / 3) for x_t in train])
+        else:
+            per_step = torch.stack([layer._conv_forward(x_t, layer.weight, layer.bias / 3) for x_t in train])
+    assert y.shape == per_step.shape and per_step.shape[:2] == (3, 5)
+    torch.testing.assert_close(y, per_step)
+    if layout is torch.channels_last:
+        assert all(y[t].is_contiguous(memory_format=torch.channels_last) for t in range(3))

@@ -27,6 +27,8 @@ from ..errors import SpikeBridgeError
 
 class Coding:
     name: str
+    whole_trains: bool  # a network of this coding always runs its trains whole, in one window
+
 
     def constant_per_step(self, c, steps: int):
         """What is added at each of ``steps`` steps so that the train carries the ANN's
@@ -83,6 +85,7 @@ class Coding:
 
 class RateCoding(Coding):
     name = "rate"
+    whole_trains = False  # rate-coded IF runs in time chunks
 
     def constant_per_step(self, c, steps):
         return c
@@ -132,6 +135,7 @@ class RateCoding(Coding):
 
 class SumCoding(Coding):
     name = "sum"
+    whole_trains = True  # sum-coded neurons see their whole input before they emit
 
     def constant_per_step(self, c, steps):
         return c / steps

@@ -18,7 +18,11 @@ Peak memory (``--memory``): in a fresh subprocess that builds the network, the p
 set size of one simulation above the memory held before it (the peak is reset just before the
 run, after what building the network freed is handed back), for T = 8 and 32: max-norm
 (chunked, and in one chunk), qcfs, PASC with L = T levels (in batch pieces, and in one piece),
-bit-plane with T = 4 and 8 bits (L = 2^T − 1), SpikingJelly.
+bit-plane with T = 4 and 8 bits (L = 2^T − 1), SpikingJelly (``--memory-kinds`` picks some).
+With freed memory kept (``keep_freed_memory``, as the command line runs) the figure includes
+what malloc kept and reuses, and varies by up to ~30% from run to run; ``--live-memory`` has
+malloc map every block of 64 KiB and more and unmap it when freed, so that the resident size
+follows the live tensors (repeatable to 1%).
 
     python benchmarks/speed.py                       # the table in BENCHMARKS.md
     python benchmarks/speed.py --device cuda --models vgg16,resnet18 --image-size 224 --batches 16,64
@@ -126,6 +130,9 @@ import ctypes, ctypes.util, gc, json, sys, torch
 sys.path.insert(0, {bench!r})
 import speed
 import spikebridge as sb
+if {live}:  # blocks of 64 KiB and more mapped when allocated and unmapped when freed: the resident size follows the live tensors
+    mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    assert mallopt(-4, 1 << 20) == 1 and mallopt(-3, 64 << 10) == 1  # M_MMAP_MAX, M_MMAP_THRESHOLD
 relu = speed.build({name!r}, {size}, "cpu")
 x = torch.randn({batch}, 3, {size}, {size})
 kind, T = {kind!r}, {T}
@@ -160,20 +167,24 @@ def status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def peak_kib(name: str, batch: int, size: int, kind: str, T: int) -> int:
-    """Peak resident memory of one simulation above the process's memory before it (KiB)."""
-    code = PROBE.format(bench=str(Path(__file__).parent), name=name, size=size, batch=batch, kind=kind, T=T)
+def peak_kib(name: str, batch: int, size: int, kind: str, T: int, live: bool = False) -> int:
+    """Peak resident memory of one simulation above the process's memory before it (KiB); with
+    ``live``, of its live tensors (no freed block kept by malloc)."""
+    code = PROBE.format(bench=str(Path(__file__).parent), name=name, size=size, batch=batch, kind=kind, T=T, live=live)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def memory(name: str, batch: int, size: int, Ts: list[int]) -> dict:
+KINDS = ("ours", "ours-unchunked", "qcfs", "pasc", "pasc-one-piece", "bitplane", "spikingjelly")
+
+
+def memory(name: str, batch: int, size: int, Ts: list[int], kinds=KINDS, live: bool = False) -> dict:
     """Peak RSS (MiB) of one simulation above the memory held before it (the converted network,
     the input), in a fresh process each: the peak is reset just before the run (Linux
     /proc/self/clear_refs)."""
     steps = {"bitplane": [4, 8]}  # bit-plane's steps are its bits: T = 32 would be L = 2^32 - 1 levels
-    return {kind: {T: peak_kib(name, batch, size, kind, T) / 1024 for T in steps.get(kind, Ts)}
-            for kind in ("ours", "ours-unchunked", "qcfs", "pasc", "pasc-one-piece", "bitplane", "spikingjelly")}
+    return {kind: {T: peak_kib(name, batch, size, kind, T, live) / 1024 for T in steps.get(kind, Ts)}
+            for kind in kinds}
 
 
 def main() -> None:
@@ -185,6 +196,9 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--memory", default="", help="models to measure peak memory for (batch 64, T = 8 and 32)")
+    p.add_argument("--live-memory", action="store_true",
+                   help="--memory counts live tensors: malloc maps every block of 64 KiB and more and unmaps it when freed")
+    p.add_argument("--memory-kinds", default=",".join(KINDS), help="which simulations --memory measures")
     p.add_argument("--name", default="speed", help="results file name under benchmarks/results/")
     args = p.parse_args()
     device = resolve_device(args.device)
@@ -195,7 +209,8 @@ def main() -> None:
                                        args.image_size, device)
             save(args.name, results)
     for name in [m for m in args.memory.split(",") if m]:
-        results["memory"][name] = memory(name, 64, args.image_size, [8, 32])
+        results["memory"][name] = memory(name, 64, args.image_size, [8, 32], args.memory_kinds.split(","),
+                                         args.live_memory)
         print(name, results["memory"][name], flush=True)
         save(args.name, results)
     print(f"results: {save(args.name, results)}")

@@ -84,14 +84,14 @@ def test_the_trains_keep_the_layout_of_their_steps():
                                          (nn.Conv1d(2, 4, 3), (2, 9)), (nn.Linear(6, 3), (4, 6))])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_a_whole_train_runs_in_one_call_as_step_by_step(layer, step, layout):
-    """Sum-coded trains are always whole (``Coding.whole_trains``): the steps are folded into the
-    batch for one call, and each step of the result is that step's own W·x(t) + b/T."""
+    """Sum-coded trains are always whole (``Coding.whole_trains``): a small one runs in one call,
+    the steps folded into the batch, and each step of the result is that step's own W·x(t) + b/T."""
     torch.manual_seed(0)
     train = torch.rand(3, 5, *step)
     layout = layout if isinstance(layer, nn.Conv2d) else torch.contiguous_format
-    assert SUM.whole_trains and not RATE.whole_trains
+    assert engine.folds(layer, train, SUM) and not engine.folds(layer, train, RATE)
     with torch.no_grad():
-        y = engine.synapse(layer, train, SUM, layout, layer.weight.contiguous(memory_format=layout))
+        y = engine.synapse(layer, train, SUM, layout, layer.weight.contiguous(memory_format=layout), fold=True)
         if isinstance(layer, nn.Linear):
             per_step = torch.stack([nn.functional.linear(x_t, layer.weight, layer.bias / 3) for x_t in train])
         else:
@@ -100,3 +100,12 @@ def test_a_whole_train_runs_in_one_call_as_step_by_step(layer, step, layout):
     torch.testing.assert_close(y, per_step)
     if layout is torch.channels_last:
         assert all(y[t].is_contiguous(memory_format=torch.channels_last) for t in range(3))
+
+
+def test_only_a_whole_train_whose_output_fits_the_budget_is_folded(monkeypatch):
+    conv, train = nn.Conv2d(4, 8, 3, stride=2), torch.zeros(6, 2, 4, 9, 9)  # output 6 x 2 x 8 x 4 x 4 floats
+    monkeypatch.setattr(engine, "FOLD_BYTES", 6 * 2 * 8 * 4 * 4 * 4)
+    assert engine.folds(conv, train, SUM)
+    assert not engine.folds(conv, torch.zeros(6, 3, 4, 9, 9), SUM)  # one image more
+    assert not engine.folds(conv, train, RATE)
+    assert engine.folds(nn.Linear(9, 1), train, SUM)  # 6 x 2 x 4 x 9 x 1 floats

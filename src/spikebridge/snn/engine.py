@@ -49,26 +49,40 @@ def step_layout(layer: nn.Module, train: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+FOLD_BYTES = 16 * 2**20  # a whole train's steps run in one call when its output is at most this
+
+
+def folds(layer: nn.Module, train: torch.Tensor, coding) -> bool:
+    """Whether ``synapse`` runs all steps of ``train`` in one call, the steps folded into the
+    batch: for a coding whose trains are always whole (``Coding.whole_trains``: sum), when the
+    output train takes at most ``FOLD_BYTES`` (its shape found on the meta device). Measured on
+    2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels: one call took 0.70–0.96x
+    the time of a call per step (with its copy into the train) up to 16 MiB of output, 1.00–1.06x
+    from 32 MiB; the live memory is the same either way (BENCHMARKS.md §9). A rate-coded
+    train runs one step at a time, so that every call has the batch's shape whatever the
+    window's length and a run in time chunks computes bit for bit what one run computes (a GEMM
+    over T·B rows can round differently from one over B)."""
+    if not coding.whole_trains:
+        return False
+    step = torch.empty(train.shape[1:], dtype=train.dtype, device="meta")
+    weight = layer.weight.to("meta")
+    out = F.linear(step, weight) if isinstance(layer, nn.Linear) else layer._conv_forward(step, weight, None)
+    return train.shape[0] * out.numel() * out.element_size() <= FOLD_BYTES
+
+
 def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_format = torch.contiguous_format,
-            weight: torch.Tensor | None = None) -> torch.Tensor:
+            weight: torch.Tensor | None = None, fold: bool = False) -> torch.Tensor:
     """W·x(t) + the coding's bias for a train of ``train.shape[0]`` steps (docs §1–3), with the
     bias inside the conv/linear call, each step in ``layout`` and ``weight`` the layer's weight
-    in that layout (``step_layout``; default: the layer's). The output train's steps have the
-    layout the layer gives them.
-
-    A coding whose trains are always whole (``Coding.whole_trains``: sum) runs all steps in one
-    call, the steps folded into the batch, and the result is the train with no copy: 3–10%
-    faster for PASC and bit-plane networks than a call per step, the same logits bit for bit
-    in the runs measured (BENCHMARKS.md §9). A rate-coded train is run one step at a time, so
-    that every call has the batch's shape whatever the window's length and a run in time
-    chunks computes bit for bit what one run computes (a GEMM over T·B rows can round
-    differently from one over B)."""
+    in that layout (``step_layout``; default: the layer's): one step per call, or all steps in
+    one call with ``fold`` (``folds``), whose result is the train with no copy. The output
+    train's steps have the layout the layer gives them."""
     steps = train.shape[0]
     weight = layer.weight if weight is None else weight
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
     forward = (lambda x: F.linear(x, weight, bias)) if isinstance(layer, nn.Linear) else (
         lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
-    if steps == 1 or coding.whole_trains:
+    if steps == 1 or fold:
         return forward(train.flatten(0, 1)).unflatten(0, (steps, train.shape[1]))
     y = None
     for t in range(steps):
@@ -161,7 +175,8 @@ class TrainRunner(fx.Interpreter):
             layout = step_layout(module, args[0])
             if (target, layout) not in self.weights:  # the weight in the steps' layout, once per runner
                 self.weights[target, layout] = module.weight.contiguous(memory_format=layout)
-            return synapse(module, args[0], self.coding, layout, self.weights[target, layout])
+            return synapse(module, args[0], self.coding, layout, self.weights[target, layout],
+                           folds(module, args[0], self.coding))
         if op.kind is Kind.CONSTANT:
             return module().unsqueeze(0)
         return self.run_op(op, module, args, kwargs)

@@ -56,9 +56,10 @@ def folds(layer: nn.Module, train: torch.Tensor, coding) -> bool:
     """Whether ``synapse`` runs all steps of ``train`` in one call, the steps folded into the
     batch: for a coding whose trains are always whole (``Coding.whole_trains``: sum), when the
     output train takes at most ``FOLD_BYTES`` (its shape found on the meta device). Measured on
-    2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels: one call took 0.70–0.96x
-    the time of a call per step (with its copy into the train) up to 16 MiB of output, 1.00–1.06x
-    from 32 MiB; the live memory is the same either way (BENCHMARKS.md §9). A rate-coded
+    2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels (benchmarks/fold_steps.py):
+    one call took 0.76–1.00x the time of a call per step (with its copy into the train) up to
+    16 MiB of output, 0.96–1.16x from 32 MiB; PASC and bit-plane networks 0.86–1.00x, the same
+    logits bit for bit, the same live memory (BENCHMARKS.md §9). A rate-coded
     train runs one step at a time, so that every call has the batch's shape whatever the
     window's length and a run in time chunks computes bit for bit what one run computes (a GEMM
     over T·B rows can round differently from one over B)."""

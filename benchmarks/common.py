@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: train-or-reuse models, test loaders, machine description."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -25,6 +26,18 @@ def machine() -> str:
     return (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), python {platform.python_version()}"
             + (", glibc malloc keeps freed blocks (keep_freed_memory)" if ALLOCATOR_TUNED else ""))
+
+
+def timing_run(doc: str, rounds: int, **header) -> tuple[argparse.Namespace, dict]:
+    """The start of a script that times kernels (``doc`` its help): ``--rounds`` of interleaved
+    medians, one torch thread, seed 0; returns the arguments and the results' header (machine,
+    command and ``header``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=rounds)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    return args, {"machine": machine(), "command": " ".join(sys.argv), **header}
 
 
 def spikingjelly():

@@ -17,7 +17,6 @@ medians of ``--rounds`` interleaved rounds after a warm-up:
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from common import save, timing_run  # noqa: E402
 from speed import build, timed  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
@@ -85,13 +84,7 @@ def network_row(name: str, batch: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5)
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    results = {"machine": machine(), "command": " ".join(sys.argv), "fold_bytes": engine.FOLD_BYTES, "layers": [],
-               "networks": []}
+    args, results = timing_run(__doc__, 5, fold_bytes=engine.FOLD_BYTES, layers=[], networks=[])
     with torch.no_grad():
         for c, o, h, batch in LAYERS:
             for steps in (8, 32):

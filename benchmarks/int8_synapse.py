@@ -22,7 +22,6 @@ a step that exact int8 synapses could save.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections import Counter
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from common import save, timing_run  # noqa: E402
 from speed import build, timed  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
@@ -120,12 +119,7 @@ def step_ms(name: str, batch: int, rounds: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=7)
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    results = {"machine": machine(), "command": " ".join(sys.argv), "rows": [], "models": []}
+    args, results = timing_run(__doc__, 7, rows=[], models=[])
     for name, batch in SETTINGS:
         layers = spiking_convolutions(build(name, 32, "cpu"), batch)
         float_ms = best_ms = 0.0

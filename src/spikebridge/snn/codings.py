@@ -29,7 +29,6 @@ class Coding:
     name: str
     whole_trains: bool  # a network of this coding always runs its trains whole, in one window
 
-
     def constant_per_step(self, c, steps: int):
         """What is added at each of ``steps`` steps so that the train carries the ANN's
         constant ``c`` (a layer's bias, or a number added to an activation)."""

@@ -4,7 +4,8 @@ topological order (docs/architecture.md "snn").
 Dispatch: a neuron (``SpikingNeuron``) runs its own dynamics on the whole input train; every
 other node is looked up in the op table (``conversion.ops``) and run by the rule of its kind:
 
-- SYNAPTIC: W·x(t) per step plus the coding's bias per step (``synapse``);
+- SYNAPTIC: W·x(t) plus the coding's bias per step, a step per call, or a small whole
+  (sum-coded) train in one call (``synapse``, ``folds``);
 - STATELESS and SHAPE: the same function on every step (``per_step``): each step is a batch
   [B, ...] as in the ANN, so shapes read off a train (``x.size(0)``) are the ANN's;
 - AFFINE: y = Σ a_i·x_i + c on aligned trains, the constant c spread over the steps by the
@@ -59,10 +60,10 @@ def folds(layer: nn.Module, train: torch.Tensor, coding) -> bool:
     2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels (benchmarks/fold_steps.py):
     one call took 0.76–1.00x the time of a call per step (with its copy into the train) up to
     16 MiB of output, 0.96–1.16x from 32 MiB; PASC and bit-plane networks 0.86–1.00x, the same
-    logits bit for bit, the same live memory (BENCHMARKS.md §9). A rate-coded
-    train runs one step at a time, so that every call has the batch's shape whatever the
-    window's length and a run in time chunks computes bit for bit what one run computes (a GEMM
-    over T·B rows can round differently from one over B)."""
+    logits bit for bit, the same live memory (BENCHMARKS.md §9). A rate-coded train runs one
+    step at a time, so that every call has the batch's shape whatever the window's length and a
+    run in time chunks computes bit for bit what one run computes (a GEMM over T·B rows can
+    round differently from one over B)."""
     if not coding.whole_trains:
         return False
     step = torch.empty(train.shape[1:], dtype=train.dtype, device="meta")

@@ -130,7 +130,7 @@ import ctypes, ctypes.util, gc, json, sys, torch
 sys.path.insert(0, {bench!r})
 import speed
 import spikebridge as sb
-if {live}:  # blocks of 64 KiB and more mapped when allocated and unmapped when freed: the resident size follows the live tensors
+if {live}:  # blocks of 64 KiB and more mapped when allocated, unmapped when freed: RSS follows the live tensors
     mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     assert mallopt(-4, 1 << 20) == 1 and mallopt(-3, 64 << 10) == 1  # M_MMAP_MAX, M_MMAP_THRESHOLD
 relu = speed.build({name!r}, {size}, "cpu")
@@ -170,7 +170,8 @@ def status_kib(field: str) -> int:
 def peak_kib(name: str, batch: int, size: int, kind: str, T: int, live: bool = False) -> int:
     """Peak resident memory of one simulation above the process's memory before it (KiB); with
     ``live``, of its live tensors (no freed block kept by malloc)."""
-    code = PROBE.format(bench=str(Path(__file__).parent), name=name, size=size, batch=batch, kind=kind, T=T, live=live)
+    code = PROBE.format(bench=str(Path(__file__).parent), name=name, size=size, batch=batch, kind=kind, T=T,
+                        live=live)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -79,7 +79,6 @@ def test_the_trains_keep_the_layout_of_their_steps():
         assert torch.equal(out, neuron(y.contiguous())) and out.any()  # element-wise: the same bits in any layout
 
 
-
 @pytest.mark.parametrize("layer, step", [(nn.Conv2d(2, 4, 3, padding=1, stride=2), (2, 8, 8)),
                                          (nn.Conv1d(2, 4, 3), (2, 9)), (nn.Linear(6, 3), (4, 6))])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

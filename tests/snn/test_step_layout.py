@@ -90,7 +90,7 @@ def test_a_whole_train_runs_in_one_call_as_step_by_step(layer, step, layout):
     layout = layout if isinstance(layer, nn.Conv2d) else torch.contiguous_format
     assert engine.folds(layer, train, SUM) and not engine.folds(layer, train, RATE)
     with torch.no_grad():
-        y = engine.synapse(layer, train, SUM, layout, layer.weight.contiguous(memory_format=layout), fold=True)
+        y = engine.synapse(layer, train, SUM, layout, layer.weight.contiguous(memory_format=layout))
         if isinstance(layer, nn.Linear):
             per_step = torch.stack([nn.functional.linear(x_t, layer.weight, layer.bias / 3) for x_t in train])
         else:

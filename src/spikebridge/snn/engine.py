@@ -73,18 +73,18 @@ def folds(layer: nn.Module, train: torch.Tensor, coding) -> bool:
 
 
 def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_format = torch.contiguous_format,
-            weight: torch.Tensor | None = None, fold: bool = False) -> torch.Tensor:
+            weight: torch.Tensor | None = None) -> torch.Tensor:
     """W·x(t) + the coding's bias for a train of ``train.shape[0]`` steps (docs §1–3), with the
     bias inside the conv/linear call, each step in ``layout`` and ``weight`` the layer's weight
     in that layout (``step_layout``; default: the layer's): one step per call, or all steps in
-    one call with ``fold`` (``folds``), whose result is the train with no copy. The output
+    one call where ``folds`` says so, whose result is the train with no copy. The output
     train's steps have the layout the layer gives them."""
     steps = train.shape[0]
     weight = layer.weight if weight is None else weight
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
     forward = (lambda x: F.linear(x, weight, bias)) if isinstance(layer, nn.Linear) else (
         lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
-    if steps == 1 or fold:
+    if steps == 1 or folds(layer, train, coding):
         return forward(train.flatten(0, 1)).unflatten(0, (steps, train.shape[1]))
     y = None
     for t in range(steps):
@@ -177,8 +177,7 @@ class TrainRunner(fx.Interpreter):
             layout = step_layout(module, args[0])
             if (target, layout) not in self.weights:  # the weight in the steps' layout, once per runner
                 self.weights[target, layout] = module.weight.contiguous(memory_format=layout)
-            return synapse(module, args[0], self.coding, layout, self.weights[target, layout],
-                           folds(module, args[0], self.coding))
+            return synapse(module, args[0], self.coding, layout, self.weights[target, layout])
         if op.kind is Kind.CONSTANT:
             return module().unsqueeze(0)
         return self.run_op(op, module, args, kwargs)

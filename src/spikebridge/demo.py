@@ -9,7 +9,8 @@ what it produced to ``results``:
    L = 7 = 2³ − 1 makes bit-plane exact in 3 steps with every code used; PASC runs T = 7;
 2. train (or reuse) a ReLU copy of the same network the same way;
 3. convert: qcfs at T = 1..16 (one anytime simulation), pasc, bitplane, qcfs + FTBC; from the
-   ReLU copy max-norm, data-driven and data-driven + FTBC (thresholds chosen per T); print
+   ReLU copy max-norm, data-driven and data-driven + FTBC, and the default for a ReLU ANN,
+   network-level, with and without FTBC (thresholds chosen per T); print
    one table of method, steps, accuracy, its source ANN's accuracy and the agreement with it,
    all on the first ``--snn-images`` test images (default 2000; the ANNs' full-test-set
    accuracy is printed beside);
@@ -22,6 +23,7 @@ Each step says what it does before it starts; long loops show their progress
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -133,6 +135,13 @@ def step_convert(args, results: dict) -> None:
         snn = sb.convert(relu, "data-driven", T=T, statistics=stats)
         sb.ftbc(snn, ann=relu, data=ftbc_batches, alpha=0.5, batches=4, progress=False)
         run("data-driven + FTBC", snn, relu, RELU_ANN, [T])
+    stats = sb.calibration_statistics(relu, calib, channel_wise=True)  # its rules are per channel
+    for T in DEMO_RELU_TS:  # convert's default for a ReLU ANN (network-level), which we recommend with FTBC
+        snn = sb.convert(relu, T=T, calibration_data=calib, statistics=stats)
+        run("network-level", snn, relu, RELU_ANN, [T])
+        snn = copy.deepcopy(snn)  # the row above keeps its SNN; the search is not run twice
+        sb.ftbc(snn, ann=relu, data=ftbc_batches, alpha=0.5, batches=4, progress=False)
+        run("network-level + FTBC", snn, relu, RELU_ANN, [T])
     sample = next(iter(loader(DEMO_DATASET, DEMO_MODEL, "test", args.data_root, 256)))[0]
     data = report_data(runs, {QCFS_ANN: qann, RELU_ANN: relu}, sample,
                        title=f"spikebridge demo: {DEMO_MODEL} on {DEMO_DATASET}",

@@ -64,7 +64,8 @@ def test_demo_says_what_it_does_before_each_phase(tmp_path, capsys, monkeypatch)
     out = capsys.readouterr().out
     phases = [line for line in out.splitlines() if line[:1] == "[" and "/4]" in line[:6]]
     assert [p[:5] for p in phases] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
-    for method in ("qcfs", "pasc", "bitplane", "qcfs + FTBC", "max-norm", "data-driven", "data-driven + FTBC"):
+    for method in ("qcfs", "pasc", "bitplane", "qcfs + FTBC", "max-norm", "data-driven", "data-driven + FTBC",
+                   "network-level", "network-level + FTBC"):
         assert f"  {method} (" in out                                       # each method as it is simulated
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert set(report["anns"]) == {"QCFS ANN", "ReLU ANN"} and report["images"] == 100

@@ -88,7 +88,7 @@ def test_a_whole_train_runs_in_one_call_as_step_by_step(layer, step, layout):
     torch.manual_seed(0)
     train = torch.rand(3, 5, *step)
     layout = layout if isinstance(layer, nn.Conv2d) else torch.contiguous_format
-    assert engine.folds(layer, train, SUM) and not engine.folds(layer, train, RATE)
+    assert engine.folds(layer, train, SUM) and not engine.folds(layer, train, RATE)  # RATE: only with a probe
     with torch.no_grad():
         y = engine.synapse(layer, train, SUM, layout, layer.weight.contiguous(memory_format=layout))
         if isinstance(layer, nn.Linear):
@@ -108,3 +108,29 @@ def test_only_a_whole_train_whose_output_fits_the_budget_is_folded(monkeypatch):
     assert not engine.folds(conv, torch.zeros(6, 3, 4, 9, 9), SUM)  # one image more
     assert not engine.folds(conv, train, RATE)
     assert engine.folds(nn.Linear(9, 1), train, SUM)  # 6 x 2 x 4 x 9 x 1 floats
+
+
+def test_a_rate_coded_window_folds_only_where_folding_keeps_every_bit(monkeypatch):
+    """Rate-coded windows vary with the time chunk: a window folds only where the folded call
+    gave a call per step's bits on random values (``folding_keeps_bits``), so a run in chunks
+    computes what one window computes; a layer whose result changes with the batch's size runs
+    a step per call."""
+    torch.manual_seed(0)
+    monkeypatch.setattr(engine, "_same_bits", {})
+    conv, train = nn.Conv2d(4, 8, 3, padding=1), torch.rand(5, 16, 4, 8, 8)
+    with torch.no_grad():
+        y = engine.synapse(conv, train, RATE)
+        per_step = torch.stack([conv(x_t) for x_t in train])
+    assert torch.equal(y, per_step)  # folded or not: a call per step's bits
+    assert len(engine._same_bits) == 1  # probed once for this shape ...
+    engine.synapse(conv, train, RATE)
+    assert len(engine._same_bits) == 1  # ... and remembered
+    assert engine.folds(conv, train, RATE, conv) == next(iter(engine._same_bits.values()))
+
+    def batch_dependent(x):  # rounds differently for a larger batch, as a matrix-vector path can
+        return conv(x) * (1 + 1e-6 * (x.shape[0] > 3))
+    assert not engine.folding_keeps_bits(conv, train[:, :2], batch_dependent)
+    assert not engine.folds(conv, train[:, :2], RATE, batch_dependent)
+    assert engine.folds(conv, train[:, :2], SUM, batch_dependent)  # a whole train needs no probe
+    with torch.no_grad():
+        assert torch.equal(engine.synapse(conv, train[:, :2], RATE), per_step[:, :2])

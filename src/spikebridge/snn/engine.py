@@ -4,8 +4,8 @@ topological order (docs/architecture.md "snn").
 Dispatch: a neuron (``SpikingNeuron``) runs its own dynamics on the whole input train; every
 other node is looked up in the op table (``conversion.ops``) and run by the rule of its kind:
 
-- SYNAPTIC: W·x(t) plus the coding's bias per step, a step per call, or a small whole
-  (sum-coded) train in one call (``synapse``, ``folds``);
+- SYNAPTIC: W·x(t) plus the coding's bias per step, a step per call, or a small train in
+  one call (``synapse``, ``folds``);
 - STATELESS and SHAPE: the same function on every step (``per_step``): each step is a batch
   [B, ...] as in the ANN, so shapes read off a train (``x.size(0)``) are the ANN's;
 - AFFINE: y = Σ a_i·x_i + c on aligned trains, the constant c spread over the steps by the
@@ -50,26 +50,49 @@ def step_layout(layer: nn.Module, train: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-FOLD_BYTES = 16 * 2**20  # a whole train's steps run in one call when its output is at most this
+FOLD_BYTES = 16 * 2**20  # a train's steps run in one call when its output is at most this
+SAME_BITS_CACHE = 1024      # probe results kept (``folding_keeps_bits``), one per layer shape and window
 
 
-def folds(layer: nn.Module, train: torch.Tensor, coding) -> bool:
+def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None) -> bool:
     """Whether ``synapse`` runs all steps of ``train`` in one call, the steps folded into the
-    batch: for a coding whose trains are always whole (``Coding.whole_trains``: sum), when the
-    output train takes at most ``FOLD_BYTES`` (its shape found on the meta device). Measured on
-    2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels (benchmarks/fold_steps.py):
-    one call took 0.76–1.00x the time of a call per step (with its copy into the train) up to
-    16 MiB of output, 0.96–1.16x from 32 MiB; PASC and bit-plane networks 0.86–1.00x, the same
-    logits bit for bit, the same live memory (BENCHMARKS.md §9). A rate-coded train runs one
-    step at a time, so that every call has the batch's shape whatever the window's length and a
-    run in time chunks computes bit for bit what one run computes (a GEMM over T·B rows can
-    round differently from one over B)."""
-    if not coding.whole_trains:
-        return False
+    batch: when the output train takes at most ``FOLD_BYTES`` (its shape found on the meta
+    device) and, for a coding whose windows vary (``Coding.whole_trains`` False: rate-coded
+    time chunks), when ``forward`` folded gives the bits of a call per step
+    (``folding_keeps_bits``), so that a run in time chunks computes bit for bit what one window
+    computes. Measured on 2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels
+    (benchmarks/fold_steps.py): one call took 0.76–1.00x the time of a call per step (with its
+    copy into the train) up to 16 MiB of output, 0.96–1.16x from 32 MiB; PASC and bit-plane
+    networks 0.86–1.00x, rate-coded ones 0.88–1.01x at batch 16, the same logits bit for bit,
+    the same live memory (BENCHMARKS.md §9)."""
     step = torch.empty(train.shape[1:], dtype=train.dtype, device="meta")
     weight = layer.weight.to("meta")
     out = F.linear(step, weight) if isinstance(layer, nn.Linear) else layer._conv_forward(step, weight, None)
-    return train.shape[0] * out.numel() * out.element_size() <= FOLD_BYTES
+    if train.shape[0] * out.numel() * out.element_size() > FOLD_BYTES:
+        return False
+    return coding.whole_trains or (forward is not None and folding_keeps_bits(layer, train, forward))
+
+
+_same_bits: dict[tuple, bool] = {}
+
+
+def folding_keeps_bits(layer: nn.Module, train: torch.Tensor, forward) -> bool:
+    """Whether ``forward`` over the steps of a train like ``train`` folded into the batch gives
+    the same bits as ``forward`` on each step: tried once on random values per layer shape,
+    train shape, dtype, device and thread count, and remembered. A kernel's order of sums does
+    not depend on the values, so random ones show whether the batch's size changed it: on the
+    CPU, oneDNN and MKL kept it for every layer of the benchmark models at batch 16, and
+    changed it for some shapes with one image (matrix-vector paths) or a few."""
+    config = tuple(getattr(layer, k, None) for k in ("stride", "padding", "dilation", "groups", "padding_mode"))
+    key = (type(layer), tuple(layer.weight.shape), layer.bias is not None, config, tuple(train.shape),
+           train.dtype, train.device, torch.get_num_threads())
+    if key not in _same_bits:
+        if len(_same_bits) >= SAME_BITS_CACHE:
+            _same_bits.clear()
+        with torch.no_grad():
+            x = torch.randn(train.shape, dtype=train.dtype, device=train.device)
+            _same_bits[key] = torch.equal(forward(x.flatten(0, 1)), torch.cat([forward(x_t) for x_t in x]))
+    return _same_bits[key]
 
 
 def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_format = torch.contiguous_format,
@@ -84,7 +107,7 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
     forward = (lambda x: F.linear(x, weight, bias)) if isinstance(layer, nn.Linear) else (
         lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
-    if steps == 1 or folds(layer, train, coding):
+    if steps == 1 or folds(layer, train, coding, forward):
         return forward(train.flatten(0, 1)).unflatten(0, (steps, train.shape[1]))
     y = None
     for t in range(steps):

@@ -63,8 +63,9 @@ def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None) -> bool:
     computes. Measured on 2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels
     (benchmarks/fold_steps.py): one call took 0.76–1.00x the time of a call per step (with its
     copy into the train) up to 16 MiB of output, 0.96–1.16x from 32 MiB; PASC and bit-plane
-    networks 0.86–1.00x, rate-coded ones 0.88–1.01x at batch 16, the same logits bit for bit,
-    the same live memory (BENCHMARKS.md §9)."""
+    networks 0.86–1.00x and max-norm ones 0.85–0.94x at batch 16 and 0.65–0.81x at batch 4
+    (benchmarks/fold_windows.py), the same logits bit for bit, the same live memory
+    (BENCHMARKS.md §9)."""
     step = torch.empty(train.shape[1:], dtype=train.dtype, device="meta")
     weight = layer.weight.to("meta")
     out = F.linear(step, weight) if isinstance(layer, nn.Linear) else layer._conv_forward(step, weight, None)
@@ -81,8 +82,9 @@ def folding_keeps_bits(layer: nn.Module, train: torch.Tensor, forward) -> bool:
     the same bits as ``forward`` on each step: tried once on random values per layer shape,
     train shape, dtype, device and thread count, and remembered. A kernel's order of sums does
     not depend on the values, so random ones show whether the batch's size changed it: on the
-    CPU, oneDNN and MKL kept it for every layer of the benchmark models at batch 16, and
-    changed it for some shapes with one image (matrix-vector paths) or a few."""
+    CPU (one thread) oneDNN and MKL kept it for every layer of the benchmark models at batches 4
+    and 16, and changed it for some shapes with one image (matrix-vector paths) and for an NCHW
+    1x1 convolution at batch 4."""
     config = tuple(getattr(layer, k, None) for k in ("stride", "padding", "dilation", "groups", "padding_mode"))
     key = (type(layer), tuple(layer.weight.shape), layer.bias is not None, config, tuple(train.shape),
            train.dtype, train.device, torch.get_num_threads())

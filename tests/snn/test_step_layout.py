@@ -118,8 +118,11 @@ def test_a_rate_coded_window_folds_only_where_folding_keeps_every_bit(monkeypatc
     torch.manual_seed(0)
     monkeypatch.setattr(engine, "_same_bits", {})
     conv, train = nn.Conv2d(4, 8, 3, padding=1), torch.rand(5, 16, 4, 8, 8)
+    state = torch.get_rng_state()
     with torch.no_grad():
         y = engine.synapse(conv, train, RATE)
+    assert torch.equal(torch.get_rng_state(), state)  # the probe draws from a generator of its own
+    with torch.no_grad():
         per_step = torch.stack([conv(x_t) for x_t in train])
     assert torch.equal(y, per_step)  # folded or not: a call per step's bits
     assert len(engine._same_bits) == 1  # probed once for this shape ...

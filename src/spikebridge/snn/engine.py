@@ -92,8 +92,8 @@ def folding_keeps_bits(layer: nn.Module, train: torch.Tensor, forward) -> bool:
         if len(_same_bits) >= SAME_BITS_CACHE:
             _same_bits.clear()
         with torch.no_grad():  # its own generator: a simulation leaves the global random state alone
-            generator = torch.Generator(train.device).manual_seed(0)
-            x = torch.randn(train.shape, dtype=train.dtype, device=train.device, generator=generator)
+            generator = torch.Generator().manual_seed(0)  # on the CPU: every device takes its values
+            x = torch.randn(train.shape, dtype=train.dtype, generator=generator).to(train.device)
             _same_bits[key] = torch.equal(forward(x.flatten(0, 1)), torch.cat([forward(x_t) for x_t in x]))
     return _same_bits[key]
 

@@ -129,6 +129,11 @@ def test_a_rate_coded_window_folds_only_where_folding_keeps_every_bit(monkeypatc
     engine.synapse(conv, train, RATE)
     assert len(engine._same_bits) == 1  # ... and remembered
     assert engine.folds(conv, train, RATE, conv) == next(iter(engine._same_bits.values()))
+    with torch.no_grad():
+        weight = conv.weight.contiguous(memory_format=torch.channels_last)
+        y = engine.synapse(conv, train, RATE, torch.channels_last, weight)
+    assert len(engine._same_bits) == 2  # another step layout, another kernel: probed apart
+    torch.testing.assert_close(y, per_step)
 
     def batch_dependent(x):  # rounds differently for a larger batch, as a matrix-vector path can
         return conv(x) * (1 + 1e-6 * (x.shape[0] > 3))

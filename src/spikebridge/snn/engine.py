@@ -54,12 +54,13 @@ FOLD_BYTES = 16 * 2**20  # a train's steps run in one call when its output is at
 SAME_BITS_CACHE = 1024      # probe results kept (``folding_keeps_bits``), one per layer shape and window
 
 
-def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None) -> bool:
+def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None,
+          layout: torch.memory_format = torch.contiguous_format) -> bool:
     """Whether ``synapse`` runs all steps of ``train`` in one call, the steps folded into the
     batch: when the output train takes at most ``FOLD_BYTES`` (its shape found on the meta
     device) and, for a coding whose windows vary (``Coding.whole_trains`` False: rate-coded
-    time chunks), when ``forward`` folded gives the bits of a call per step
-    (``folding_keeps_bits``), so that a run in time chunks computes bit for bit what one window
+    time chunks), when ``forward`` (the layer's call, its steps in ``layout``) folded gives the
+    bits of a call per step (``folding_keeps_bits``), so that a run in time chunks computes bit for bit what one window
     computes. Measured on 2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels
     (benchmarks/fold_steps.py): one call took 0.76–1.00x the time of a call per step (with its
     copy into the train) up to 16 MiB of output, 0.96–1.16x from 32 MiB; PASC and bit-plane
@@ -71,22 +72,23 @@ def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None) -> bool:
     out = F.linear(step, weight) if isinstance(layer, nn.Linear) else layer._conv_forward(step, weight, None)
     if train.shape[0] * out.numel() * out.element_size() > FOLD_BYTES:
         return False
-    return coding.whole_trains or (forward is not None and folding_keeps_bits(layer, train, forward))
+    return coding.whole_trains or (forward is not None and folding_keeps_bits(layer, train, forward, layout))
 
 
 _same_bits: dict[tuple, bool] = {}
 
 
-def folding_keeps_bits(layer: nn.Module, train: torch.Tensor, forward) -> bool:
+def folding_keeps_bits(layer: nn.Module, train: torch.Tensor, forward,
+                       layout: torch.memory_format = torch.contiguous_format) -> bool:
     """Whether ``forward`` over the steps of a train like ``train`` folded into the batch gives
     the same bits as ``forward`` on each step: tried once on random values per layer shape,
-    train shape, dtype, device and thread count, and remembered. A kernel's order of sums does
+    step layout, train shape, dtype, device and thread count, and remembered. A kernel's order of sums does
     not depend on the values, so random ones show whether the batch's size changed it: on the
     CPU (one thread) oneDNN and MKL kept it for every layer of the benchmark models at batches 4
     and 16, and changed it for some shapes with one image (matrix-vector paths) and for an NCHW
     1x1 convolution at batch 4."""
     config = tuple(getattr(layer, k, None) for k in ("stride", "padding", "dilation", "groups", "padding_mode"))
-    key = (type(layer), tuple(layer.weight.shape), layer.bias is not None, config, tuple(train.shape),
+    key = (type(layer), tuple(layer.weight.shape), layer.bias is not None, config, layout, tuple(train.shape),
            train.dtype, train.device, torch.get_num_threads())
     if key not in _same_bits:
         if len(_same_bits) >= SAME_BITS_CACHE:
@@ -110,7 +112,7 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
     forward = (lambda x: F.linear(x, weight, bias)) if isinstance(layer, nn.Linear) else (
         lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
-    if steps == 1 or folds(layer, train, coding, forward):
+    if steps == 1 or folds(layer, train, coding, forward, layout):
         return forward(train.flatten(0, 1)).unflatten(0, (steps, train.shape[1]))
     y = None
     for t in range(steps):

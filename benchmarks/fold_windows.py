@@ -45,12 +45,13 @@ def network_row(name: str, batch: int, rounds: int) -> dict:
         finally:
             engine.folding_keeps_bits = probe
 
-    engine._same_bits.clear()
+    engine._calls.clear()
     ms = interleaved({"rule": lambda: run(True), "per step": lambda: run(False)}, rounds)
     folded = run(True)
+    probed = [known["same_bits"] for known in engine._calls.values() if "same_bits" in known]
     return {"model": name, "batch": batch, "T": 8, "window": auto_chunk(x), "ms": ms,
-            "rule_over_per_step": ms["rule"] / ms["per step"], "shapes_probed": len(engine._same_bits),
-            "shapes_folding": sum(engine._same_bits.values()),
+            "rule_over_per_step": ms["rule"] / ms["per step"], "shapes_probed": len(probed),
+            "shapes_folding": sum(probed),
             "same_logits_as_per_step": bool(torch.equal(folded, run(False))),
             "same_logits_as_chunk_1": bool(torch.equal(folded, run(True, chunk=1)))}
 

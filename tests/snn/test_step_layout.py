@@ -116,7 +116,7 @@ def test_a_rate_coded_window_folds_only_where_folding_keeps_every_bit(monkeypatc
     computes what one window computes; a layer whose result changes with the batch's size runs
     a step per call."""
     torch.manual_seed(0)
-    monkeypatch.setattr(engine, "_same_bits", {})
+    monkeypatch.setattr(engine, "_calls", {})
     conv, train = nn.Conv2d(4, 8, 3, padding=1), torch.rand(5, 16, 4, 8, 8)
     state = torch.get_rng_state()
     with torch.no_grad():
@@ -125,14 +125,16 @@ def test_a_rate_coded_window_folds_only_where_folding_keeps_every_bit(monkeypatc
     with torch.no_grad():
         per_step = torch.stack([conv(x_t) for x_t in train])
     assert torch.equal(y, per_step)  # folded or not: a call per step's bits
-    assert len(engine._same_bits) == 1  # probed once for this shape ...
+    def probed():  # the probe results remembered
+        return [known["same_bits"] for known in engine._calls.values() if "same_bits" in known]
+    assert len(probed()) == 1  # probed once for this shape ...
     engine.synapse(conv, train, RATE)
-    assert len(engine._same_bits) == 1  # ... and remembered
-    assert engine.folds(conv, train, RATE, conv) == next(iter(engine._same_bits.values()))
+    assert len(probed()) == 1  # ... and remembered
+    assert engine.folds(conv, train, RATE, conv) == probed()[0]
     with torch.no_grad():
         weight = conv.weight.contiguous(memory_format=torch.channels_last)
         y = engine.synapse(conv, train, RATE, torch.channels_last, weight)
-    assert len(engine._same_bits) == 2  # another step layout, another kernel: probed apart
+    assert len(probed()) == 2  # another step layout, another kernel: probed apart
     torch.testing.assert_close(y, per_step)
 
     def batch_dependent(x):  # rounds differently for a larger batch, as a matrix-vector path can

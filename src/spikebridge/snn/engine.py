@@ -51,53 +51,65 @@ def step_layout(layer: nn.Module, train: torch.Tensor) -> torch.memory_format:
 
 
 FOLD_BYTES = 16 * 2**20  # a train's steps run in one call when its output is at most this
-SAME_BITS_CACHE = 1024      # probe results kept (``folding_keeps_bits``), one per layer shape and window
+CALLS_KEPT = 1024         # synaptic calls whose output size and probe result are remembered
 
 
 def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None,
           layout: torch.memory_format = torch.contiguous_format) -> bool:
     """Whether ``synapse`` runs all steps of ``train`` in one call, the steps folded into the
     batch: when the output train takes at most ``FOLD_BYTES`` (its shape found on the meta
-    device) and, for a coding whose windows vary (``Coding.whole_trains`` False: rate-coded
-    time chunks), when ``forward`` (the layer's call, its steps in ``layout``) folded gives the
-    bits of a call per step (``folding_keeps_bits``), so that a run in time chunks computes bit for bit what one window
-    computes. Measured on 2 cores (32 MiB L3), one thread, 3x3 convolutions of 16–512 channels
-    (benchmarks/fold_steps.py): one call took 0.76–1.00x the time of a call per step (with its
-    copy into the train) up to 16 MiB of output, 0.96–1.16x from 32 MiB; PASC and bit-plane
-    networks 0.86–1.00x and max-norm ones 0.85–0.94x at batch 16 and 0.65–0.81x at batch 4
-    (benchmarks/fold_windows.py), the same logits bit for bit, the same live memory
-    (BENCHMARKS.md §9)."""
-    step = torch.empty(train.shape[1:], dtype=train.dtype, device="meta")
-    weight = layer.weight.to("meta")
-    out = F.linear(step, weight) if isinstance(layer, nn.Linear) else layer._conv_forward(step, weight, None)
-    if train.shape[0] * out.numel() * out.element_size() > FOLD_BYTES:
+    device, once per call shape) and, for a coding whose windows vary (``Coding.whole_trains``
+    False: rate-coded time chunks), when ``forward`` (the layer's call, its steps in ``layout``)
+    folded gives the bits of a call per step (``folding_keeps_bits``), so that a run in time
+    chunks computes bit for bit what one window computes. Measured on 2 cores (32 MiB L3), one
+    thread, 3x3 convolutions of 16–512 channels (benchmarks/fold_steps.py): one call took
+    0.76–1.00x the time of a call per step (with its copy into the train) up to 16 MiB of
+    output, 0.96–1.16x from 32 MiB; PASC and bit-plane networks 0.86–1.00x and max-norm ones
+    0.85–0.94x at batch 16 and 0.65–0.81x at batch 4 (benchmarks/fold_windows.py), the same
+    logits bit for bit, the same live memory (BENCHMARKS.md §9)."""
+    known = _remembered(layer, train, layout)
+    if "bytes" not in known:
+        step = torch.empty(train.shape[1:], dtype=train.dtype, device="meta")
+        weight = layer.weight.to("meta")
+        out = F.linear(step, weight) if isinstance(layer, nn.Linear) else layer._conv_forward(step, weight, None)
+        known["bytes"] = train.shape[0] * out.numel() * out.element_size()
+    if known["bytes"] > FOLD_BYTES:
         return False
     return coding.whole_trains or (forward is not None and folding_keeps_bits(layer, train, forward, layout))
 
 
-_same_bits: dict[tuple, bool] = {}
+_calls: dict[tuple, dict] = {}
+
+
+def _remembered(layer: nn.Module, train: torch.Tensor, layout: torch.memory_format) -> dict:
+    """What is known of a synaptic call (its output's "bytes", whether folding keeps its bits,
+    "same_bits"), by what both depend on: the layer's shape and settings, the step layout, the
+    train's shape, dtype and device, and the thread count."""
+    config = tuple(getattr(layer, k, None) for k in ("stride", "padding", "dilation", "groups", "padding_mode"))
+    key = (type(layer), tuple(layer.weight.shape), layer.bias is not None, config, layout, tuple(train.shape),
+           train.dtype, train.device, torch.get_num_threads())
+    if key not in _calls:
+        if len(_calls) >= CALLS_KEPT:
+            _calls.clear()
+        _calls[key] = {}
+    return _calls[key]
 
 
 def folding_keeps_bits(layer: nn.Module, train: torch.Tensor, forward,
                        layout: torch.memory_format = torch.contiguous_format) -> bool:
     """Whether ``forward`` over the steps of a train like ``train`` folded into the batch gives
-    the same bits as ``forward`` on each step: tried once on random values per layer shape,
-    step layout, train shape, dtype, device and thread count, and remembered. A kernel's order of sums does
-    not depend on the values, so random ones show whether the batch's size changed it: on the
-    CPU (one thread) oneDNN and MKL kept it for every layer of the benchmark models at batches 4
-    and 16, and changed it for some shapes with one image (matrix-vector paths) and for an NCHW
-    1x1 convolution at batch 4."""
-    config = tuple(getattr(layer, k, None) for k in ("stride", "padding", "dilation", "groups", "padding_mode"))
-    key = (type(layer), tuple(layer.weight.shape), layer.bias is not None, config, layout, tuple(train.shape),
-           train.dtype, train.device, torch.get_num_threads())
-    if key not in _same_bits:
-        if len(_same_bits) >= SAME_BITS_CACHE:
-            _same_bits.clear()
+    the same bits as ``forward`` on each step: tried once on random values per call shape
+    (``_remembered``) and remembered. A kernel's order of sums does not depend on the values,
+    so random ones show whether the batch's size changed it: on the CPU (one thread) oneDNN and
+    MKL kept it for every layer of the benchmark models at batches 4 and 16, and changed it for
+    some shapes with one image (matrix-vector paths) and for an NCHW 1x1 convolution at batch 4."""
+    known = _remembered(layer, train, layout)
+    if "same_bits" not in known:
         with torch.no_grad():  # its own generator: a simulation leaves the global random state alone
             generator = torch.Generator().manual_seed(0)  # on the CPU: every device takes its values
             x = torch.randn(train.shape, dtype=train.dtype, generator=generator).to(train.device)
-            _same_bits[key] = torch.equal(forward(x.flatten(0, 1)), torch.cat([forward(x_t) for x_t in x]))
-    return _same_bits[key]
+            known["same_bits"] = torch.equal(forward(x.flatten(0, 1)), torch.cat([forward(x_t) for x_t in x]))
+    return known["same_bits"]
 
 
 def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_format = torch.contiguous_format,

@@ -99,3 +99,15 @@ def test_report_prints_a_short_summary(checkpoints, capsys, tmp_path):
     assert rows["qcfs"][1:4] == ["QCFS", "ANN", "2"]                   # the T its energy is for: max(--T)
     assert rows["bitplane"][1:5] == ["(exact)", "QCFS", "ANN", "3"]    # its own T = ceil(log2(4 + 1)), not in --T
     assert out[-1].startswith("report written to")
+
+
+def test_convert_recommends_ftbc_after_a_rate_coded_conversion_only(checkpoints, capsys):
+    """FTBC calibrates every rate-coded SNN (docs/methods.md §5): convert names the command
+    that runs it on the file just written; an exact (sum-coded) SNN has nothing to correct."""
+    snn = str(checkpoints / "qcfs_rate.pt")
+    assert main(["convert", str(checkpoints / "qcfs" / "last.pt"), "--method", "qcfs", "--T", "2", "-o", snn]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (f"recommended next: spikebridge calibrate ftbc {snn} --ckpt {checkpoints / 'qcfs' / 'last.pt'} "
+                       "-o OUT (FTBC, docs/methods.md §5)")
+    assert main(["convert", str(checkpoints / "qcfs" / "last.pt"), "--method", "pasc", "-o", str(checkpoints / "p.pt")]) == 0
+    assert "recommended next" not in capsys.readouterr().out

@@ -129,8 +129,9 @@ def test_command_lines_run_in_order_on_the_demo_networks(demo_dir):
     assert [line.split()[0] for line in outputs["evaluate"][1].splitlines()[2:]] == ["1", "2", "4", "8"]
     assert outputs["finetune"][0].count("test ") == 3             # test accuracy after each stage
     assert all("written to" in out for out in outputs["report"])
-    for name in ("pasc.pt", "qcfs.pt", "qcfs_ftbc.pt", "qcfs_ft.pt", "dd.pt", "runs/report-qcfs/report.md",
-                 "runs/report-relu/accuracy.png"):
+    assert outputs["convert"][2].startswith("no --method: converting with 'network-level'")  # the ReLU default
+    for name in ("pasc.pt", "qcfs.pt", "qcfs_ftbc.pt", "qcfs_ft.pt", "relu.pt", "relu_ftbc.pt",
+                 "runs/report-qcfs/report.md", "runs/report-relu/accuracy.png"):
         assert (demo_dir / name).is_file(), name
 
 

@@ -28,6 +28,7 @@ def run(args) -> int:
     from ..conversion.registry import get_method, options_from_arguments
     from ..export.snn_file import save
     from ..pipeline import convert_checkpoint, load_ann
+    from ..snn.codings import RATE
 
     record = get_method(args.method) if args.method else default_for(load_ann(args.checkpoint)[1])
     if not args.method:
@@ -38,5 +39,8 @@ def run(args) -> int:
     save(snn, args.output)
     steps = f"T_eff={snn.info['T_eff']:.2f}" if "T_eff" in snn.info else f"T={snn.T}"
     print(f"{snn.method} SNN ({steps}, {len(snn.neurons())} spiking sites) written to {args.output}")
+    if snn.coding is RATE:  # FTBC applies to every rate-coded SNN; it keeps only the bias that helps
+        print(f"recommended next: spikebridge calibrate ftbc {args.output} --ckpt {args.checkpoint} -o OUT "
+              "(FTBC, docs/methods.md §5)")
     return 0
 

@@ -127,15 +127,14 @@ def step_convert(args, results: dict) -> None:
     sb.ftbc(snn, ann=qann, data=ftbc_batches, alpha=0.5, batches=4, progress=False)
     run("qcfs + FTBC", snn, qann, QCFS_ANN, Ts)
     print(f"  ReLU ANN: activation statistics on {DEMO_CALIBRATION_IMAGES} training images", flush=True)
-    stats = sb.calibration_statistics(relu, calib)
+    stats = sb.calibration_statistics(relu, calib, channel_wise=True)  # network-level's rules are per channel
     run("max-norm", sb.convert(relu, "max-norm", T=top, statistics=stats), relu, RELU_ANN, Ts)
     for T in DEMO_RELU_TS:  # data-driven thresholds are chosen for one T
         snn = sb.convert(relu, "data-driven", T=T, statistics=stats)
         run("data-driven", snn, relu, RELU_ANN, [T])
-        snn = sb.convert(relu, "data-driven", T=T, statistics=stats)
+        snn = copy.deepcopy(snn)  # the row above keeps its SNN
         sb.ftbc(snn, ann=relu, data=ftbc_batches, alpha=0.5, batches=4, progress=False)
         run("data-driven + FTBC", snn, relu, RELU_ANN, [T])
-    stats = sb.calibration_statistics(relu, calib, channel_wise=True)  # its rules are per channel
     for T in DEMO_RELU_TS:  # convert's default for a ReLU ANN (network-level), which we recommend with FTBC
         snn = sb.convert(relu, T=T, calibration_data=calib, statistics=stats)
         run("network-level", snn, relu, RELU_ANN, [T])

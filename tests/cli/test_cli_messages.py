@@ -109,5 +109,6 @@ def test_convert_recommends_ftbc_after_a_rate_coded_conversion_only(checkpoints,
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == (f"recommended next: spikebridge calibrate ftbc {snn} --ckpt {checkpoints / 'qcfs' / 'last.pt'} "
                        "-o OUT (FTBC, docs/methods.md §5)")
-    assert main(["convert", str(checkpoints / "qcfs" / "last.pt"), "--method", "pasc", "-o", str(checkpoints / "p.pt")]) == 0
+    pasc = str(checkpoints / "p.pt")
+    assert main(["convert", str(checkpoints / "qcfs" / "last.pt"), "--method", "pasc", "-o", pasc]) == 0
     assert "recommended next" not in capsys.readouterr().out

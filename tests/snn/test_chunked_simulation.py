@@ -1,7 +1,7 @@
 """Time-chunked simulation (snn/network.py ``simulate(chunk=...)``): a rate-coded network run
 in chunks of steps, each neuron carrying its potential across chunks, gives exactly what one
 run over all T steps gives — anytime logits, spike counts, input events and site values; a
-sum-coded network run in batch pieces (``batch_chunk``) gives what one run of the batch gives."""
+network run in batch pieces (``batch_chunk``) gives what one run of the batch gives."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +10,8 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge import models
-from spikebridge.snn.network import AUTO_PIECE_TRAIN_BYTES, SpikingNetwork, auto_batch_chunk
+from spikebridge.snn.network import (AUTO_PIECE_TRAIN_BYTES, STEP_PIECE, STEP_PIECE_BYTES, SpikingNetwork,
+                                     auto_batch_chunk, auto_step_pieces)
 
 
 def _qcfs_snn(T: int):
@@ -83,6 +84,42 @@ def test_sum_coded_networks_in_batch_pieces_give_the_same_simulation(method, bat
     assert sum(c.sum() for c in whole.spikes.values()) > 0  # the counts compared are not all zero
 
 
+@pytest.mark.parametrize("batch_chunk", [1, 3, 100])
+def test_rate_coded_networks_in_batch_pieces_give_the_same_simulation(batch_chunk):
+    qann, snn = _qcfs_snn(T=12)
+    x = torch.rand(7, 1, 8, 8)
+    sb.ftbc(snn, ann=qann, data=[x], alpha=0.5, batches=1, check_batches=0, progress=False)
+    whole = snn.simulate(x, chunk=5, batch_chunk=7)
+    _same_counts(snn.simulate(x, chunk=5, batch_chunk=batch_chunk), whole)
+    assert whole.logits.shape == (12, 7, 3) and sum(c.sum() for c in whole.spikes.values()) > 0
+
+
+def test_rate_coded_batches_split_on_the_cpu_where_a_run_showed_small_steps(monkeypatch):
+    """``auto_step_pieces``: pieces of ``STEP_PIECE`` images where their largest synaptic output
+    of one step (per image, learnt by the previous run on that input shape) fits the budget."""
+    x = torch.rand(150, 1, 8, 8)
+    fits = STEP_PIECE_BYTES // STEP_PIECE
+    assert auto_step_pieces(x, None) == 150  # nothing learnt yet: the whole batch
+    assert auto_step_pieces(x, fits) == STEP_PIECE
+    assert auto_step_pieces(x, fits + 1) == 150  # a piece's steps would outgrow the budget
+    assert auto_step_pieces(x.to("meta"), fits) == 150  # measured on the CPU only
+    _, snn = _qcfs_snn(T=8)
+    runs = []
+    real = SpikingNetwork._run
+    monkeypatch.setattr(SpikingNetwork, "_run", lambda self, piece, *a: runs.append(len(piece)) or real(self, piece, *a))
+    first = snn.simulate(x, chunk=4)
+    assert runs == [150]
+    assert snn._step_bytes[(1, 8, 8), torch.float32, x.device] == 4 * 8 * 8 * 4  # the first conv's [4, 8, 8] step
+    runs.clear()
+    second = snn.simulate(x, chunk=4)
+    assert runs == [64, 64, 22]
+    _same_counts(second, first)
+    monkeypatch.setattr("spikebridge.snn.network.STEP_PIECE_BYTES", STEP_PIECE * 4 * 8 * 8 * 4 - 1)
+    runs.clear()
+    snn.simulate(x, chunk=4)
+    assert runs == [150]
+
+
 def test_batch_pieces_add_the_analog_ops_of_a_vit():
     torch.manual_seed(0)
     ann = models.create("vit_tiny", num_classes=10, in_channels=1, image_size=16, depth=1, dim=16, heads=2)
@@ -108,9 +145,7 @@ def test_batches_of_sum_coded_networks_run_in_pieces_that_shrink_with_the_steps(
     runs.clear()
     snn.simulate(x, batch_chunk=16, values=True)  # values keep the batch in one piece
     assert runs == [40]
-    runs.clear()
-    sb.convert(qann, "qcfs", T=32).simulate(x, batch_chunk=16)  # rate coding chunks time instead
-    assert runs == [40]
+
 
 
 def test_bad_batch_chunk_is_an_option_error():

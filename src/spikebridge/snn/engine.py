@@ -168,6 +168,7 @@ class TrainRunner(fx.Interpreter):
         self.counted: dict[int, tuple] = {}  # id(site output) -> (weak reference to it, its counts)
         self.modules: dict[str, tuple] = {}  # target -> (module, its op; None for a neuron)
         self.weights: dict[tuple, torch.Tensor] = {}  # (synaptic layer, step layout) -> its weight in that layout
+        self.step_bytes = 0  # the largest synaptic output of one step of one image
 
     def run_window(self, x: torch.Tensor, window: tuple[int, int] | None):
         """Steps t0 .. t0 + steps − 1 of the simulation (None: all of them, in one piece)."""
@@ -217,7 +218,9 @@ class TrainRunner(fx.Interpreter):
             layout = step_layout(module, args[0])
             if (target, layout) not in self.weights:  # the weight in the steps' layout, once per runner
                 self.weights[target, layout] = module.weight.contiguous(memory_format=layout)
-            return synapse(module, args[0], self.coding, layout, self.weights[target, layout])
+            out = synapse(module, args[0], self.coding, layout, self.weights[target, layout])
+            self.step_bytes = max(self.step_bytes, out[0].numel() // max(1, out.shape[1]) * out.element_size())
+            return out
         if op.kind is Kind.CONSTANT:
             return module().unsqueeze(0)
         return self.run_op(op, module, args, kwargs)

@@ -106,6 +106,31 @@ def auto_batch_chunk(x: torch.Tensor, steps: int) -> int:
     return max(1, AUTO_PIECE_TRAIN_BYTES // (image_bytes * max(1, steps)))
 
 
+STEP_PIECE = 64
+STEP_PIECE_BYTES = 8 << 20
+INPUT_SHAPES_KEPT = 64
+
+
+def auto_step_pieces(x: torch.Tensor, step_bytes: int | None) -> int:
+    """Images per piece when a network simulated in time chunks (rate coding) is given a batch:
+    on the CPU, ``STEP_PIECE`` (64) when 64 images' largest synaptic output of one step
+    (``step_bytes`` per image, learnt by the network's previous run on inputs of this shape)
+    takes at most ``STEP_PIECE_BYTES`` (8 MiB); otherwise (not yet known, larger activations,
+    or another device) the whole batch. Measured (``benchmarks/batch_pieces.py``, BENCHMARKS.md
+    §9; max-norm, T = 8, one thread, time of pieces of 64 over the whole batch's): ResNet-20
+    (64 KiB per image) 0.96 / 0.87 / 0.82 at batch 128 / 256 / 512, small_cnn (128 KiB)
+    0.89 / 0.93 / 0.89, the activations of a piece staying in cache from layer to layer;
+    VGG-16 and ResNet-18 (256 KiB) 1.02–1.10 in pieces of 128 to 32 at batch 256, and ResNet-20
+    at batch 64 1.09–1.11 in pieces of 32 and 16."""
+    if step_bytes is None or x.device.type != "cpu" or step_bytes * STEP_PIECE > STEP_PIECE_BYTES:
+        return max(1, x.shape[0])
+    return STEP_PIECE
+
+
+def _input_key(x: torch.Tensor) -> tuple:
+    return tuple(x.shape[1:]), x.dtype, x.device
+
+
 class SpikingNetwork(nn.Module):
     """A converted SNN. ``forward(x)`` returns logits [B, classes] after ``T`` steps;
     ``simulate(x, T)`` returns a SimulationResult with anytime logits and spike counts.
@@ -120,6 +145,7 @@ class SpikingNetwork(nn.Module):
         self.method = method
         self.T = T
         self.info = dict(info or {})
+        self._step_bytes: dict[tuple, int] = {}  # per input shape: the largest synaptic output of one image's step
 
     @property
     def record(self) -> Method:
@@ -191,11 +217,13 @@ class SpikingNetwork(nn.Module):
         same for every chunk. Sum-coded neurons see their whole input before they emit, and run
         in one window (their T is the levels or bits, not a user's T).
 
-        batch_chunk: images simulated at once by a network run in one window (sum-coded, or
-        T ≤ chunk; default ``auto_batch_chunk``), each piece a simulation of its own, so memory
-        grows with the piece, not with the batch times the steps; logits and counts are the
-        same for every piece size up to float rounding (a kernel can take another path for
-        another number of images; docs/architecture.md). ``values=True`` runs the batch in one
+        batch_chunk: images simulated at once, each piece a simulation of its own. Default: for
+        a network run in time chunks, ``auto_step_pieces`` (pieces of 64 on the CPU where the
+        network's steps are small, so that a piece's activations stay in cache); for one run
+        in one window (sum-coded, or T ≤ chunk), ``auto_batch_chunk``, so memory grows with the
+        piece, not with the batch times the steps. Logits and counts are the same for every
+        piece size up to float rounding (a kernel can take another path for another number of
+        images; docs/architecture.md). ``values=True`` runs the batch in one
         piece (a site's value need not have the batch first).
         """
         if T is not None and not self.record.time.accepts_T:
@@ -208,11 +236,14 @@ class SpikingNetwork(nn.Module):
         self.set_T(T)
         try:
             if self.T and self.T > chunk and neurons and all(n.stepwise for n in neurons.values()):
-                return self._run(x, record, values, [(t0, min(chunk, self.T - t0)) for t0 in range(0, self.T, chunk)])
-            steps = max((n.steps_out(1) for n in neurons.values()), default=1)
-            size = check_int(auto_batch_chunk(x, steps) if batch_chunk is None else batch_chunk, "batch_chunk")
+                windows = [(t0, min(chunk, self.T - t0)) for t0 in range(0, self.T, chunk)]
+                auto = auto_step_pieces(x, self._step_bytes.get(_input_key(x)))
+            else:
+                windows = [None]
+                auto = auto_batch_chunk(x, max((n.steps_out(1) for n in neurons.values()), default=1))
+            size = check_int(auto if batch_chunk is None else batch_chunk, "batch_chunk")
             pieces = x.split(size) if x.shape[0] > size and not values else [x]
-            results = [self._run(piece, record, values, [None]) for piece in pieces]
+            results = [self._run(piece, record, values, windows) for piece in pieces]
             result = results[0]
             for other in results[1:]:
                 result.add_counts(other)
@@ -237,6 +268,9 @@ class SpikingNetwork(nn.Module):
             logits.append(chunk_logits)
         result.logits = torch.cat(logits) if len(logits) > 1 else logits[0]
         result.values = runner.site_values()
+        if len(self._step_bytes) >= INPUT_SHAPES_KEPT:
+            self._step_bytes.clear()
+        self._step_bytes[_input_key(x)] = runner.step_bytes
         return result
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

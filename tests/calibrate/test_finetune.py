@@ -37,12 +37,26 @@ def _loss(snn, data, T):
                    for x, y in data) / sum(len(y) for _, y in data)
 
 
-def test_simulate_is_differentiable(setup):
+def test_simulate_is_differentiable_once_the_weights_ask_for_gradients(setup):
     snn = sb.convert(setup["qann"], "qcfs", T=2)
     x, y = setup["data"][0]
-    F.cross_entropy(snn.simulate(x, 2, record=False).logits[-1], y).backward()
+    inference = snn.simulate(x, 2, record=False).logits  # a converted SNN's weights ask for no gradient
+    assert not inference.requires_grad and not any(p.requires_grad for p in snn.parameters())
+    snn.requires_grad_()
+    logits = snn.simulate(x, 2, record=False).logits
+    assert torch.equal(logits.detach(), inference)  # autograd's path computes the same bits
+    F.cross_entropy(logits[-1], y).backward()
     grads = {n: p.grad for n, p in snn.named_parameters()}
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values()), grads.keys()
+
+
+def test_an_input_that_asks_for_gradients_gets_them(setup):
+    snn = sb.convert(setup["qann"], "qcfs", T=2)
+    x, y = setup["data"][0]
+    x = x.clone().requires_grad_()  # e.g. an attack through the SNN, its weights frozen
+    F.cross_entropy(snn.simulate(x, 2, record=False).logits[-1], y).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in snn.parameters())
 
 
 def test_one_epoch_lowers_the_loss_and_keeps_thresholds(setup):
@@ -61,6 +75,7 @@ def test_one_epoch_lowers_the_loss_and_keeps_thresholds(setup):
     state = snn.state_dict()
     assert thresholds and all(torch.equal(state[k], v) for k, v in thresholds.items())
     assert any(not torch.equal(p, weights[k]) for k, p in snn.named_parameters())
+    assert not any(p.requires_grad for p in snn.parameters())  # back to inference: simulations build no graph
 
 
 class Interrupted(Exception):

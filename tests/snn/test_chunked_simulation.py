@@ -103,17 +103,23 @@ def test_rate_coded_batches_split_on_the_cpu_where_a_run_showed_small_steps(monk
     assert auto_step_pieces(x, fits) == STEP_PIECE
     assert auto_step_pieces(x, fits + 1) == 150  # a piece's steps would outgrow the budget
     assert auto_step_pieces(x.to("meta"), fits) == 150  # measured on the CPU only
+    assert auto_step_pieces(x, fits, autograd=True) == 150  # and in inference only
     _, snn = _qcfs_snn(T=8)
     runs = []
     real = SpikingNetwork._run
     monkeypatch.setattr(SpikingNetwork, "_run", lambda self, piece, *a: runs.append(len(piece)) or real(self, piece, *a))
-    first = snn.simulate(x, chunk=4)
+    first = snn.simulate(x, chunk=4)  # grad mode on: the network's weights ask for none
     assert runs == [150]
     assert snn._step_bytes[(1, 8, 8), torch.float32, x.device] == 4 * 8 * 8 * 4  # the first conv's [4, 8, 8] step
     runs.clear()
     second = snn.simulate(x, chunk=4)
     assert runs == [64, 64, 22]
     _same_counts(second, first)
+    runs.clear()
+    snn.requires_grad_()
+    snn.simulate(x, chunk=4)  # training: the whole batch
+    assert runs == [150]
+    snn.requires_grad_(False)
     monkeypatch.setattr("spikebridge.snn.network.STEP_PIECE_BYTES", STEP_PIECE * 4 * 8 * 8 * 4 - 1)
     runs.clear()
     snn.simulate(x, chunk=4)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -60,37 +61,49 @@ def finetune(snn: SpikingNetwork, data: Iterable, T_schedule: Sequence[int] = (1
     stage, done = (ckpt["stage"], ckpt["epoch"]) if ckpt else (0, 0)
     device = place(snn, device)
     log = print if progress else (lambda *a, **k: None)
-    for s in range(stage, len(T_schedule)):
-        T = T_schedule[s]
-        optimizer = torch.optim.SGD(snn.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs[s])
-        first = 0
-        if ckpt and s == stage:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            first = done
-        for e in range(first, epochs[s]):
-            start = time.perf_counter()
-            set_epoch(data, sum(epochs[:s]) + e)
-            lr_now = optimizer.param_groups[0]["lr"]
-            loss, acc = _epoch(snn, data, T, optimizer, device, f"T={T} epoch {e + 1}/{epochs[s]}", progress)
-            scheduler.step()
-            history.append({"stage": s, "T": T, "epoch": e + 1, "loss": loss, "accuracy": acc, "lr": lr_now,
-                            "seconds": round(time.perf_counter() - start, 3)})
-            log(f"T={T} epoch {e + 1}/{epochs[s]}  loss {loss:.4f}  train {100 * acc:.2f}%  lr {lr_now:.3g}  "
-                f"{history[-1]['seconds']:.1f}s")
-            if e + 1 == epochs[s] and test_data is not None:
-                history[-1]["test_accuracy"] = test_accuracy(snn, test_data, T, progress)
-                log(f"T={T} (stage {s + 1}/{len(T_schedule)} done): test accuracy "
-                    f"{100 * history[-1]['test_accuracy']:.2f}%")
-            if path is not None:
-                save_checkpoint(path, {"format": FORMAT, "version": VERSION, "settings": settings,
-                                       "state_dict": snn.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "scheduler": scheduler.state_dict(), "stage": s, "epoch": e + 1,
-                                       "history": history})
+    with _trainable(snn):
+        for s in range(stage, len(T_schedule)):
+            T = T_schedule[s]
+            optimizer = torch.optim.SGD(snn.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs[s])
+            first = 0
+            if ckpt and s == stage:
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scheduler.load_state_dict(ckpt["scheduler"])
+                first = done
+            for e in range(first, epochs[s]):
+                start = time.perf_counter()
+                set_epoch(data, sum(epochs[:s]) + e)
+                lr_now = optimizer.param_groups[0]["lr"]
+                loss, acc = _epoch(snn, data, T, optimizer, device, f"T={T} epoch {e + 1}/{epochs[s]}", progress)
+                scheduler.step()
+                history.append({"stage": s, "T": T, "epoch": e + 1, "loss": loss, "accuracy": acc, "lr": lr_now,
+                                "seconds": round(time.perf_counter() - start, 3)})
+                log(f"T={T} epoch {e + 1}/{epochs[s]}  loss {loss:.4f}  train {100 * acc:.2f}%  lr {lr_now:.3g}  "
+                    f"{history[-1]['seconds']:.1f}s")
+                if e + 1 == epochs[s] and test_data is not None:
+                    history[-1]["test_accuracy"] = test_accuracy(snn, test_data, T, progress)
+                    log(f"T={T} (stage {s + 1}/{len(T_schedule)} done): test accuracy "
+                        f"{100 * history[-1]['test_accuracy']:.2f}%")
+                if path is not None:
+                    save_checkpoint(path, {"format": FORMAT, "version": VERSION, "settings": settings,
+                                           "state_dict": snn.state_dict(), "optimizer": optimizer.state_dict(),
+                                           "scheduler": scheduler.state_dict(), "stage": s, "epoch": e + 1,
+                                           "history": history})
     snn.set_T(T_schedule[-1])
     snn.eval()
     return history
+
+
+@contextmanager
+def _trainable(snn: SpikingNetwork):
+    """The SNN's weights ask for gradients while it trains; a converted SNN's ask for none
+    (``SpikingNetwork``), so that simulating it builds no autograd graph."""
+    snn.requires_grad_()
+    try:
+        yield
+    finally:
+        snn.requires_grad_(False)
 
 
 @torch.no_grad()

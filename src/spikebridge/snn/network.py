@@ -111,18 +111,19 @@ STEP_PIECE_BYTES = 8 << 20
 INPUT_SHAPES_KEPT = 64
 
 
-def auto_step_pieces(x: torch.Tensor, step_bytes: int | None) -> int:
+def auto_step_pieces(x: torch.Tensor, step_bytes: int | None, autograd: bool = False) -> int:
     """Images per piece when a network simulated in time chunks (rate coding) is given a batch:
-    on the CPU, ``STEP_PIECE`` (64) when 64 images' largest synaptic output of one step
+    in inference on the CPU, ``STEP_PIECE`` (64) when 64 images' largest synaptic output of one step
     (``step_bytes`` per image, learnt by the network's previous run on inputs of this shape)
     takes at most ``STEP_PIECE_BYTES`` (8 MiB); otherwise (not yet known, larger activations,
-    or another device) the whole batch. Measured (``benchmarks/batch_pieces.py``, BENCHMARKS.md
+    another device, or a run on ``autograd``'s path, surrogate-gradient training: not measured)
+    the whole batch. Measured (``benchmarks/batch_pieces.py``, BENCHMARKS.md
     §9; max-norm, T = 8, one thread, time of pieces of 64 over the whole batch's): ResNet-20
     (64 KiB per image) 0.96 / 0.87 / 0.82 at batch 128 / 256 / 512, small_cnn (128 KiB)
     0.89 / 0.93 / 0.89, the activations of a piece staying in cache from layer to layer;
     VGG-16 and ResNet-18 (256 KiB) 1.02–1.10 in pieces of 128 to 32 at batch 256, and ResNet-20
-    at batch 64 1.09–1.11 in pieces of 32 and 16."""
-    if step_bytes is None or x.device.type != "cpu" or step_bytes * STEP_PIECE > STEP_PIECE_BYTES:
+    at batch 64 1.06–1.11 in pieces of 32 and 16."""
+    if step_bytes is None or x.device.type != "cpu" or autograd or step_bytes * STEP_PIECE > STEP_PIECE_BYTES:
         return max(1, x.shape[0])
     return STEP_PIECE
 
@@ -137,10 +138,15 @@ class SpikingNetwork(nn.Module):
 
     graph: the model's torch.fx graph with a neuron at every activation site and BatchNorm
     folded into the synaptic layers. method: the registered method's name.
+
+    Its parameters do not require grad, so a simulation builds no autograd graph (which would
+    double its time and keep every step alive) unless the input requires grad or training
+    asks for it: ``snn.requires_grad_()`` before training it (``sb.finetune`` does).
     """
 
     def __init__(self, graph: fx.GraphModule, method: str, T: int | None, info: dict | None = None):
         super().__init__()
+        graph.requires_grad_(False)
         self.graph = graph
         self.method = method
         self.T = T
@@ -237,7 +243,8 @@ class SpikingNetwork(nn.Module):
         try:
             if self.T and self.T > chunk and neurons and all(n.stepwise for n in neurons.values()):
                 windows = [(t0, min(chunk, self.T - t0)) for t0 in range(0, self.T, chunk)]
-                auto = auto_step_pieces(x, self._step_bytes.get(_input_key(x)))
+                autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+                auto = auto_step_pieces(x, self._step_bytes.get(_input_key(x)), autograd)
             else:
                 windows = [None]
                 auto = auto_batch_chunk(x, max((n.steps_out(1) for n in neurons.values()), default=1))

@@ -183,11 +183,12 @@ class IFNeuron(SpikingNeuron):
     def run(self, x: torch.Tensor, v: torch.Tensor | None, t0: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Steps t0 .. t0 + steps − 1 from potential ``v`` (None: v0), for time-chunked
         simulation: x is [steps, B, ...] or [1, B, ...] (a constant current). Returns
-        (output train [steps, B, ...], potential after the last step); ``v`` may be updated in
-        place."""
+        (output train [steps, B, ...], potential after the last step). Where a gradient can flow
+        (grad mode on and x or v requiring grad: surrogate-gradient training) it runs ``step``
+        on autograd's path; otherwise in place (``_infer``), ``v`` updated in place."""
         if v is None:
             v = self.init_state(x[0])
-        if torch.is_grad_enabled():  # surrogate-gradient training: the autograd path
+        if torch.is_grad_enabled() and (x.requires_grad or v.requires_grad):  # surrogate-gradient training
             out = []
             for t in range(steps):
                 v, o = self.step(v, x[0 if x.shape[0] == 1 else t], t0 + t)

@@ -23,6 +23,20 @@ def test_nonzero_counts_count_every_nonzero_entry_per_neuron(steps, batch, width
     assert torch.equal(counts, (values != 0).sum((0, 1)))
 
 
+@settings(max_examples=40, deadline=None)
+@given(steps=st.integers(1, 4), batch=st.integers(1, 4), size=st.integers(1, 5), seed=st.integers(0, 2**16),
+       layout=st.sampled_from(["contiguous", "channels-last", "permuted"]))
+def test_nonzero_counts_are_the_same_in_every_memory_layout(steps, batch, size, seed, layout):
+    """Counted in the train's memory order, the counts come back per neuron [C, H, W], contiguous."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randint(-1, 2, (steps, batch, 3, size, size + 1), generator=g).float()
+    train = {"contiguous": values,
+             "channels-last": values.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (steps, batch)),
+             "permuted": values.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)}[layout]
+    counts = nonzero_counts(train)
+    assert torch.equal(counts, (values != 0).sum((0, 1))) and counts.is_contiguous()
+
+
 def test_auto_chunk_takes_one_step_for_large_inputs_and_more_for_small_ones():
     assert auto_chunk(torch.zeros(64, 3, 32, 32)) == 1
     assert auto_chunk(torch.zeros(1, 1, 28, 28)) == MAX_AUTO_CHUNK

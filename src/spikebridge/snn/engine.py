@@ -352,12 +352,20 @@ class TrainRunner(fx.Interpreter):
 
 def nonzero_counts(train: torch.Tensor) -> torch.Tensor:
     """Nonzero entries of a train [steps, B, ...] per neuron, summed over steps and batch
-    (int64). A float train's comparison is written as 1.0/0.0 into a float buffer and summed
+    (int64, contiguous). Counted in the train's memory order (its per-neuron dims ordered by
+    stride, so that steps and batch are the outer rows of one dense block): a channels-last
+    train summed as NCHW took 10x as long (1.2 against 0.11 ms on [1, 64, 16, 32, 32], one
+    thread). A float train's comparison is written as 1.0/0.0 into a float buffer and summed
     (exact: at most steps·B ≤ 2^24 per entry); summing a bool tensor was 5x slower, measured."""
+    order = sorted(range(2, train.dim()), key=lambda d: -train.stride(d))
+    rows = train.permute(0, 1, *order)
     if not train.is_floating_point():
-        return (train != 0).sum((0, 1))
-    flags = torch.ne(train, 0, out=torch.empty_like(train))
-    return flags.sum((0, 1), dtype=torch.promote_types(train.dtype, torch.float32)).long()
+        counts = (rows != 0).sum((0, 1))
+    else:
+        flags = torch.ne(rows, 0, out=torch.empty_like(rows))
+        counts = flags.sum((0, 1), dtype=torch.promote_types(train.dtype, torch.float32))
+    back = counts.permute(*sorted(range(len(order)), key=lambda i: order[i]))
+    return back.to(torch.long, memory_format=torch.contiguous_format)
 
 
 def _accumulate(counts: dict, key: str, value: torch.Tensor) -> None:

@@ -55,7 +55,7 @@ def evaluate_snn(snn: SpikingNetwork, loader, Ts: list[int] | None = None, progr
         if ann_pred is not None:
             reference_correct += int((ann_pred == y).sum())
         for T in runs:
-            res = snn.simulate(x, T)
+            res = snn.simulate(x, T, record=T == keep)  # counts are kept from one run only
             pred = res.logits.argmax(-1)
             hits = (pred == y).sum(1)
             same = (pred == ann_pred).sum(1) if ann_pred is not None else hits

@@ -13,16 +13,14 @@ bit for bit the whole batch's.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from common import interleaved_medians, machine, model_benchmark_parser, save  # noqa: E402
 from speed import build, timed  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
@@ -47,19 +45,16 @@ def measure(name: str, batch: int, levels: int, T: int, methods: list[str], piec
     rows = []
     for method in methods:
         snn, steps, auto = network(relu, x, method, levels, T)
-        sizes = [batch, *pieces]
-        times, logits = {n: [] for n in sizes}, {}
+        logits = {}
 
-        def run(n: int) -> None:
-            logits[n] = snn.simulate(x, record=False, batch_chunk=n).logits
+        def run(n: int):
+            return lambda: logits.__setitem__(n, snn.simulate(x, record=False, batch_chunk=n).logits)
 
-        for _ in range(rounds + 1):  # interleaved; the first round warms up
-            for n in sizes:
-                times[n].append(timed(lambda: run(n)))
-        whole = statistics.median(times[batch][1:])
+        med = interleaved_medians({n: run(n) for n in [batch, *pieces]}, rounds, timed)
+        whole = med[batch]
         row = {"model": name, "batch": batch, "levels": levels, "method": method, "steps": steps,
                "auto_pieces": auto, "whole_s": whole,
-               "over_whole": {n: statistics.median(times[n][1:]) / whole for n in pieces},
+               "over_whole": {n: med[n] / whole for n in pieces},
                "bit_identical": {n: torch.equal(logits[n], logits[batch]) for n in pieces}}
         rows.append(row)
         print(name, f"batch {batch}, L = {levels}, {method} ({steps} steps, auto {auto}):",
@@ -68,15 +63,12 @@ def measure(name: str, batch: int, levels: int, T: int, methods: list[str], piec
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="small_cnn,resnet20,vgg16,resnet18")
+    p = model_benchmark_parser(__doc__, "batch_pieces")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--levels", default="8", help="levels L of PASC and bit-plane (comma-separated)")
     p.add_argument("--T", type=int, default=8, help="steps of max-norm")
     p.add_argument("--methods", default="pasc,bitplane", help="of pasc, bitplane, max-norm")
     p.add_argument("--pieces", default="32,16,8")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--name", default="batch_pieces")
     args = p.parse_args()
     torch.set_num_threads(1)
     pieces = [int(n) for n in args.pieces.split(",")]

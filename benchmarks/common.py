@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +39,16 @@ def timing_run(doc: str, rounds: int, **header) -> tuple[argparse.Namespace, dic
     torch.set_num_threads(1)
     torch.manual_seed(0)
     return args, {"machine": machine(), "command": " ".join(sys.argv), **header}
+
+
+def model_benchmark_parser(doc: str, name: str, rounds: int = 3) -> argparse.ArgumentParser:
+    """The options of a script timing the random-weight CIFAR-style models (benchmarks/speed.py
+    ``build``): ``--models``, ``--rounds`` of interleaved medians and ``--name`` of its results."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="small_cnn,resnet20,vgg16,resnet18")
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--name", default=name, help="results file name (default: %(default)s)")
+    return p
 
 
 def spikingjelly():
@@ -87,6 +98,16 @@ def timed(fn, repeat: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def interleaved_medians(runs: dict, rounds: int, clock) -> dict:
+    """{key: median seconds of ``clock(runs[key])``} over ``rounds`` interleaved rounds, after one
+    round dropped as warm-up (every key runs once per round, so drift hits each alike)."""
+    times = {key: [] for key in runs}
+    for _ in range(rounds + 1):
+        for key, fn in runs.items():
+            times[key].append(clock(fn))
+    return {key: statistics.median(t[1:]) for key, t in times.items()}
 
 
 def save(name: str, payload: dict) -> Path:

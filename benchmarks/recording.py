@@ -12,16 +12,14 @@ whether both count the same.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from common import interleaved_medians, machine, model_benchmark_parser, save  # noqa: E402
 from speed import build, timed  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
@@ -48,22 +46,22 @@ def measure(name: str, batch: int, T: int, rounds: int) -> list[dict]:
     rows = []
     for method, snn in networks(relu, x, T).items():
         kinds = {"off": (False, MEMORY_ORDER), "memory order": (True, MEMORY_ORDER), "logical order": (True, logical_order)}
-        times, spikes = {k: [] for k in kinds}, {}
+        spikes = {}
 
-        def run(kind: str) -> None:
-            record, count = kinds[kind]
-            engine.nonzero_counts = count
-            try:
-                spikes[kind] = snn.simulate(x, record=record).spikes
-            finally:
-                engine.nonzero_counts = MEMORY_ORDER
+        def run(kind: str):
+            def once() -> None:
+                record, count = kinds[kind]
+                engine.nonzero_counts = count
+                try:
+                    spikes[kind] = snn.simulate(x, record=record).spikes
+                finally:
+                    engine.nonzero_counts = MEMORY_ORDER
+            return once
 
-        for _ in range(rounds + 1):  # interleaved; the first round warms up
-            for kind in kinds:
-                times[kind].append(timed(lambda: run(kind)))
-        off = statistics.median(times["off"][1:])
+        med = interleaved_medians({kind: run(kind) for kind in kinds}, rounds, timed)
+        off = med["off"]
         row = {"model": name, "batch": batch, "T": T, "method": method, "off_s": off,
-               "over_off": {k: statistics.median(times[k][1:]) / off for k in ("memory order", "logical order")},
+               "over_off": {k: med[k] / off for k in ("memory order", "logical order")},
                "same_counts": spikes["memory order"].keys() == spikes["logical order"].keys() and all(
                    torch.equal(v, spikes["logical order"][k]) for k, v in spikes["memory order"].items())}
         rows.append(row)
@@ -73,12 +71,9 @@ def measure(name: str, batch: int, T: int, rounds: int) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="small_cnn,resnet20,vgg16,resnet18")
+    p = model_benchmark_parser(__doc__, "recording")
     p.add_argument("--batches", default="16,64")
     p.add_argument("--T", type=int, default=8, help="steps of max-norm")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--name", default="recording")
     args = p.parse_args()
     torch.set_num_threads(1)
     results = {"machine": machine(), "command": " ".join(sys.argv), "rows": []}

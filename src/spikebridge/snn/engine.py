@@ -219,7 +219,7 @@ class TrainRunner(fx.Interpreter):
             if (target, layout) not in self.weights:  # the weight in the steps' layout, once per runner
                 self.weights[target, layout] = module.weight.contiguous(memory_format=layout)
             out = synapse(module, args[0], self.coding, layout, self.weights[target, layout])
-            self.step_bytes = max(self.step_bytes, out[0].numel() // max(1, out.shape[1]) * out.element_size())
+            self.step_bytes = max(self.step_bytes, out.numel() // max(1, out.shape[0] * out.shape[1]) * out.element_size())
             return out
         if op.kind is Kind.CONSTANT:
             return module().unsqueeze(0)

@@ -4,7 +4,7 @@ coding in time chunks) (issue 13, BENCHMARKS.md §9).
 
 For each model (random weights, CIFAR-style, as benchmarks/speed.py builds them) and method
 (PASC: L steps; bit-plane: its bits; max-norm: rate-coded, T steps in automatic time chunks),
-in one process with interleaved rounds (the first dropped, median of the rest): the time of
+in one process, medians of interleaved rounds after a warm-up: the time of
 each piece size over the whole batch's, the automatic piece size, and whether the logits are
 bit for bit the whole batch's.
 
@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_medians, machine, model_benchmark_parser, save  # noqa: E402
-from speed import build, timed  # noqa: E402
+from common import machine, model_benchmark_parser, save  # noqa: E402
+from fold_steps import interleaved  # noqa: E402
+from speed import build  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge.snn.network import _input_key, auto_batch_chunk, auto_step_pieces  # noqa: E402
@@ -47,14 +48,14 @@ def measure(name: str, batch: int, levels: int, T: int, methods: list[str], piec
         snn, steps, auto = network(relu, x, method, levels, T)
         logits = {}
 
-        def run(n: int):
-            return lambda: logits.__setitem__(n, snn.simulate(x, record=False, batch_chunk=n).logits)
+        def run(n: int) -> None:
+            logits[n] = snn.simulate(x, record=False, batch_chunk=n).logits
 
-        med = interleaved_medians({n: run(n) for n in [batch, *pieces]}, rounds, timed)
-        whole = med[batch]
+        ms = interleaved({n: (lambda n=n: run(n)) for n in [batch, *pieces]}, rounds)
+        whole = ms[batch]
         row = {"model": name, "batch": batch, "levels": levels, "method": method, "steps": steps,
-               "auto_pieces": auto, "whole_s": whole,
-               "over_whole": {n: med[n] / whole for n in pieces},
+               "auto_pieces": auto, "whole_s": whole / 1e3,
+               "over_whole": {n: ms[n] / whole for n in pieces},
                "bit_identical": {n: torch.equal(logits[n], logits[batch]) for n in pieces}}
         rows.append(row)
         print(name, f"batch {batch}, L = {levels}, {method} ({steps} steps, auto {auto}):",

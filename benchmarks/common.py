@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -98,16 +97,6 @@ def timed(fn, repeat: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def interleaved_medians(runs: dict, rounds: int, clock) -> dict:
-    """{key: median seconds of ``clock(runs[key])``} over ``rounds`` interleaved rounds, after one
-    round dropped as warm-up (every key runs once per round, so drift hits each alike)."""
-    times = {key: [] for key in runs}
-    for _ in range(rounds + 1):
-        for key, fn in runs.items():
-            times[key].append(clock(fn))
-    return {key: statistics.median(t[1:]) for key, t in times.items()}
 
 
 def save(name: str, payload: dict) -> Path:

@@ -4,8 +4,8 @@ item 3; BENCHMARKS.md §9), with spike and event counts summed in the train's me
 [steps, B, C, H, W] order (what it did before; channels-last trains read across memory).
 
 For each model (random weights, CIFAR-style, as benchmarks/speed.py builds them), batch and
-method (max-norm at T steps; PASC and bit-plane with L = 8), interleaved rounds (the first
-dropped, median of the rest): record=True over record=False, both ways of counting, and
+method (max-norm at T steps; PASC and bit-plane with L = 8), interleaved rounds after a
+warm-up (medians): record=True over record=False, both ways of counting, and
 whether both count the same.
 
     python benchmarks/recording.py --models small_cnn,resnet20,vgg16,resnet18 --batches 16,64
@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_medians, machine, model_benchmark_parser, save  # noqa: E402
-from speed import build, timed  # noqa: E402
+from common import machine, model_benchmark_parser, save  # noqa: E402
+from fold_steps import interleaved  # noqa: E402
+from speed import build  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge.snn import engine  # noqa: E402
@@ -48,20 +49,18 @@ def measure(name: str, batch: int, T: int, rounds: int) -> list[dict]:
         kinds = {"off": (False, MEMORY_ORDER), "memory order": (True, MEMORY_ORDER), "logical order": (True, logical_order)}
         spikes = {}
 
-        def run(kind: str):
-            def once() -> None:
-                record, count = kinds[kind]
-                engine.nonzero_counts = count
-                try:
-                    spikes[kind] = snn.simulate(x, record=record).spikes
-                finally:
-                    engine.nonzero_counts = MEMORY_ORDER
-            return once
+        def run(kind: str) -> None:
+            record, count = kinds[kind]
+            engine.nonzero_counts = count
+            try:
+                spikes[kind] = snn.simulate(x, record=record).spikes
+            finally:
+                engine.nonzero_counts = MEMORY_ORDER
 
-        med = interleaved_medians({kind: run(kind) for kind in kinds}, rounds, timed)
-        off = med["off"]
-        row = {"model": name, "batch": batch, "T": T, "method": method, "off_s": off,
-               "over_off": {k: med[k] / off for k in ("memory order", "logical order")},
+        ms = interleaved({kind: (lambda kind=kind: run(kind)) for kind in kinds}, rounds)
+        off = ms["off"]
+        row = {"model": name, "batch": batch, "T": T, "method": method, "off_s": off / 1e3,
+               "over_off": {k: ms[k] / off for k in ("memory order", "logical order")},
                "same_counts": spikes["memory order"].keys() == spikes["logical order"].keys() and all(
                    torch.equal(v, spikes["logical order"][k]) for k, v in spikes["memory order"].items())}
         rows.append(row)

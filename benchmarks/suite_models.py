@@ -25,6 +25,7 @@ class SuiteModel:
     kwargs: dict = field(default_factory=dict)
     lr: float | None = None          # None: the recipe's 0.1
     max_pool: bool = False           # trained with max pooling, then average pooling in its place, fine-tuned
+    trained_as: str | None = None    # the key of the suite model whose trained ANN this one is (its run directory)
 
 
 MODELS = (
@@ -35,6 +36,8 @@ MODELS = (
                {"width": 8, "batchnorm": False}, lr=0.05),
     SuiteModel("vgg-maxpool", "the same VGG trained with max pooling, then avg pooling in its place, fine-tuned",
                "vgg_small", {"width": 8, "pool": "max"}, max_pool=True),
+    SuiteModel("vgg-maxpool-kept", "the max-pooling VGG of vgg-maxpool as trained, its max pooling converted as it is",
+               "vgg_small", {"width": 8, "pool": "max"}, trained_as="vgg-maxpool"),
     SuiteModel("resnet20", "ResNet-20 (widths 16/32/64, stride-2 stem), residual adds", "resnet20",
                {"width": 16, "stem_stride": 2}),
     SuiteModel("rescat", "pre-activation residual + DenseNet concatenation, BN after add/cat", "rescat",
@@ -67,7 +70,7 @@ def suite_model(runs: str, dataset: str, key: str, seed: int = 0):
     with average pooling in place of its max pooling (what a user does before converting)."""
     m = BY_KEY[key]
     recipe = RECIPES[dataset]
-    out = run_dir(runs, dataset, key, seed)
+    out = run_dir(runs, dataset, m.trained_as or key, seed)
     model, ckpt = trained(out, model=m.model, model_kwargs=dict(m.kwargs), dataset=dataset, levels=None, seed=seed,
                           lr=m.lr, **recipe)
     if m.max_pool:

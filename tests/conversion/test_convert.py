@@ -170,14 +170,6 @@ def test_branchy_graph_is_exact(method):
     assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout)) for m in snn.modules())
 
 
-def test_max_pooling_is_refused_with_advice():
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(2))
-    net(torch.zeros(1, 1, 6, 6))
-    qann = sb.prepare(net, replace_maxpool=False)
-    with pytest.raises(ConversionError, match=r"node '_2'.*MaxPool2d.*max pooling has no spiking equivalent: use average pooling"):
-        sb.convert(qann, "pasc")
-
-
 class Gated(nn.Module):
     def __init__(self):
         super().__init__()
@@ -287,9 +279,10 @@ def test_a_refusal_names_the_block_a_node_comes_from_also_after_prepare():
 
 
 
-def test_a_relu_ann_with_max_pooling_gets_average_pooling_then_converts():
-    """sb.with_average_pooling: a ReLU copy (the user's model untouched) whose max pooling
-    (module and F.max_pool2d) is average pooling over the same windows, as the advice says."""
+def test_a_relu_ann_with_max_pooling_converts_as_it_is_or_with_average_pooling():
+    """A ReLU ANN converts with its max pooling (module and F.max_pool2d); sb.with_average_pooling
+    gives a ReLU copy (the user's model untouched) whose max pooling is average pooling over the
+    same windows."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -300,8 +293,9 @@ def test_a_relu_ann_with_max_pooling_gets_average_pooling_then_converts():
 
     torch.manual_seed(0)
     net, x = Net().eval(), torch.randn(16, 1, 16, 16)
-    with pytest.raises(ConversionError, match=r"sb.with_average_pooling\(model\) swaps it in a ReLU ANN"):
-        sb.convert(net, "max-norm", T=4, calibration_data=x)
+    kept = sb.convert(net, "max-norm", T=4, calibration_data=x)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in kept.graph.modules()) == 1
+    assert {r["op"] for r in kept.simulate(x).analog_ops.values()} == {"max_pool2d"}  # the module and the function
     avg = sb.with_average_pooling(net)
     assert isinstance(net.pool, nn.MaxPool2d) and not isinstance(avg.pool, nn.MaxPool2d)
     with torch.no_grad():

@@ -1,7 +1,8 @@
 """Contract tests of the op table: every entry, in every form it declares (module type,
 function, method name), is exercised by a graph that uses it, and behaves as its kind says:
 accepted ops convert and PASC stays exact in float64, dropped and folded ops leave the graph,
-activations become sites, refused ops are refused with the entry's advice."""
+activations become sites, refused ops are refused with the entry's advice. Max pooling is kept
+(``prepare(replace_maxpool=False)``) so that its entries are what the SNN runs."""
 from __future__ import annotations
 
 import operator
@@ -180,6 +181,15 @@ EXAMPLES = [
                                                  module=nn.Embedding(6, 64)), ids=torch.tensor([0, 3, 5, 3])), M2),
     ("gather", torch.gather, with_buffers(Net(lambda n, h, g: torch.gather(h, 3, n.index.expand(h.shape[0], 4, 8, 8))),
                                           index=torch.randint(8, (1, 4, 8, 8))), M2),
+    # max pooling: the max of running sums, exact under sum coding
+    ("max_pool2d", nn.MaxPool2d, Net(module_body, module=nn.MaxPool2d(2)), M2),
+    ("max_pool2d", F.max_pool2d, Net(lambda n, h, g: F.max_pool2d(h - g, 3, 1, 1)), M2),
+    ("max_pool1d", nn.MaxPool1d, Net(module_body, 1, nn.MaxPool1d(3, 2, 1, ceil_mode=True)), M1),
+    ("max_pool1d", F.max_pool1d, Net(lambda n, h, g: F.max_pool1d(h, 2), 1), M1),
+    ("adaptive_max_pool", nn.AdaptiveMaxPool1d, Net(module_body, 1, nn.AdaptiveMaxPool1d(3)), M1),
+    ("adaptive_max_pool", F.adaptive_max_pool1d, Net(lambda n, h, g: F.adaptive_max_pool1d(h + g, 3), 1), M1),
+    ("adaptive_max_pool", nn.AdaptiveMaxPool2d, Net(module_body, module=nn.AdaptiveMaxPool2d(3)), M2),
+    ("adaptive_max_pool", F.adaptive_max_pool2d, Net(lambda n, h, g: F.adaptive_max_pool2d(h, (2, 3))), M2),
     # tensors read directly: Constant modules in the SNN
     ("constant", Constant, with_tensors(Net(lambda n, h, g: torch.cat([n.token.expand(h.shape[0], -1, -1, -1), h], 1)
                                             + n.position), token=torch.randn(1, 1, 8, 8), position=torch.randn(5, 8, 8)),
@@ -227,7 +237,7 @@ def test_every_form_of_every_accepted_entry_has_an_example():
                          ids=[f"{n}-{getattr(f, '__name__', f)}" for n, f, _, _ in EXAMPLES])
 def test_accepted_op_converts_and_pasc_stays_exact(name, form, net, shape):
     net = _built(net, shape)
-    qann = sb.prepare(net, levels=5, threshold=1.0).double()
+    qann = sb.prepare(net, levels=5, threshold=1.0, replace_maxpool=False).double()
     x = torch.randn(4, *shape, dtype=torch.float64)
     snn = sb.convert(qann, "pasc").double()
     assert _uses(snn.graph if form is Constant else trace(net), name, form), f"the example does not use {name} as {form}"
@@ -354,24 +364,6 @@ def test_other_activations_are_refused_by_prepare_with_the_advice(form):
         sb.prepare(net)
 
 
-MAX_POOLS = [(nn.MaxPool2d(2), M2), (F.max_pool2d, M2), (nn.MaxPool1d(2), M1), (F.max_pool1d, M1),
-             (nn.AdaptiveMaxPool1d(2), M1), (F.adaptive_max_pool1d, M1), (nn.AdaptiveMaxPool2d(2), M2),
-             (F.adaptive_max_pool2d, M2)]
-
-
-@pytest.mark.parametrize("pool, shape", MAX_POOLS, ids=lambda p: getattr(p, "__name__", type(p).__name__))
-def test_max_pooling_is_refused_with_the_entrys_advice(pool, shape):
-    module = pool if isinstance(pool, nn.Module) else None
-    body = module_body if module is not None else (lambda n, h, g: pool(h, 2))
-    net = _built(Net(body, dims=len(shape) - 1, module=module), shape)
-    qann = sb.prepare(net, replace_maxpool=False)
-    with pytest.raises(ConversionError, match="max pooling has no spiking equivalent"):
-        sb.convert(qann, "pasc")
-    covered = {type(p) if isinstance(p, nn.Module) else p for p, _ in MAX_POOLS}
-    refused = [op for op in OPS if op.kind is Kind.REFUSED and op.name.startswith("max_pool")]
-    assert covered == {f for op in refused for f in _forms(op)}
-
-
 def test_prepare_swaps_exactly_the_entries_that_declare_a_replacement():
     net = _built(Net(module_body, module=nn.MaxPool2d(2)), M2)
     with pytest.warns(UserWarning, match="replaced 1 max pooling"):
@@ -379,8 +371,9 @@ def test_prepare_swaps_exactly_the_entries_that_declare_a_replacement():
     assert isinstance(qann.op, nn.AvgPool2d)
     assert sb.convert(qann, "pasc") is not None
     net1 = _built(Net(module_body, dims=1, module=nn.MaxPool1d(2)), M1)
-    qann1 = sb.prepare(net1)  # no replacement declared: left for convert() to refuse
+    qann1 = sb.prepare(net1)  # no replacement declared: kept, and converted as max pooling
     assert isinstance(qann1.op, nn.MaxPool1d)
+    assert isinstance(sb.convert(qann1, "pasc").graph.get_submodule("op"), nn.MaxPool1d)
 
 
 def test_an_op_outside_the_table_is_refused_naming_the_node_and_the_supported_set():

@@ -68,7 +68,7 @@ def site_module(form: SiteForm, levels: int, threshold: float, channels: int) ->
 
 def replace_max_pooling(gm: fx.GraphModule) -> int:
     """Swap max pooling for average pooling over the same windows, where the op table declares
-    a replacement (docs/methods.md §0: max pooling has no spiking equivalent); one that has no
+    a replacement (docs/methods.md §0: so that the SNN is spiking throughout); one that has no
     exact replacement (dilation, returned indices) is a ConversionError naming it. Returns how
     many were replaced."""
     count = 0
@@ -83,8 +83,8 @@ def replace_max_pooling(gm: fx.GraphModule) -> int:
             avg = op.replacement(pool)
         except NoReplacement as exc:
             raise ConversionError(f"cannot replace {describe(node, gm)} by average pooling: {exc}; "
-                                  "remove the dilation (or the indices) and retrain, or keep max pooling out "
-                                  "of the network") from None
+                                  "remove the dilation (or the indices) and retrain, or keep the max pooling "
+                                  "(replace_maxpool=False)") from None
         if functional:
             node.target, node.args = F.avg_pool2d, (node.args[0],)
             node.kwargs = {k: getattr(avg, k) for k in ("kernel_size", "stride", "padding", "ceil_mode",
@@ -99,9 +99,10 @@ def replace_max_pooling(gm: fx.GraphModule) -> int:
 
 def with_average_pooling(model: nn.Module) -> fx.GraphModule:
     """A traced copy of ``model`` with average pooling in place of every max pooling, over the
-    same windows (docs/methods.md §0): what a ReLU ANN with max pooling needs before a ReLU
-    method converts it. The values differ, so fine-tune the copy first; ``prepare`` does the
-    same swap for a QCFS ANN. Max pooling with no exact replacement is a ConversionError."""
+    same windows (docs/methods.md §0), for a ReLU ANN to be converted with average pooling
+    instead of its max pooling (which converts as it is, §8). The values differ, so fine-tune
+    the copy first; ``prepare`` does the same swap for a QCFS ANN. Max pooling with no exact
+    replacement is a ConversionError."""
     gm = trace(model)
     replace_max_pooling(gm)
     gm.graph.lint()
@@ -125,8 +126,9 @@ def prepare(
     the model's dtype. Sites of bounded activations start at their bound instead (ReLU6: 6,
     sigmoid and Hardsigmoid: 1).
     replace_maxpool: turn max pooling into average pooling over the same windows (with a
-    warning), since the converted SNN cannot have it; one without an exact replacement
-    (dilation) is refused. Set False to keep it and let convert() refuse it.
+    warning), so that the SNN is spiking throughout; one without an exact replacement
+    (dilation) is refused. Set False to keep it: PASC and bit-plane convert it exactly, rate
+    coding as the largest spike count so far (docs/methods.md §8).
     as_relu: activations (names of ``activations.FUNCTIONS``, e.g. ("gelu",)) that get a QCFS
     site instead, a ReLU in their place — the 001 A.6 recipe for BERT (GELU → QCFS, then
     fine-tune), which rate-coded methods can convert; the quantized f is exact only with

@@ -19,7 +19,10 @@ Each ``Op`` says what a graph node is to the pipeline:
 - ``config``: constructor arguments of the module, read from its attributes (data-only files);
   ``config_extra`` for arguments that are no attribute (e.g. whether a bias exists).
 - ``nir``: the name of the NIR exporter's rule for it, or None with ``nir_refusal`` saying why.
-- ``replacement``: for REFUSED modules that prepare() can swap (max pooling), the swap.
+- ``homogeneous``: for ANALOG ops, f(a·x) = a·f(x) for every a > 0 (max pooling): rate coding
+  runs them on running sums and emits the increments, so a spike train in is a spike train out
+  (``Coding.decode``, docs/methods.md §8).
+- ``replacement``: for modules that prepare() swaps in a QCFS ANN (max pooling), the swap.
 - ``site_form``: for ACTIVATION ops prepare() turns into sites, the ``SiteForm`` of a call:
   which f it means (``spikebridge.activations``), its negative levels and initial θ.
 
@@ -107,6 +110,7 @@ class Op:
     nir: str | None = None
     nir_refusal: str = "NIR has no equivalent of this operation"
     advice: str = ""
+    homogeneous: bool = False
     replacement: Callable[[nn.Module], nn.Module] | None = None
     site_form: Callable[[nn.Module | None, tuple, dict], SiteForm] | None = None
     contiguous: bool = False  # reads strides (``view``): the engine makes its trains contiguous first
@@ -325,6 +329,7 @@ def _pair(value) -> tuple:
 _CONV_CONFIG = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
                 "padding_mode")
 _POOL_CONFIG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+_MAX_POOL_CONFIG = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
 
 _ANALOG_NIR = ("NIR has no analog islands: this op is computed on decoded values (docs/methods.md §8), "
                "outside any spiking primitive")
@@ -401,6 +406,16 @@ OPS: tuple[Op, ...] = (
     Op("gather", Kind.ANALOG, functions=(torch.gather,), analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),
     Op("relative_position_bias", Kind.ANALOG, functions=(swin_transformer._get_relative_position_bias,),
        analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),  # a gather from a table: no arithmetic
+    # max pooling: the max of running sums (docs/methods.md §8, "Max pooling"); prepare() swaps it for average
+    # pooling over the same windows in a QCFS ANN (``replacement``), where it has one
+    Op("max_pool2d", Kind.ANALOG, modules=(nn.MaxPool2d,), functions=(F.max_pool2d,), config=_MAX_POOL_CONFIG,
+       analog_macs=per_element(0), homogeneous=True, replacement=avg_pool_for_max_pool,
+       nir_refusal="NIR has no max pooling"),
+    Op("max_pool1d", Kind.ANALOG, modules=(nn.MaxPool1d,), functions=(F.max_pool1d,), config=_MAX_POOL_CONFIG,
+       analog_macs=per_element(0), homogeneous=True, nir_refusal="NIR has no max pooling"),
+    Op("adaptive_max_pool", Kind.ANALOG, modules=(nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
+       functions=(F.adaptive_max_pool1d, F.adaptive_max_pool2d), config=("output_size", "return_indices"),
+       analog_macs=per_element(0), homogeneous=True, nir_refusal="NIR has no max pooling"),
     # tensors the graph reads directly (get_attr, made modules at conversion)
     Op("constant", Kind.CONSTANT, modules=(Constant,), config=("shape",),
        nir_refusal="NIR has no constant input; fold the tensor into a layer's bias"),
@@ -428,13 +443,6 @@ OPS: tuple[Op, ...] = (
     Op("tanh", Kind.ACTIVATION, modules=(nn.Tanh,), functions=(F.tanh, torch.tanh), methods=("tanh", "tanh_"),
        site_form=fixed_form("tanh", 0, 1.0)),  # k_min = −L (activations.SYMMETRIC)
     # refused, with what to do instead
-    Op("max_pool2d", Kind.REFUSED, modules=(nn.MaxPool2d,), functions=(F.max_pool2d,),
-       replacement=avg_pool_for_max_pool,
-       advice="max pooling has no spiking equivalent: use average pooling over the same windows "
-              "(sb.with_average_pooling(model) swaps it in a ReLU ANN, sb.prepare in a QCFS ANN) and fine-tune the ANN"),
-    Op("max_pool", Kind.REFUSED, modules=(nn.MaxPool1d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
-       functions=(F.max_pool1d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
-       advice="max pooling has no spiking equivalent: replace it with average pooling and fine-tune the ANN"),
     Op("other_activation", Kind.REFUSED,
        modules=(nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
                 nn.RReLU, nn.GLU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid),

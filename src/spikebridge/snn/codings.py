@@ -15,7 +15,11 @@ of its input trains (``decode``) and its result re-encoded as a train (``encode`
 decodes a train to its sum and encodes a value as a 1-step train: exact, as the ANN. Rate
 coding decodes to the running mean m(t) = (x(1) + … + x(t))/t at every step and encodes
 y(t) = f(m(t)) as o(t) = t·y(t) − (t−1)·y(t−1), a train whose running mean is y(t): the op's
-value on everything seen so far, at every step (for a linear f, f applied step by step).
+value on everything seen so far, at every step (for a linear f, f applied step by step). An op
+with f(a·x) = a·f(x) for a > 0 (``Op.homogeneous``: max pooling) gets the same y(t) from the
+running sums S(t) = t·m(t): rate coding decodes it to S(t) and emits o(t) = f(S(t)) − f(S(t−1)),
+which is 0 or one spike wherever its inputs are spike trains of one amplitude per pooled window
+(a max of counts grows by at most one per step), so the layers after it still receive spikes.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from ..errors import SpikeBridgeError
 class Coding:
     name: str
     whole_trains: bool  # a network of this coding always runs its trains whole, in one window
+    homogeneous_keeps_spikes: bool  # a homogeneous ANALOG op's result on spike trains is a spike train
 
     def constant_per_step(self, c, steps: int):
         """What is added at each of ``steps`` steps so that the train carries the ANN's
@@ -64,12 +69,13 @@ class Coding:
         """How often each step of a train of ``steps`` steps reaches a layer in a T-step run."""
         return 1
 
-    def decode(self, trains: list[torch.Tensor], state: dict) -> list[torch.Tensor]:
+    def decode(self, trains: list[torch.Tensor], state: dict, homogeneous: bool = False) -> list[torch.Tensor]:
         """The values an ANALOG op is computed on, one train of values per (aligned) input
-        train; ``state`` carries what a later window of the same run needs."""
+        train; ``state`` carries what a later window of the same run needs; ``homogeneous``: the
+        op has f(a·x) = a·f(x) for a > 0."""
         raise NotImplementedError
 
-    def encode(self, values: torch.Tensor, state: dict, key: int = 0) -> torch.Tensor:
+    def encode(self, values: torch.Tensor, state: dict, key: int = 0, homogeneous: bool = False) -> torch.Tensor:
         """The train that carries an ANALOG op's result ``values`` (one per decoded step)."""
         raise NotImplementedError
 
@@ -85,6 +91,7 @@ class Coding:
 class RateCoding(Coding):
     name = "rate"
     whole_trains = False  # rate-coded IF runs in time chunks
+    homogeneous_keeps_spikes = True
 
     def constant_per_step(self, c, steps):
         return c
@@ -100,26 +107,34 @@ class RateCoding(Coding):
     def presentations(self, steps, T):
         return T if steps == 1 and T else 1  # a 1-step train is a constant current
 
-    def decode(self, trains, state):
+    def decode(self, trains, state, homogeneous=False):
         t0 = state.get("t", 0)
         sums = state.setdefault("sums", {})
-        means = []
+        decoded = []
         for i, train in enumerate(trains):
             if not train.is_floating_point():  # indices (a constant buffer), not values
-                means.append(train)
-                continue
-            mean, sums[i] = self.readout(train, None, t0, sums.get(i))  # the running mean, as the logits are read
-            means.append(mean)
+                decoded.append(train)
+            elif homogeneous:  # the running sums S(t)
+                decoded.append(self._cumsum(train, sums.get(i)))
+                sums[i] = decoded[-1][-1]
+            else:  # the running means m(t), as the logits are read
+                mean, sums[i] = self.readout(train, None, t0, sums.get(i))
+                decoded.append(mean)
         state["t"] = t0 + trains[0].shape[0]
-        return means
+        return decoded
 
-    def encode(self, values, state, key=0):
+    def encode(self, values, state, key=0, homogeneous=False):
         steps = values.shape[0]
         t0 = state["t"] - steps
         previous = state.setdefault("last", {}).get(key)
         out = torch.empty_like(values)
         for t in range(steps):
-            out[t] = values[t] if previous is None else (t0 + t + 1) * values[t] - (t0 + t) * previous
+            if previous is None:
+                out[t] = values[t]
+            elif homogeneous:  # f(S(t)) − f(S(t−1))
+                out[t] = values[t] - previous
+            else:  # t·y(t) − (t−1)·y(t−1)
+                out[t] = (t0 + t + 1) * values[t] - (t0 + t) * previous
             previous = values[t]
         state["last"][key] = previous
         return out
@@ -135,6 +150,7 @@ class RateCoding(Coding):
 class SumCoding(Coding):
     name = "sum"
     whole_trains = True  # sum-coded neurons see their whole input before they emit
+    homogeneous_keeps_spikes = False  # the result is one step carrying the whole value
 
     def constant_per_step(self, c, steps):
         return c / steps
@@ -149,10 +165,10 @@ class SumCoding(Coding):
         total = self._cumsum(train, running)
         return total, total[-1]
 
-    def decode(self, trains, state):
+    def decode(self, trains, state, homogeneous=False):
         return [train.sum(0, keepdim=True) for train in trains]
 
-    def encode(self, values, state, key=0):
+    def encode(self, values, state, key=0, homogeneous=False):
         return values
 
 

@@ -242,7 +242,7 @@ class TrainRunner(fx.Interpreter):
 
     def run_op(self, op: Op, fn, args, kwargs):
         if op.kind is Kind.ANALOG:
-            return self.analog_op(op.name, op.analog_macs, fn, args, kwargs)
+            return self.analog_op(op.name, op.analog_macs, fn, args, kwargs, op.homogeneous)
         if op.kind is Kind.AFFINE and _tensors((args, kwargs)):
             try:
                 form = op.affine(_is_train, *args, **kwargs)
@@ -274,14 +274,14 @@ class TrainRunner(fx.Interpreter):
             out = out + self.coding.constant_per_step(form.constant, out.shape[0])
         return out
 
-    def analog_op(self, name: str, macs, fn, args, kwargs):
+    def analog_op(self, name: str, macs, fn, args, kwargs, homogeneous: bool = False):
         """An op with no spiking form, on the decoded values of its trains (``Coding.decode``),
         step by step, its result re-encoded (``Coding.encode``); the node and its MACs are
         recorded (docs/methods.md §6, §8). The state of the decoding and encoding carries over
         from one window of a run to the next."""
         trains = _tensors((args, kwargs))
         state = self.analog_state.setdefault(self.node.name, {})
-        values = dict(zip(map(id, trains), self.coding.decode(self.coding.align(trains), state)))
+        values = dict(zip(map(id, trains), self.coding.decode(self.coding.align(trains), state, homogeneous)))
         args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: values[id(v)] if isinstance(v, torch.Tensor) else v)
         out = self.per_step(fn, args, kwargs)
         outputs = []
@@ -294,7 +294,7 @@ class TrainRunner(fx.Interpreter):
             record["macs"] += steps * macs(fn, first_args, first_kwargs, first_out)
             record["calls"] += steps
         encoded = iter(range(len(outputs)))
-        return fx.node.map_aggregate(out, lambda v: self.coding.encode(v, state, next(encoded))
+        return fx.node.map_aggregate(out, lambda v: self.coding.encode(v, state, next(encoded), homogeneous)
                                      if isinstance(v, torch.Tensor) else v)
 
     def per_step(self, fn, args, kwargs):

@@ -60,3 +60,27 @@ def test_torchvision_classifier_converts_exactly_with_its_analog_ops_listed(name
     else:
         with pytest.raises(sb.ConversionError, match=r"site '.+' quantizes (gelu|silu|hardswish|sigmoid|hardsigmoid)"):
             sb.convert(qann, "qcfs", T=4)
+
+
+MAX_POOLING = ["resnet18", "googlenet", "squeezenet1_0", "densenet121"]  # ReLU classifiers with max pooling
+
+
+@pytest.mark.parametrize("name", MAX_POOLING)
+def test_torchvision_relu_classifiers_convert_with_their_max_pooling(name):
+    """Their max pooling kept (docs/methods.md §8): exact under PASC from the prepared model, and
+    the trained-as-is ReLU model converts directly with a rate-coded method."""
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    qann = sb.prepare(model, levels=8, replace_maxpool=False).eval().double()
+    snn = sb.convert(qann, "pasc")
+    report = sb.verify(qann, snn, x)
+    assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0 and report.max_logit_diff < 1e-9
+    assert "max_pool2d" in {r["op"] for r in snn.simulate(x).analog_ops.values()}
+    rate = sb.convert(model, "max-norm", T=4, calibration_data=[x.float()])
+    result = rate.simulate(x.float(), record=False)
+    assert result.logits.shape == (4, 2, 10) and torch.isfinite(result.logits).all()

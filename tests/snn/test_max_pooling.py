@@ -10,6 +10,8 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import spikebridge as sb
+from spikebridge.ann.tracing import trace
+from spikebridge.conversion.graph import relu_site_modules
 from spikebridge.device import single_thread
 from spikebridge.snn.codings import RATE
 
@@ -81,16 +83,48 @@ def test_the_default_converts_max_pooling_as_it_is_and_beats_swapping_it(setup):
             assert kept > ann_accuracy - 0.03
 
 
-def test_max_pooling_passes_spikes_on_under_rate_coding(setup):
-    """The layer after a max pooling receives spikes (accumulates, not MACs, docs §6) under rate
-    coding: its input events are counted like those of any spiking layer."""
+def test_a_site_used_only_by_max_pooling_moves_after_it(setup):
+    """ReLU commutes with max pooling: each site of the CNN, used only by its pooling, runs on
+    the pooled map (a quarter of the neurons), and the rewritten ANN computes the same values."""
     ann, calib, (x, _) = setup["ann"], setup["calib"], setup["test"]
-    snn = sb.convert(ann, "max-norm", T=8, calibration_data=calib)
-    assert snn.analog_layers() == {"0"}  # only the first layer, which takes the image
-    result = snn.simulate(x[:64], 8)
+    gm = trace(ann)
+    relu_site_modules(gm, None)
+    order = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+    assert order.index("3") < order.index("2") and order.index("7") < order.index("6")  # pool, then site
+    with torch.no_grad():
+        assert torch.equal(gm(x), ann(x))
+    snn = sb.convert(ann, "max-norm", T=4, calibration_data=calib)
+    result = snn.simulate(x[:8], 4)
+    assert result.spikes["2"].shape == (8, 7, 7) and result.spikes["6"].shape == (16, 3, 3)  # pooled maps
+
+
+class _Branches(nn.Module):
+    """A site used twice: max-pooled, and average-pooled beside it (so the max pooling stays
+    after the site and pools its spikes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(8 * 49, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(torch.cat([F.max_pool2d(h, 2), F.avg_pool2d(h, 2)], 1).flatten(1))
+
+
+def test_max_pooling_of_spikes_passes_spikes_on_under_rate_coding(setup):
+    """The layer after a max pooling of spike trains receives spikes (accumulates, not MACs,
+    docs §6); under sum coding it receives the pooled value, once."""
+    x = setup["test"][0][:32]
+    torch.manual_seed(0)
+    net = _Branches().eval()
+    snn = sb.convert(net, "max-norm", T=8, calibration_data=[x])
+    assert snn.analog_layers() == {"conv"}  # only the layer that takes the image
+    result = snn.simulate(x, 8)
     assert {r["op"] for r in result.analog_ops.values()} == {"max_pool2d"}
     assert all(r["macs"] == 0 for r in result.analog_ops.values())
-    assert result.analog_layers == {"0"}
+    assert result.analog_layers == {"conv"}
+    qann = sb.prepare(net, levels=4, replace_maxpool=False)
+    assert sb.convert(qann, "pasc").analog_layers() == {"conv", "fc"}
 
 
 @pytest.mark.parametrize("method", ["pasc", "bitplane"])
@@ -101,3 +135,32 @@ def test_a_qcfs_ann_keeping_its_max_pooling_converts_exactly(setup, method):
     x = setup["test"][0][:256]
     report = sb.verify(qann, sb.convert(qann, method), x)
     assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2 ** 31 - 1), st.sampled_from([nn.ReLU, nn.ReLU6]),
+       st.sampled_from([(2, 2, 0, False), (3, 2, 1, False), (3, 2, 1, True), (2, 1, 0, False)]),
+       st.booleans())
+def test_moving_a_site_after_its_max_pooling_keeps_the_anns_values(seed, activation, pool, functional):
+    """max_i f(z_i) = f(max_i z_i) for nondecreasing f: the graph with each site after its
+    pooling (module or function, any window, padding, ceil_mode) computes the ANN's values."""
+    torch.manual_seed(seed)
+    kernel, stride, padding, ceil = pool
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(2, 3, 3), activation()
+            self.pool = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil)
+
+        def forward(self, x):
+            h = self.act(self.conv(x) * 4)
+            return F.max_pool2d(h, kernel, stride, padding, ceil_mode=ceil) if functional else self.pool(h)
+
+    net, x = Net().eval(), torch.randn(3, 2, 9, 9)
+    gm = trace(net)
+    relu_site_modules(gm, None)
+    nodes = [n for n in gm.graph.nodes if n.op != "placeholder" and n.op != "output"]
+    assert nodes[-1].op == "call_module" and nodes[-1].target == "act"  # the site is last now
+    with torch.no_grad():
+        assert torch.equal(gm(x), net(x))

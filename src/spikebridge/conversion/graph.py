@@ -197,8 +197,28 @@ def relu_site_modules(gm: fx.GraphModule, method: str | None) -> dict[str, fx.No
              for name, (node, bound) in relu_sites(gm).items()}
     if not sites:
         raise ConversionError("the model has no ReLU activation to convert")
+    pool_before_sites(gm, sites)
     gm.recompile()
     return sites
+
+
+def pool_before_sites(gm: fx.GraphModule, sites: dict[str, fx.Node]) -> None:
+    """A ReLU site whose only use is a max pooling (an op that ``selects``) moves after it:
+    max_i f(z_i) = f(max_i z_i) for every nondecreasing f, ReLU and ReLU6 included, so the ANN
+    computes the same values, and the site's neuron, its statistics and its threshold are those
+    of the pooled activation (docs/methods.md §8, "Max pooling")."""
+    for site in sites.values():
+        if len(site.users) != 1:
+            continue
+        (pool,) = site.users
+        op = op_for_node(pool, gm)
+        if (op is None or not op.selects or pool.args[0] is not site or site in pool.all_input_nodes[1:]
+                or any(user.target is operator.getitem for user in pool.users)):  # (values, indices)
+            continue
+        pool.replace_all_uses_with(site)
+        pool.args = (site.args[0], *pool.args[1:])
+        site.args = (pool,)
+        pool.append(site)
 
 
 def ann_site_modules(ann: nn.Module, relu: bool) -> tuple[fx.GraphModule, dict[str, nn.Module]]:

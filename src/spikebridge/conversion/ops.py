@@ -19,9 +19,11 @@ Each ``Op`` says what a graph node is to the pipeline:
 - ``config``: constructor arguments of the module, read from its attributes (data-only files);
   ``config_extra`` for arguments that are no attribute (e.g. whether a bias exists).
 - ``nir``: the name of the NIR exporter's rule for it, or None with ``nir_refusal`` saying why.
-- ``homogeneous``: for ANALOG ops, f(a·x) = a·f(x) for every a > 0 (max pooling): rate coding
-  runs them on running sums and emits the increments, so a spike train in is a spike train out
-  (``Coding.decode``, docs/methods.md §8).
+- ``selects``: for ANALOG ops, each output is one of its inputs (max pooling). Such an op is
+  positively homogeneous, f(a·x) = a·f(x) for a > 0, so rate coding runs it on running sums and
+  emits the increments, a spike train in giving a spike train out (``Coding.decode``); and it
+  commutes with every nondecreasing function, so a ReLU site before it moves after it
+  (``graph.pool_before_sites``; docs/methods.md §8).
 - ``replacement``: for modules that prepare() swaps in a QCFS ANN (max pooling), the swap.
 - ``site_form``: for ACTIVATION ops prepare() turns into sites, the ``SiteForm`` of a call:
   which f it means (``spikebridge.activations``), its negative levels and initial θ.
@@ -110,7 +112,7 @@ class Op:
     nir: str | None = None
     nir_refusal: str = "NIR has no equivalent of this operation"
     advice: str = ""
-    homogeneous: bool = False
+    selects: bool = False
     replacement: Callable[[nn.Module], nn.Module] | None = None
     site_form: Callable[[nn.Module | None, tuple, dict], SiteForm] | None = None
     contiguous: bool = False  # reads strides (``view``): the engine makes its trains contiguous first
@@ -409,13 +411,13 @@ OPS: tuple[Op, ...] = (
     # max pooling: the max of running sums (docs/methods.md §8, "Max pooling"); prepare() swaps it for average
     # pooling over the same windows in a QCFS ANN (``replacement``), where it has one
     Op("max_pool2d", Kind.ANALOG, modules=(nn.MaxPool2d,), functions=(F.max_pool2d,), config=_MAX_POOL_CONFIG,
-       analog_macs=per_element(0), homogeneous=True, replacement=avg_pool_for_max_pool,
+       analog_macs=per_element(0), selects=True, replacement=avg_pool_for_max_pool,
        nir_refusal="NIR has no max pooling"),
     Op("max_pool1d", Kind.ANALOG, modules=(nn.MaxPool1d,), functions=(F.max_pool1d,), config=_MAX_POOL_CONFIG,
-       analog_macs=per_element(0), homogeneous=True, nir_refusal="NIR has no max pooling"),
+       analog_macs=per_element(0), selects=True, nir_refusal="NIR has no max pooling"),
     Op("adaptive_max_pool", Kind.ANALOG, modules=(nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
        functions=(F.adaptive_max_pool1d, F.adaptive_max_pool2d), config=("output_size", "return_indices"),
-       analog_macs=per_element(0), homogeneous=True, nir_refusal="NIR has no max pooling"),
+       analog_macs=per_element(0), selects=True, nir_refusal="NIR has no max pooling"),
     # tensors the graph reads directly (get_attr, made modules at conversion)
     Op("constant", Kind.CONSTANT, modules=(Constant,), config=("shape",),
        nir_refusal="NIR has no constant input; fold the tensor into a layer's bias"),

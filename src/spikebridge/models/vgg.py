@@ -39,8 +39,8 @@ class VGGSmall(nn.Module):
     classes). Any input of 8x8 or more works.
 
     batchnorm=False gives conv layers with biases and no BatchNorm; pool="max" uses max
-    pooling, which a ReLU ANN must swap for average pooling before conversion (what a user with
-    a max-pooling model does; ``ann.prepare.replace_max_pooling``).
+    pooling, which the rate-coded methods convert as it is (docs/methods.md §8) and
+    ``sb.with_average_pooling`` swaps for average pooling over the same windows.
     """
 
     def __init__(self, num_classes=10, in_channels=3, width=8, convs=2, batchnorm=True, pool="avg"):

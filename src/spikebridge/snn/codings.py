@@ -16,7 +16,7 @@ decodes a train to its sum and encodes a value as a 1-step train: exact, as the 
 coding decodes to the running mean m(t) = (x(1) + … + x(t))/t at every step and encodes
 y(t) = f(m(t)) as o(t) = t·y(t) − (t−1)·y(t−1), a train whose running mean is y(t): the op's
 value on everything seen so far, at every step (for a linear f, f applied step by step). An op
-with f(a·x) = a·f(x) for a > 0 (``Op.homogeneous``: max pooling) gets the same y(t) from the
+with f(a·x) = a·f(x) for a > 0 (max pooling, which selects one input: ``Op.selects``) gets the same y(t) from the
 running sums S(t) = t·m(t): rate coding decodes it to S(t) and emits o(t) = f(S(t)) − f(S(t−1)),
 which is 0 or one spike wherever its inputs are spike trains of one amplitude per pooled window
 (a max of counts grows by at most one per step), so the layers after it still receive spikes.

@@ -242,7 +242,7 @@ class TrainRunner(fx.Interpreter):
 
     def run_op(self, op: Op, fn, args, kwargs):
         if op.kind is Kind.ANALOG:
-            return self.analog_op(op.name, op.analog_macs, fn, args, kwargs, op.homogeneous)
+            return self.analog_op(op.name, op.analog_macs, fn, args, kwargs, op.selects)
         if op.kind is Kind.AFFINE and _tensors((args, kwargs)):
             try:
                 form = op.affine(_is_train, *args, **kwargs)

@@ -185,13 +185,14 @@ class SpikingNetwork(nn.Module):
     def analog_layers(self) -> set[str]:
         """Synaptic layers whose input is not spikes: it has passed no neuron since the analog
         input, a constant, or an op computed on decoded values (``graph.analog_nodes``) other
-        than a homogeneous one whose coding keeps spikes spikes (max pooling under rate coding)."""
+        than one that selects among its inputs where the coding keeps spikes spikes (max pooling
+        under rate coding)."""
         from ..conversion.graph import analog_nodes
         from ..conversion.ops import op_for_node
 
         analog = set(self.constant_nodes()) | {
             n for n in analog_nodes(self.graph)
-            if not (self.coding.homogeneous_keeps_spikes and op_for_node(n, self.graph).homogeneous)}
+            if not (self.coding.homogeneous_keeps_spikes and op_for_node(n, self.graph).selects)}
         for node in self.graph.graph.nodes:
             neuron = node.op == "call_module" and isinstance(self.graph.get_submodule(node.target), SpikingNeuron)
             if not neuron and any(a in analog for a in node.all_input_nodes):

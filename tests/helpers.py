@@ -38,6 +38,14 @@ def sgd_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: 
     return model.eval()
 
 
+def small_relu_cnn(pool: type[nn.Module] = nn.AvgPool2d) -> nn.Module:
+    """Two conv-BatchNorm-ReLU-``pool`` stages and a hidden layer of 32: 14x14 images, 10 classes."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), pool(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), pool(2),
+        nn.Flatten(), nn.Linear(16 * 9, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
 def trained_relu(make_net: Callable[[], nn.Module], calibration_batches: int, lr: float,
                  weight_decay: float = 0.0) -> dict:
     """A ReLU ANN (``make_net()`` after seeding 0) trained for 300 steps on 5k 14x14 Fashion-MNIST

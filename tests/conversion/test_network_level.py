@@ -5,27 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import spikebridge as sb
 from spikebridge.conversion.registry import METHODS, Method, Source, default_method, methods, register
 from spikebridge.device import single_thread
 
-from helpers import trained_relu
-
-
-def _net():
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 9, 32), nn.ReLU(), nn.Linear(32, 10))
+from helpers import small_relu_cnn, trained_relu
 
 
 @pytest.fixture(scope="module")
 def setup():
     """helpers.trained_relu: 2 calibration batches of 128."""
     with single_thread():
-        yield trained_relu(_net, 2, lr=0.05, weight_decay=5e-4)
+        yield trained_relu(small_relu_cnn, 2, lr=0.05, weight_decay=5e-4)
 
 
 def _output_error(snn, ann, batches, T) -> float:
@@ -114,7 +106,7 @@ def test_default_method_follows_the_kind_of_model(setup):
     assert snn.method == "network-level"
     for a, b in zip(snn.neurons().values(), named.neurons().values()):
         assert torch.equal(a.threshold, b.threshold)
-    qann = sb.prepare(_net(), levels=3)
+    qann = sb.prepare(small_relu_cnn(), levels=3)
     assert sb.convert(qann).method == "pasc"
     assert "network-level (default)" in str(sb.methods()) and "pasc (default)" in str(sb.methods())
 

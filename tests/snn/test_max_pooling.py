@@ -15,7 +15,7 @@ from spikebridge.conversion.graph import relu_site_modules
 from spikebridge.device import single_thread
 from spikebridge.snn.codings import RATE
 
-from helpers import trained_relu
+from helpers import small_relu_cnn, trained_relu
 
 
 def _pooled(decoded: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -46,18 +46,11 @@ def test_rate_coded_max_pooling_of_spike_trains_is_a_spike_train_carrying_the_ma
     assert torch.equal(torch.cat(pieces), out)
 
 
-def _net():
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 9, 32), nn.ReLU(), nn.Linear(32, 10))
-
-
 @pytest.fixture(scope="module")
 def setup():
     """helpers.trained_relu: a max-pooling CNN, 2 calibration batches of 128."""
     with single_thread():
-        yield trained_relu(_net, 2, lr=0.05, weight_decay=5e-4)
+        yield trained_relu(lambda: small_relu_cnn(nn.MaxPool2d), 2, lr=0.05, weight_decay=5e-4)
 
 
 def _accuracy(model, x, y, T=None) -> float:

@@ -16,10 +16,11 @@ decodes a train to its sum and encodes a value as a 1-step train: exact, as the 
 coding decodes to the running mean m(t) = (x(1) + … + x(t))/t at every step and encodes
 y(t) = f(m(t)) as o(t) = t·y(t) − (t−1)·y(t−1), a train whose running mean is y(t): the op's
 value on everything seen so far, at every step (for a linear f, f applied step by step). An op
-with f(a·x) = a·f(x) for a > 0 (max pooling, which selects one input: ``Op.selects``) gets the same y(t) from the
-running sums S(t) = t·m(t): rate coding decodes it to S(t) and emits o(t) = f(S(t)) − f(S(t−1)),
-which is 0 or one spike wherever its inputs are spike trains of one amplitude per pooled window
-(a max of counts grows by at most one per step), so the layers after it still receive spikes.
+with f(a·x) = a·f(x) for a > 0 (``homogeneous``: max pooling, which selects one input,
+``Op.selects``) gets the same y(t) from the running sums S(t) = t·m(t): rate coding decodes it
+to S(t) and emits o(t) = f(S(t)) − f(S(t−1)), which for a selection is 0 or one spike wherever
+its inputs are spike trains of one amplitude per pooled window (a max of counts grows by at
+most one per step), so the layers after it still receive spikes.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from ..errors import SpikeBridgeError
 class Coding:
     name: str
     whole_trains: bool  # a network of this coding always runs its trains whole, in one window
-    homogeneous_keeps_spikes: bool  # a homogeneous ANALOG op's result on spike trains is a spike train
+    selection_keeps_spikes: bool  # an ANALOG op that selects among spike trains gives a spike train
 
     def constant_per_step(self, c, steps: int):
         """What is added at each of ``steps`` steps so that the train carries the ANN's
@@ -91,7 +92,7 @@ class Coding:
 class RateCoding(Coding):
     name = "rate"
     whole_trains = False  # rate-coded IF runs in time chunks
-    homogeneous_keeps_spikes = True
+    selection_keeps_spikes = True
 
     def constant_per_step(self, c, steps):
         return c
@@ -150,7 +151,7 @@ class RateCoding(Coding):
 class SumCoding(Coding):
     name = "sum"
     whole_trains = True  # sum-coded neurons see their whole input before they emit
-    homogeneous_keeps_spikes = False  # the result is one step carrying the whole value
+    selection_keeps_spikes = False  # the result is one step carrying the whole value
 
     def constant_per_step(self, c, steps):
         return c / steps

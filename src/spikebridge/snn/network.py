@@ -192,7 +192,7 @@ class SpikingNetwork(nn.Module):
 
         analog = set(self.constant_nodes()) | {
             n for n in analog_nodes(self.graph)
-            if not (self.coding.homogeneous_keeps_spikes and op_for_node(n, self.graph).selects)}
+            if not (self.coding.selection_keeps_spikes and op_for_node(n, self.graph).selects)}
         for node in self.graph.graph.nodes:
             neuron = node.op == "call_module" and isinstance(self.graph.get_submodule(node.target), SpikingNeuron)
             if not neuron and any(a in analog for a in node.all_input_nodes):

@@ -40,6 +40,8 @@ MODELS = (
                "vgg_small", {"width": 8, "pool": "max"}, trained_as="vgg-maxpool"),
     SuiteModel("resnet20", "ResNet-20 (widths 16/32/64, stride-2 stem), residual adds", "resnet20",
                {"width": 16, "stem_stride": 2}),
+    SuiteModel("resnet20-maxpool", "ResNet-20 with torchvision's stem: 3x3 max pooling, stride 2, after it; converted "
+               "with its max pooling", "resnet20", {"width": 16, "stem_pool": True}),
     SuiteModel("rescat", "pre-activation residual + DenseNet concatenation, BN after add/cat", "rescat",
                {"stem_stride": 2}),
     SuiteModel("mobilenetv2", "MobileNetV2 with ReLU, depthwise convs (width 0.35, stride-2 stem, 128-d head)",

@@ -126,6 +126,9 @@ def test_suite_model_options():
         models.create("vgg_small", pool="min")
     narrow = models.create("resnet20", in_channels=1, width=8, stem_stride=2).eval()
     assert narrow.conv1.stride == (2, 2) and narrow.fc.in_features == 32
+    pooled = models.create("resnet20", in_channels=1, width=8, stem_pool=True).eval()
+    stem = pooled.maxpool(pooled.relu(pooled.bn1(pooled.conv1(x))))
+    assert isinstance(pooled.maxpool, nn.MaxPool2d) and stem.shape == (2, 8, 14, 14) and pooled(x).shape == (2, 10)
     mobile = models.create("mobilenetv2", in_channels=1, width_mult=0.35, stem_stride=2, last_channel=128).eval()
     assert mobile.classifier[-1].in_features == 128
     with torch.no_grad():

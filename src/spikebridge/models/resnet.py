@@ -1,7 +1,7 @@
 """CIFAR-style ResNets: ResNet-18/34 (64..512 channels) and ResNet-20 (16/32/64 channels).
 
-All use a 3x3 stride-1 stem with no max-pool, BasicBlocks, a global average pool and a
-linear classifier. Downsampling shortcuts are 1x1 conv + BN (option B), which the
+All use a 3x3 stride-1 stem (``stem_pool``: followed by torchvision's 3x3 stride-2 max pooling),
+BasicBlocks, a global average pool and a linear classifier. Downsampling shortcuts are 1x1 conv + BN (option B), which the
 converter handles as ordinary conv layers; He et al.'s ResNet-20 used zero-padding
 (option A) instead, which has 0.27M parameters against 0.272M here.
 """
@@ -29,14 +29,15 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """Stem conv3x3 (stride ``stem_stride``, 1 in the papers) - stages of BasicBlocks - global
-    avg pool - linear."""
+    """Stem conv3x3 (stride ``stem_stride``, 1 in the papers; ``stem_pool``: then a 3x3 stride-2
+    max pooling, as torchvision's ResNets) - stages of BasicBlocks - global avg pool - linear."""
 
-    def __init__(self, blocks, widths, num_classes=10, in_channels=3, stem_stride=1):
+    def __init__(self, blocks, widths, num_classes=10, in_channels=3, stem_stride=1, stem_pool=False):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem_pool else None
         stages, c = [], widths[0]
         for i, (n, w) in enumerate(zip(blocks, widths)):
             stride = 1 if i == 0 else 2
@@ -50,7 +51,10 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(c, num_classes)
 
     def forward(self, x):
-        x = self.layers(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        x = self.layers(x)
         return self.fc(self.pool(x).flatten(1))
 
 
@@ -64,7 +68,8 @@ def resnet34(num_classes=10, in_channels=3):
     return CifarResNet([3, 4, 6, 3], [64, 128, 256, 512], num_classes, in_channels)
 
 
-def resnet20(num_classes=10, in_channels=3, width=16, stem_stride=1):
+def resnet20(num_classes=10, in_channels=3, width=16, stem_stride=1, stem_pool=False):
     """CIFAR ResNet-20 (He et al. 2016): 3 stages x 3 BasicBlocks, widths w/2w/4w (16/32/64
-    in the paper); stem_stride=2 halves every feature map (4x fewer MACs) for quick runs."""
-    return CifarResNet([3, 3, 3], [width, 2 * width, 4 * width], num_classes, in_channels, stem_stride)
+    in the paper); stem_stride=2 or stem_pool=True (a max pooling after the stem) halves every
+    feature map (4x fewer MACs) for quick runs."""
+    return CifarResNet([3, 3, 3], [width, 2 * width, 4 * width], num_classes, in_channels, stem_stride, stem_pool)

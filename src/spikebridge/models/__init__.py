@@ -2,12 +2,13 @@
 torchvision classifier by name ("tv:<name>"), and a small BERT for text tasks ("bert_tiny",
 which takes token ids; needs the transformers extra).
 
-Every model uses average pooling and plain tensor ops, so it is torch.fx traceable and
+Every model uses plain tensor ops and average pooling (``vgg_small`` and ``resnet20`` can use
+max pooling, which converts as it is: docs/methods.md §8), so it is torch.fx traceable and
 prepare()/convert() accept it; the CNNs use ReLU, ``vit_tiny`` GELU (or ReLU/SiLU) and
 attention, ``efficientnet_tiny`` SiLU and squeeze-excitation gates (analog ops in the SNN,
-docs/methods.md §8). ``tv:`` models are torchvision's
-architectures as published, built untrained (weights=None, nothing is downloaded); some
-contain max-pooling or ReLU6/SiLU/GELU, which convert() refuses with a ConversionError.
+docs/methods.md §8). ``tv:`` models are torchvision's architectures as published, built
+untrained (weights=None, nothing is downloaded); those with SiLU, GELU or Hardswish are
+converted by the sum-coded methods after prepare(), and the methods for ReLU ANNs refuse them.
 """
 import inspect
 

@@ -31,16 +31,22 @@ ANALOG = {"vit": {"layer_norm", "multihead_attention"}, "swin": {"layer_norm", "
 RATE_CODED = {"shufflenet_v2_x0_5", "mobilenet_v2"}  # ReLU and ReLU6 sites only
 
 
-def _model(name: str) -> nn.Module:
+def _built(name: str) -> nn.Module:
+    """The classifier with random weights (seed 0) and random BatchNorm statistics, in eval mode."""
     torch.manual_seed(0)
     model = SMALL[name]() if name in SMALL else torchvision.models.get_model(name, weights=None, num_classes=10)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _model(name: str) -> nn.Module:
+    model = _built(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # shufflenet's max pooling is replaced, with a warning
-        return sb.prepare(model.eval(), levels=8).eval().double()
+        return sb.prepare(model, levels=8).eval().double()
 
 
 @pytest.mark.parametrize("name", [*SMALL, *ZOO])
@@ -69,12 +75,7 @@ MAX_POOLING = ["resnet18", "googlenet", "squeezenet1_0", "densenet121"]  # ReLU 
 def test_torchvision_relu_classifiers_convert_with_their_max_pooling(name):
     """Their max pooling kept (docs/methods.md §8): exact under PASC from the prepared model, and
     the trained-as-is ReLU model converts directly with a rate-coded method."""
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
+    model = _built(name)
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     qann = sb.prepare(model, levels=8, replace_maxpool=False).eval().double()
     snn = sb.convert(qann, "pasc")

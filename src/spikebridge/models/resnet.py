@@ -1,8 +1,8 @@
 """CIFAR-style ResNets: ResNet-18/34 (64..512 channels) and ResNet-20 (16/32/64 channels).
 
-All use a 3x3 stride-1 stem (``stem_pool``: followed by torchvision's 3x3 stride-2 max pooling),
-BasicBlocks, a global average pool and a linear classifier. Downsampling shortcuts are 1x1 conv + BN (option B), which the
-converter handles as ordinary conv layers; He et al.'s ResNet-20 used zero-padding
+All use a 3x3 stride-1 stem (``stem_pool``: followed by torchvision's 3x3 stride-2 max
+pooling), BasicBlocks, a global average pool and a linear classifier. Downsampling shortcuts
+are 1x1 conv + BN (option B), which the converter handles as ordinary conv layers; He et al.'s ResNet-20 used zero-padding
 (option A) instead, which has 0.27M parameters against 0.272M here.
 """
 from torch import nn

@@ -153,7 +153,7 @@ def _analog(form: str, h, g):
 
 def _refused(form: str, h, g):
     if form == "clamp":
-        return h.clamp(0, 1)
+        return h.clamp(-1, 1)  # clamp(h, 0, c) would be a ReLU site
     if form == "abs":
         return torch.abs(h)
     if form == "pow":

@@ -185,7 +185,7 @@ class Gated(nn.Module):
 def test_unsupported_node_names_node_op_origin_and_advice():
     class Clamped(Gated):
         def forward(self, x):
-            return torch.clamp(self.block(F.relu(self.a(x))), 0, 1)
+            return torch.clamp(self.block(F.relu(self.a(x))), -1, 1)
 
     with pytest.raises(ConversionError) as err:
         sb.convert(sb.prepare(Clamped()), "pasc")

@@ -9,6 +9,8 @@ import operator
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 from torch import nn
 
@@ -16,7 +18,7 @@ import spikebridge as sb
 from spikebridge import ConversionError, UnsupportedActivationError
 from spikebridge.ann.tracing import trace
 from spikebridge.conversion.constant import Constant
-from spikebridge.conversion.graph import analog_nodes
+from spikebridge.conversion.graph import analog_nodes, ann_site_modules
 from spikebridge.conversion.ops import OPS, Kind, op_for_node
 from torchvision.models import swin_transformer
 from torchvision.ops import StochasticDepth, stochastic_depth
@@ -312,7 +314,7 @@ QUANTIZED_FORMS = {
     "sigmoid_": ("sigmoid", 0), nn.Hardsigmoid: ("hardsigmoid", 0), F.hardsigmoid: ("hardsigmoid", 0),
     nn.Tanh: ("tanh", -4), F.tanh: ("tanh", -4), torch.tanh: ("tanh", -4), "tanh": ("tanh", -4), "tanh_": ("tanh", -4),
 }
-QUANTIZED_OPS = [op for op in OPS if op.kind is Kind.ACTIVATION and op.name not in ("relu", "qcfs")]
+QUANTIZED_OPS = [op for op in OPS if op.kind is Kind.ACTIVATION and op.applies is None and op.name not in ("relu", "qcfs")]
 
 
 def test_every_form_of_every_quantized_activation_entry_has_an_example():
@@ -342,6 +344,53 @@ def test_gelu_entry_reads_the_approximation(approximate, function):
     for body in (lambda n, h, g: F.gelu(h, approximate=approximate), module_body):
         qann = sb.prepare(_built(Net(body, module=nn.GELU(approximate=approximate)), M2))
         assert list(sb.sites(qann).values())[-1].function == function
+
+
+# entries that mean some calls of their forms only: clips to [0, c] or [0, ∞) are ReLU sites (docs/methods.md §8)
+CLIP_FORMS = [f for op in OPS if op.applies is not None for f in _forms(op)]
+BOUNDED = {nn.Hardtanh, F.hardtanh}                             # need a finite upper bound above the lower
+LOWER_ONLY = {torch.clamp_min, "clamp_min", "clamp_min_"}       # take no upper bound
+
+
+def _clip_net(form, low, high) -> Net:
+    if form is nn.Hardtanh:
+        return Net(module_body, module=nn.Hardtanh(low, high))
+    bounds = (low,) if form in LOWER_ONLY else (low, high)
+    if isinstance(form, str):
+        return Net(lambda n, h, g: getattr(h - g, form)(*bounds))
+    return Net(lambda n, h, g: form(h - g, *bounds))
+
+
+def test_every_clip_entry_shares_its_forms_with_a_general_entry():
+    """A call a clip entry does not mean falls to the general entry of its form (its refusal)."""
+    general = {f for op in OPS if op.applies is None for f in _forms(op)}
+    assert CLIP_FORMS and set(CLIP_FORMS) <= general
+
+
+@settings(max_examples=60, deadline=None)
+@given(form=st.sampled_from(CLIP_FORMS), low=st.sampled_from([0, 0.0, -1.0, 0.5]),
+       high=st.sampled_from([None, 0.5, 3, 6.0, float("inf"), 0.0, -0.5]))
+def test_a_clip_to_zero_and_above_is_a_relu_site_and_any_other_is_refused(form, low, high):
+    """clamp/clip/clamp_min/hardtanh with lower bound 0 and upper bound c > 0 (or none) is a ReLU
+    site clipped at θ = c: prepare starts its QCFS at c, and the ReLU methods' graph computes the
+    ANN's values; with any other bounds it is refused (as a nonlinear op, or as an activation)."""
+    high = None if form in LOWER_ONLY else high
+    assume(form not in BOUNDED or (high is not None and high > low))
+    net = _built(_clip_net(form, low, high), M2).double()
+    x = torch.randn(4, *M2, dtype=torch.float64)
+    if low == 0 and (high is None or high > 0):
+        qann = sb.prepare(net, levels=4, threshold=2.0)
+        sites = list(sb.sites(qann).values())
+        assert len(sites) == 3 and type(sites[-1]) is sb.QCFS
+        assert float(sites[-1].threshold.detach()) == (2.0 if high is None or high == float("inf") else high)
+        gm, modules = ann_site_modules(net, relu=True)
+        assert len(modules) == 3 and torch.equal(gm(x), net(x))
+    elif form in BOUNDED:
+        with pytest.raises(UnsupportedActivationError, match="clips to \\[0, c\\]"):
+            sb.prepare(net)
+    else:
+        with pytest.raises(ConversionError, match="no step-by-step meaning"):
+            sb.convert(sb.prepare(net, levels=4), "pasc")
 
 
 REFUSED_ACTIVATION = next(op for op in OPS if op.name == "other_activation")

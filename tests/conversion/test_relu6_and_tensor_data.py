@@ -1,5 +1,6 @@
-"""ReLU6 sites in the methods that convert a ReLU ANN (docs/methods.md §4), and calibration
-data given as one tensor [N, ...] to the methods that run the network on it and to FTBC."""
+"""ReLU6 sites and other clips to [0, c] in the methods that convert a ReLU ANN (docs/methods.md
+§4, §8), and calibration data given as one tensor [N, ...] to the methods that run the network on
+it and to FTBC."""
 from __future__ import annotations
 
 
@@ -16,17 +17,19 @@ from helpers import trained_relu
 
 
 class _Net(nn.Module):
-    """ReLU6 as a module called at two sites and as F.relu6; ``relu`` swaps both for ReLU."""
+    """ReLU6 as a module called at two sites and as F.relu6; ``relu`` swaps both for ReLU,
+    ``clamp`` for the same clips written as nn.Hardtanh(0, 6) and torch.clamp(x, 0, 6)."""
 
-    def __init__(self, relu: bool = False):
+    def __init__(self, relu: bool = False, clamp: bool = False):
         super().__init__()
         self.c1, self.c2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
         self.fc1, self.fc2 = nn.Linear(16 * 9, 32), nn.Linear(32, 10)
-        self.act, self.relu = (nn.ReLU() if relu else nn.ReLU6()), relu
+        self.act = nn.ReLU() if relu else nn.Hardtanh(0, 6) if clamp else nn.ReLU6()
+        self.second = F.relu if relu else (lambda z: torch.clamp(z, 0, 6)) if clamp else F.relu6
 
     def forward(self, x):
         x = F.avg_pool2d(self.act(self.c1(x)), 2)
-        x = F.avg_pool2d(F.relu(self.c2(x)) if self.relu else F.relu6(self.c2(x)), 2)
+        x = F.avg_pool2d(self.second(self.c2(x)), 2)
         return self.fc2(self.act(self.fc1(x.flatten(1))))
 
 
@@ -38,9 +41,9 @@ def setup():
     with torch.no_grad():
         s["ann"].c1.weight.mul_(8)
         s["ann"].c1.bias.mul_(8)
-    twin = _Net(relu=True).eval()
-    twin.load_state_dict(s["ann"].state_dict())
-    s["relu_twin"] = twin
+    s["relu_twin"], s["clamp_twin"] = (_Net(**{kind: True}).eval() for kind in ("relu", "clamp"))
+    for twin in (s["relu_twin"], s["clamp_twin"]):
+        twin.load_state_dict(s["ann"].state_dict())
     return s
 
 
@@ -67,6 +70,24 @@ def test_relu6_sites_are_rate_coded_with_thresholds_at_most_the_clip(setup):
         assert all(float(n.threshold) <= 6.0 for n in thresholds)
 
 
+def test_clips_written_as_hardtanh_and_clamp_convert_as_relu6_does(setup):
+    """nn.Hardtanh(0, 6) and torch.clamp(x, 0, 6) compute ReLU6: the same sites, thresholds and
+    logits under a ReLU method, and the same exact SNN under PASC."""
+    ann, twin, (x, _) = setup["ann"], setup["clamp_twin"], setup["test"]
+    assert torch.equal(ann(x), twin(x))
+    snns = [sb.convert(net, "max-norm", T=8, calibration_data=setup["calib"]) for net in (ann, twin)]
+    assert list(snns[1].neurons()) == ["act", "clamp", "act_1"]
+    for a, b in zip(snns[0].neurons().values(), snns[1].neurons().values()):
+        assert torch.equal(a.threshold, b.threshold) and torch.equal(a.v0, b.v0)
+    with torch.no_grad():
+        assert torch.equal(snns[0].simulate(x[:256], record=False).logits,
+                           snns[1].simulate(x[:256], record=False).logits)
+    qann = sb.prepare(twin, levels=8)
+    assert [float(site.threshold.detach().flatten()[0]) for site in sb.sites(qann).values()] == [6.0, 6.0, 6.0]
+    report = sb.verify(qann.double(), sb.convert(qann, "pasc").double(), x[:64].double())
+    assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
+
+
 def test_the_default_converts_a_relu6_network(setup):
     ann, (x, _) = setup["ann"], setup["test"]
     snn = sb.convert(ann, T=8, calibration_data=setup["calib"])
@@ -76,7 +97,7 @@ def test_the_default_converts_a_relu6_network(setup):
 
 def test_other_activations_are_still_refused_by_relu_methods():
     net = nn.Sequential(nn.Linear(4, 8), nn.Hardswish(), nn.Linear(8, 2))
-    with pytest.raises(UnsupportedActivationError, match="take ReLU and ReLU6 only"):
+    with pytest.raises(UnsupportedActivationError, match="take ReLU, ReLU6 and clips to"):
         sb.convert(net, "max-norm", T=4, calibration_data=torch.randn(8, 4))
 
 

@@ -4,7 +4,8 @@
 Like torch.ao.quantization's prepare_qat, the result is an ordinary trainable nn.Module
 (a torch.fx GraphModule). Module ReLUs, F.relu, torch.relu, the in-place variants and one
 ReLU module called at several places all become separate QCFS sites with their own θ and L;
-ReLU6 becomes a QCFS starting at θ = 6, and GELU, SiLU, Hardswish, sigmoid and Hardsigmoid a
+ReLU6 and clips to [0, c] (``clamp(x, 0, c)``, ``Hardtanh(0, c)``) become a QCFS starting at θ = 6
+or c, ``clamp_min(x, 0)`` a plain one, and GELU, SiLU, Hardswish, sigmoid and Hardsigmoid a
 ``QuantizedActivation`` of that f, as the op table's ``site_form`` says.
 """
 from __future__ import annotations
@@ -29,14 +30,14 @@ from .tracing import (
 def relu_sites(gm: fx.GraphModule) -> dict[str, tuple[fx.Node, float | None]]:
     """Name every ReLU-like call site of a traced graph, for the methods that convert a ReLU ANN:
     {name: (node, bound)}, where the op table's form of the site is f = ReLU with levels from 0
-    and ``bound`` is its clip (None for ReLU, 6 for ReLU6). Every other activation is refused:
+    and ``bound`` is its clip (None for ReLU, 6 for ReLU6, c for clamp(x, 0, c)). Every other activation is refused:
     those methods calibrate thresholds of ReLU outputs only."""
     sites = {}
     for name, (node, form) in activation_sites(gm).items():
         if form.function != "relu" or form.k_min != 0:
             raise UnsupportedActivationError(
-                f"unsupported activation at {describe(node, gm)}: methods that convert a ReLU ANN take ReLU and "
-                "ReLU6 only; sb.prepare() it and convert with a sum-coded method (docs/methods.md §8)")
+                f"unsupported activation at {describe(node, gm)}: methods that convert a ReLU ANN take ReLU, ReLU6 "
+                "and clips to [0, c] only; sb.prepare() it and convert with a sum-coded method (docs/methods.md §8)")
         sites[name] = (node, form.threshold)
     return sites
 

@@ -86,7 +86,7 @@ def is_inplace_relu(node: fx.Node) -> bool:
 def refused_activation(node: fx.Node, gm: fx.GraphModule) -> Op | None:
     """The op-table entry of an activation that cannot become a site (GELU, SiLU, ...), or None."""
     op = op_for_node(node, gm)
-    return op if op is not None and op.kind is Kind.REFUSED and op.name == "other_activation" else None
+    return op if op is not None and op.kind is Kind.REFUSED and op.refused_by_prepare else None
 
 
 def site_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:

@@ -27,6 +27,11 @@ Each ``Op`` says what a graph node is to the pipeline:
 - ``replacement``: for modules that prepare() swaps in a QCFS ANN (max pooling), the swap.
 - ``site_form``: for ACTIVATION ops prepare() turns into sites, the ``SiteForm`` of a call:
   which f it means (``spikebridge.activations``), its negative levels and initial θ.
+- ``applies``: for an entry that means only some calls of its modules, functions or methods
+  (``clamp(x, 0, c)`` is a clipped ReLU, ``clamp(x, -1, 1)`` is not), which calls; the others
+  fall to the entry declared after it for the same key (``op_for_node``).
+- ``refused_by_prepare``: for REFUSED activations, prepare() refuses them too (a QCFS ANN
+  trained with one could not be converted); convert() refuses every REFUSED entry.
 
 Arguments are trains or numbers. A call of a Python ``operator`` function whose arguments
 hold no train is arithmetic on numbers (shapes, e.g. ``x.size(1) // 2``) and runs as Python;
@@ -74,6 +79,35 @@ def fixed_form(function: str, k_min: int = 0, threshold: float | None = None):
     return lambda module, args, kwargs: form
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def clip_bounds(names: tuple[str, str], defaults: tuple, attributes: bool = False):
+    """The (low, high) bounds of a clip call: from the module's attributes ``names``
+    (``attributes``), else from the call's arguments after the input, positional or by
+    keyword, with ``defaults``."""
+    def bounds(module: nn.Module | None, args: tuple, kwargs: dict) -> tuple:
+        if module is not None and attributes:
+            return tuple(getattr(module, name) for name in names)
+        values = dict(zip(names, defaults)) | dict(zip(names, args[1:]))
+        return tuple(kwargs.get(name, values[name]) for name in names)
+    return bounds
+
+
+def clipped_relu(bounds) -> dict:
+    """``applies`` and ``site_form`` of a clip to [0, c] (c > 0) or [0, ∞): a ReLU clipped at
+    θ = c, as ReLU6 is at 6 (docs/methods.md §8), or a plain ReLU."""
+    def applies(module, args, kwargs) -> bool:
+        low, high = bounds(module, args, kwargs)
+        return _number(low) and low == 0 and (high is None or (_number(high) and high > 0))
+
+    def form(module, args, kwargs) -> SiteForm:
+        high = bounds(module, args, kwargs)[1]
+        return SiteForm("relu", 0, None if high is None or math.isinf(high) else float(high))
+    return {"applies": applies, "site_form": form}
+
+
 def gelu_form(module: nn.Module | None, args: tuple, kwargs: dict) -> SiteForm:
     """nn.GELU(approximate=...) or F.gelu(x, approximate=...): exact (erf) or tanh GELU, whose
     minimum −0.17 needs one negative level."""
@@ -115,6 +149,8 @@ class Op:
     selects: bool = False
     replacement: Callable[[nn.Module], nn.Module] | None = None
     site_form: Callable[[nn.Module | None, tuple, dict], SiteForm] | None = None
+    applies: Callable[[nn.Module | None, tuple, dict], bool] | None = None
+    refused_by_prepare: bool = False
     contiguous: bool = False  # reads strides (``view``): the engine makes its trains contiguous first
 
     def module_config(self, module: nn.Module) -> dict:
@@ -434,6 +470,12 @@ OPS: tuple[Op, ...] = (
        site_form=fixed_form("relu")),
     # activations prepare() quantizes (docs/methods.md §8); only sum-coded methods convert those with f != ReLU
     Op("relu6", Kind.ACTIVATION, modules=(nn.ReLU6,), functions=(F.relu6,), site_form=fixed_form("relu", 0, 6.0)),
+    # clips to [0, c] or [0, ∞), which are ReLU sites; other bounds fall to the refusals below
+    Op("clamp_relu", Kind.ACTIVATION, functions=(torch.clamp, torch.clip, torch.clamp_min),
+       methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"),
+       **clipped_relu(clip_bounds(("min", "max"), (None, None)))),
+    Op("hardtanh_relu", Kind.ACTIVATION, modules=(nn.Hardtanh,), functions=(F.hardtanh,),
+       **clipped_relu(clip_bounds(("min_val", "max_val"), (-1.0, 1.0), attributes=True))),
     Op("gelu", Kind.ACTIVATION, modules=(nn.GELU,), functions=(F.gelu,), site_form=gelu_form),
     Op("silu", Kind.ACTIVATION, modules=(nn.SiLU,), functions=(F.silu,), site_form=fixed_form("silu", -1)),
     Op("hardswish", Kind.ACTIVATION, modules=(nn.Hardswish,), functions=(F.hardswish,),
@@ -445,13 +487,13 @@ OPS: tuple[Op, ...] = (
     Op("tanh", Kind.ACTIVATION, modules=(nn.Tanh,), functions=(F.tanh, torch.tanh), methods=("tanh", "tanh_"),
        site_form=fixed_form("tanh", 0, 1.0)),  # k_min = −L (activations.SYMMETRIC)
     # refused, with what to do instead
-    Op("other_activation", Kind.REFUSED,
+    Op("other_activation", Kind.REFUSED, refused_by_prepare=True,
        modules=(nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
                 nn.RReLU, nn.GLU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid),
        functions=(F.leaky_relu, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu,
                   F.rrelu, F.glu, F.softsign, F.logsigmoid),
-       advice="only ReLU, ReLU6, GELU, SiLU, Hardswish, sigmoid, Hardsigmoid and tanh (module, function or method) become "
-              "quantized sites: this one has no entry in spikebridge.activations (PReLU and RReLU learn or draw "
+       advice="only ReLU, ReLU6, clips to [0, c] (Hardtanh(0, c), clamp(x, 0, c)), GELU, SiLU, Hardswish, sigmoid, "
+              "Hardsigmoid and tanh (module, function or method) become quantized sites: this one has no entry in spikebridge.activations (PReLU and RReLU learn or draw "
               "their slope, GLU multiplies two halves, the others are not quantized yet); replace it with ReLU or "
               "one of those and retrain or fine-tune"),
     Op("comparison", Kind.REFUSED,
@@ -464,27 +506,32 @@ OPS: tuple[Op, ...] = (
                   operator.pow, torch.square, torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor,
                   torch.ceil, torch.round, torch.trunc, torch.reciprocal, torch.maximum, torch.minimum, torch.max,
                   torch.min, torch.fmod, torch.remainder, torch.floor_divide, operator.floordiv, operator.mod),
-       methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max", "abs", "abs_", "pow", "pow_", "square",
+       methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "abs", "abs_", "pow", "pow_", "square",
                 "sqrt", "rsqrt", "exp", "log", "sign", "floor", "ceil", "round", "trunc", "reciprocal", "maximum",
                 "minimum", "max", "min", "fmod", "remainder", "floor_divide"),
        advice="a nonlinear op has no step-by-step meaning on spike trains: its value on a train is not its value on "
-              "the activation (docs/methods.md §8); remove it, or express it with ReLU sites (clamp(x, 0, c) is a "
-              "QCFS site with threshold c), and retrain or fine-tune"),
+              "the activation (docs/methods.md §8); remove it, or express it with ReLU sites (a clip to [0, c] "
+              "is one, with threshold c), and retrain or fine-tune"),
 )
 
 
-def _index() -> tuple[dict, dict, dict]:
-    """Module type, function and method name -> its entry; each may be declared only once."""
+def _index() -> tuple[tuple[dict, dict, dict], dict]:
+    """Module type, function and method name -> its general entry (one without ``applies``,
+    declared once); and key -> its entries with ``applies``, in table order."""
     indexes: tuple[dict, dict, dict] = ({}, {}, {})
+    conditional: dict = {}
     for op in OPS:
         for index, keys in zip(indexes, (op.modules, op.functions, op.methods)):
             for key in keys:
                 assert key not in index, f"{key} is declared twice in the op table"
-                index[key] = op
-    return indexes
+                if op.applies is None:
+                    index[key] = op
+                else:
+                    conditional.setdefault(key, []).append(op)
+    return indexes, conditional
 
 
-BY_MODULE, BY_FUNCTION, BY_METHOD = _index()
+(BY_MODULE, BY_FUNCTION, BY_METHOD), CONDITIONAL = _index()
 
 
 def op_for_module(module: nn.Module) -> Op | None:
@@ -496,9 +543,15 @@ def op_for_module(module: nn.Module) -> Op | None:
 
 
 def op_for_node(node: fx.Node, gm: fx.GraphModule) -> Op | None:
-    """The entry of a call node, or None when the table does not know it."""
+    """The entry of a call node: the first entry with ``applies`` that means this call, else the
+    general entry of its module, function or method, or None when the table does not know it."""
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    key = type(module) if module is not None else node.target
+    for op in CONDITIONAL.get(key, ()) if node.op.startswith("call_") else ():
+        if op.applies(module, node.args, node.kwargs):
+            return op
     if node.op == "call_module":
-        return op_for_module(gm.get_submodule(node.target))
+        return op_for_module(module)
     if node.op == "call_function":
         return BY_FUNCTION.get(node.target)
     if node.op == "call_method":

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import spikebridge as sb
+from spikebridge.activations import FUNCTIONS
 from spikebridge.data import get_dataset
+
+# every f a quantized site may have: the fixed ones and the parametric ones at a few numbers
+SITE_FUNCTIONS = sorted(FUNCTIONS) + ["leaky_relu(0.01)", "leaky_relu(0.2)", "elu(1.0)", "elu(0.5)", "celu(2.0)",
+                                      "softplus(1.0, 20.0)", "softplus(2.0, 3.0)"]
 
 
 def fashion_mnist_14x14(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,11 +11,14 @@ from hypothesis import given, settings, strategies as st
 
 import spikebridge as sb
 from spikebridge import SpikeBridgeError
-from spikebridge.activations import FUNCTIONS
+from spikebridge.activations import FUNCTIONS, PARAMETRIC, activation, base_name, symmetric
 from spikebridge.ann.qcfs import QCFS, keep_thresholds_positive
 from spikebridge.ann.quantized import QuantizedActivation
 
+from helpers import SITE_FUNCTIONS
+
 F64 = torch.float64
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 FAST = settings(max_examples=40, deadline=None)
 FORMULAS = {  # f written out from its definition, in float64
     "relu": lambda z: max(z, 0.0),
@@ -26,15 +29,31 @@ FORMULAS = {  # f written out from its definition, in float64
     "sigmoid": lambda z: 1 / (1 + math.exp(-z)),
     "hardsigmoid": lambda z: min(max(z / 6 + 0.5, 0.0), 1.0),
     "tanh": math.tanh,
+    "mish": lambda z: z * math.tanh(math.log1p(math.exp(z))),
+    "selu": lambda z: SELU_SCALE * (z if z > 0 else SELU_ALPHA * math.expm1(z)),
+    "leaky_relu(0.01)": lambda z: z if z >= 0 else 0.01 * z,
+    "leaky_relu(0.2)": lambda z: z if z >= 0 else 0.2 * z,
+    "elu(1.0)": lambda z: z if z > 0 else math.expm1(z),
+    "elu(0.5)": lambda z: z if z > 0 else 0.5 * math.expm1(z),
+    "celu(2.0)": lambda z: max(0.0, z) + min(0.0, 2.0 * math.expm1(z / 2.0)),
+    "softplus(1.0, 20.0)": lambda z: z if z > 20 else math.log1p(math.exp(z)),
+    "softplus(2.0, 3.0)": lambda z: z if 2 * z > 3 else math.log1p(math.exp(2 * z)) / 2,
 }
 
 
 def test_every_function_has_a_formula():
-    assert set(FORMULAS) == set(FUNCTIONS)
+    assert set(FORMULAS) == set(SITE_FUNCTIONS)
+    assert set(FUNCTIONS) | set(PARAMETRIC) == {base_name(name) for name in SITE_FUNCTIONS}
+
+
+@pytest.mark.parametrize("name", ["leaky_relu", "leaky_relu()", "elu(a)", "elu(nan)", "softplus(1.0, x)", "swish"])
+def test_unknown_or_malformed_function_names_are_refused(name):
+    with pytest.raises(SpikeBridgeError, match="unknown activation function"):
+        activation(name)
 
 
 @FAST
-@given(function=st.sampled_from(sorted(FUNCTIONS)), levels=st.integers(1, 12), k_min=st.integers(-2, 0),
+@given(function=st.sampled_from(SITE_FUNCTIONS), levels=st.integers(1, 12), k_min=st.integers(-2, 0),
        theta=st.floats(0.05, 4.0), seed=st.integers(0, 2 ** 16))
 def test_forward_is_the_formula(function, levels, k_min, theta, seed):
     k_min = max(k_min, -levels)
@@ -51,18 +70,18 @@ def test_forward_is_the_formula(function, levels, k_min, theta, seed):
 
 
 @FAST
-@given(function=st.sampled_from(sorted(FUNCTIONS)), levels=st.integers(1, 12), theta=st.floats(0.05, 4.0),
+@given(function=st.sampled_from(SITE_FUNCTIONS), levels=st.integers(1, 12), theta=st.floats(0.05, 4.0),
        seed=st.integers(0, 2 ** 16))
 def test_straight_through_gradients(function, levels, theta, seed):
     """dy/dz = f'(z) where k_min <= k <= L (bounds included), else 0; dy/dθ = (k − f(z)·L/θ)/L
     inside, k/L outside (autograd of θ/L·k with the straight-through floor)."""
-    k_min = -levels if function == "tanh" else -1 if function in ("gelu", "gelu_tanh", "silu", "hardswish") else 0
+    k_min = -levels if symmetric(function) else -1 if function in ("gelu", "gelu_tanh", "silu", "hardswish", "mish") else 0
     z = (torch.randn(64, generator=torch.Generator().manual_seed(seed), dtype=F64) * 4).requires_grad_()
     site = QuantizedActivation(function, levels, k_min, theta).double()
     theta = site.threshold.item()  # θ as the site holds it
     site(z).sum().backward()
     zd = z.detach().clone().requires_grad_()
-    fz = FUNCTIONS[function](zd)
+    fz = activation(function)(zd)
     (dfdz,) = torch.autograd.grad(fz.sum(), zd)
     raw = torch.floor(fz.detach() * levels / theta + 0.5)
     inside = (raw >= k_min) & (raw <= levels)

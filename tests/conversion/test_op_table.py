@@ -19,7 +19,7 @@ from spikebridge import ConversionError, UnsupportedActivationError
 from spikebridge.ann.tracing import trace
 from spikebridge.conversion.constant import Constant
 from spikebridge.conversion.graph import analog_nodes, ann_site_modules
-from spikebridge.conversion.ops import OPS, Kind, op_for_node
+from spikebridge.conversion.ops import CONDITIONAL, OPS, Kind, op_for_node
 from torchvision.models import swin_transformer
 from torchvision.ops import StochasticDepth, stochastic_depth
 
@@ -313,8 +313,14 @@ QUANTIZED_FORMS = {
     nn.Sigmoid: ("sigmoid", 0), F.sigmoid: ("sigmoid", 0), torch.sigmoid: ("sigmoid", 0), "sigmoid": ("sigmoid", 0),
     "sigmoid_": ("sigmoid", 0), nn.Hardsigmoid: ("hardsigmoid", 0), F.hardsigmoid: ("hardsigmoid", 0),
     nn.Tanh: ("tanh", -4), F.tanh: ("tanh", -4), torch.tanh: ("tanh", -4), "tanh": ("tanh", -4), "tanh_": ("tanh", -4),
+    nn.Mish: ("mish", -1), F.mish: ("mish", -1), nn.SELU: ("selu", -4), F.selu: ("selu", -4), torch.selu: ("selu", -4),
+    # parametric f at their defaults (k_min = −L but for Softplus, which is positive)
+    nn.LeakyReLU: ("leaky_relu(0.01)", -4), F.leaky_relu: ("leaky_relu(0.01)", -4), nn.ELU: ("elu(1.0)", -4),
+    F.elu: ("elu(1.0)", -4), nn.CELU: ("celu(1.0)", -4), F.celu: ("celu(1.0)", -4),
+    nn.Softplus: ("softplus(1.0, 20.0)", 0), F.softplus: ("softplus(1.0, 20.0)", 0),
 }
-QUANTIZED_OPS = [op for op in OPS if op.kind is Kind.ACTIVATION and op.applies is None and op.name not in ("relu", "qcfs")]
+QUANTIZED_OPS = [op for op in OPS if op.kind is Kind.ACTIVATION and op.name not in ("relu", "qcfs", "clamp_relu",
+                                                                                   "hardtanh_relu")]
 
 
 def test_every_form_of_every_quantized_activation_entry_has_an_example():
@@ -347,7 +353,7 @@ def test_gelu_entry_reads_the_approximation(approximate, function):
 
 
 # entries that mean some calls of their forms only: clips to [0, c] or [0, ∞) are ReLU sites (docs/methods.md §8)
-CLIP_FORMS = [f for op in OPS if op.applies is not None for f in _forms(op)]
+CLIP_FORMS = [f for op in OPS if op.name in ("clamp_relu", "hardtanh_relu") for f in _forms(op)]
 BOUNDED = {nn.Hardtanh, F.hardtanh}                             # need a finite upper bound above the lower
 LOWER_ONLY = {torch.clamp_min, "clamp_min", "clamp_min_"}       # take no upper bound
 
@@ -361,10 +367,10 @@ def _clip_net(form, low, high) -> Net:
     return Net(lambda n, h, g: form(h - g, *bounds))
 
 
-def test_every_clip_entry_shares_its_forms_with_a_general_entry():
-    """A call a clip entry does not mean falls to the general entry of its form (its refusal)."""
+def test_every_entry_with_applies_shares_its_forms_with_a_general_entry():
+    """A call an entry with ``applies`` does not mean falls to the general entry of its form (a refusal)."""
     general = {f for op in OPS if op.applies is None for f in _forms(op)}
-    assert CLIP_FORMS and set(CLIP_FORMS) <= general
+    assert CLIP_FORMS and set(CONDITIONAL) <= general
 
 
 @settings(max_examples=60, deadline=None)
@@ -393,10 +399,29 @@ def test_a_clip_to_zero_and_above_is_a_relu_site_and_any_other_is_refused(form, 
             sb.convert(sb.prepare(net, levels=4), "pasc")
 
 
+@pytest.mark.parametrize("call, function", [
+    (nn.LeakyReLU(0.2), "leaky_relu(0.2)"), (lambda h: F.leaky_relu(h, negative_slope=0.3), "leaky_relu(0.3)"),
+    (nn.ELU(alpha=0.5), "elu(0.5)"), (lambda h: F.elu(h, 2), "elu(2.0)"), (lambda h: F.celu(h, alpha=0.5), "celu(0.5)"),
+    (nn.Softplus(2.0, 5.0), "softplus(2.0, 5.0)"), (lambda h: F.softplus(h, threshold=4), "softplus(1.0, 4.0)")])
+def test_parametric_entries_read_their_numbers(call, function):
+    net = Net(module_body, module=call) if isinstance(call, nn.Module) else Net(lambda n, h, g: call(h - g))
+    qann = sb.prepare(_built(net, M2).double(), levels=4)
+    assert list(sb.sites(qann).values())[-1].function == function
+    report = sb.verify(qann, sb.convert(qann, "pasc"), torch.randn(4, *M2, dtype=torch.float64))
+    assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
+
+
+def test_a_parametric_activation_with_a_computed_number_is_refused_by_prepare():
+    net = Net(lambda n, h, g: F.leaky_relu(h, 1 / h.size(1)))
+    with pytest.raises(UnsupportedActivationError, match="its parameters are computed"):
+        sb.prepare(_built(net, M2))
+
+
 REFUSED_ACTIVATION = next(op for op in OPS if op.name == "other_activation")
+ALWAYS_REFUSED = [f for f in _forms(REFUSED_ACTIVATION) if f not in CONDITIONAL]  # the others: when no entry applies
 
 
-@pytest.mark.parametrize("form", _forms(REFUSED_ACTIVATION), ids=lambda f: getattr(f, "__name__", str(f)))
+@pytest.mark.parametrize("form", ALWAYS_REFUSED, ids=lambda f: getattr(f, "__name__", str(f)))
 def test_other_activations_are_refused_by_prepare_with_the_advice(form):
     if isinstance(form, type):
         module = form() if form not in (nn.GLU,) else form(dim=1)
@@ -409,7 +434,7 @@ def test_other_activations_are_refused_by_prepare_with_the_advice(form):
         net = Net(lambda n, h, g: form(h, torch.ones(1)))
     else:
         net = Net(lambda n, h, g: form(h))
-    with pytest.raises(UnsupportedActivationError, match="replace it with ReLU or one of those"):
+    with pytest.raises(UnsupportedActivationError, match="replace it with one of those"):
         sb.prepare(net)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..activations import FUNCTIONS, SYMMETRIC
+from ..activations import FUNCTIONS, PARAMETRIC, base_name, symmetric
 from ..conversion.ops import Kind, NoReplacement, SiteForm, op_for_node
 from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationError, check_levels
 from .qcfs import QCFS
@@ -63,7 +63,7 @@ def site_module(form: SiteForm, levels: int, threshold: float, channels: int) ->
     theta = threshold if form.threshold is None else form.threshold
     if form.function == "relu":
         return QCFS(levels, theta, channels)
-    k_min = -levels if form.function in SYMMETRIC else form.k_min
+    k_min = -levels if symmetric(form.function) else form.k_min
     return QuantizedActivation(form.function, levels, k_min, theta, channels)
 
 
@@ -130,14 +130,15 @@ def prepare(
     warning), so that the SNN is spiking throughout; one without an exact replacement
     (dilation) is refused. Set False to keep it: PASC and bit-plane convert it exactly, rate
     coding as the largest spike count so far (docs/methods.md §8).
-    as_relu: activations (names of ``activations.FUNCTIONS``, e.g. ("gelu",)) that get a QCFS
+    as_relu: activations (names of ``activations.FUNCTIONS`` or ``PARAMETRIC``, e.g. ("gelu",)) that get a QCFS
     site instead, a ReLU in their place — the 001 A.6 recipe for BERT (GELU → QCFS, then
     fine-tune), which rate-coded methods can convert; the quantized f is exact only with
     sum coding.
     """
-    unknown = sorted(set(as_relu) - set(FUNCTIONS))
+    unknown = sorted(set(as_relu) - set(FUNCTIONS) - set(PARAMETRIC))
     if unknown:
-        raise SpikeBridgeError(f"as_relu names unknown activation(s) {unknown}; choose from {sorted(FUNCTIONS)}")
+        raise SpikeBridgeError(f"as_relu names unknown activation(s) {unknown}; choose from "
+                               f"{sorted(FUNCTIONS) + sorted(PARAMETRIC)}")
     gm = trace(model)
     sites = activation_sites(gm)
     if not sites and not site_nodes(gm):
@@ -145,7 +146,7 @@ def prepare(
     per_site = resolve_levels(levels, list(sites))
     dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
     for name, (node, form) in sites.items():
-        if form.function in as_relu:
+        if base_name(form.function) in as_relu:
             form = SiteForm("relu")
         channels = _channels_of(gm, node) if channel_wise else 0
         replace_with_module(gm, node, name, site_module(form, per_site[name], threshold, channels).to(dtype))
@@ -186,7 +187,7 @@ def set_levels(model: nn.Module, levels: int | Mapping[str, int]) -> None:
     for name, level in resolve_levels(levels, list(found)).items():
         site = found[name]
         if isinstance(site, QuantizedActivation):
-            site.k_min = -level if site.function in SYMMETRIC else check_k_min(site.k_min, level)
+            site.k_min = -level if symmetric(site.function) else check_k_min(site.k_min, level)
         site.levels = level
 
 

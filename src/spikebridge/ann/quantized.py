@@ -2,7 +2,7 @@
 
     k = clip(floor(f(z)·L/θ + 1/2), k_min, L),   output s·k,   step s = θ/L
 
-f is a function of ``spikebridge.activations.FUNCTIONS`` (GELU, SiLU, Hardswish, sigmoid,
+f is a function of ``spikebridge.activations`` (GELU, SiLU, Hardswish, sigmoid, LeakyReLU,
 ...), L > 0 the positive levels and k_min <= 0 the negative ones (GELU >= −0.17, SiLU >= −0.28
 and Hardswish >= −0.375 need one or two). QCFS is the case f = ReLU, k_min = 0, and this
 class is a QCFS whose level also applies f and may go negative: it has QCFS's θ (learnable,
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..activations import FUNCTIONS
+from ..activations import activation
 from ..errors import SpikeBridgeError
 from .qcfs import QCFS, floor_ste
 
@@ -40,17 +40,16 @@ class QuantizedActivation(QCFS):
     def __init__(self, function: str, levels: int = 8, k_min: int = -1, threshold: float = 8.0,
                  channels: int = 0):
         super().__init__(levels, threshold, channels)
-        if function not in FUNCTIONS:
-            raise SpikeBridgeError(f"unknown activation function {function!r}; known: {sorted(FUNCTIONS)}")
+        activation(function)  # a known f, or a SpikeBridgeError
         self.function = function
         self.k_min = check_k_min(k_min, self.levels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         theta = self.theta(z.dim())
-        return quantized_level(FUNCTIONS[self.function](z), theta, self.levels, self.k_min) * theta / self.levels
+        return quantized_level(activation(self.function)(z), theta, self.levels, self.k_min) * theta / self.levels
 
     def level(self, z: torch.Tensor) -> torch.Tensor:
-        return quantized_level(FUNCTIONS[self.function](z), self.theta(z.dim()), self.levels, self.k_min)
+        return quantized_level(activation(self.function)(z), self.theta(z.dim()), self.levels, self.k_min)
 
     def get_extra_state(self):
         return {"levels": self.levels, "function": self.function, "k_min": self.k_min}

@@ -58,6 +58,7 @@ from torch import fx, nn
 from torchvision.models import swin_transformer
 from torchvision.ops import StochasticDepth, stochastic_depth
 
+from ..activations import parametric_name
 from ..ann.qcfs import QCFS
 from .constant import Constant
 
@@ -83,16 +84,27 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def clip_bounds(names: tuple[str, str], defaults: tuple, attributes: bool = False):
-    """The (low, high) bounds of a clip call: from the module's attributes ``names``
-    (``attributes``), else from the call's arguments after the input, positional or by
-    keyword, with ``defaults``."""
-    def bounds(module: nn.Module | None, args: tuple, kwargs: dict) -> tuple:
-        if module is not None and attributes:
+def arguments(names: tuple[str, ...], defaults: tuple):
+    """The arguments ``names`` of a call: the module's attributes of those names, or the
+    function's arguments after the input, positional or by keyword, with ``defaults``."""
+    def read(module: nn.Module | None, args: tuple, kwargs: dict) -> tuple:
+        if module is not None:
             return tuple(getattr(module, name) for name in names)
         values = dict(zip(names, defaults)) | dict(zip(names, args[1:]))
         return tuple(kwargs.get(name, values[name]) for name in names)
-    return bounds
+    return read
+
+
+def parametric(function: str, read, k_min: int = 0) -> dict:
+    """``applies`` and ``site_form`` of an f of ``activations.PARAMETRIC`` whose numbers
+    (``read`` from the call) are numbers: the site quantizes 'f(numbers)'; a call whose
+    numbers are computed (tensors) falls to the refusal of its form."""
+    def applies(module, args, kwargs) -> bool:
+        return all(_number(n) for n in read(module, args, kwargs))
+
+    def form(module, args, kwargs) -> SiteForm:
+        return SiteForm(parametric_name(function, *read(module, args, kwargs)), k_min)
+    return {"applies": applies, "site_form": form}
 
 
 def clipped_relu(bounds) -> dict:
@@ -473,9 +485,9 @@ OPS: tuple[Op, ...] = (
     # clips to [0, c] or [0, ∞), which are ReLU sites; other bounds fall to the refusals below
     Op("clamp_relu", Kind.ACTIVATION, functions=(torch.clamp, torch.clip, torch.clamp_min),
        methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"),
-       **clipped_relu(clip_bounds(("min", "max"), (None, None)))),
+       **clipped_relu(arguments(("min", "max"), (None, None)))),
     Op("hardtanh_relu", Kind.ACTIVATION, modules=(nn.Hardtanh,), functions=(F.hardtanh,),
-       **clipped_relu(clip_bounds(("min_val", "max_val"), (-1.0, 1.0), attributes=True))),
+       **clipped_relu(arguments(("min_val", "max_val"), (-1.0, 1.0)))),
     Op("gelu", Kind.ACTIVATION, modules=(nn.GELU,), functions=(F.gelu,), site_form=gelu_form),
     Op("silu", Kind.ACTIVATION, modules=(nn.SiLU,), functions=(F.silu,), site_form=fixed_form("silu", -1)),
     Op("hardswish", Kind.ACTIVATION, modules=(nn.Hardswish,), functions=(F.hardswish,),
@@ -486,16 +498,29 @@ OPS: tuple[Op, ...] = (
        site_form=fixed_form("hardsigmoid", 0, 1.0)),
     Op("tanh", Kind.ACTIVATION, modules=(nn.Tanh,), functions=(F.tanh, torch.tanh), methods=("tanh", "tanh_"),
        site_form=fixed_form("tanh", 0, 1.0)),  # k_min = −L (activations.SYMMETRIC)
+    Op("mish", Kind.ACTIVATION, modules=(nn.Mish,), functions=(F.mish,), site_form=fixed_form("mish", -1)),
+    Op("selu", Kind.ACTIVATION, modules=(nn.SELU,), functions=(F.selu, torch.selu), site_form=fixed_form("selu")),
+    # activations with numbers (slope, alpha, beta): k_min = −L for LeakyReLU, ELU, CELU, SELU (SYMMETRIC)
+    Op("leaky_relu", Kind.ACTIVATION, modules=(nn.LeakyReLU,), functions=(F.leaky_relu,),
+       **parametric("leaky_relu", arguments(("negative_slope",), (0.01,)))),
+    Op("elu", Kind.ACTIVATION, modules=(nn.ELU,), functions=(F.elu,),
+       **parametric("elu", arguments(("alpha",), (1.0,)))),
+    Op("celu", Kind.ACTIVATION, modules=(nn.CELU,), functions=(F.celu,),
+       **parametric("celu", arguments(("alpha",), (1.0,)))),
+    Op("softplus", Kind.ACTIVATION, modules=(nn.Softplus,), functions=(F.softplus,),
+       **parametric("softplus", arguments(("beta", "threshold"), (1.0, 20.0)))),
     # refused, with what to do instead
     Op("other_activation", Kind.REFUSED, refused_by_prepare=True,
-       modules=(nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Hardtanh, nn.Softplus, nn.PReLU,
-                nn.RReLU, nn.GLU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid),
-       functions=(F.leaky_relu, F.elu, F.selu, F.celu, F.mish, F.hardtanh, F.softplus, F.prelu,
-                  F.rrelu, F.glu, F.softsign, F.logsigmoid),
+       modules=(nn.LeakyReLU, nn.ELU, nn.CELU, nn.Hardtanh, nn.Softplus, nn.PReLU, nn.RReLU, nn.GLU, nn.Softsign,
+                nn.Tanhshrink, nn.LogSigmoid),
+       functions=(F.leaky_relu, F.elu, F.celu, F.hardtanh, F.softplus, F.prelu, F.rrelu, F.glu, F.softsign,
+                  F.logsigmoid),
        advice="only ReLU, ReLU6, clips to [0, c] (Hardtanh(0, c), clamp(x, 0, c)), GELU, SiLU, Hardswish, sigmoid, "
-              "Hardsigmoid and tanh (module, function or method) become quantized sites: this one has no entry in spikebridge.activations (PReLU and RReLU learn or draw "
-              "their slope, GLU multiplies two halves, the others are not quantized yet); replace it with ReLU or "
-              "one of those and retrain or fine-tune"),
+              "Hardsigmoid, tanh, Mish, SELU, and LeakyReLU, ELU, CELU and Softplus with numbers for their "
+              "parameters (module, function or method) become quantized sites: this one has no entry in "
+              "spikebridge.activations (PReLU and RReLU learn or draw their slope, GLU multiplies two halves, the "
+              "others are not quantized yet) or its parameters are computed; replace it with one of those and "
+              "retrain or fine-tune"),
     Op("comparison", Kind.REFUSED,
        functions=(operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, operator.not_,
                   operator.and_, operator.or_),

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..activations import FUNCTIONS, quantized_level
-from ..errors import OptionError, check_levels, check_T
+from ..activations import activation, quantized_level
+from ..errors import OptionError, SpikeBridgeError, check_levels, check_T
 from .codings import RATE, SUM, Coding
 
 
@@ -480,8 +480,10 @@ class BitplaneNeuron(SpikingNeuron):
 
 
 def _check_function(function: str, k_min: int, levels: int) -> tuple[str, int]:
-    if function not in FUNCTIONS:
-        raise OptionError(f"unknown activation function {function!r}; known: {sorted(FUNCTIONS)}")
+    try:
+        activation(function)
+    except SpikeBridgeError as exc:
+        raise OptionError(str(exc)) from None
     if isinstance(k_min, bool) or not isinstance(k_min, int) or not -levels <= k_min <= 0:
         raise OptionError(f"k_min must be an integer in [-{levels}, 0], got {k_min!r}")
     return function, k_min

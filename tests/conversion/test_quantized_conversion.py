@@ -1,6 +1,7 @@
 """End to end (docs/methods.md §8): a small CNN with mixed activations (GELU, SiLU, Hardswish,
 ReLU6, sigmoid, Hardsigmoid, ReLU), random weights and thresholds small enough to reach the
-negative levels, converts exactly with pasc and bitplane; rate coding refuses the f != ReLU sites."""
+negative levels, converts exactly with pasc and bitplane; rate coding refuses the f != ReLU sites.
+A trained darknet-style CNN with LeakyReLU, Mish, ELU and Softplus converts exactly too."""
 from __future__ import annotations
 
 import pytest
@@ -76,3 +77,44 @@ def test_rate_coding_refuses_a_non_relu_site_by_name(qann):
 def test_rate_coding_converts_relu6(qann):
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU6(), nn.Linear(8, 2))
     assert len(sb.convert(sb.prepare(net, levels=4), "qcfs").neurons()) == 1
+
+
+
+class Darknet(nn.Module):
+    """A darknet-style CNN for 14x14 images: conv-BN-LeakyReLU(0.1) and conv-BN-Mish stages (YOLO
+    backbones use both), ELU(α = 0.5) and Softplus(β = 2) in the head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.LeakyReLU(0.1), nn.AvgPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Mish(), nn.AvgPool2d(2))
+        self.fc1, self.fc2 = nn.Linear(16 * 9, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = F.elu(self.fc1(self.features(x).flatten(1)), alpha=0.5)
+        return self.fc2(F.softplus(h, beta=2.0) - 0.3)
+
+
+def test_a_trained_leaky_relu_mish_network_converts_exactly():
+    """Trained on Fashion-MNIST and prepared at L = 16, θ = 4 without fine-tuning: the sites
+    quantize the functions with their numbers, LeakyReLU's and ELU's negative levels below −1
+    are reached, the prepared ANN stays within 8 points of the ANN, and PASC and bit-plane give
+    its logits on 512 test images."""
+    from helpers import trained_relu
+    s = trained_relu(Darknet, 1, lr=0.02)
+    ann = s["ann"].double()
+    x, y = s["test"][0][:512].double(), s["test"][1][:512]
+    qann = sb.prepare(ann, levels=16, threshold=4.0).double().eval()
+    forms = {name: (site.function, site.k_min) for name, site in sb.sites(qann).items()}
+    assert forms == {"features.2": ("leaky_relu(0.1)", -16), "features.6": ("mish", -1), "elu": ("elu(0.5)", -16),
+                     "softplus": ("softplus(2.0, 20.0)", 0)}
+    levels = site_levels(qann, x)
+    assert levels["features.2"].min() < -1 and levels["elu"].min() < -1 and levels["features.6"].min() == -1
+    with torch.no_grad():
+        accuracy = {m: (model(x).argmax(1) == y).double().mean().item() for m, model in (("ann", ann), ("qann", qann))}
+    assert accuracy["ann"] > 0.7 and accuracy["qann"] >= accuracy["ann"] - 0.08, accuracy
+    for method in ("pasc", "bitplane"):
+        report = sb.verify(qann, sb.convert(qann, method), x)
+        assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
+        assert report.mismatches == {n: 0 for n in sb.sites(qann)}

@@ -29,7 +29,7 @@ Each ``Op`` says what a graph node is to the pipeline:
   which f it means (``spikebridge.activations``), its negative levels and initial θ.
 - ``applies``: for an entry that means only some calls of its modules, functions or methods
   (``clamp(x, 0, c)`` is a clipped ReLU, ``clamp(x, -1, 1)`` is not), which calls; the others
-  fall to the entry declared after it for the same key (``op_for_node``).
+  fall to the key's general entry, one without ``applies`` (``op_for_node``).
 - ``refused_by_prepare``: for REFUSED activations, prepare() refuses them too (a QCFS ANN
   trained with one could not be converted); convert() refuses every REFUSED entry.
 
@@ -95,15 +95,16 @@ def arguments(names: tuple[str, ...], defaults: tuple):
     return read
 
 
-def parametric(function: str, read, k_min: int = 0) -> dict:
-    """``applies`` and ``site_form`` of an f of ``activations.PARAMETRIC`` whose numbers
-    (``read`` from the call) are numbers: the site quantizes 'f(numbers)'; a call whose
-    numbers are computed (tensors) falls to the refusal of its form."""
+def parametric(function: str, read) -> dict:
+    """``applies`` and ``site_form`` of an f of ``activations.PARAMETRIC`` whose parameters
+    (``read`` from the call) are numbers: the site quantizes 'f(numbers)' with k_min = 0 (−L for
+    the ``SYMMETRIC`` ones, which prepare() gives); a call whose parameters are computed (tensors)
+    falls to the refusal of its form."""
     def applies(module, args, kwargs) -> bool:
         return all(_number(n) for n in read(module, args, kwargs))
 
     def form(module, args, kwargs) -> SiteForm:
-        return SiteForm(parametric_name(function, *read(module, args, kwargs)), k_min)
+        return SiteForm(parametric_name(function, *read(module, args, kwargs)))
     return {"applies": applies, "site_form": form}
 
 
@@ -531,9 +532,9 @@ OPS: tuple[Op, ...] = (
                   operator.pow, torch.square, torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor,
                   torch.ceil, torch.round, torch.trunc, torch.reciprocal, torch.maximum, torch.minimum, torch.max,
                   torch.min, torch.fmod, torch.remainder, torch.floor_divide, operator.floordiv, operator.mod),
-       methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "abs", "abs_", "pow", "pow_", "square",
-                "sqrt", "rsqrt", "exp", "log", "sign", "floor", "ceil", "round", "trunc", "reciprocal", "maximum",
-                "minimum", "max", "min", "fmod", "remainder", "floor_divide"),
+       methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "abs", "abs_", "pow",
+                "pow_", "square", "sqrt", "rsqrt", "exp", "log", "sign", "floor", "ceil", "round", "trunc",
+                "reciprocal", "maximum", "minimum", "max", "min", "fmod", "remainder", "floor_divide"),
        advice="a nonlinear op has no step-by-step meaning on spike trains: its value on a train is not its value on "
               "the activation (docs/methods.md §8); remove it, or express it with ReLU sites (a clip to [0, c] "
               "is one, with threshold c), and retrain or fine-tune"),

@@ -79,6 +79,8 @@ EXAMPLES = [
     ("adaptive_avg_pool1d", F.adaptive_avg_pool1d, Net(lambda n, h, g: F.adaptive_avg_pool1d(h, 2), 1), M1),
     ("adaptive_avg_pool2d", nn.AdaptiveAvgPool2d, Net(module_body, module=nn.AdaptiveAvgPool2d(2)), M2),
     ("adaptive_avg_pool2d", F.adaptive_avg_pool2d, Net(lambda n, h, g: F.adaptive_avg_pool2d(h, 2)), M2),
+    ("upsample", nn.Upsample, Net(module_body, module=nn.Upsample(scale_factor=2)), M2),
+    ("upsample", F.interpolate, Net(lambda n, h, g: F.interpolate(h, size=(11, 13), mode="bilinear")), M2),
     ("flatten", nn.Flatten, Net(module_body, module=nn.Flatten()), M2),
     ("flatten", torch.flatten, Net(lambda n, h, g: torch.flatten(h, 2)), M2),
     ("flatten", "flatten", Net(lambda n, h, g: h.flatten(2)), M2),

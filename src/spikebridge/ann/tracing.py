@@ -10,6 +10,7 @@ from torch import fx, nn
 from ..conversion.ops import Kind, Op, op_for_node
 from ..errors import SpikeBridgeError, first_line
 from .hf_tracing import is_transformers_model, trace_transformers
+from .layer_calls import layer_calls_as_modules
 from .qcfs import QCFS
 
 INPLACE_FUNCTIONS = {torch.relu_}  # F.relu_ is torch.relu_
@@ -44,7 +45,9 @@ def trace(model: nn.Module) -> fx.GraphModule:
         ) from exc
     if isinstance(model, fx.GraphModule):
         _keep_origins(model.graph, graph)
-    return fx.GraphModule(model, graph, type(model).__name__)
+    gm = fx.GraphModule(model, graph, type(model).__name__)
+    layer_calls_as_modules(gm, model)
+    return gm
 
 
 def _keep_origins(old: fx.Graph, new: fx.Graph) -> None:
@@ -52,7 +55,8 @@ def _keep_origins(old: fx.Graph, new: fx.Graph) -> None:
     if len(old_nodes) != len(new_nodes):
         return
     for a, b in zip(old_nodes, new_nodes):
-        if a.op == b.op and a.target == b.target and a.meta.get("nn_module_stack") and not b.meta.get("nn_module_stack"):
+        if (a.op == b.op and a.target == b.target and a.meta.get("nn_module_stack")
+                and not b.meta.get("nn_module_stack")):
             b.meta["nn_module_stack"] = a.meta["nn_module_stack"]
 
 

@@ -402,6 +402,9 @@ OPS: tuple[Op, ...] = (
        config=("output_size",), nir_refusal="NIR has no 1-d average pooling"),
     Op("adaptive_avg_pool2d", Kind.STATELESS, modules=(nn.AdaptiveAvgPool2d,), functions=(F.adaptive_avg_pool2d,),
        config=("output_size",), nir="adaptive_pool"),
+    Op("upsample", Kind.STATELESS, modules=(nn.Upsample,), functions=(F.interpolate,),
+       config=("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor"),
+       nir_refusal="NIR has no upsampling"),  # every mode is linear in its input and maps 0 to 0
     Op("flatten", Kind.STATELESS, modules=(nn.Flatten,), functions=(torch.flatten,), methods=("flatten",),
        config=("start_dim", "end_dim"), nir="reshape"),
     Op("unflatten", Kind.STATELESS, modules=(nn.Unflatten,), config=("dim", "unflattened_size"), nir="reshape"),

@@ -81,6 +81,14 @@ EXAMPLES = [
     ("adaptive_avg_pool2d", F.adaptive_avg_pool2d, Net(lambda n, h, g: F.adaptive_avg_pool2d(h, 2)), M2),
     ("upsample", nn.Upsample, Net(module_body, module=nn.Upsample(scale_factor=2)), M2),
     ("upsample", F.interpolate, Net(lambda n, h, g: F.interpolate(h, size=(11, 13), mode="bilinear")), M2),
+    ("pad", F.pad, Net(lambda n, h, g: F.pad(h, (1, 2, 0, 1))), M2),
+    ("pad", F.pad, Net(lambda n, h, g: F.pad(h, (2, 1), mode="reflect"), 1), M1),
+    ("zero_pad", nn.ZeroPad1d, Net(module_body, 1, nn.ZeroPad1d((1, 2))), M1),
+    ("zero_pad", nn.ZeroPad2d, Net(module_body, module=nn.ZeroPad2d((0, 1, 2, 1))), M2),
+    ("edge_pad", nn.ReflectionPad1d, Net(module_body, 1, nn.ReflectionPad1d(2)), M1),
+    ("edge_pad", nn.ReflectionPad2d, Net(module_body, module=nn.ReflectionPad2d((1, 0, 2, 1))), M2),
+    ("edge_pad", nn.ReplicationPad1d, Net(module_body, 1, nn.ReplicationPad1d(1)), M1),
+    ("edge_pad", nn.ReplicationPad2d, Net(module_body, module=nn.ReplicationPad2d(1)), M2),
     ("flatten", nn.Flatten, Net(module_body, module=nn.Flatten()), M2),
     ("flatten", torch.flatten, Net(lambda n, h, g: torch.flatten(h, 2)), M2),
     ("flatten", "flatten", Net(lambda n, h, g: h.flatten(2)), M2),
@@ -450,6 +458,13 @@ def test_prepare_swaps_exactly_the_entries_that_declare_a_replacement():
     qann1 = sb.prepare(net1)  # no replacement declared: kept, and converted as max pooling
     assert isinstance(qann1.op, nn.MaxPool1d)
     assert isinstance(sb.convert(qann1, "pasc").graph.get_submodule("op"), nn.MaxPool1d)
+
+
+@pytest.mark.parametrize("value", [0.5, -1])
+def test_a_constant_pad_with_a_nonzero_value_is_refused(value):
+    net = _built(Net(lambda n, h, g: F.pad(h, (1, 1, 1, 1), value=value)), M2)
+    with pytest.raises(ConversionError, match="unsupported node 'pad'"):
+        sb.convert(sb.prepare(net, levels=4), "pasc")
 
 
 def test_an_op_outside_the_table_is_refused_naming_the_node_and_the_supported_set():

@@ -29,7 +29,8 @@ Each ``Op`` says what a graph node is to the pipeline:
   which f it means (``spikebridge.activations``), its negative levels and initial θ.
 - ``applies``: for an entry that means only some calls of its modules, functions or methods
   (``clamp(x, 0, c)`` is a clipped ReLU, ``clamp(x, -1, 1)`` is not), which calls; the others
-  fall to the key's general entry, one without ``applies`` (``op_for_node``).
+  fall to the key's general entry, one without ``applies``, or, where there is none (``F.pad``
+  with a nonzero value), are not in the table (``op_for_node``).
 - ``refused_by_prepare``: for REFUSED activations, prepare() refuses them too (a QCFS ANN
   trained with one could not be converted); convert() refuses every REFUSED entry.
 
@@ -119,6 +120,13 @@ def clipped_relu(bounds) -> dict:
         high = bounds(module, args, kwargs)[1]
         return SiteForm("relu", 0, None if high is None or math.isinf(high) else float(high))
     return {"applies": applies, "site_form": form}
+
+
+def zero_padding(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
+    """F.pad(x, pad, mode="constant", value=None): every mode but a constant pad with a nonzero
+    value is linear and maps 0 to 0 (a STATELESS op)."""
+    mode, value = arguments(("pad", "mode", "value"), (None, "constant", None))(None, args, kwargs)[1:]
+    return mode != "constant" or value is None or (_number(value) and value == 0)
 
 
 def gelu_form(module: nn.Module | None, args: tuple, kwargs: dict) -> SiteForm:
@@ -405,6 +413,11 @@ OPS: tuple[Op, ...] = (
     Op("upsample", Kind.STATELESS, modules=(nn.Upsample,), functions=(F.interpolate,),
        config=("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor"),
        nir_refusal="NIR has no upsampling"),  # every mode is linear in its input and maps 0 to 0
+    # padding: linear and 0 → 0, except a constant pad with a nonzero value (an offset), which is not in the table
+    Op("pad", Kind.STATELESS, functions=(F.pad,), applies=zero_padding),
+    Op("zero_pad", Kind.STATELESS, modules=(nn.ZeroPad1d, nn.ZeroPad2d), config=("padding",)),
+    Op("edge_pad", Kind.STATELESS, modules=(nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d,
+                                            nn.ReplicationPad2d), config=("padding",)),
     Op("flatten", Kind.STATELESS, modules=(nn.Flatten,), functions=(torch.flatten,), methods=("flatten",),
        config=("start_dim", "end_dim"), nir="reshape"),
     Op("unflatten", Kind.STATELESS, modules=(nn.Unflatten,), config=("dim", "unflattened_size"), nir="reshape"),
@@ -545,18 +558,22 @@ OPS: tuple[Op, ...] = (
 
 
 def _index() -> tuple[tuple[dict, dict, dict], dict]:
-    """Module type, function and method name -> its general entry (one without ``applies``,
-    declared once); and key -> its entries with ``applies``, in table order."""
+    """Module type, function and method name -> its general entry: the one without ``applies``
+    (declared once), or the only entry of the key; and key -> its other entries (with
+    ``applies``), in table order."""
     indexes: tuple[dict, dict, dict] = ({}, {}, {})
     conditional: dict = {}
-    for op in OPS:
-        for index, keys in zip(indexes, (op.modules, op.functions, op.methods)):
-            for key in keys:
-                assert key not in index, f"{key} is declared twice in the op table"
-                if op.applies is None:
-                    index[key] = op
-                else:
-                    conditional.setdefault(key, []).append(op)
+    for general in (True, False):
+        for op in OPS:
+            if (op.applies is None) != general:
+                continue
+            for index, keys in zip(indexes, (op.modules, op.functions, op.methods)):
+                for key in keys:
+                    assert not general or key not in index, f"{key} is declared twice in the op table"
+                    if key in index:
+                        conditional.setdefault(key, []).append(op)
+                    else:
+                        index[key] = op
     return indexes, conditional
 
 
@@ -580,12 +597,12 @@ def op_for_node(node: fx.Node, gm: fx.GraphModule) -> Op | None:
         if op.applies(module, node.args, node.kwargs):
             return op
     if node.op == "call_module":
-        return op_for_module(module)
-    if node.op == "call_function":
-        return BY_FUNCTION.get(node.target)
-    if node.op == "call_method":
-        return BY_METHOD.get(node.target)
-    return None
+        op = op_for_module(module)
+    elif node.op == "call_function":
+        op = BY_FUNCTION.get(node.target)
+    else:
+        op = BY_METHOD.get(node.target) if node.op == "call_method" else None
+    return op if op is None or op.applies is None or op.applies(module, node.args, node.kwargs) else None
 
 
 def supported_ops() -> str:

@@ -126,6 +126,36 @@ def test_residual_graph_round_trips(tmp_path, one_thread):
         assert loaded.graph.code == snn.graph.code
 
 
+class Padded(nn.Module):
+    """Padding (function, zero, reflection, replication), upsampling and parametric quantized
+    activations (LeakyReLU, ELU, Softplus) and a clip to [0, 2]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.conv2 = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, padding=1)
+        self.pads = nn.Sequential(nn.ZeroPad2d((1, 0, 1, 0)), nn.ReflectionPad2d(1), nn.ReplicationPad2d((0, 1, 1, 0)))
+        self.up, self.act = nn.Upsample(scale_factor=2, mode="bilinear"), nn.LeakyReLU(0.2)
+        self.fc = nn.LazyLinear(10)
+
+    def forward(self, x):
+        x = self.act(self.conv(F.pad(x, (1, 1, 0, 2))))
+        x = F.elu(self.conv2(self.up(self.pads(x))), 0.5).clamp(0, 2)
+        return self.fc(F.softplus(F.interpolate(x, size=(5, 5)), beta=2.0).flatten(1))
+
+
+def test_padding_upsampling_and_parametric_activations_round_trip(tmp_path, one_thread):
+    net = Padded()
+    net(torch.zeros(1, 1, 8, 8))
+    qann = sb.prepare(randomized(net, 3), levels=5)
+    assert [getattr(site, "function", "relu") for site in sb.sites(qann).values()] == [
+        "leaky_relu(0.2)", "elu(0.5)", "relu", "softplus(2.0, 20.0)"]
+    for method in ("pasc", "bitplane"):
+        snn = sb.convert(qann, method)
+        loaded = round_trip(snn, tmp_path / f"{method}.sb")
+        assert_same(snn, loaded, inputs())
+        assert loaded.graph.code == snn.graph.code
+
+
 def test_float64_network_keeps_its_dtype(tmp_path, one_thread):
     snn = sb.convert(sb.prepare(cnn(), levels=3), "qcfs", T=2).double()
     loaded = round_trip(snn, tmp_path / "snn.sb")

@@ -364,6 +364,13 @@ def cat_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
     return torch.cat(trains, dim=dim + 1 if dim >= 0 else dim)
 
 
+def stack_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
+    """torch.stack along per-sample dim d is along dim d + 1 of trains [T, B, ...] (d < 0 counts
+    from the end of the stacked result, which has one dim more than each train)."""
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    return torch.stack(trains, dim=dim + 1 if dim >= 0 else dim)
+
+
 class NoReplacement(Exception):
     """A module that declares a replacement cannot be replaced exactly; the message says why."""
 
@@ -447,10 +454,14 @@ OPS: tuple[Op, ...] = (
        nir="reshape"),
     Op("split", Kind.STATELESS, functions=(torch.chunk, torch.split, torch.unbind), methods=("chunk", "split", "unbind"),
        nir_refusal="NIR has no split of a tensor into several"),
+    Op("rearrange", Kind.STATELESS, functions=(torch.tile, torch.repeat_interleave, torch.roll, torch.flip),
+       methods=("unfold", "repeat", "tile", "repeat_interleave", "roll", "flip"),
+       nir_refusal="NIR has no rearrangement of elements"),  # copies elements: linear, 0 → 0
     Op("patch_merging_pad", Kind.STATELESS, functions=(swin_transformer._patch_merging_pad,),
        nir_refusal="NIR has no patch merging"),
     # merges of trains
     Op("cat", Kind.MERGE, functions=(torch.cat,), combine=cat_trains, nir_refusal="NIR has no concatenation"),
+    Op("stack", Kind.MERGE, functions=(torch.stack,), combine=stack_trains, nir_refusal="NIR has no stacking"),
     # no spiking form: computed on the decoded values of the incoming trains, re-encoded (docs/methods.md §8)
     Op("layer_norm", Kind.ANALOG, modules=(nn.LayerNorm,), functions=(F.layer_norm,),
        config=("normalized_shape", "eps", "elementwise_affine", "bias"), analog_macs=per_element(4),

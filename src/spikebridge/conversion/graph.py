@@ -23,8 +23,9 @@ from .ops import Kind, NotAffine, TrainProduct, on_numbers, op_for_node, support
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> None:
-    """y = γ(Wx + b − μ)/σ + β becomes one layer (torch.nn.utils.fusion); a BatchNorm
-    without a preceding conv/linear of its own becomes an equivalent depthwise 1x1 conv."""
+    """y = γ(Wx + b − μ)/σ + β becomes one layer (torch.nn.utils.fusion); a BatchNorm1d whose
+    only user is a linear layer folds into it instead (``linear_after_batchnorm``: RepViT's and
+    iFormer's heads); any other BatchNorm becomes an equivalent depthwise 1x1 conv."""
     for node in list(gm.graph.nodes):
         op = op_for_node(node, gm)
         if op is None or op.kind is not Kind.FOLDED:
@@ -32,10 +33,14 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
         bn = gm.get_submodule(node.target)
         prev = node.args[0]
         layer = gm.get_submodule(prev.target) if isinstance(prev, fx.Node) and prev.op == "call_module" else None
+        (user,) = node.users if len(node.users) == 1 else (None,)
+        after = gm.get_submodule(user.target) if user is not None and user.op == "call_module" else None
         if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and len(prev.users) == 1:
             gm.add_submodule(prev.target, fuse_conv_bn_eval(layer.eval(), bn.eval()))
         elif isinstance(layer, nn.Linear) and len(prev.users) == 1 and isinstance(bn, nn.BatchNorm1d):
             gm.add_submodule(prev.target, fuse_linear_bn_eval(layer.eval(), bn.eval()))
+        elif isinstance(after, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and user.args[0] is node:
+            gm.add_submodule(user.target, linear_after_batchnorm(bn, after))
         else:
             gm.add_submodule(node.target, batchnorm_as_conv(bn))
             continue
@@ -44,13 +49,28 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
+def batchnorm_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A BatchNorm in eval mode as y = scale·x + shift per channel: γ/σ and β − μγ/σ."""
+    scale = (bn.weight if bn.affine else 1) / torch.sqrt(bn.running_var + bn.eps)
+    return scale, (bn.bias if bn.affine else 0) - bn.running_mean * scale
+
+
+def linear_after_batchnorm(bn: nn.Module, linear: nn.Linear) -> nn.Linear:
+    """W(scale·x + shift) + b = (W·diag(scale))x + (W·shift + b): one linear layer."""
+    scale, shift = batchnorm_scale_shift(bn)
+    fused = nn.Linear(linear.in_features, linear.out_features, dtype=linear.weight.dtype, device=linear.weight.device)
+    with torch.no_grad():
+        fused.weight.copy_(linear.weight * scale)
+        fused.bias.copy_(linear.weight @ shift + (linear.bias if linear.bias is not None else 0))
+    return fused
+
+
 def batchnorm_as_conv(bn: nn.Module) -> nn.Module:
     """A BatchNorm in eval mode as a depthwise 1x1 conv: scale γ/σ, shift β − μγ/σ."""
     conv_type = nn.Conv2d if isinstance(bn, nn.BatchNorm2d) else nn.Conv1d
     conv = conv_type(bn.num_features, bn.num_features, 1, groups=bn.num_features,
                      dtype=bn.running_var.dtype, device=bn.running_var.device)
-    scale = (bn.weight if bn.affine else 1) / torch.sqrt(bn.running_var + bn.eps)
-    shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
+    scale, shift = batchnorm_scale_shift(bn)
     with torch.no_grad():
         conv.weight.copy_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
         conv.bias.copy_(shift)

@@ -428,10 +428,12 @@ OPS: tuple[Op, ...] = (
     Op("flatten", Kind.STATELESS, modules=(nn.Flatten,), functions=(torch.flatten,), methods=("flatten",),
        config=("start_dim", "end_dim"), nir="reshape"),
     Op("unflatten", Kind.STATELESS, modules=(nn.Unflatten,), config=("dim", "unflattened_size"), nir="reshape"),
-    Op("reshape", Kind.STATELESS, functions=(torch.reshape,), methods=("view", "reshape"), nir="reshape",
+    Op("reshape", Kind.STATELESS, functions=(torch.reshape,), methods=("view", "reshape", "view_as", "reshape_as"),
+       nir="reshape",
        contiguous=True),  # a step may be channels-last (engine.step_layout), which ``view`` cannot take
     Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous",), nir="identity"),
     Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
+    Op("sum", Kind.STATELESS, functions=(torch.sum,), methods=("sum",), nir_refusal="NIR has no sum over dimensions"),
     # sums of trains scaled by numbers, plus constants (fx traces x += c as operator.add)
     Op("add", Kind.AFFINE, functions=(operator.add, torch.add), methods=("add", "add_"), affine=add_form, nir="add"),
     Op("sub", Kind.AFFINE, functions=(operator.sub, torch.sub, torch.subtract), methods=("sub", "sub_", "subtract"),

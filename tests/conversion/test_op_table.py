@@ -313,6 +313,19 @@ def test_folded_entries_leave_the_graph_exactly(bn, body, shape):
     assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
 
 
+def test_a_batchnorm1d_before_a_linear_layer_folds_into_it():
+    """RepViT's and iFormer's head: pooled features → BatchNorm1d → linear, one linear layer."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(4),
+                        nn.Linear(4, 3)).eval()
+    net[4].running_mean.uniform_(-0.5, 0.5), net[4].running_var.uniform_(0.5, 2.0), net[4].weight.data.uniform_(0.5, 2)
+    qann = sb.prepare(net, levels=5, threshold=1.0).double()
+    snn = sb.convert(qann, "pasc").double()
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.Conv1d)) for m in snn.modules())
+    report = sb.verify(qann, snn, torch.randn(8, *M2, dtype=torch.float64))
+    assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
+
+
 @pytest.mark.parametrize("relu", [nn.ReLU(), F.relu, torch.relu, torch.relu_, "relu", "relu_"],
                          ids=["ReLU", "F.relu", "torch.relu", "torch.relu_", "relu", "relu_"])
 def test_activation_entries_become_sites(relu):

@@ -1,7 +1,8 @@
 """Functional layer calls on a module's own tensors become layer modules (ann/layer_calls.py):
 timm-style layers that compute F.batch_norm, F.linear or F.conv2d in their own forward trace to
 a graph that computes what the model computes, in train and eval mode, with one copy of each
-tensor, and convert as their torch.nn twins do."""
+tensor, and convert as their torch.nn twins do. Also: a model holding computed (non-leaf) tensors
+after an eval forward, and one with an optional input left out, trace and run."""
 from __future__ import annotations
 
 import pytest
@@ -123,3 +124,30 @@ def test_a_trained_timm_style_network_converts_as_its_torch_nn_twin(trained):
     qann = sb.prepare(net, levels=8).double().eval()
     report = sb.verify(qann, sb.convert(qann, "pasc").double(), x[:64].double())
     assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
+
+
+class CachedBias(nn.Module):
+    """Keeps a bias computed from its parameter in a dict after an eval forward (timm's LeViT and
+    EfficientFormer), and takes an optional mask it does not need (timm's ViT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 3)
+        self.offset = nn.Parameter(torch.full((4,), 0.1))
+        self.cache = {}
+
+    def forward(self, x, mask=None):
+        if not self.training:
+            self.cache["bias"] = self.offset * 2  # a tensor with a grad_fn, not a graph leaf
+        return self.fc(F.relu(self.conv(x)).mean((2, 3)) + self.offset)
+
+
+def test_a_model_with_cached_computed_tensors_and_an_unused_optional_input_converts():
+    net = CachedBias().eval()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    net.double()(x)
+    assert net.cache["bias"].grad_fn is not None
+    qann = sb.prepare(net, levels=4).double().eval()
+    report = sb.verify(qann, sb.convert(qann, "pasc").double(), x)
+    assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
+    assert net.cache["bias"].grad_fn is not None  # the user's model is left as it was

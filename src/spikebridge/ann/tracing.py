@@ -33,7 +33,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     each keeps the module path it came from (``nn_module_stack``), which the re-trace alone
     would lose (every function call would be at the top level). A Hugging Face transformers
     classifier is first traced from its token ids (``hf_tracing.trace_transformers``)."""
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model, memo=_detached_caches(model))
     if is_transformers_model(model):
         model = trace_transformers(model)
     try:
@@ -48,6 +48,23 @@ def trace(model: nn.Module) -> fx.GraphModule:
     gm = fx.GraphModule(model, graph, type(model).__name__)
     layer_calls_as_modules(gm, model)
     return gm
+
+
+def _detached_caches(model: nn.Module) -> dict:
+    """A deepcopy memo that copies the tensors a model computed and kept outside its parameters
+    and buffers (timm's LeViT and EfficientFormer cache attention biases in a dict after an eval
+    forward pass) as detached clones: deepcopy refuses a tensor that is not a graph leaf."""
+    memo, stack = {}, [vars(m) for m in model.modules()]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            if value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+        elif isinstance(value, dict):
+            stack.extend(v for k, v in value.items() if k not in ("_parameters", "_modules"))
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return memo
 
 
 def _keep_origins(old: fx.Graph, new: fx.Graph) -> None:

@@ -194,8 +194,8 @@ class TrainRunner(fx.Interpreter):
         return out
 
     def placeholder(self, target, args, kwargs):
-        x = super().placeholder(target, args, kwargs)
-        return x.unsqueeze(0)
+        x = super().placeholder(target, args, kwargs)  # an optional input left out has its default (None)
+        return x.unsqueeze(0) if isinstance(x, torch.Tensor) else x
 
     def call_module(self, target, args, kwargs):
         if target not in self.modules:  # looked up once per runner, not at every window

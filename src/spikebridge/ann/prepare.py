@@ -5,8 +5,9 @@ Like torch.ao.quantization's prepare_qat, the result is an ordinary trainable nn
 (a torch.fx GraphModule). Module ReLUs, F.relu, torch.relu, the in-place variants and one
 ReLU module called at several places all become separate QCFS sites with their own θ and L;
 ReLU6 and clips to [0, c] (``clamp(x, 0, c)``, ``Hardtanh(0, c)``) become a QCFS starting at θ = 6
-or c, ``clamp_min(x, 0)`` a plain one, and GELU, SiLU, Hardswish, sigmoid and Hardsigmoid a
-``QuantizedActivation`` of that f, as the op table's ``site_form`` says.
+or c, ``clamp_min(x, 0)`` a plain one, and GELU, SiLU, Hardswish, sigmoid, Hardsigmoid, tanh,
+Mish, SELU, LeakyReLU, ELU, CELU and Softplus a ``QuantizedActivation`` of that f, as the op
+table's ``site_form`` says.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from .tracing import (
 def relu_sites(gm: fx.GraphModule) -> dict[str, tuple[fx.Node, float | None]]:
     """Name every ReLU-like call site of a traced graph, for the methods that convert a ReLU ANN:
     {name: (node, bound)}, where the op table's form of the site is f = ReLU with levels from 0
-    and ``bound`` is its clip (None for ReLU, 6 for ReLU6, c for clamp(x, 0, c)). Every other activation is refused:
-    those methods calibrate thresholds of ReLU outputs only."""
+    and ``bound`` is its clip (None for ReLU, 6 for ReLU6, c for clamp(x, 0, c)). Every other
+    activation is refused: those methods calibrate thresholds of ReLU outputs only."""
     sites = {}
     for name, (node, form) in activation_sites(gm).items():
         if form.function != "relu" or form.k_min != 0:
@@ -130,8 +131,8 @@ def prepare(
     warning), so that the SNN is spiking throughout; one without an exact replacement
     (dilation) is refused. Set False to keep it: PASC and bit-plane convert it exactly, rate
     coding as the largest spike count so far (docs/methods.md §8).
-    as_relu: activations (names of ``activations.FUNCTIONS`` or ``PARAMETRIC``, e.g. ("gelu",)) that get a QCFS
-    site instead, a ReLU in their place — the 001 A.6 recipe for BERT (GELU → QCFS, then
+    as_relu: activations (names of ``activations.FUNCTIONS`` or ``PARAMETRIC``, e.g. ("gelu",))
+    that get a QCFS site instead, a ReLU in their place — the 001 A.6 recipe for BERT (GELU → QCFS, then
     fine-tune), which rate-coded methods can convert; the quantized f is exact only with
     sum coding.
     """

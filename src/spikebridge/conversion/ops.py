@@ -122,17 +122,21 @@ def clipped_relu(bounds) -> dict:
     return {"applies": applies, "site_form": form}
 
 
+_PAD_ARGUMENTS = arguments(("pad", "mode", "value"), (None, "constant", None))
+_GELU_ARGUMENTS = arguments(("approximate",), ("none",))
+
+
 def zero_padding(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
     """F.pad(x, pad, mode="constant", value=None): every mode but a constant pad with a nonzero
     value is linear and maps 0 to 0 (a STATELESS op)."""
-    mode, value = arguments(("pad", "mode", "value"), (None, "constant", None))(None, args, kwargs)[1:]
+    mode, value = _PAD_ARGUMENTS(None, args, kwargs)[1:]
     return mode != "constant" or value is None or (_number(value) and value == 0)
 
 
 def gelu_form(module: nn.Module | None, args: tuple, kwargs: dict) -> SiteForm:
     """nn.GELU(approximate=...) or F.gelu(x, approximate=...): exact (erf) or tanh GELU, whose
     minimum −0.17 needs one negative level."""
-    approximate = module.approximate if module is not None else kwargs.get("approximate", (*args[1:], "none")[0])
+    (approximate,) = _GELU_ARGUMENTS(module, args, kwargs)
     return SiteForm("gelu_tanh" if approximate == "tanh" else "gelu", k_min=-1)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spikebridge.snn.codings import CODINGS
 from spikebridge.snn.neurons import (
@@ -69,6 +71,24 @@ def test_outputs_are_zero_or_a_spike_value_of_the_channel(neuron):
     # negative only for the signed neurons of quantized activations
     value = out.abs() if type(neuron).__name__ in SIGNED else out
     assert torch.all((out == 0) | ((value > 0) & (value <= theta + 1e-6)))
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), t_in=st.sampled_from([1, 4]), scale=st.floats(0.1, 8.0))
+def test_a_declared_spike_value_is_every_nonzero_output(name, seed, t_in, scale):
+    """``spike_value()``, where a neuron declares one, is the only value its outputs take
+    besides 0, channel by channel: the layers it feeds may compute on 0/1 spikes (integer
+    synapses); IF's is θ, PASC's θ/L."""
+    neuron = EXAMPLES[name]().eval()
+    value = neuron.spike_value()
+    if value is None:
+        return
+    x = (torch.rand(t_in if t_in == 1 or not neuron.time_driven else neuron.T, 2, 3, 5,
+                    generator=torch.Generator().manual_seed(seed)) * 2 - 0.5) * scale
+    out = neuron(x)
+    value = value.view(1, 1, 3, 1).expand_as(out)
+    assert torch.all((out == 0) | (out == value)) and (out != 0).any()
 
 
 def test_time_driven_neurons_follow_T(neuron):

@@ -33,6 +33,10 @@ Each ``Op`` says what a graph node is to the pipeline:
   with a nonzero value), are not in the table (``op_for_node``).
 - ``refused_by_prepare``: for REFUSED activations, prepare() refuses them too (a QCFS ANN
   trained with one could not be converted); convert() refuses every REFUSED entry.
+- ``spike_average``: for STATELESS averages (average pooling), (d, n) of a call whose every
+  output sums at most n inputs over one divisor d, else None: a train of spikes of value a comes
+  out as multiples k·a/d with 0 ≤ k ≤ n, which the next synaptic layer can compute on as
+  integers (``snn/integer_synapses.py``).
 
 Arguments are trains or numbers. A call of a Python ``operator`` function whose arguments
 hold no train is arithmetic on numbers (shapes, e.g. ``x.size(1) // 2``) and runs as Python;
@@ -140,6 +144,32 @@ def gelu_form(module: nn.Module | None, args: tuple, kwargs: dict) -> SiteForm:
     return SiteForm("gelu_tanh" if approximate == "tanh" else "gelu", k_min=-1)
 
 
+_AVG_POOL_ARGUMENTS = arguments(("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                 "divisor_override"), (None, None, 0, False, True, None))
+_ADAPTIVE_POOL_ARGUMENTS = arguments(("output_size",), (None,))
+
+
+def avg_pool_average(module: nn.Module | None, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+    """(d, n) of a 2-D average pooling whose every output sums at most n inputs over one divisor
+    d (n = k_h·k_w; d = n or ``divisor_override``), so that a train of spikes of value a becomes a
+    train of multiples of a/d (integer synapses); None where border windows are divided by fewer
+    (padding without ``count_include_pad``, or ``ceil_mode``)."""
+    kernel, _, padding, ceil_mode, include_pad, divisor = _AVG_POOL_ARGUMENTS(module, args, kwargs)
+    if ceil_mode or (not include_pad and any(_pair(padding))):
+        return None
+    n = math.prod(_pair(kernel))
+    return divisor or n, n
+
+
+def adaptive_avg_pool_average(module: nn.Module | None, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+    """(n, n) of an adaptive 2-D average pooling whose windows all have n inputs: each output
+    size divides the input's; None otherwise (windows of different sizes)."""
+    (size,) = _ADAPTIVE_POOL_ARGUMENTS(module, args, kwargs)
+    h, w = args[0].shape[-2:]
+    oh, ow = (s if s is not None else d for s, d in zip(_pair(size), (h, w)))
+    return None if h % oh or w % ow else ((h // oh) * (w // ow),) * 2
+
+
 class Kind(enum.Enum):
     SYNAPTIC = "synaptic"
     STATELESS = "stateless"
@@ -177,6 +207,7 @@ class Op:
     applies: Callable[[nn.Module | None, tuple, dict], bool] | None = None
     refused_by_prepare: bool = False
     contiguous: bool = False  # reads strides (``view``): the engine makes its trains contiguous first
+    spike_average: Callable[[nn.Module | None, tuple, dict], tuple[int, int] | None] | None = None
 
     def module_config(self, module: nn.Module) -> dict:
         """The constructor arguments that rebuild ``module`` (without its tensors)."""
@@ -416,11 +447,11 @@ OPS: tuple[Op, ...] = (
     Op("avg_pool1d", Kind.STATELESS, modules=(nn.AvgPool1d,), functions=(F.avg_pool1d,), config=_POOL_CONFIG,
        nir_refusal="NIR has no 1-d average pooling"),
     Op("avg_pool2d", Kind.STATELESS, modules=(nn.AvgPool2d,), functions=(F.avg_pool2d,),
-       config=(*_POOL_CONFIG, "divisor_override"), nir="avg_pool"),
+       config=(*_POOL_CONFIG, "divisor_override"), nir="avg_pool", spike_average=avg_pool_average),
     Op("adaptive_avg_pool1d", Kind.STATELESS, modules=(nn.AdaptiveAvgPool1d,), functions=(F.adaptive_avg_pool1d,),
        config=("output_size",), nir_refusal="NIR has no 1-d average pooling"),
     Op("adaptive_avg_pool2d", Kind.STATELESS, modules=(nn.AdaptiveAvgPool2d,), functions=(F.adaptive_avg_pool2d,),
-       config=("output_size",), nir="adaptive_pool"),
+       config=("output_size",), nir="adaptive_pool", spike_average=adaptive_avg_pool_average),
     Op("upsample", Kind.STATELESS, modules=(nn.Upsample,), functions=(F.interpolate,),
        config=("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor"),
        nir_refusal="NIR has no upsampling"),  # every mode is linear in its input and maps 0 to 0

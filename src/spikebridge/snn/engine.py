@@ -29,7 +29,8 @@ from torch import fx, nn
 
 from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, on_numbers, op_for_module,
                               per_element)
-from ..errors import ConversionError, InputError, SpikeBridgeError, first_line
+from ..errors import ConversionError, InputError, OptionError, SpikeBridgeError, first_line
+from .integer_synapses import MAX_COUNT, MODES, IntegerLayer, IntegerLayers, supported, worthwhile
 from .neurons import SpikingNeuron, empty_train
 
 
@@ -55,13 +56,14 @@ CALLS_KEPT = 1024         # synaptic calls whose output size and probe result ar
 
 
 def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None,
-          layout: torch.memory_format = torch.contiguous_format) -> bool:
+          layout: torch.memory_format = torch.contiguous_format, exact_sums: bool = False) -> bool:
     """Whether ``synapse`` runs all steps of ``train`` in one call, the steps folded into the
     batch: when the output train takes at most ``FOLD_BYTES`` (its shape found on the meta
     device, once per call shape) and, for a coding whose windows vary (``Coding.whole_trains``
     False: rate-coded time chunks), when ``forward`` (the layer's call, its steps in ``layout``)
-    folded gives the bits of a call per step (``folding_keeps_bits``), so that a run in time
-    chunks computes bit for bit what one window computes. Measured on 2 cores (32 MiB L3), one
+    folded gives the bits of a call per step (``folding_keeps_bits``; always, for a call whose
+    sums are ``exact_sums``: integer synapses), so that a run in time chunks computes bit for
+    bit what one window computes. Measured on 2 cores (32 MiB L3), one
     thread, 3x3 convolutions of 16–512 channels (benchmarks/fold_steps.py): one call took
     0.76–1.00x the time of a call per step (with its copy into the train) up to 16 MiB of
     output, 0.96–1.16x from 32 MiB; PASC and bit-plane networks 0.86–1.00x and max-norm ones
@@ -75,7 +77,9 @@ def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None,
         known["bytes"] = train.shape[0] * out.numel() * out.element_size()
     if known["bytes"] > FOLD_BYTES:
         return False
-    return coding.whole_trains or (forward is not None and folding_keeps_bits(layer, train, forward, layout))
+    if coding.whole_trains or exact_sums:
+        return True
+    return forward is not None and folding_keeps_bits(layer, train, forward, layout)
 
 
 _calls: dict[tuple, dict] = {}
@@ -113,18 +117,21 @@ def folding_keeps_bits(layer: nn.Module, train: torch.Tensor, forward,
 
 
 def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_format = torch.contiguous_format,
-            weight: torch.Tensor | None = None) -> torch.Tensor:
+            weight: torch.Tensor | None = None, integer: IntegerLayer | None = None) -> torch.Tensor:
     """W·x(t) + the coding's bias for a train of ``train.shape[0]`` steps (docs §1–3), with the
     bias inside the conv/linear call, each step in ``layout`` and ``weight`` the layer's weight
     in that layout (``step_layout``; default: the layer's): one step per call, or all steps in
     one call where ``folds`` says so, whose result is the train with no copy. The output
-    train's steps have the layout the layer gives them."""
+    train's steps have the layout the layer gives them. ``integer``: the layer in integer
+    arithmetic (``integer_synapses``; ``train`` is then a spike train), run in its place."""
     steps = train.shape[0]
     weight = layer.weight if weight is None else weight
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
     forward = (lambda x: F.linear(x, weight, bias)) if isinstance(layer, nn.Linear) else (
         lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
-    if steps == 1 or folds(layer, train, coding, forward, layout):
+    if integer is not None:
+        forward = (lambda x: integer(x, bias))
+    if steps == 1 or folds(layer, train, coding, forward, layout, exact_sums=integer is not None):
         return forward(train.flatten(0, 1)).unflatten(0, (steps, train.shape[1]))
     y = None
     for t in range(steps):
@@ -134,6 +141,8 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_
         y[t] = y_t
     return y
 
+
+INTEGER_LAYERS = IntegerLayers()  # each synaptic layer's packed integer form (weakly held)
 
 RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE, Kind.AFFINE, Kind.ANALOG, Kind.CONSTANT)
 PRODUCT_MACS = per_element(1)  # a product or quotient of two trains, on their values
@@ -168,11 +177,15 @@ class TrainRunner(fx.Interpreter):
         self.counted: dict[int, tuple] = {}  # id(site output) -> (weak reference to it, its counts)
         self.modules: dict[str, tuple] = {}  # target -> (module, its op; None for a neuron)
         self.weights: dict[tuple, torch.Tensor] = {}  # (synaptic layer, step layout) -> its weight in that layout
+        self.spike_values: dict[int, tuple] = {}  # id(train) -> (weak reference to it, spike value, count)
+        self.integer = snn.integer_synapses
+        if self.integer not in MODES:
+            raise OptionError(f"integer_synapses must be one of {', '.join(MODES)}; got {self.integer!r}")
         self.step_bytes = 0  # the largest synaptic output of one step of one image
 
     def run_window(self, x: torch.Tensor, window: tuple[int, int] | None):
         """Steps t0 .. t0 + steps − 1 of the simulation (None: all of them, in one piece)."""
-        self.window, self.counted = window, {}
+        self.window, self.counted, self.spike_values = window, {}, {}
         return self.run(x)
 
     def run_node(self, n: fx.Node):
@@ -209,6 +222,7 @@ class TrainRunner(fx.Interpreter):
                 t0, steps = self.window
                 out, self.potentials[target] = module.run(args[0], self.potentials.get(target), t0, steps)
             self.record_site(target, out)
+            self.tag_spikes(out, module.spike_value())
             return out
         if op is None or op.kind not in RUNNABLE:
             raise ConversionError(f"the engine cannot run module {target!r} ({type(module).__name__}): it is neither "
@@ -218,7 +232,8 @@ class TrainRunner(fx.Interpreter):
             layout = step_layout(module, args[0])
             if (target, layout) not in self.weights:  # the weight in the steps' layout, once per runner
                 self.weights[target, layout] = module.weight.contiguous(memory_format=layout)
-            out = synapse(module, args[0], self.coding, layout, self.weights[target, layout])
+            out = synapse(module, args[0], self.coding, layout, self.weights[target, layout],
+                          self.integer_layer(module, args[0]))
             self.step_bytes = max(self.step_bytes, out.numel() // max(1, out.shape[0] * out.shape[1]) * out.element_size())
             return out
         if op.kind is Kind.CONSTANT:
@@ -257,7 +272,10 @@ class TrainRunner(fx.Interpreter):
                 return op.combine(self.coding.align(list(trains)), args, kwargs)
         if op.contiguous:
             args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: v.contiguous() if isinstance(v, torch.Tensor) else v)
-        return self.per_step(fn, args, kwargs)
+        out = self.per_step(fn, args, kwargs)
+        if op.spike_average is not None:
+            self.tag_average(op, fn, args, kwargs, out)
+        return out
 
     def affine(self, form) -> torch.Tensor:
         """y = Σ a_i·x_i + c (``ops.Affine``): the trains aligned by the coding, scaled and summed
@@ -294,8 +312,11 @@ class TrainRunner(fx.Interpreter):
             record["macs"] += steps * macs(fn, first_args, first_kwargs, first_out)
             record["calls"] += steps
         encoded = iter(range(len(outputs)))
-        return fx.node.map_aggregate(out, lambda v: self.coding.encode(v, state, next(encoded), homogeneous)
-                                     if isinstance(v, torch.Tensor) else v)
+        out = fx.node.map_aggregate(out, lambda v: self.coding.encode(v, state, next(encoded), homogeneous)
+                                    if isinstance(v, torch.Tensor) else v)
+        if homogeneous and self.coding.selection_keeps_spikes and len(trains) == 1 and isinstance(out, torch.Tensor):
+            self.tag_spikes(out, *self.spike_value(trains[0]))  # a selection among spikes of one value per channel
+        return out
 
     def per_step(self, fn, args, kwargs):
         """Apply a per-sample op to each step [B, ...] of its trains and stack the results; an op
@@ -330,6 +351,37 @@ class TrainRunner(fx.Interpreter):
             self.counted[id(out)] = (weakref.ref(out), counts)  # layers fed straight by it reuse the count
             _accumulate(self.result.spikes, site, counts)
             self.result.steps[site] = self.steps[site]
+
+    def integer_layer(self, layer: nn.Module, train: torch.Tensor) -> IntegerLayer | None:
+        """The layer in integer arithmetic where its input is a train of spike counts
+        (``tag_spikes``) and the network's ``integer_synapses`` mode takes it: "always"
+        wherever supported, "auto" where also ``worthwhile``, "never" nowhere."""
+        spikes = self.spike_values.get(id(train))
+        if spikes is None or spikes[0]() is not train or self.integer == "never":
+            return None
+        if not supported(layer, train, layer.weight) or (self.integer == "auto" and not worthwhile(layer)):
+            return None
+        return INTEGER_LAYERS.get(layer, layer.weight, *spikes[1:])
+
+    def tag_spikes(self, train: torch.Tensor, value: torch.Tensor | None, count: int = 1) -> None:
+        """Remember that every entry of ``train`` is k·``value`` (per channel) with k an integer
+        in 0..``count``, for the synaptic layers it feeds (integer synapses)."""
+        if value is not None and count <= MAX_COUNT:
+            self.spike_values[id(train)] = (weakref.ref(train), value, count)
+
+    def spike_value(self, train: torch.Tensor) -> tuple[torch.Tensor, int] | tuple[None, int]:
+        """(value, count) of a train tagged by ``tag_spikes``; (None, 0) for any other."""
+        ref, value, count = self.spike_values.get(id(train), (None, None, 0))
+        return (value, count) if ref is not None and ref() is train else (None, 0)
+
+    def tag_average(self, op: Op, fn, args, kwargs, out) -> None:
+        """An average over windows of one divisor d (``Op.spike_average``) of spikes of value a
+        gives multiples of a/d, up to n times the input's count."""
+        value, count = self.spike_value(args[0])
+        average = None if value is None else op.spike_average(fn if isinstance(fn, nn.Module) else None, args, kwargs)
+        if average is not None and isinstance(out, torch.Tensor):
+            divisor, window = average
+            self.tag_spikes(out, value / divisor, count * window)
 
     def record_events(self, layer: str, train: torch.Tensor) -> None:
         if self.result is None:

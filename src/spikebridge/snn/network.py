@@ -142,7 +142,14 @@ class SpikingNetwork(nn.Module):
     Its parameters do not require grad, so a simulation builds no autograd graph (which would
     double its time and keep every step alive) unless the input requires grad or training
     asks for it: ``snn.requires_grad_()`` before training it (``sb.finetune`` does).
+
+    ``integer_synapses`` (not saved): "auto" (the default): on a CPU with int8 matrix units,
+    a synaptic layer fed by spikes whose outputs each sum ≥ 512 inputs runs in integer
+    arithmetic (``snn/integer_synapses.py``: the same values up to float rounding, 2–4x faster
+    there); "always": every layer fed by spikes on the CPU; "never": floating point throughout.
     """
+
+    integer_synapses: str = "auto"
 
     def __init__(self, graph: fx.GraphModule, method: str, T: int | None, info: dict | None = None):
         super().__init__()

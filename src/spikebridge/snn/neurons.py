@@ -90,6 +90,12 @@ class SpikingNeuron(nn.Module):
     def config(self) -> dict:
         raise NotImplementedError
 
+    def spike_value(self) -> torch.Tensor | None:
+        """The value every nonzero entry of its output takes (0-dim or [C]), if there is one:
+        the synaptic layers it feeds can then compute on 0/1 spikes (``integer_synapses``).
+        None (the default): its outputs take other values."""
+        return None
+
 
 NEURONS: dict[str, type[SpikingNeuron]] = {}
 
@@ -142,6 +148,9 @@ class IFNeuron(SpikingNeuron):
 
     def config(self) -> dict:
         return {"T": self.T}
+
+    def spike_value(self) -> torch.Tensor:
+        return self.threshold  # out(t) = θ·s(t)
 
     def set_bias(self, bias: torch.Tensor) -> None:
         """Replace the FTBC bias: [T_b, C'] ([T_b] is read as [T_b, 1]); C' = 1 or C."""
@@ -344,6 +353,9 @@ class PASCNeuron(SpikingNeuron):
 
     def config(self) -> dict:
         return {"levels": self.levels}
+
+    def spike_value(self) -> torch.Tensor:
+        return self.threshold / self.levels  # θ* = θ/L, as ``forward`` computes it
 
     def count(self, x: torch.Tensor) -> torch.Tensor:
         """The emitted spike count k (int64, shape of one step) for an input train x."""

@@ -24,8 +24,9 @@ matrix product.
 ``worthwhile`` (the "auto" rule): on a CPU with int8 matrix units (AMX), layers whose every
 output sums K ≥ ``MIN_FAN_IN`` inputs into at least ``MIN_OUTPUTS`` channels. Measured per call
 on 2 cores, one thread (``benchmarks/integer_synapses.py``, BENCHMARKS.md §9), integer time over
-float32 time: 0.29–1.06 (median 0.41) for the calls the rule takes, 0.71–8.1 (median 1.43) for
-those it leaves in float32 (K = 288: 0.71–1.5; K ≤ 256 and 10-way classifiers: 1.0–8.1).
+float32 time: 0.24–1.12 (median 0.37; above 1 only for 64 channels at 8x8 with one image) for
+the 136 calls the rule takes, 0.78–10 (median 1.47) for the 88 it leaves in float32 (K = 288:
+0.78–1.55; K ≤ 256 and 10-way classifiers: 0.92–10).
 """
 from __future__ import annotations
 

@@ -177,13 +177,15 @@ def test_a_network_on_integer_synapses_simulates_what_it_does_in_floating_point(
     assert torch.equal(chunks[0], chunks[1]) and torch.equal(chunks[0], chunks[2])
 
 
-def test_pasc_on_integer_synapses_keeps_the_anns_predictions(setup, monkeypatch):
+@pytest.mark.parametrize("method", ["pasc", "bitplane"])
+def test_sum_coded_networks_on_integer_synapses_keep_the_anns_predictions(setup, method, monkeypatch):
+    """PASC's trains are spikes of θ/L; bit-plane's bit t is θ/L times 2^(n−1−t)."""
     qann = sb.prepare(setup["ann"], levels=7).eval()
-    snn = sb.convert(qann, "pasc")
+    snn = sb.convert(qann, method)
     snn.integer_synapses = "always"
     calls = _counting(monkeypatch)
     report = sb.verify(qann, snn, setup["test"][0][:500])
-    assert calls and report.agreement == 1.0 and sum(report.mismatches.values()) == 0
+    assert len({id(m) for m in calls}) == 4 and report.agreement == 1.0 and sum(report.mismatches.values()) == 0
 
 
 def test_a_changed_weight_or_threshold_is_packed_again(setup):

@@ -76,19 +76,20 @@ def test_outputs_are_zero_or_a_spike_value_of_the_channel(neuron):
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2 ** 31 - 1), t_in=st.sampled_from([1, 4]), scale=st.floats(0.1, 8.0))
-def test_a_declared_spike_value_is_every_nonzero_output(name, seed, t_in, scale):
-    """``spike_value()``, where a neuron declares one, is the only value its outputs take
-    besides 0, channel by channel: the layers it feeds may compute on 0/1 spikes (integer
-    synapses); IF's is θ, PASC's θ/L."""
+def test_a_declared_spike_grid_holds_every_output(name, seed, t_in, scale):
+    """``spike_grid()`` = (a, n), where a neuron declares one: every output is k·a, channel by
+    channel, with k an integer in 0..n, so that the layers it feeds may compute on the k
+    (integer synapses). IF: (θ, 1); PASC: (θ/L, 1); bit-plane: (θ/L, 2^(n−1))."""
     neuron = EXAMPLES[name]().eval()
-    value = neuron.spike_value()
-    if value is None:
+    grid = neuron.spike_grid()
+    if grid is None:
         return
     x = (torch.rand(t_in if t_in == 1 or not neuron.time_driven else neuron.T, 2, 3, 5,
                     generator=torch.Generator().manual_seed(seed)) * 2 - 0.5) * scale
     out = neuron(x)
-    value = value.view(1, 1, 3, 1).expand_as(out)
-    assert torch.all((out == 0) | (out == value)) and (out != 0).any()
+    value, count = grid
+    k = out / value.view(1, 1, 3, 1)
+    assert torch.equal(k, k.round()) and k.min() >= 0 and k.max() <= count and (k > 0).any()
 
 
 def test_time_driven_neurons_follow_T(neuron):

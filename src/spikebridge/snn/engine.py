@@ -177,7 +177,7 @@ class TrainRunner(fx.Interpreter):
         self.counted: dict[int, tuple] = {}  # id(site output) -> (weak reference to it, its counts)
         self.modules: dict[str, tuple] = {}  # target -> (module, its op; None for a neuron)
         self.weights: dict[tuple, torch.Tensor] = {}  # (synaptic layer, step layout) -> its weight in that layout
-        self.spike_values: dict[int, tuple] = {}  # id(train) -> (weak reference to it, spike value, count)
+        self.grids: dict[int, tuple] = {}  # id(train) -> (weak reference to it, a, n): its entries are k·a, k ≤ n
         self.integer = snn.integer_synapses
         if self.integer not in MODES:
             raise OptionError(f"integer_synapses must be one of {', '.join(MODES)}; got {self.integer!r}")
@@ -185,7 +185,7 @@ class TrainRunner(fx.Interpreter):
 
     def run_window(self, x: torch.Tensor, window: tuple[int, int] | None):
         """Steps t0 .. t0 + steps − 1 of the simulation (None: all of them, in one piece)."""
-        self.window, self.counted, self.spike_values = window, {}, {}
+        self.window, self.counted, self.grids = window, {}, {}
         return self.run(x)
 
     def run_node(self, n: fx.Node):
@@ -222,7 +222,7 @@ class TrainRunner(fx.Interpreter):
                 t0, steps = self.window
                 out, self.potentials[target] = module.run(args[0], self.potentials.get(target), t0, steps)
             self.record_site(target, out)
-            self.tag_spikes(out, module.spike_value())
+            self.tag_grid(out, *(module.spike_grid() or (None, 0)))
             return out
         if op is None or op.kind not in RUNNABLE:
             raise ConversionError(f"the engine cannot run module {target!r} ({type(module).__name__}): it is neither "
@@ -315,7 +315,7 @@ class TrainRunner(fx.Interpreter):
         out = fx.node.map_aggregate(out, lambda v: self.coding.encode(v, state, next(encoded), homogeneous)
                                     if isinstance(v, torch.Tensor) else v)
         if homogeneous and self.coding.selection_keeps_spikes and len(trains) == 1 and isinstance(out, torch.Tensor):
-            self.tag_spikes(out, *self.spike_value(trains[0]))  # a selection among spikes of one value per channel
+            self.tag_grid(out, *self.spike_grid(trains[0]))  # a selection of trains on one grid per channel
         return out
 
     def per_step(self, fn, args, kwargs):
@@ -353,35 +353,35 @@ class TrainRunner(fx.Interpreter):
             self.result.steps[site] = self.steps[site]
 
     def integer_layer(self, layer: nn.Module, train: torch.Tensor) -> IntegerLayer | None:
-        """The layer in integer arithmetic where its input is a train of spike counts
-        (``tag_spikes``) and the network's ``integer_synapses`` mode takes it: "always"
+        """The layer in integer arithmetic where its input's entries are integers k times a
+        value (``tag_grid``) and the network's ``integer_synapses`` mode takes it: "always"
         wherever supported, "auto" where also ``worthwhile``, "never" nowhere."""
-        spikes = self.spike_values.get(id(train))
-        if spikes is None or spikes[0]() is not train or self.integer == "never":
+        value, count = self.spike_grid(train)
+        if value is None or self.integer == "never" or not supported(layer, train, layer.weight):
             return None
-        if not supported(layer, train, layer.weight) or (self.integer == "auto" and not worthwhile(layer)):
+        if self.integer == "auto" and not worthwhile(layer):
             return None
-        return INTEGER_LAYERS.get(layer, layer.weight, *spikes[1:])
+        return INTEGER_LAYERS.get(layer, layer.weight, value, count)
 
-    def tag_spikes(self, train: torch.Tensor, value: torch.Tensor | None, count: int = 1) -> None:
+    def tag_grid(self, train: torch.Tensor, value: torch.Tensor | None, count: int) -> None:
         """Remember that every entry of ``train`` is k·``value`` (per channel) with k an integer
         in 0..``count``, for the synaptic layers it feeds (integer synapses)."""
         if value is not None and count <= MAX_COUNT:
-            self.spike_values[id(train)] = (weakref.ref(train), value, count)
+            self.grids[id(train)] = (weakref.ref(train), value, count)
 
-    def spike_value(self, train: torch.Tensor) -> tuple[torch.Tensor, int] | tuple[None, int]:
-        """(value, count) of a train tagged by ``tag_spikes``; (None, 0) for any other."""
-        ref, value, count = self.spike_values.get(id(train), (None, None, 0))
+    def spike_grid(self, train: torch.Tensor) -> tuple[torch.Tensor, int] | tuple[None, int]:
+        """(a, n) of a train tagged by ``tag_grid``; (None, 0) for any other."""
+        ref, value, count = self.grids.get(id(train), (None, None, 0))
         return (value, count) if ref is not None and ref() is train else (None, 0)
 
     def tag_average(self, op: Op, fn, args, kwargs, out) -> None:
         """An average over windows of one divisor d (``Op.spike_average``) of spikes of value a
         gives multiples of a/d, up to n times the input's count."""
-        value, count = self.spike_value(args[0])
+        value, count = self.spike_grid(args[0])
         average = None if value is None else op.spike_average(fn if isinstance(fn, nn.Module) else None, args, kwargs)
         if average is not None and isinstance(out, torch.Tensor):
             divisor, window = average
-            self.tag_spikes(out, value / divisor, count * window)
+            self.tag_grid(out, value / divisor, count * window)
 
     def record_events(self, layer: str, train: torch.Tensor) -> None:
         if self.result is None:

@@ -1,10 +1,10 @@
 """Integer synapses: a synaptic layer whose input is a train of spikes, computed in integer
 arithmetic on the CPU (docs/architecture.md "Integer synapses"; BENCHMARKS.md §9).
 
-A train whose every entry is 0 or the value ``a`` its neuron's spikes carry (θ for rate-coded
-IF, θ/L for PASC: ``SpikingNeuron.spike_value``; one ``a_c`` per channel) is x = a·s with
-s ∈ {0, 1}; after an average pooling of one divisor d (``Op.spike_average``) it is x = (a/d)·k
-with k an integer in 0..n. So W·x = (W·a)·k. Each output channel o of W' = W·a (the product
+A train whose every entry is an integer k times a value ``a`` (one ``a_c`` per channel) is
+x = a·k: spikes, k ∈ {0, 1}, of θ for rate-coded IF and θ/L for PASC, and bit t of bit-plane,
+θ/L times k = 2^(n−1−t) (``SpikingNeuron.spike_grid``); after an average pooling of one divisor
+d (``Op.spike_average``), a/d times a count. So W·x = (W·a)·k. Each output channel o of W' = W·a (the product
 exact in float64) is written on the fixed-point grid g_o = 2^(E_o − 22), E_o the binary exponent
 of max|W'_o| (max|W'_o| = f·2^E_o, f ∈ [½, 1)): m = round(W'/g_o), |m| ≤ 2^22, as three int8
 digits m = d_0·2^16 + d_1·2^8 + d_2 (d_1, d_2 ∈ [−128, 127], |d_0| ≤ 64). oneDNN sums k·d_p in

@@ -90,10 +90,10 @@ class SpikingNeuron(nn.Module):
     def config(self) -> dict:
         raise NotImplementedError
 
-    def spike_value(self) -> torch.Tensor | None:
-        """The value every nonzero entry of its output takes (0-dim or [C]), if there is one:
-        the synaptic layers it feeds can then compute on 0/1 spikes (``integer_synapses``).
-        None (the default): its outputs take other values."""
+    def spike_grid(self) -> tuple[torch.Tensor, int] | None:
+        """(a, n) where every entry of its output is k·a with k an integer in 0..n (a 0-dim
+        or [C]): the synaptic layers it feeds can then compute on the integers k
+        (``integer_synapses``). None (the default): its outputs take other values."""
         return None
 
 
@@ -149,8 +149,8 @@ class IFNeuron(SpikingNeuron):
     def config(self) -> dict:
         return {"T": self.T}
 
-    def spike_value(self) -> torch.Tensor:
-        return self.threshold  # out(t) = θ·s(t)
+    def spike_grid(self) -> tuple[torch.Tensor, int]:
+        return self.threshold, 1  # out(t) = θ·s(t)
 
     def set_bias(self, bias: torch.Tensor) -> None:
         """Replace the FTBC bias: [T_b, C'] ([T_b] is read as [T_b, 1]); C' = 1 or C."""
@@ -354,8 +354,8 @@ class PASCNeuron(SpikingNeuron):
     def config(self) -> dict:
         return {"levels": self.levels}
 
-    def spike_value(self) -> torch.Tensor:
-        return self.threshold / self.levels  # θ* = θ/L, as ``forward`` computes it
+    def spike_grid(self) -> tuple[torch.Tensor, int]:
+        return self.threshold / self.levels, 1  # θ* = θ/L, as ``forward`` computes it
 
     def count(self, x: torch.Tensor) -> torch.Tensor:
         """The emitted spike count k (int64, shape of one step) for an input train x."""
@@ -464,6 +464,12 @@ class BitplaneNeuron(SpikingNeuron):
         """True when the top level L has no code in T steps (inputs ≥ θ emit less than θ)."""
         _, bits, lsb = bitplane_code(self.levels, self.T)
         return lsb * (2 ** bits - 1) < self.levels
+
+    def spike_grid(self) -> tuple[torch.Tensor, int] | None:
+        """Bit t emits θ/L·2^(n−1−t) (a power of two times θ/L, exact): k ≤ 2^(n−1), which
+        integer synapses take for n ≤ 8 bits (``integer_synapses.MAX_COUNT``)."""
+        n = bitplane_code(self.levels, self.T)[0]
+        return (self.threshold / self.levels, 2 ** (n - 1)) if n <= 8 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, bits, lsb = bitplane_code(self.levels, self.T)

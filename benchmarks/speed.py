@@ -4,7 +4,8 @@ For each model (CIFAR-style, 3x32x32 inputs, random weights and random BatchNorm
 batch size and T, in one process with interleaved rounds (median of ``--rounds``):
 
 - ours: ``snn.simulate(x, T, record=False)`` of the "max-norm" conversion of the ReLU ANN
-  (rate-coded IF, soft reset), and of "qcfs" on its prepared twin;
+  (rate-coded IF, soft reset), and of "qcfs" on its prepared twin, with the default integer
+  synapses ("auto": on a CPU with int8 matrix units, spike-fed layers of K ≥ 512 on int8 digits);
 - SpikingJelly 2.0: ``RateCodingRecipe(mode="max")`` on the same ReLU weights and calibration
   batch, in multi-step mode (``functional.set_step_mode(snn, "m")``, input [T, B, ...]). Its IF
   update (``functional.if_multi_step``) picks its implementation by the input's device: a loop

@@ -30,6 +30,7 @@ the 136 calls the rule takes, 0.78–10 (median 1.47) for the 88 it leaves in fl
 """
 from __future__ import annotations
 
+import functools
 import weakref
 
 import torch
@@ -45,18 +46,24 @@ PACKING_ELEMENTS = 1 << 18  # float64 weights worked on at once while packing
 MODES = ("auto", "always", "never")  # SpikingNetwork.integer_synapses
 
 
+def fixed_point_grid(weight: torch.Tensor) -> torch.Tensor | None:
+    """The grid g [O] (float64) of W's rows (float64, output channels first): 2^(E − 22), E the
+    binary exponent of the row's largest |weight|. None where a channel's smallest digit scale
+    g would fall below float32's normal range (its largest weight below 2^−104)."""
+    peak = weight.reshape(weight.shape[0], -1).abs().amax(1)
+    grid = torch.ldexp(torch.ones_like(peak), torch.frexp(peak)[1] - GRID_BITS)
+    return None if (grid[peak > 0] < 2.0 ** -126).any() else grid
+
+
 def fixed_point_digits(weight: torch.Tensor, grid: torch.Tensor | None = None
                        ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
     """W (float64, output channels first) as three int8 digit tensors of W's shape and the
-    grid g [O] (float64; found from W's rows unless given): W ≈ g·(d_0·2^16 + d_1·2^8 + d_2),
-    exact for every weight on the grid. None where a channel's smallest digit scale g would
-    fall below float32's normal range (its largest weight below 2^−104)."""
-    flat = weight.reshape(weight.shape[0], -1)
+    grid g [O] (``fixed_point_grid`` unless given): W ≈ g·(d_0·2^16 + d_1·2^8 + d_2), exact for
+    every weight on the grid. None where W has no such grid."""
+    grid = fixed_point_grid(weight) if grid is None else grid
     if grid is None:
-        peak = flat.abs().amax(1)
-        grid = torch.ldexp(torch.ones_like(peak), torch.frexp(peak)[1] - GRID_BITS)
-        if (grid[peak > 0] < 2.0 ** -126).any():
-            return None
+        return None
+    flat = weight.reshape(weight.shape[0], -1)
     m = torch.round(flat / grid[:, None])
     low = torch.remainder(m + 128, 256) - 128
     m = (m - low) / 256
@@ -65,10 +72,17 @@ def fixed_point_digits(weight: torch.Tensor, grid: torch.Tensor | None = None
     return [d.to(torch.int8).reshape(weight.shape) for d in (high, middle, low)], grid
 
 
+@functools.cache
 def has_matrix_units() -> bool:
-    """Whether this CPU has int8 matrix units (AMX tiles) that oneDNN uses."""
+    """Whether this CPU has int8 matrix units (AMX tiles) that oneDNN uses (asked once)."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(probe and probe())
+
+
+@functools.cache
+def has_int8_ops() -> bool:
+    """Whether this build of torch has oneDNN's int8 convolution and matrix product (asked once)."""
+    return all(hasattr(torch.ops.onednn, op) for op in ("qconv2d_pointwise", "qlinear_pointwise"))
 
 
 def fan_in(layer: nn.Module) -> int:
@@ -95,7 +109,7 @@ def supported(layer: nn.Module, train: torch.Tensor, weight: torch.Tensor) -> bo
         shaped = train.dim() == 5 and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
     else:
         shaped = isinstance(layer, nn.Linear)
-    return shaped and all(hasattr(torch.ops.onednn, op) for op in ("qconv2d_pointwise", "qlinear_pointwise"))
+    return shaped and has_int8_ops()
 
 
 class IntegerLayer:
@@ -106,12 +120,9 @@ class IntegerLayer:
 
     def __init__(self, layer: nn.Module, weight: torch.Tensor, value: torch.Tensor, count: int = 1):
         self.layer, self.weight, self.value, self.count = layer, weight.detach(), value.detach(), count
-        grids = []
-        for rows in self.scaled_rows():
-            found = fixed_point_digits(rows)
-            if found is None:
-                raise ValueError("weights too small for an exact fixed-point grid")
-            grids.append(found[1])
+        grids = [fixed_point_grid(rows) for rows in self.scaled_rows()]
+        if any(grid is None for grid in grids):
+            raise ValueError("weights too small for an exact fixed-point grid")
         self.grid = torch.cat(grids)
         self.scales = [(self.grid * 2.0 ** (8 * (2 - p))).float() for p in range(3)]
         self.zero = torch.zeros(self.weight.shape[0], dtype=torch.int64)

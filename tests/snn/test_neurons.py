@@ -81,7 +81,7 @@ def test_pasc_float32_mismatches_only_at_rounding_ties(l_in, levels, seed):
 
 def full_pasc_loop(x, theta, levels):
     """000 Alg. 1–2 as written: every one of the max(L_in, L) − 1 steps of stage (2)."""
-    unit = theta / levels
+    unit = channel_view(theta, x.dim() - 1) / levels
     v, c = torch.zeros_like(x[0]) + unit / 2, torch.zeros(x.shape[1:], dtype=torch.int64)
     for x_t in x:
         v = v + x_t
@@ -94,11 +94,38 @@ def full_pasc_loop(x, theta, levels):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 16), st.integers(1, 16), st.floats(0.1, 10), st.floats(0.1, 3), st.integers(0, 2**31))
+@given(st.integers(2, 16), st.integers(1, 16), st.floats(0.1, 10), st.floats(0.1, 3), st.integers(0, 2**31))
 def test_pasc_stage_two_stops_early_with_the_full_loops_counts(l_in, levels, theta, spread, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(l_in, 500, generator=g) * spread * theta / l_in   # float32: rounding as simulated
     assert torch.equal(PASCNeuron(torch.tensor(theta), levels).count(x), full_pasc_loop(x, torch.tensor(theta), levels))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 12), st.floats(0.1, 3), st.booleans(), st.integers(0, 2**31))
+def test_pasc_stage_two_per_channel_in_any_layout_has_the_full_loops_counts(l_in, levels, spread, channels_last, seed):
+    # Stage (2) gathers its late movers in memory order and finds each one's channel from its
+    # flat index: per-channel θ on [B, C, H, W] steps, stored NCHW or NHWC.
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.rand(5, generator=g) * 4 + 0.1
+    x = torch.randn(l_in, 3, 4, 3, 5, generator=g).permute(0, 1, 4, 2, 3) if channels_last else \
+        torch.randn(l_in, 3, 5, 4, 3, generator=g)
+    x = x * spread * channel_view(theta, 5, time_major=True) / l_in
+    assert x[0].is_contiguous() != channels_last
+    assert torch.equal(PASCNeuron(theta, levels).count(x), full_pasc_loop(x, theta, levels))
+
+
+@FAST
+@given(st.integers(1, 16), st.integers(0, 2**31), st.integers(-3, 3))
+def test_pasc_input_layer_level_is_the_qcfs_anns_bit_for_bit(levels, seed, ulps):
+    # A 1-step (analog) train gets the QCFS level by the ANN's formula (docs/methods.md §2),
+    # float32 ties included: values a few ulps around (k + 1/2)·θ/L.
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.rand(4, generator=g) * 3 + 0.1
+    k = torch.randint(-2, levels + 2, (6, 4, 2), generator=g).float()
+    z = (k + 0.5) * channel_view(theta, 3) / levels
+    z = z + ulps * torch.finfo(torch.float32).eps * z.abs()
+    assert torch.equal(PASCNeuron(theta, levels).count(z[None]), qcfs_level(z, channel_view(theta, 3), levels).long())
 
 
 def test_pasc_first_layer_counts_the_analog_level():

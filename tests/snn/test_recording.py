@@ -1,5 +1,5 @@
 """Spike and event counting (snn/engine.py ``nonzero_counts``) and the automatic time chunk
-(snn/network.py ``auto_chunk``)."""
+(snn/network.py ``auto_chunk``, ``ChunkTuner``)."""
 from __future__ import annotations
 
 import torch
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import spikebridge as sb
 from spikebridge.snn.engine import nonzero_counts
-from spikebridge.snn.network import MAX_AUTO_CHUNK, auto_chunk
+from spikebridge.snn.network import CHUNK_TRIES, MAX_AUTO_CHUNK, ChunkTuner, auto_chunk
 
 
 @settings(max_examples=60, deadline=None)
@@ -55,3 +55,38 @@ def test_the_automatic_chunk_gives_what_one_piece_gives():
     assert torch.equal(auto.logits, whole.logits)
     assert all(torch.equal(auto.spikes[k], whole.spikes[k]) for k in whole.spikes)
     assert all(torch.equal(auto.events[k], whole.events[k]) for k in whole.events)
+
+
+@settings(max_examples=60, deadline=None)
+@given(T=st.integers(2, 40), first=st.integers(1, 8), seconds=st.lists(st.floats(0.001, 10), min_size=4, max_size=4))
+def test_the_chunk_tuner_warms_up_tries_each_chunk_once_then_keeps_the_fastest(T, first, seconds):
+    tuner, key = ChunkTuner(), ("shape", T)
+    assert tuner.choose(key, T, first) == (first, False)           # the first run is a warm-up, not timed
+    tries = list(dict.fromkeys(min(c, T) for c in CHUNK_TRIES))
+    for chunk, s in zip(tries, seconds):
+        assert tuner.choose(key, T, first) == (chunk, True)
+        tuner.measured(key, chunk, s)
+    best = tries[min(range(len(tries)), key=seconds.__getitem__)]
+    assert tuner.choose(key, T, first) == (best, False) == tuner.choose(key, T, first)
+    assert tuner.choose(("another shape", T), T, first) == (first, False)
+
+
+def test_tuning_runs_give_the_same_results_and_settle_on_the_fastest_chunk(monkeypatch):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 8 * 8, 5))
+    x = torch.rand(6, 3, 8, 8)
+    snn = sb.convert(net, "max-norm", T=8, calibration_data=[x])
+    chunks, run = [], snn._run
+    monkeypatch.setattr(snn, "_run", lambda piece, record, values, windows: chunks.append(
+        windows[0][1] if windows[0] else 8) or run(piece, record, values, windows))
+    whole = snn.simulate(x, chunk=8)
+    runs = [snn.simulate(x) for _ in range(6)]
+    assert chunks[1:] == [auto_chunk(x), 1, 2, 4, 8, chunks[-1]]  # warm-up, each try once, then one kept
+    (key, tried), = snn._chunks.seconds.items()
+    assert set(tried) == {1, 2, 4, 8} and chunks[-1] == min(tried, key=tried.get)
+    for res in runs:
+        assert torch.equal(res.logits, whole.logits)
+        assert all(torch.equal(res.spikes[k], whole.spikes[k]) for k in whole.spikes)
+    snn.simulate(x, chunk=3)
+    assert chunks[-1] == 3 and len(snn._chunks.seconds) == 1       # a chunk given is taken, and not timed

@@ -7,6 +7,7 @@ method's record (``conversion.registry``) gives the coding (``codings``) and tim
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -90,6 +91,42 @@ def auto_chunk(x: torch.Tensor) -> int:
     return max(1, min(MAX_AUTO_CHUNK, AUTO_CHUNK_INPUT_BYTES // step_bytes))
 
 
+CHUNK_TRIES = (1, 2, 4, 8)
+
+
+class ChunkTuner:
+    """The default steps per window of a network run in time chunks, chosen by measurement per
+    run shape (input shape, batch, T, what is recorded): the first run takes ``auto_chunk`` and
+    is not timed (it packs weights, probes folds and learns the step size); each later run tries
+    the next of 1, 2, 4 and 8 steps (up to T) once, timed; from then on the fastest is taken.
+    Every chunk gives the same results bit for bit, so the choice changes only time (and
+    memory, which grows with the chunk, up to 8 steps). No input-size rule was best for every
+    model (one thread, T = 8, time over ``auto_chunk``'s; BENCHMARKS.md §9): windows of 2 steps
+    at batch 64 took 0.92x on ResNet-20 and 1.07x on small_cnn and 1.10x on ResNet-18, windows
+    of 8 at batch 16 0.92x on ResNet-20 and 0.95x on VGG-16, and small_cnn ran fastest in
+    windows of 2 there. Inference on the CPU only: a GPU's time needs a synchronisation, and
+    training's runs are not measured; those take ``auto_chunk``."""
+
+    def __init__(self):
+        self.seconds: dict[tuple, dict[int, float]] = {}
+
+    def choose(self, key: tuple, T: int, first: int) -> tuple[int, bool]:
+        """(steps per window, whether to time the run and report it with ``measured``)."""
+        if key not in self.seconds:
+            if len(self.seconds) >= INPUT_SHAPES_KEPT:
+                self.seconds.clear()
+            self.seconds[key] = {}
+            return first, False
+        tried = self.seconds[key]
+        untried = [c for c in dict.fromkeys(min(c, T) for c in CHUNK_TRIES) if c not in tried]
+        if untried:
+            return untried[0], True
+        return min(tried, key=tried.get), False
+
+    def measured(self, key: tuple, chunk: int, seconds: float) -> None:
+        self.seconds.setdefault(key, {})[chunk] = seconds
+
+
 AUTO_PIECE_TRAIN_BYTES = 6 << 20
 
 
@@ -160,6 +197,7 @@ class SpikingNetwork(nn.Module):
         self.T = T
         self.info = dict(info or {})
         self._step_bytes: dict[tuple, int] = {}  # per input shape: the largest synaptic output of one image's step
+        self._chunks = ChunkTuner()
 
     @property
     def record(self) -> Method:
@@ -229,11 +267,12 @@ class SpikingNetwork(nn.Module):
         the network's steps for this run only, where the method's time policy accepts a T (PASC runs its levels). An input
         that does not fit (``input_spec``) is an InputError.
 
-        chunk: steps simulated at once (default ``auto_chunk(x)``: 1 to 8, fewer for larger
-        inputs). A network whose neurons all run step by step (``stepwise``: rate-coded IF)
-        simulates time in chunks of that many steps, each neuron carrying its potential from
-        one chunk to the next, so memory grows with the chunk, not with T; the results are the
-        same for every chunk. Sum-coded neurons see their whole input before they emit, and run
+        chunk: steps simulated at once. A network whose neurons all run step by step
+        (``stepwise``: rate-coded IF) simulates time in chunks of that many steps, each neuron
+        carrying its potential from one chunk to the next, so memory grows with the chunk, not
+        with T; the results are the same for every chunk. Default: ``auto_chunk(x)`` (1 to 8,
+        fewer for larger inputs); in inference on the CPU, from the second run of a shape on,
+        1, 2, 4 and 8 steps are each timed once and the fastest is kept (``ChunkTuner``). Sum-coded neurons see their whole input before they emit, and run
         in one window (their T is the levels or bits, not a user's T).
 
         batch_chunk: images simulated at once, each piece a simulation of its own. Default: for
@@ -248,22 +287,30 @@ class SpikingNetwork(nn.Module):
         if T is not None and not self.record.time.accepts_T:
             raise OptionError(f"method {self.method!r} runs for {self.record.time.description}")
         x = self.input_spec().check(x, "simulate()").to(module_device(self))
-        chunk = check_int(auto_chunk(x) if chunk is None else chunk, "chunk")
         neurons = self.neurons()
         timed = {n: m for n, m in neurons.items() if m.time_driven}
         saved, default = {n: m.T for n, m in timed.items()}, self.T
         self.set_T(T)
         try:
-            if self.T and self.T > chunk and neurons and all(n.stepwise for n in neurons.values()):
+            autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+            stepwise = bool(self.T and neurons and all(n.stepwise for n in neurons.values()))
+            tune = chunk is None and stepwise and self.T > 1 and x.device.type == "cpu" and not autograd
+            key = (_input_key(x), x.shape[0], self.T, record, values, batch_chunk)
+            chunk, timing = self._chunks.choose(key, self.T, auto_chunk(x)) if tune else (
+                auto_chunk(x) if chunk is None else chunk, False)
+            chunk = check_int(chunk, "chunk")
+            if stepwise and self.T > chunk:
                 windows = [(t0, min(chunk, self.T - t0)) for t0 in range(0, self.T, chunk)]
-                autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
                 auto = auto_step_pieces(x, self._step_bytes.get(_input_key(x)), autograd)
             else:
                 windows = [None]
                 auto = auto_batch_chunk(x, max((n.steps_out(1) for n in neurons.values()), default=1))
             size = check_int(auto if batch_chunk is None else batch_chunk, "batch_chunk")
             pieces = x.split(size) if x.shape[0] > size and not values else [x]
+            start = time.perf_counter()
             results = [self._run(piece, record, values, windows) for piece in pieces]
+            if timing:
+                self._chunks.measured(key, chunk, time.perf_counter() - start)
             result = results[0]
             for other in results[1:]:
                 result.add_counts(other)

@@ -3,7 +3,7 @@
 For each model (CIFAR-style, 3x32x32 inputs, random weights and random BatchNorm statistics),
 batch size and T, in one process with interleaved rounds (median of ``--rounds``), after a
 warm-up run of each, and for our rate-coded networks as many more as their time-chunk tuning
-takes (``ChunkTuner``: each of 1, 2, 4, 8 steps once), so that the rounds time the chunk kept:
+takes (``ChunkTuner``: each of 1, 2, 4, 8 steps twice), so that the rounds time the chunk kept:
 
 - ours: ``snn.simulate(x, T, record=False)`` of the "max-norm" conversion of the ReLU ANN
   (rate-coded IF, soft reset), and of "qcfs" on its prepared twin, with the default integer
@@ -50,7 +50,7 @@ from common import machine, save, spikingjelly  # noqa: E402
 import spikebridge as sb  # noqa: E402
 from spikebridge import models  # noqa: E402
 from spikebridge.device import resolve_device  # noqa: E402
-from spikebridge.snn.network import CHUNK_TRIES  # noqa: E402
+from spikebridge.snn.network import CHUNK_TIMINGS, CHUNK_TRIES  # noqa: E402
 
 TUNED = ("ours max-norm", "ours qcfs")  # rate-coded: time chunks tuned per shape (``ChunkTuner``)
 
@@ -114,7 +114,7 @@ def measure(name: str, batch: int, Ts: list[int], rounds: int, image_size: int, 
                 memory_format=torch.channels_last)
             runs["ReLU ANN, channels-last"] = (lambda: relu_cl(x_cl), 1)
         for k, (fn, _) in runs.items():  # warm-up; ours until its chunk tuning has tried every chunk
-            for _ in range(1 + len(CHUNK_TRIES) if k in TUNED else 1):
+            for _ in range(1 + len(CHUNK_TRIES) * CHUNK_TIMINGS if k in TUNED else 1):
                 timed(fn)
         times = {k: [] for k in runs}
         for _ in range(rounds):  # interleaved rounds

@@ -104,11 +104,12 @@ class ChunkTuner:
     shape ended 11% apart in one row of the speed benchmark: ResNet-20, batch 64, T = 4).
     Every chunk gives the same results bit for bit, so the choice changes only time (and
     memory, which grows with the chunk, up to 8 steps). No input-size rule was best for every
-    model (one thread, T = 8, time over ``auto_chunk``'s; BENCHMARKS.md §9): windows of 2 steps
-    at batch 64 took 0.92x on ResNet-20 and 1.07x on small_cnn and 1.10x on ResNet-18, windows
-    of 8 at batch 16 0.92x on ResNet-20 and 0.95x on VGG-16, and small_cnn ran fastest in
-    windows of 2 there. Inference on the CPU only: a GPU's time needs a synchronisation, and
-    training's runs are not measured; those take ``auto_chunk``."""
+    model (``benchmarks/chunk_rules.py``, one thread, T = 4–32, time over ``auto_chunk``'s;
+    BENCHMARKS.md §9): windows of 2 steps instead of 1 at batch 64 took 0.89–0.92x on ResNet-20
+    and 0.96–0.99x on VGG-16 but 1.05–1.09x on small_cnn and 1.07–1.11x on ResNet-18; windows of
+    8 instead of 5 at batch 16 0.91–0.93x on ResNet-20 and 0.90–0.96x on VGG-16, 1.01–1.03x on
+    ResNet-18. Inference on the CPU only: a GPU's time needs a synchronisation, and training's
+    runs are not measured; those take ``auto_chunk``."""
 
     def __init__(self):
         self.seconds: dict[tuple, dict[int, float]] = {}

@@ -171,7 +171,7 @@ class IFNeuron(SpikingNeuron):
 
     def init_state(self, x_t: torch.Tensor) -> torch.Tensor:
         """The initial potential v0 broadcast to the shape and layout of one input step, in the
-        dtype of x_t + v0, in one pass: zeros then an add took two, and simulations 1.01–1.04x
+        dtype of x_t + v0, in one pass: zeros then an add took two, and simulations 1.01–1.05x
         the time (ResNet-20, small_cnn, VGG-16, T = 4 and 8, max-norm, one thread, by hand)."""
         v0 = channel_view(self.v0, x_t.dim())
         return torch.empty_like(x_t, dtype=torch.result_type(x_t, v0)).copy_(v0.expand_as(x_t))

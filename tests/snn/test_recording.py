@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 import spikebridge as sb
 from spikebridge.snn.engine import nonzero_counts
-from spikebridge.snn.network import CHUNK_TIMINGS, CHUNK_TRIES, MAX_AUTO_CHUNK, ChunkTuner, auto_chunk
+from spikebridge.snn.network import (CHUNK_TIMINGS, CHUNK_TRIES, MAX_AUTO_CHUNK, TUNED_WINDOW_BYTES, ChunkTuner,
+                                     auto_chunk, window_steps_allowed)
 
 
 @settings(max_examples=60, deadline=None)
@@ -72,6 +73,28 @@ def test_the_chunk_tuner_warms_up_times_each_chunk_in_rounds_then_keeps_the_fast
     best = min(tries, key=shortest.get)
     assert tuner.choose(key, T, first) == (best, False) == tuner.choose(key, T, first)
     assert tuner.choose(("another shape", T), T, first) == (first, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(T=st.integers(2, 40), most=st.integers(0, 9))
+def test_the_chunk_tuner_tries_no_window_longer_than_memory_allows(T, most):
+    tuner, key = ChunkTuner(), "shape"
+    tuner.choose(key, T, 1, most)
+    tried = []
+    while (pick := tuner.choose(key, T, 1, most))[1]:
+        tried.append(pick[0])
+        tuner.measured(key, pick[0], 1.0)
+    assert tried and 1 in tried and max(tried) <= max(1, min(most, T))
+    assert set(tried) == {min(c, T) for c in CHUNK_TRIES if c <= max(1, most)}
+
+
+def test_windows_tried_hold_at_most_the_budget_of_synaptic_output():
+    x = torch.zeros(64, 3, 224, 224)
+    assert window_steps_allowed(x, None) == 1                       # not yet known: one step
+    assert window_steps_allowed(x, 64 * 112 * 112 * 4) == 1          # ImageNet-size ResNet stem: 205 MB a step
+    small = torch.zeros(64, 3, 32, 32)
+    steps = window_steps_allowed(small, 16 * 32 * 32 * 4)            # ResNet-20's widest step: 4 MiB
+    assert steps >= MAX_AUTO_CHUNK and 64 * 16 * 32 * 32 * 4 * MAX_AUTO_CHUNK <= TUNED_WINDOW_BYTES
 
 
 def test_tuning_runs_give_the_same_results_and_settle_on_the_fastest_chunk(monkeypatch):

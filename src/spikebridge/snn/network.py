@@ -99,7 +99,8 @@ class ChunkTuner:
     """The default steps per window of a network run in time chunks, chosen by measurement per
     run shape (input shape, batch, T, what is recorded): the first run takes ``auto_chunk`` and
     is not timed (it packs weights, probes folds and learns the step size); each later run tries
-    the next of 1, 2, 4 and 8 steps (up to T), timed, in two interleaved rounds; from then on the
+    the next of 1, 2, 4 and 8 steps (up to T, and up to what ``window_steps_allowed`` lets the
+    memory hold), timed, in two interleaved rounds; from then on the
     one of shortest time is taken (with one timing each, max-norm and qcfs networks of the same
     shape ended 11% apart in one row of the speed benchmark: ResNet-20, batch 64, T = 4).
     Every chunk gives the same results bit for bit, so the choice changes only time (and
@@ -114,15 +115,16 @@ class ChunkTuner:
     def __init__(self):
         self.seconds: dict[tuple, dict[int, float]] = {}
 
-    def choose(self, key: tuple, T: int, first: int) -> tuple[int, bool]:
-        """(steps per window, whether to time the run and report it with ``measured``)."""
+    def choose(self, key: tuple, T: int, first: int, most: int = MAX_AUTO_CHUNK) -> tuple[int, bool]:
+        """(steps per window, whether to time the run and report it with ``measured``); the
+        tries go up to ``most`` steps (at least 1), what memory allows (``window_steps_allowed``)."""
         if key not in self.seconds:
             if len(self.seconds) >= INPUT_SHAPES_KEPT:
                 self.seconds.clear()
             self.seconds[key] = {}
             return first, False
         timed = self.seconds[key]
-        tries = list(dict.fromkeys(min(c, T) for c in CHUNK_TRIES))
+        tries = list(dict.fromkeys(min(c, T) for c in CHUNK_TRIES if c <= max(1, most)))
         for round_ in range(CHUNK_TIMINGS):  # rounds over the tries, interleaved
             untried = [c for c in tries if len(timed.get(c, ())) <= round_]
             if untried:
@@ -131,6 +133,19 @@ class ChunkTuner:
 
     def measured(self, key: tuple, chunk: int, seconds: float) -> None:
         self.seconds.setdefault(key, {}).setdefault(chunk, []).append(seconds)
+
+
+TUNED_WINDOW_BYTES = 128 << 20
+
+
+def window_steps_allowed(x: torch.Tensor, step_bytes: int | None) -> int:
+    """The most steps per window the chunk tuner tries: as many as keep the largest synaptic
+    output of one window over the whole batch within ``TUNED_WINDOW_BYTES`` (128 MiB), so that
+    tuning never multiplies a large input's memory (ImageNet-size images keep ``auto_chunk``'s
+    one step). ``step_bytes``: that output per image and step, learnt by the first run."""
+    if step_bytes is None:
+        return 1
+    return max(1, TUNED_WINDOW_BYTES // max(1, x.shape[0] * step_bytes))
 
 
 AUTO_PIECE_TRAIN_BYTES = 6 << 20
@@ -302,7 +317,8 @@ class SpikingNetwork(nn.Module):
             stepwise = bool(self.T and neurons and all(n.stepwise for n in neurons.values()))
             tune = chunk is None and stepwise and self.T > 1 and x.device.type == "cpu" and not autograd
             key = (_input_key(x), x.shape[0], self.T, record, values, batch_chunk)
-            chunk, timing = self._chunks.choose(key, self.T, auto_chunk(x)) if tune else (
+            most = window_steps_allowed(x, self._step_bytes.get(_input_key(x)))
+            chunk, timing = self._chunks.choose(key, self.T, auto_chunk(x), most) if tune else (
                 auto_chunk(x) if chunk is None else chunk, False)
             chunk = check_int(chunk, "chunk")
             if stepwise and self.T > chunk:

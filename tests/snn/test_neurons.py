@@ -116,15 +116,16 @@ def test_pasc_stage_two_per_channel_in_any_layout_has_the_full_loops_counts(l_in
 
 
 @FAST
-@given(st.integers(1, 16), st.integers(0, 2**31), st.integers(-3, 3))
-def test_pasc_input_layer_level_is_the_qcfs_anns_bit_for_bit(levels, seed, ulps):
-    # A 1-step (analog) train gets the QCFS level by the ANN's formula (docs/methods.md §2),
-    # float32 ties included: values a few ulps around (k + 1/2)·θ/L.
+@given(st.integers(1, 16), st.integers(0, 2**31), st.integers(-3, 3),
+       st.sampled_from([torch.float32, torch.float64, torch.bfloat16]), st.booleans())
+def test_pasc_input_layer_level_is_the_qcfs_anns_bit_for_bit(levels, seed, ulps, dtype, per_channel):
+    # A 1-step (analog) train gets the QCFS level by the ANN's formula (docs/methods.md §2), in
+    # the ANN's dtypes, ties included: values a few ulps around (k + 1/2)·θ/L.
     g = torch.Generator().manual_seed(seed)
-    theta = torch.rand(4, generator=g) * 3 + 0.1
-    k = torch.randint(-2, levels + 2, (6, 4, 2), generator=g).float()
-    z = (k + 0.5) * channel_view(theta, 3) / levels
-    z = z + ulps * torch.finfo(torch.float32).eps * z.abs()
+    theta = torch.rand(4 if per_channel else (), generator=g) * 3 + 0.1
+    k = torch.randint(-2, levels + 2, (6, 4, 2), generator=g).to(dtype)
+    z = ((k + 0.5) * channel_view(theta, 3) / levels).to(dtype)
+    z = z + ulps * torch.finfo(dtype).eps * z.abs()
     assert torch.equal(PASCNeuron(theta, levels).count(z[None]), qcfs_level(z, channel_view(theta, 3), levels).long())
 
 

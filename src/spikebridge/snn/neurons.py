@@ -374,7 +374,7 @@ class PASCNeuron(SpikingNeuron):
         exact = torch.promote_types(x.dtype, torch.float32)
         if x.shape[0] == 1:
             theta = channel_view(self.threshold, x.dim() - 1)
-            return torch.floor(x[0].to(exact) * self.levels / theta + 0.5).clamp_(0, self.levels)
+            return torch.floor(x[0] * self.levels / theta + 0.5).clamp_(0, self.levels).to(exact)  # the ANN's dtypes
         v = torch.zeros_like(x[0]) + unit / 2
         up = torch.empty_like(v)
         c = torch.zeros_like(v, dtype=exact)  # v's layout

@@ -127,10 +127,12 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_
     steps = train.shape[0]
     weight = layer.weight if weight is None else weight
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
-    forward = (lambda x: F.linear(x, weight, bias)) if isinstance(layer, nn.Linear) else (
-        lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
     if integer is not None:
         forward = (lambda x: integer(x, bias))
+    elif isinstance(layer, nn.Linear):
+        forward = (lambda x: F.linear(x, weight, bias))
+    else:
+        forward = (lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
     if steps == 1 or folds(layer, train, coding, forward, layout, exact_sums=integer is not None):
         return forward(train.flatten(0, 1)).unflatten(0, (steps, train.shape[1]))
     y = None
@@ -146,6 +148,21 @@ INTEGER_LAYERS = IntegerLayers()  # each synaptic layer's packed integer form (w
 
 RUNNABLE = (Kind.SYNAPTIC, Kind.STATELESS, Kind.SHAPE, Kind.MERGE, Kind.AFFINE, Kind.ANALOG, Kind.CONSTANT)
 PRODUCT_MACS = per_element(1)  # a product or quotient of two trains, on their values
+
+
+class TrainNotes:
+    """Something known of each train of a window, by identity: an id can be reused once its
+    tensor is freed, so each note keeps a weak reference and answers only for that tensor."""
+
+    def __init__(self):
+        self._notes: dict[int, tuple] = {}
+
+    def put(self, train: torch.Tensor, note) -> None:
+        self._notes[id(train)] = (weakref.ref(train), note)
+
+    def get(self, train: torch.Tensor, default=None):
+        ref, note = self._notes.get(id(train), (None, default))
+        return note if ref is not None and ref() is train else default
 
 
 class TrainRunner(fx.Interpreter):
@@ -174,10 +191,10 @@ class TrainRunner(fx.Interpreter):
         self.cache: dict[fx.Node, object] = {}
         self.totals: dict[str, torch.Tensor] = {}
         self.steps: dict[str, int] = {}
-        self.counted: dict[int, tuple] = {}  # id(site output) -> (weak reference to it, its counts)
+        self.counted = TrainNotes()  # site output -> its counts
         self.modules: dict[str, tuple] = {}  # target -> (module, its op; None for a neuron)
         self.weights: dict[tuple, torch.Tensor] = {}  # (synaptic layer, step layout) -> its weight in that layout
-        self.grids: dict[int, tuple] = {}  # id(train) -> (weak reference to it, a, n): its entries are k·a, k ≤ n
+        self.grids = TrainNotes()  # train -> (a, n): its entries are k·a, k ≤ n
         self.integer = snn.integer_synapses
         if self.integer not in MODES:
             raise OptionError(f"integer_synapses must be one of {', '.join(MODES)}; got {self.integer!r}")
@@ -185,7 +202,7 @@ class TrainRunner(fx.Interpreter):
 
     def run_window(self, x: torch.Tensor, window: tuple[int, int] | None):
         """Steps t0 .. t0 + steps − 1 of the simulation (None: all of them, in one piece)."""
-        self.window, self.counted, self.grids = window, {}, {}
+        self.window, self.counted, self.grids = window, TrainNotes(), TrainNotes()
         return self.run(x)
 
     def run_node(self, n: fx.Node):
@@ -348,7 +365,7 @@ class TrainRunner(fx.Interpreter):
             self.totals[site] = self.totals[site] + out.sum(0) if site in self.totals else out.sum(0)
         if self.result is not None:
             counts = nonzero_counts(out)
-            self.counted[id(out)] = (weakref.ref(out), counts)  # layers fed straight by it reuse the count
+            self.counted.put(out, counts)  # layers fed straight by it reuse the count
             _accumulate(self.result.spikes, site, counts)
             self.result.steps[site] = self.steps[site]
 
@@ -367,12 +384,11 @@ class TrainRunner(fx.Interpreter):
         """Remember that every entry of ``train`` is k·``value`` (per channel) with k an integer
         in 0..``count``, for the synaptic layers it feeds (integer synapses)."""
         if value is not None and count <= MAX_COUNT:
-            self.grids[id(train)] = (weakref.ref(train), value, count)
+            self.grids.put(train, (value, count))
 
     def spike_grid(self, train: torch.Tensor) -> tuple[torch.Tensor, int] | tuple[None, int]:
         """(a, n) of a train tagged by ``tag_grid``; (None, 0) for any other."""
-        ref, value, count = self.grids.get(id(train), (None, None, 0))
-        return (value, count) if ref is not None and ref() is train else (None, 0)
+        return self.grids.get(train, (None, 0))
 
     def tag_average(self, op: Op, fn, args, kwargs, out) -> None:
         """An average over windows of one divisor d (``Op.spike_average``) of spikes of value a
@@ -386,8 +402,8 @@ class TrainRunner(fx.Interpreter):
     def record_events(self, layer: str, train: torch.Tensor) -> None:
         if self.result is None:
             return
-        ref, counts = self.counted.get(id(train), (None, None))
-        events = counts if ref is not None and ref() is train else nonzero_counts(train)
+        counts = self.counted.get(train)
+        events = counts if counts is not None else nonzero_counts(train)
         if layer in self.analog:
             self.result.analog_layers.add(layer)
             if self.node in self.constant:  # the same input at every step: computed once, presented per the coding

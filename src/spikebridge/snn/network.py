@@ -113,7 +113,7 @@ class ChunkTuner:
     runs are not measured; those take ``auto_chunk``."""
 
     def __init__(self):
-        self.seconds: dict[tuple, dict[int, float]] = {}
+        self.seconds: dict[tuple, dict[int, list[float]]] = {}  # run shape -> chunk -> its timings
 
     def choose(self, key: tuple, T: int, first: int, most: int = MAX_AUTO_CHUNK) -> tuple[int, bool]:
         """(steps per window, whether to time the run and report it with ``measured``); the
@@ -293,8 +293,9 @@ class SpikingNetwork(nn.Module):
         carrying its potential from one chunk to the next, so memory grows with the chunk, not
         with T; the results are the same for every chunk. Default: ``auto_chunk(x)`` (1 to 8,
         fewer for larger inputs); in inference on the CPU, from the second run of a shape on,
-        1, 2, 4 and 8 steps are each timed twice and the fastest is kept (``ChunkTuner``). Sum-coded neurons see their whole input before they emit, and run
-        in one window (their T is the levels or bits, not a user's T).
+        1, 2, 4 and 8 steps are each timed twice and the fastest is kept (``ChunkTuner``).
+        Sum-coded neurons see their whole input before they emit, and run in one window (their
+        T is the levels or bits, not a user's T).
 
         batch_chunk: images simulated at once, each piece a simulation of its own. Default: for
         a network run in time chunks, ``auto_step_pieces`` (pieces of 64 on the CPU where the
@@ -315,15 +316,15 @@ class SpikingNetwork(nn.Module):
         try:
             autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
             stepwise = bool(self.T and neurons and all(n.stepwise for n in neurons.values()))
-            tune = chunk is None and stepwise and self.T > 1 and x.device.type == "cpu" and not autograd
-            key = (_input_key(x), x.shape[0], self.T, record, values, batch_chunk)
-            most = window_steps_allowed(x, self._step_bytes.get(_input_key(x)))
-            chunk, timing = self._chunks.choose(key, self.T, auto_chunk(x), most) if tune else (
-                auto_chunk(x) if chunk is None else chunk, False)
-            chunk = check_int(chunk, "chunk")
+            step_bytes = self._step_bytes.get(_input_key(x))
+            timing = False
+            if chunk is None and stepwise and self.T > 1 and x.device.type == "cpu" and not autograd:
+                key = (_input_key(x), x.shape[0], self.T, record, values, batch_chunk)
+                chunk, timing = self._chunks.choose(key, self.T, auto_chunk(x), window_steps_allowed(x, step_bytes))
+            chunk = check_int(auto_chunk(x) if chunk is None else chunk, "chunk")
             if stepwise and self.T > chunk:
                 windows = [(t0, min(chunk, self.T - t0)) for t0 in range(0, self.T, chunk)]
-                auto = auto_step_pieces(x, self._step_bytes.get(_input_key(x)), autograd)
+                auto = auto_step_pieces(x, step_bytes, autograd)
             else:
                 windows = [None]
                 auto = auto_batch_chunk(x, max((n.steps_out(1) for n in neurons.values()), default=1))

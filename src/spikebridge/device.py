@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -76,7 +77,7 @@ def single_thread() -> Iterator[None]:
 
 def module_device(module: nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (the CPU for an empty module)."""
-    return next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
+    return next((t.device for t in itertools.chain(module.parameters(), module.buffers())), torch.device("cpu"))
 
 
 def place(module: nn.Module, device=None) -> torch.device:

@@ -10,6 +10,7 @@ was given and what the network takes, raised before any layer runs. Data given a
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -66,7 +67,7 @@ class InputSpec:
 def input_spec(gm: fx.GraphModule) -> InputSpec:
     """The InputSpec of a traced network: its dtype (that of its first floating-point parameter
     or buffer) and, where the input feeds a conv or linear layer directly, its shape."""
-    dtype = next((t.dtype for t in (*gm.parameters(), *gm.buffers()) if t.is_floating_point()),
+    dtype = next((t.dtype for t in itertools.chain(gm.parameters(), gm.buffers()) if t.is_floating_point()),
                  torch.get_default_dtype())
     placeholder = next((n for n in gm.graph.nodes if n.op == "placeholder"), None)
     users = [u for u in placeholder.users if u.op == "call_module"] if placeholder is not None else []

@@ -36,9 +36,10 @@ LAYERS = [(16, 16, 32, 16), (16, 16, 32, 64), (32, 32, 16, 16), (32, 32, 16, 64)
 NETWORKS = [("small_cnn", 64), ("resnet20", 16), ("resnet20", 64), ("vgg16", 16)]
 
 
-def interleaved(runs: dict, rounds: int) -> dict:
+def interleaved(runs: dict, rounds: int, warmups: int = 1) -> dict:
     for fn in runs.values():  # warm-up
-        fn()
+        for _ in range(warmups):
+            fn()
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, fn in runs.items():

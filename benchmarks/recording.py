@@ -5,8 +5,9 @@ item 3; BENCHMARKS.md §9), with spike and event counts summed in the train's me
 
 For each model (random weights, CIFAR-style, as benchmarks/speed.py builds them), batch and
 method (max-norm at T steps; PASC and bit-plane with L = 8), interleaved rounds after a
-warm-up (medians): record=True over record=False, both ways of counting, and
-whether both count the same.
+warm-up through the time-chunk tuning (``ChunkTuner``: nine runs of each, so that the rounds
+time the chunk each setting keeps; record=True and False tune apart), medians: record=True
+over record=False, both ways of counting, and whether both count the same.
 
     python benchmarks/recording.py --models small_cnn,resnet20,vgg16,resnet18 --batches 16,64
 """
@@ -25,6 +26,7 @@ from speed import build  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
 from spikebridge.snn import engine  # noqa: E402
+from spikebridge.snn.network import CHUNK_TIMINGS, CHUNK_TRIES  # noqa: E402
 
 MEMORY_ORDER = engine.nonzero_counts
 
@@ -57,7 +59,8 @@ def measure(name: str, batch: int, T: int, rounds: int) -> list[dict]:
             finally:
                 engine.nonzero_counts = MEMORY_ORDER
 
-        ms = interleaved({kind: (lambda kind=kind: run(kind)) for kind in kinds}, rounds)
+        ms = interleaved({kind: (lambda kind=kind: run(kind)) for kind in kinds}, rounds,
+                         warmups=1 + len(CHUNK_TRIES) * CHUNK_TIMINGS)  # through the chunk tuning
         off = ms["off"]
         row = {"model": name, "batch": batch, "T": T, "method": method, "off_s": off / 1e3,
                "over_off": {k: ms[k] / off for k in ("memory order", "logical order")},

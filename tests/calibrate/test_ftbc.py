@@ -119,9 +119,9 @@ def test_cost_is_linear_in_depth(monkeypatch):
         calls[id(self)] = calls.get(id(self), 0) + 1
         return step(self, v, x_t, t)
 
-    def counting_infer(self, x, v, t0, steps):  # an inference run counts its steps
+    def counting_infer(self, x, v, t0, steps, counts=None):  # an inference run counts its steps
         calls[id(self)] = calls.get(id(self), 0) + steps
-        return infer(self, x, v, t0, steps)
+        return infer(self, x, v, t0, steps, counts)
 
     monkeypatch.setattr(IFNeuron, "step", counting)
     monkeypatch.setattr(IFNeuron, "_infer", counting_infer)

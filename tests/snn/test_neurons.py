@@ -287,6 +287,28 @@ def test_if_matches_reference(T, per_channel, constant_input, t_bias, seed, bias
         assert torch.equal(out, neuron(x.expand(T, -1, -1, -1)))
 
 
+@FAST
+@given(st.integers(1, 6), st.integers(1, 3), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**31))
+def test_if_counts_its_spikes_as_it_runs(T, chunk, per_channel, constant_input, grad, seed):
+    """``run(..., counts)`` writes each entry's spikes over the window's steps into counts,
+    whether it runs in place or on autograd's path: the train's nonzero entries (θ > 0)."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.rand(3 if per_channel else (), generator=g) + 0.2
+    neuron = IFNeuron(theta, torch.rand(theta.shape, generator=g) * theta, T=T)
+    neuron.set_bias((torch.rand(2, 1, generator=g) - 0.5) * 0.3)
+    x = (torch.randn(1 if constant_input else T, 2, 3, 4, generator=g) * 0.8).requires_grad_(grad)
+    v, trains = None, []
+    with torch.set_grad_enabled(grad):
+        for t0 in range(0, T, chunk):
+            steps = min(chunk, T - t0)
+            x_w = x if constant_input else x[t0:t0 + steps]
+            counts = torch.full((2, 3, 4), float("nan"))  # written, whatever it held
+            out, v = neuron.run(x_w, v, t0, steps, counts)
+            trains.append(out.detach())
+            assert torch.equal(counts, (out.detach() != 0).sum(0).float())
+    assert torch.equal(torch.cat(trains), neuron(x.detach()))
+
+
 def test_if_step_by_step_equals_forward():
     neuron = IFNeuron(torch.tensor([1.0, 2.0]), torch.tensor(0.5), T=5)
     neuron.set_bias(torch.tensor([[0.1, -0.2], [0.3, 0.0]]))

@@ -117,3 +117,31 @@ def test_tuning_runs_give_the_same_results_and_settle_on_the_fastest_chunk(monke
         assert all(torch.equal(res.spikes[k], whole.spikes[k]) for k in whole.spikes)
     snn.simulate(x, chunk=3)
     assert chunks[-1] == 3 and len(snn._chunks.seconds) == 1       # a chunk given is taken, and not timed
+
+
+def test_counts_of_neurons_that_count_their_own_spikes_are_the_trains_nonzero_entries(monkeypatch):
+    """IF neurons count their spikes as they run (``run(..., counts)``): the recorded counts
+    are those ``nonzero_counts`` finds in their trains, in one window and in several."""
+    from spikebridge.snn import engine
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 5))
+    x = torch.rand(6, 3, 8, 8)
+    snn = sb.convert(net, "max-norm", T=6, calibration_data=[x])
+    trains: dict = {}
+    record_site = engine.TrainRunner.record_site
+
+    def keep(self, site, out, tally=None):
+        assert tally is not None  # the neuron counted
+        trains.setdefault(site, []).append(out.clone())
+        return record_site(self, site, out, tally)
+
+    monkeypatch.setattr(engine.TrainRunner, "record_site", keep)
+    for chunk in (6, 4, 1):
+        trains.clear()
+        result = snn.simulate(x, chunk=chunk)
+        assert set(result.spikes) == set(trains) and len(trains) == 2
+        for site, parts in trains.items():
+            assert torch.equal(result.spikes[site], nonzero_counts(torch.cat(parts)))
+            assert result.spikes[site].sum() > 0

@@ -67,7 +67,9 @@ class SpikingNeuron(nn.Module):
       if its output length follows from its own parameters (PASC: its levels);
     - ``stepwise``: True if it also exposes ``init_state``, ``step(v, x_t, t)``, a per-step
       ``bias`` buffer [T_b, C'] (what FTBC calibrates and NIR exports) and
-      ``run(x, v, t0, steps) -> (train, v)``, which lets the engine simulate time in chunks;
+      ``run(x, v, t0, steps, counts=None) -> (train, v)``, which lets the engine simulate time
+      in chunks and which writes each entry's spikes into ``counts`` (one step's shape) where
+      given;
     - ``steps_out(t_in)``: the length of the train it emits for an input of ``t_in`` steps;
     - ``config()``: its constructor arguments besides ``threshold`` (data-only SNN files
       rebuild it as ``cls(threshold, **config)`` and then load its buffers).
@@ -188,33 +190,41 @@ class IFNeuron(SpikingNeuron):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T_in, B, ...] with T_in = T, or T_in = 1 (a constant current every step)."""
-        t_in = x.shape[0]
-        if t_in not in (1, self.T):
-            raise OptionError(f"IFNeuron runs T = {self.T} steps but got an input train of {t_in} steps (need 1 or {self.T})")
         return self.run(x, None, 0, self.T)[0]
 
-    def run(self, x: torch.Tensor, v: torch.Tensor | None, t0: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, x: torch.Tensor, v: torch.Tensor | None, t0: int, steps: int,
+            counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Steps t0 .. t0 + steps − 1 from potential ``v`` (None: v0), for time-chunked
         simulation: x is [steps, B, ...] or [1, B, ...] (a constant current). Returns
         (output train [steps, B, ...], potential after the last step). Where a gradient can flow
         (grad mode on and x or v requiring grad: surrogate-gradient training) it runs ``step``
-        on autograd's path; otherwise in place (``_infer``), ``v`` updated in place."""
+        on autograd's path; otherwise in place (``_infer``), ``v`` updated in place. ``counts``
+        (a float tensor of one step's shape [B, ...]) receives the spikes of each entry over
+        these steps, counted while each step is at hand (``TrainRunner.record_site``)."""
+        if x.shape[0] not in (1, steps):
+            raise OptionError(f"IFNeuron runs T = {self.T} steps but got an input train of {x.shape[0]} steps "
+                              f"(need 1 or {steps})")
         if torch.is_grad_enabled() and (x.requires_grad or (self.v0 if v is None else v).requires_grad):
             v = self.init_state(x[0]) if v is None else v  # surrogate-gradient training
             out = []
             for t in range(steps):
                 v, o = self.step(v, x[0 if x.shape[0] == 1 else t], t0 + t)
+                if counts is not None:  # θ > 0: a spike is a nonzero output
+                    (counts.copy_ if t == 0 else counts.add_)(o.detach() != 0)
                 out.append(o)
             return torch.stack(out), v
-        return self._infer(x, v, t0, steps)
+        return self._infer(x, v, t0, steps, counts)
 
-    def _infer(self, x: torch.Tensor, v: torch.Tensor | None, t0: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _infer(self, x: torch.Tensor, v: torch.Tensor | None, t0: int, steps: int,
+               counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``step`` repeated in place on ``v``, bit for bit the same (v − θ ≥ 0 ⇔ v ≥ θ in
         floats): inference without the autograd path's temporaries. The comparison writes
         1.0/0.0 straight into the output step, which is then scaled by θ in place (no bool
-        tensor and no bool→float cast: 1.8x faster than ge-into-bool then mul, measured). From
-        v = None (a run's first window) the first step writes v0 + x(0) into a new potential in
-        one pass, where ``init_state`` and then the add took two."""
+        tensor and no bool→float cast: 1.8x faster than ge-into-bool then mul, measured);
+        ``counts`` takes that 1.0/0.0 step before the scaling (a copy at the first step, no
+        zeroing pass). From v = None (a run's first
+        window) the first step writes v0 + x(0) into a new potential in one pass, where
+        ``init_state`` and then the add took two."""
         theta = channel_view(self.threshold, x.dim() - 1)
         out = None
         for t in range(steps):
@@ -231,6 +241,8 @@ class IFNeuron(SpikingNeuron):
                 v.sub_(b)
             o = out[t]
             torch.ge(v, theta, out=o)
+            if counts is not None:
+                (counts.copy_ if t == 0 else counts.add_)(o)
             o.mul_(theta)
             v.sub_(o)
         return out, v

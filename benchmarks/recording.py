@@ -7,7 +7,9 @@ For each model (random weights, CIFAR-style, as benchmarks/speed.py builds them)
 method (max-norm at T steps; PASC and bit-plane with L = 8), interleaved rounds after a
 warm-up through the time-chunk tuning (``ChunkTuner``: nine runs of each, so that the rounds
 time the chunk each setting keeps; record=True and False tune apart), medians: record=True
-over record=False, both ways of counting, and whether both count the same.
+over record=False, both ways of counting, and whether both count the same. IF neurons
+(max-norm) count their own spikes as they run (``IFNeuron.run(..., counts)``), so for max-norm
+the two ways differ only where a layer's input is not a neuron's train (the analog input).
 
     python benchmarks/recording.py --models small_cnn,resnet20,vgg16,resnet18 --batches 16,64
 """

@@ -374,10 +374,10 @@ class TrainRunner(fx.Interpreter):
         """Steps, values and spike counts of a site's output train. ``tally``: the spikes the
         neuron counted per entry of a step as it ran (``run(..., counts)``), summed here over
         the batch; otherwise the train's nonzero entries are counted (``nonzero_counts``).
-        Counted as the neuron runs, recording took 0.79 of the time ``nonzero_counts`` took on
-        a [8, 16, 16, 32, 32] train, 0.33 on [8, 16, 64, 8, 8] and 0.69 on [8, 64, 16, 32, 32]
-        (IF loop with and without, one thread, measured); both are exact, so the counts are the
-        same."""
+        Counted as the neuron runs, counting took 0.64 of the time ``nonzero_counts`` took
+        after it on a [8, 16, 16, 32, 32] train, 0.34 on [8, 16, 64, 8, 8] and 0.70 on
+        [8, 64, 16, 32, 32] (an IF loop timed with each and with neither, one thread); both are
+        exact, so the counts are the same."""
         self.steps[site] = self.steps.get(site, 0) + out.shape[0]
         if self.values:
             self.totals[site] = self.totals[site] + out.sum(0) if site in self.totals else out.sum(0)

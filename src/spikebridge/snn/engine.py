@@ -260,8 +260,8 @@ class TrainRunner(fx.Interpreter):
         if op.kind is Kind.SYNAPTIC:
             self.record_events(target, args[0])
             layout = step_layout(module, args[0])
-            out = synapse(module, args[0], self.coding, layout, weight_in(module, layout),
-                          self.integer_layer(module, args[0]))
+            weight = weight_in(module, layout)  # first: the integer form is keyed on the weight's storage
+            out = synapse(module, args[0], self.coding, layout, weight, self.integer_layer(module, args[0]))
             self.step_bytes = max(self.step_bytes, out.numel() // max(1, out.shape[0] * out.shape[1]) * out.element_size())
             return out
         if op.kind is Kind.CONSTANT:

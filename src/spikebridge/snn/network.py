@@ -220,7 +220,7 @@ class GraphPlan:
             if n.op == "call_module" and n.target not in modules:
                 module = gm.get_submodule(n.target)
                 modules[n.target] = (module, None if isinstance(module, SpikingNeuron) else op_for_module(module))
-        neurons = {t: m for t, (m, op) in modules.items() if op is None and isinstance(m, SpikingNeuron)}
+        neurons = {t: m for t, (m, _) in modules.items() if isinstance(m, SpikingNeuron)}
         synaptic = {t: m for t, (m, op) in modules.items() if op is not None and op.kind is Kind.SYNAPTIC}
 
         def is_neuron(node: fx.Node) -> bool:

@@ -202,6 +202,23 @@ def test_a_changed_weight_or_threshold_is_packed_again(setup):
     assert torch.allclose(after, _simulate(snn, x, "never").logits, atol=1e-5)
 
 
+def test_each_layer_is_packed_once_while_its_weight_stays(setup, monkeypatch):
+    """The engine stores a weight in its steps' layout before it looks up the integer form,
+    which is keyed on the weight's storage: the first run packs each layer once, later runs
+    pack nothing. The images are upsampled to 28x28 so that the layers after the max pooling
+    run channels-last (14x14), where the weight's storage changes on the first run."""
+    x = nn.functional.interpolate(setup["test"][0][:16], scale_factor=2)
+    snn = sb.convert(setup["ann"], "max-norm", T=4, calibration_data=setup["calib"])
+    built, init = [], IntegerLayer.__init__
+    monkeypatch.setattr(IntegerLayer, "__init__", lambda self, layer, *a: built.append(id(layer)) or init(self, layer, *a))
+    _simulate(snn, x, "always")
+    assert built and len(set(built)) == len(built)
+    assert snn.graph.get_submodule("4").weight.is_contiguous(memory_format=torch.channels_last)
+    packed = len(built)
+    _simulate(snn, x, "always")
+    assert len(built) == packed
+
+
 def test_gradients_take_the_floating_point_path(setup, monkeypatch):
     snn = sb.convert(setup["ann"], "max-norm", T=4, calibration_data=setup["calib"])
     snn.integer_synapses = "always"

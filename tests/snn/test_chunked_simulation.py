@@ -10,6 +10,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge import models
+from spikebridge.snn import neurons
 from spikebridge.snn.network import (AUTO_PIECE_TRAIN_BYTES, STEP_PIECE, STEP_PIECE_BYTES, SpikingNetwork,
                                      auto_batch_chunk, auto_step_pieces)
 
@@ -82,6 +83,21 @@ def test_sum_coded_networks_in_batch_pieces_give_the_same_simulation(method, bat
     _same_counts(snn.simulate(x, batch_chunk=batch_chunk), whole)
     assert whole.batch_size == 7 and whole.logits.shape[1] == 7
     assert sum(c.sum() for c in whole.spikes.values()) > 0  # the counts compared are not all zero
+
+
+@pytest.mark.parametrize("method", ["pasc", "bitplane"])
+@pytest.mark.parametrize("images", [1, 3])
+def test_sum_coded_neurons_in_blocks_of_images_give_the_same_simulation(method, images, monkeypatch):
+    """``neurons.batch_blocks``: each neuron's passes over a few images at a time, the layers
+    between them over the whole batch; the simulation is that of one block."""
+    qann, _ = _qcfs_snn(T=4)
+    snn = sb.convert(qann, method)
+    x = torch.rand(7, 1, 8, 8)
+    whole = snn.simulate(x, values=True)
+    monkeypatch.setattr(neurons, "BLOCK_STEP_BYTES", images * 4 * 8 * 8 * 4)  # a step of the first layer's images
+    assert len(neurons.batch_blocks(torch.zeros(4, 7, 4, 8, 8))) == -(-7 // images)
+    _same(snn.simulate(x, values=True), whole)
+    assert sum(c.sum() for c in whole.spikes.values()) > 0
 
 
 @pytest.mark.parametrize("batch_chunk", [1, 3, 100])

@@ -1,11 +1,14 @@
 """Property tests of the spiking neurons (METHODS.md §1, §2, §3, §5)."""
 from fractions import Fraction
+from unittest import mock
 
 import pytest
 import torch
 from hypothesis import assume, given, settings, strategies as st
 
+from spikebridge.snn import neurons
 from spikebridge.snn.neurons import (
+    batch_blocks,
     BitplaneNeuron,
     IFNeuron,
     PASCNeuron,
@@ -258,6 +261,29 @@ def test_bitplane_standard_if_ablation():
     assert std(late).sum().item() == 1.0
     # No saturation at θ: beyond θ all bits fire.
     assert std(torch.tensor([[30.0]], dtype=F64)).sum().item() == 3.0
+
+
+# ---------------------------------------------------------------- blocks of images (PASC, bit-plane)
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["pasc", "bitplane", "bitplane-standard"]), st.integers(1, 9), st.integers(1, 10),
+       st.integers(1, 3), st.booleans(), st.booleans(), st.sampled_from([F64, torch.float32]), st.integers(0, 2**31))
+def test_sum_coded_neurons_in_blocks_of_images_give_the_bits_of_one_block(
+        kind, l_in, batch, images_per_block, per_channel, channels_last, dtype, seed):
+    """``batch_blocks``: a neuron's passes run on a few images at a time; every pass is
+    element-wise, so the train, its dtype and its layout are those of one block."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(l_in, batch, 3, 4, 4, generator=g, dtype=dtype)
+    if channels_last:
+        x = torch.stack([x_t.contiguous(memory_format=torch.channels_last) for x_t in x])
+    theta = torch.tensor([0.5, 1.0, 1.7]) if per_channel else torch.tensor(1.3)
+    neuron = PASCNeuron(theta, 7) if kind == "pasc" else BitplaneNeuron(theta, 7, standard_if=kind.endswith("standard"))
+    one = neuron(x)
+    image_bytes = 3 * 4 * 4 * max(x.element_size(), 4)
+    with mock.patch.object(neurons, "BLOCK_STEP_BYTES", images_per_block * image_bytes):
+        assert len(batch_blocks(x)) == -(-batch // images_per_block)
+        blocked = neuron(x)
+    assert torch.equal(blocked, one) and blocked.dtype == one.dtype and blocked.stride() == one.stride()
 
 
 # ---------------------------------------------------------------- IF (§1, §5)

@@ -28,12 +28,14 @@ def machine() -> str:
             + (", glibc malloc keeps freed blocks (keep_freed_memory)" if ALLOCATOR_TUNED else ""))
 
 
-def timing_run(doc: str, rounds: int, **header) -> tuple[argparse.Namespace, dict]:
+def timing_run(doc: str, rounds: int, name: str | None = None, **header) -> tuple[argparse.Namespace, dict]:
     """The start of a script that times kernels (``doc`` its help): ``--rounds`` of interleaved
-    medians, one torch thread, seed 0; returns the arguments and the results' header (machine,
-    command and ``header``)."""
+    medians (and ``--name`` of its results, default ``name``, where given), one torch thread,
+    seed 0; returns the arguments and the results' header (machine, command and ``header``)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=rounds)
+    if name is not None:
+        p.add_argument("--name", default=name, help="results file name (default: %(default)s)")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -1,5 +1,5 @@
 """All steps of a whole train in one call against one call per step, measured to set
-``engine.FOLD_BYTES`` (issue 13, BENCHMARKS.md §9).
+``engine.fold_budget`` (issue 13, BENCHMARKS.md §9).
 
 A sum-coded network (PASC, bit-plane) gives each synaptic layer its whole input train. The
 layer can convolve it a step at a time, copying each step's output into the output train, or
@@ -11,9 +11,10 @@ medians of ``--rounds`` interleaved rounds after a warm-up:
   size of the output train;
 - networks: ``simulate(x, record=False)`` of PASC (L = 8) and bit-plane (L = 15, 4 bits) of
   benchmarks/speed.py's random-weight models, with the engine's rule (fold up to
-  ``FOLD_BYTES``) against no folding (``FOLD_BYTES = 0``), and whether the logits are the same.
+  ``fold_budget``) against no folding (a budget of 0), and whether the logits are the same.
 
     python benchmarks/fold_steps.py
+    python benchmarks/fold_steps.py --name fold_steps_intel   # results/fold_steps_intel.json
 """
 from __future__ import annotations
 
@@ -70,22 +71,23 @@ def network_row(name: str, batch: int, rounds: int) -> dict:
     x = torch.randn(batch, 3, 32, 32)
     nets = {"pasc": sb.convert(sb.prepare(relu, levels=8, threshold=1.0), "pasc"),
             "bitplane": sb.convert(sb.prepare(relu, levels=15, threshold=1.0), "bitplane")}
-    rule, row = engine.FOLD_BYTES, {"model": name, "batch": batch}
+    rule, row = engine.fold_budget, {"model": name, "batch": batch}
     for method, snn in nets.items():
-        def run(fold_bytes, snn=snn):
-            engine.FOLD_BYTES = fold_bytes
+        def run(budget, snn=snn):
+            engine.fold_budget = budget
             try:
                 return snn.simulate(x, record=False).logits
             finally:
-                engine.FOLD_BYTES = rule
-        ms = interleaved({"rule": lambda: run(rule), "per step": lambda: run(0)}, rounds)
+                engine.fold_budget = rule
+        ms = interleaved({"rule": lambda: run(rule), "per step": lambda: run(lambda device: 0)}, rounds)
         row[method] = {"ms": ms, "rule_over_per_step": ms["rule"] / ms["per step"],
-                       "same_logits": bool(torch.equal(run(rule), run(0)))}
+                       "same_logits": bool(torch.equal(run(rule), run(lambda device: 0)))}
     return row
 
 
 def main() -> None:
-    args, results = timing_run(__doc__, 5, fold_bytes=engine.FOLD_BYTES, layers=[], networks=[])
+    args, results = timing_run(__doc__, 5, "fold_steps", fold_bytes=engine.fold_budget(torch.device("cpu")),
+                               layers=[], networks=[])
     with torch.no_grad():
         for c, o, h, batch in LAYERS:
             for steps in (8, 32):
@@ -100,7 +102,7 @@ def main() -> None:
             results["networks"].append(row)
             print(name, batch, {m: (round(row[m]["rule_over_per_step"], 3), row[m]["same_logits"])
                                 for m in ("pasc", "bitplane")}, flush=True)
-    print(f"results: {save('fold_steps', results)}")
+    print(f"results: {save(args.name, results)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ against a call per step (issue 13, BENCHMARKS.md §9).
 
 A rate-coded network runs in time chunks (windows of ``auto_chunk`` steps: 5 at batch 16 of
 CIFAR images, 8 at batch 4, 1 from batch 64). A synaptic layer folds a window's steps into
-the batch when its output is at most ``FOLD_BYTES`` and a probe on random values gave the bits
+the batch when its output is at most ``engine.fold_budget`` and a probe on random values gave the bits
 of a call per step. For each model and batch, ``simulate(x, record=False)`` of the max-norm
 conversion at T = 8 with the engine's rule against no rate-coded folding (the probe answering
 no), medians of ``--rounds`` interleaved rounds after a warm-up, one thread; whether the logits
@@ -57,7 +57,7 @@ def network_row(name: str, batch: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    args, results = timing_run(__doc__, 5, fold_bytes=engine.FOLD_BYTES, networks=[])
+    args, results = timing_run(__doc__, 5, fold_bytes=engine.fold_budget(torch.device("cpu")), networks=[])
     with torch.no_grad():
         for name, batch in NETWORKS:
             row = network_row(name, batch, args.rounds)

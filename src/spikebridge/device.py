@@ -9,6 +9,7 @@ import ctypes.util
 import functools
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -61,6 +62,25 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # no C library found, or one without mallopt
         return False
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE) == 1
+
+
+CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+@functools.cache
+def last_level_cache_bytes(caches: Path = CPU_CACHES) -> int:
+    """The size of the largest-level data cache of CPU 0 as Linux reports it (sysfs; in a
+    virtual machine, the host's, shared with its other guests), 0 where it is not reported."""
+    sizes = {}
+    for index in caches.glob("index*"):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+            if kind != "Instruction":
+                sizes[int(level)] = int(size[:-1]) * SIZE_UNITS[size[-1]] if size[-1] in SIZE_UNITS else int(size)
+        except (OSError, ValueError):
+            continue
+    return sizes[max(sizes)] if sizes else 0
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import spikebridge as sb
+from spikebridge.device import last_level_cache_bytes
 from spikebridge.snn import engine
 from spikebridge.snn.codings import RATE, SUM
 from spikebridge.snn.neurons import IFNeuron
@@ -104,10 +105,31 @@ def test_a_whole_train_runs_in_one_call_as_step_by_step(layer, step, layout):
 def test_only_a_whole_train_whose_output_fits_the_budget_is_folded(monkeypatch):
     conv, train = nn.Conv2d(4, 8, 3, stride=2), torch.zeros(6, 2, 4, 9, 9)  # output 6 x 2 x 8 x 4 x 4 floats
     monkeypatch.setattr(engine, "FOLD_BYTES", 6 * 2 * 8 * 4 * 4 * 4)
+    monkeypatch.setattr(engine, "last_level_cache_bytes", lambda: 0)
     assert engine.folds(conv, train, SUM)
     assert not engine.folds(conv, torch.zeros(6, 3, 4, 9, 9), SUM)  # one image more
     assert not engine.folds(conv, train, RATE)
     assert engine.folds(nn.Linear(9, 1), train, SUM)  # 6 x 2 x 4 x 9 x 1 floats
+
+
+@pytest.mark.parametrize("cache_mib, budget_mib", [(0, 16), (32, 16), (48, 24), (480, 240)])
+def test_the_fold_budget_is_half_the_last_level_cache_on_the_cpu(monkeypatch, cache_mib, budget_mib):
+    monkeypatch.setattr(engine, "last_level_cache_bytes", lambda: cache_mib << 20)
+    assert engine.fold_budget(torch.device("cpu")) == budget_mib << 20
+    assert engine.fold_budget(torch.device("meta")) == engine.FOLD_BYTES  # another device: its own cache is not known
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    assert engine.folds(conv, torch.zeros(8, 64, 16, 32, 32), SUM) == (budget_mib >= 32)  # a 32 MiB output
+
+
+def test_the_last_level_cache_is_read_from_sysfs(tmp_path):
+    for name, (level, kind, size) in {"index0": (1, "Data", "48K"), "index1": (1, "Instruction", "64K"),
+                                      "index2": (2, "Unified", "2048K"), "index3": (3, "Unified", "32M"),
+                                      "index4": (4, "Instruction", "1G")}.items():
+        (tmp_path / name).mkdir()
+        for field, value in (("level", level), ("type", kind), ("size", size)):
+            (tmp_path / name / field).write_text(f"{value}\n")
+    assert last_level_cache_bytes(tmp_path) == 32 << 20
+    assert last_level_cache_bytes(tmp_path / "absent") == 0
 
 
 def test_a_rate_coded_window_folds_only_where_folding_keeps_every_bit(monkeypatch):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, on_numbers, per_element)
+from ..device import last_level_cache_bytes
 from ..errors import ConversionError, InputError, OptionError, SpikeBridgeError, first_line
 from .integer_synapses import MAX_COUNT, MODES, IntegerLayer, IntegerLayers, supported, worthwhile
 from .neurons import SpikingNeuron, empty_train
@@ -61,23 +62,21 @@ def weight_in(layer: nn.Module, layout: torch.memory_format) -> torch.Tensor:
     return weight
 
 
-FOLD_BYTES = 16 * 2**20  # a train's steps run in one call when its output is at most this
+FOLD_BYTES = 16 * 2**20  # a train's steps run in one call when its output is at most this (or ``fold_budget``)
 CALLS_KEPT = 1024         # synaptic calls whose output size and probe result are remembered
 
 
 def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None,
           layout: torch.memory_format = torch.contiguous_format, exact_sums: bool = False) -> bool:
     """Whether ``synapse`` runs all steps of ``train`` in one call, the steps folded into the
-    batch: when the output train takes at most ``FOLD_BYTES`` (its shape found on the meta
+    batch: when the output train takes at most ``fold_budget`` (its shape found on the meta
     device, once per call shape) and, for a coding whose windows vary (``Coding.whole_trains``
     False: rate-coded time chunks), when ``forward`` (the layer's call, its steps in ``layout``)
     folded gives the bits of a call per step (``folding_keeps_bits``; always, for a call whose
     sums are ``exact_sums``: integer synapses), so that a run in time chunks computes bit for
-    bit what one window computes. Measured on 2 cores (32 MiB L3), one
-    thread, 3x3 convolutions of 16–512 channels (benchmarks/fold_steps.py): one call took
-    0.76–1.00x the time of a call per step (with its copy into the train) up to 16 MiB of
-    output, 0.96–1.16x from 32 MiB; PASC and bit-plane networks 0.86–1.00x and max-norm ones
-    0.85–0.94x at batch 16 and 0.65–0.81x at batch 4 (benchmarks/fold_windows.py), the same
+    bit what one window computes. Measured on 2 cores, one thread, with a 16 MiB budget: PASC
+    and bit-plane networks 0.86–1.00x the time of a call per step, max-norm ones 0.85–0.94x at
+    batch 16 and 0.65–0.81x at batch 4 (benchmarks/fold_steps.py, fold_windows.py), the same
     logits bit for bit, the same live memory (BENCHMARKS.md §9)."""
     known = _remembered(layer, train, layout)
     if "bytes" not in known:
@@ -85,11 +84,28 @@ def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None,
         weight = layer.weight.to("meta")
         out = F.linear(step, weight) if isinstance(layer, nn.Linear) else layer._conv_forward(step, weight, None)
         known["bytes"] = train.shape[0] * out.numel() * out.element_size()
-    if known["bytes"] > FOLD_BYTES:
+    if known["bytes"] > (FOLD_BYTES if exact_sums else fold_budget(train.device)):
         return False
     if coding.whole_trains or exact_sums:
         return True
     return forward is not None and folding_keeps_bits(layer, train, forward, layout)
+
+
+def fold_budget(device: torch.device) -> int:
+    """The largest output train ``folds`` runs in one call in float arithmetic: on the CPU half
+    its last-level cache (``device.last_level_cache_bytes``) where that is more than
+    ``FOLD_BYTES``, elsewhere ``FOLD_BYTES`` (and for integer synapses, which pass over their
+    output once per digit: VGG-16 and ResNet-18 took up to 1.13x the time with half the
+    cache for them too). Where the output outgrows the cache, the folded call writes it to memory
+    while a call per step writes a step that its copy then reads from cache. Measured, one
+    thread, 3x3 convolutions on channels-last binary trains (``benchmarks/fold_steps.py``; one
+    call over a call per step with its copy): with 32 MiB of L3 (AMD EPYC) 0.76–1.00 up to 16 MiB
+    of output, 0.96–1.06 at 32 MiB, 0.98–1.16 at 64–128 MiB; with 480 MiB (Intel Xeon, shared
+    with the host's other guests) 0.75–0.93 at every size from 1 to 128 MiB. Whole simulations
+    there with this budget took 0.88–1.02x the time with 16 MiB (``benchmarks/fold_budget.py``;
+    PASC 0.91–0.93 on small_cnn and ResNet-20 from batch 64, bit-plane 0.88–0.94 where its
+    trains outgrow 16 MiB, max-norm 0.98–1.02), the same logits bit for bit (BENCHMARKS.md §9)."""
+    return max(FOLD_BYTES, last_level_cache_bytes() // 2) if device.type == "cpu" else FOLD_BYTES
 
 
 _calls: dict[tuple, dict] = {}

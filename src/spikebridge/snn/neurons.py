@@ -62,10 +62,10 @@ BLOCK_STEP_BYTES = 256 << 10
 def batch_blocks(x: torch.Tensor) -> list[slice]:
     """Slices of a train's batch (dim 1) that a sum-coded neuron runs one at a time, all its
     passes over a block before the next: on the CPU, as many images as keep one step of a
-    block's float32 (or wider) state within ``BLOCK_STEP_BYTES`` (256 KiB), so that potentials,
-    counts, the step at hand and the scratch of a comparison (~1 MiB) stay in a core's 2 MiB
-    cache through all the steps instead of crossing memory at each pass; elsewhere the whole
-    batch. Every pass is element-wise, so the bits do not depend on the blocks. Measured, one
+    block's float32 (or wider) state within ``BLOCK_STEP_BYTES`` (256 KiB), so that the
+    block's potentials, counts, 1.0/0.0 comparisons and input step (~1 MiB together) stay in a
+    core's 2 MiB cache through all the steps instead of crossing memory at each pass;
+    elsewhere the whole batch. Every pass is element-wise, so the bits do not depend on the blocks. Measured, one
     thread, L = 8, random-weight CIFAR models (``benchmarks/neuron_blocks.py``, BENCHMARKS.md
     §9; whole simulations, time over the neurons' passes over the whole batch at once): PASC
     0.80–0.96 (ResNet-20 0.93 / 0.87 / 0.85 at batch 16 / 64 / 256), bit-plane 0.91–0.98; budgets

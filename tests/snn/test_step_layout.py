@@ -117,6 +117,7 @@ def test_the_fold_budget_is_half_the_last_level_cache_on_the_cpu(monkeypatch, ca
     monkeypatch.setattr(engine, "last_level_cache_bytes", lambda: cache_mib << 20)
     assert engine.fold_budget(torch.device("cpu")) == budget_mib << 20
     assert engine.fold_budget(torch.device("meta")) == engine.FOLD_BYTES  # another device: its own cache is not known
+    assert engine.fold_budget(torch.device("cpu"), exact_sums=True) == engine.FOLD_BYTES  # integer synapses
     conv = nn.Conv2d(16, 16, 3, padding=1)
     assert engine.folds(conv, torch.zeros(8, 64, 16, 32, 32), SUM) == (budget_mib >= 32)  # a 32 MiB output
 

@@ -84,19 +84,19 @@ def folds(layer: nn.Module, train: torch.Tensor, coding, forward=None,
         weight = layer.weight.to("meta")
         out = F.linear(step, weight) if isinstance(layer, nn.Linear) else layer._conv_forward(step, weight, None)
         known["bytes"] = train.shape[0] * out.numel() * out.element_size()
-    if known["bytes"] > (FOLD_BYTES if exact_sums else fold_budget(train.device)):
+    if known["bytes"] > fold_budget(train.device, exact_sums):
         return False
     if coding.whole_trains or exact_sums:
         return True
     return forward is not None and folding_keeps_bits(layer, train, forward, layout)
 
 
-def fold_budget(device: torch.device) -> int:
-    """The largest output train ``folds`` runs in one call in float arithmetic: on the CPU half
+def fold_budget(device: torch.device, exact_sums: bool = False) -> int:
+    """The largest output train ``folds`` runs in one call: for a float call on the CPU half
     its last-level cache (``device.last_level_cache_bytes``) where that is more than
-    ``FOLD_BYTES``, elsewhere ``FOLD_BYTES`` (and for integer synapses, which pass over their
-    output once per digit: VGG-16 and ResNet-18 took up to 1.13x the time with half the
-    cache for them too). Where the output outgrows the cache, the folded call writes it to memory
+    ``FOLD_BYTES``; elsewhere, and for integer synapses (``exact_sums``), which pass over
+    their output once per digit, ``FOLD_BYTES`` (VGG-16 and ResNet-18 took up to 1.13x the
+    time with half the cache for integer synapses too). Where the output outgrows the cache, the folded call writes it to memory
     while a call per step writes a step that its copy then reads from cache. Measured, one
     thread, 3x3 convolutions on channels-last binary trains (``benchmarks/fold_steps.py``; one
     call over a call per step with its copy): with 32 MiB of L3 (AMD EPYC) 0.76–1.00 up to 16 MiB
@@ -105,7 +105,9 @@ def fold_budget(device: torch.device) -> int:
     there with this budget took 0.88–1.02x the time with 16 MiB (``benchmarks/fold_budget.py``;
     PASC 0.91–0.93 on small_cnn and ResNet-20 from batch 64, bit-plane 0.88–0.94 where its
     trains outgrow 16 MiB, max-norm 0.98–1.02), the same logits bit for bit (BENCHMARKS.md §9)."""
-    return max(FOLD_BYTES, last_level_cache_bytes() // 2) if device.type == "cpu" else FOLD_BYTES
+    if exact_sums or device.type != "cpu":
+        return FOLD_BYTES
+    return max(FOLD_BYTES, last_level_cache_bytes() // 2)
 
 
 _calls: dict[tuple, dict] = {}

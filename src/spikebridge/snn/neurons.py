@@ -65,12 +65,12 @@ def batch_blocks(x: torch.Tensor) -> list[slice]:
     block's float32 (or wider) state within ``BLOCK_STEP_BYTES`` (256 KiB), so that the
     block's potentials, counts, 1.0/0.0 comparisons and input step (~1 MiB together) stay in a
     core's 2 MiB cache through all the steps instead of crossing memory at each pass;
-    elsewhere the whole batch. Every pass is element-wise, so the bits do not depend on the blocks. Measured, one
-    thread, L = 8, random-weight CIFAR models (``benchmarks/neuron_blocks.py``, BENCHMARKS.md
-    §9; whole simulations, time over the neurons' passes over the whole batch at once): PASC
-    0.80–0.96 (ResNet-20 0.93 / 0.87 / 0.85 at batch 16 / 64 / 256), bit-plane 0.91–0.98; budgets
-    of 128, 512 and 1024 KiB were from 0.02 faster to 0.08 slower than 256. Not measured on a
-    GPU."""
+    elsewhere the whole batch. Every pass is element-wise, so the bits do not depend on the
+    blocks. Measured, one thread, L = 8, random-weight CIFAR models
+    (``benchmarks/neuron_blocks.py``, BENCHMARKS.md §9; whole simulations, time over the
+    neurons' passes over the whole batch at once): PASC 0.80–0.96 (ResNet-20 0.93 / 0.87 /
+    0.85 at batch 16 / 64 / 256), bit-plane 0.91–0.98; budgets of 128, 512 and 1024 KiB were
+    from 0.02 faster to 0.08 slower than 256. Not measured on a GPU."""
     if x.device.type != "cpu" or x.dim() < 2:
         return [slice(None)]
     image = max(1, x[0, :1].numel() * max(x.element_size(), 4))
@@ -245,9 +245,8 @@ class IFNeuron(SpikingNeuron):
         1.0/0.0 straight into the output step, which is then scaled by θ in place (no bool
         tensor and no bool→float cast: 1.8x faster than ge-into-bool then mul, measured);
         ``counts`` takes that 1.0/0.0 step before the scaling (a copy at the first step, no
-        zeroing pass). From v = None (a run's first
-        window) the first step writes v0 + x(0) into a new potential in one pass, where
-        ``init_state`` and then the add took two."""
+        zeroing pass). From v = None (a run's first window) the first step writes v0 + x(0)
+        into a new potential in one pass, where ``init_state`` and then the add took two."""
         theta = channel_view(self.threshold, x.dim() - 1)
         out = None
         for t in range(steps):

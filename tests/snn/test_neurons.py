@@ -118,6 +118,26 @@ def test_pasc_stage_two_per_channel_in_any_layout_has_the_full_loops_counts(l_in
     assert torch.equal(PASCNeuron(theta, levels).count(x), full_pasc_loop(x, theta, levels))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("levels", [1, 2, 3, 8])
+def test_pasc_stage_two_past_the_clip_gives_the_clipped_counts(dtype, levels):
+    # Stage (2)'s first step runs without the clip: neurons it moves past 0..L must end with the
+    # counts of the loop that freezes them there. Columns, after stage (1) (c, v): (0, −ε) with
+    # −ε + θ* rounding to θ* (down to −1, then up to 0), (2, 3.5θ*) (up from c ≥ L), (0, −2.5θ*),
+    # (1, −ε) (down, then up again in a second step), (0, θ*/2) (still).
+    unit = torch.tensor(0.75, dtype=dtype)
+    eps = torch.finfo(dtype).eps * unit / 4
+    x = torch.stack([torch.stack([-unit / 2, -eps]), torch.stack([5 * unit, 0 * unit]),
+                     torch.stack([-3 * unit, 0 * unit]), torch.stack([unit / 2, -eps]),
+                     torch.stack([0 * unit, 0 * unit])], 1)
+    neuron = PASCNeuron(unit * levels, levels)
+    k = full_pasc_loop(x, unit * levels, levels)
+    steps = max(2, levels) - 1
+    assert k.tolist() == [0, min(2 + min(3, steps), levels), 0, int(steps >= 2), 0]
+    assert torch.equal(neuron.count(x), k)
+    assert torch.equal(neuron(x), (torch.arange(levels).view(-1, 1) < k).to(dtype) * unit)
+
+
 @FAST
 @given(st.integers(1, 16), st.integers(0, 2**31), st.integers(-3, 3),
        st.sampled_from([torch.float32, torch.float64, torch.bfloat16]), st.booleans())

@@ -403,33 +403,36 @@ class PASCNeuron(SpikingNeuron):
 
     def count(self, x: torch.Tensor) -> torch.Tensor:
         """The emitted spike count k (int64, shape of one step) for an input train x."""
-        return self._count(x).long()
+        return self._count(x).clamp_(0, self.levels).long()
 
     def _count(self, x: torch.Tensor) -> torch.Tensor:
-        """``count``'s k as a float of at least 32 bits (exact integers: |c| ≤ L_in + max(L_in,
-        L)). A 1-step train (the input layer) gets the QCFS level of its analog value by the
-        ANN's own formula (docs/methods.md §2), so the input layer's levels are the ANN's bit
-        for bit. Otherwise stage (1) writes each comparison as 1.0/0.0 into a float buffer (no
-        bool tensor cast per step) and v − s·θ* is ``addcmul`` with s ∈ {0, 1}, the paper's
-        rounding; stage (2) is ``_settle``."""
+        """``count``'s k before its clip to 0..L (the output train's comparison with each step
+        clips it) as a float of at least 32 bits (exact integers: |c| ≤ L_in + max(L_in, L)).
+        A 1-step train (the input layer) gets the QCFS level of its analog value by the ANN's
+        own formula (docs/methods.md §2), so the input layer's levels are the ANN's bit for bit.
+        Otherwise stage (1) writes each comparison as 1.0/0.0 into a float buffer (no bool
+        tensor cast per step) and v − s·θ* is ``addcmul`` with s ∈ {0, 1}, the paper's
+        rounding; its first step starts from v = x(0) + θ*/2, the float (0 + θ*/2) + x(0)
+        gives, with c its comparison; stage (2) is ``_settle``."""
         theta = channel_view(self.threshold, x.dim() - 1)
         exact = torch.promote_types(x.dtype, torch.float32)
         if x.shape[0] == 1:
             return torch.floor(x[0] * self.levels / theta + 0.5).clamp_(0, self.levels).to(exact)  # the ANN's dtypes
         unit = theta / self.levels
-        v = torch.zeros_like(x[0]) + unit / 2
+        v = torch.add(x[0], unit / 2)
+        c = torch.ge(v, unit, out=torch.empty_like(v, dtype=exact))  # v's layout
+        v.addcmul_(c, unit, value=-1)
         up = torch.empty_like(v)
-        c = torch.zeros_like(v, dtype=exact)  # v's layout
-        for x_t in x:
+        for x_t in x[1:]:
             v.add_(x_t)
             torch.ge(v, unit, out=up)
             c.add_(up)
             v.addcmul_(up, unit, value=-1)
-        return _settle(v, c, unit, self.levels, max(x.shape[0], self.levels) - 1).clamp_(0, self.levels)
+        return _settle(v, c, unit, self.levels, max(x.shape[0], self.levels) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The train of ``_count``'s k, each block of images (``batch_blocks``) counted and
-        emitted before the next."""
+        emitted before the next: θ* in steps t < k (so none for k ≤ 0, all L for k ≥ L)."""
         exact = torch.promote_types(x.dtype, torch.float32)  # floats: an int64 comparison over L steps was 8x slower
         steps = torch.arange(self.levels, dtype=exact, device=x.device).view(-1, *([1] * (x.dim() - 1)))
         unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
@@ -443,31 +446,30 @@ class PASCNeuron(SpikingNeuron):
 
 
 def _settle(v: torch.Tensor, c: torch.Tensor, unit: torch.Tensor, levels: int, steps: int) -> torch.Tensor:
-    """PASC stage (2) in place on potentials v and float counts c (one step's shape; ``unit``
-    θ* broadcasts to it): ``steps`` steps of: if v ≥ θ* and c < L: c += 1, v −= θ*; elif v < 0
-    and c > 0: c −= 1, v += θ*. Returns c.
+    """PASC stage (2) in place on potentials v and float counts c ≥ 0 (one step's shape;
+    ``unit`` θ* broadcasts to it): ``steps`` steps of: if v ≥ θ* and c < L: c += 1, v −= θ*;
+    elif v < 0 and c > 0: c −= 1, v += θ*. Returns c, the same after a clip to 0..L.
 
     The clip freezes a neuron at c ≥ L going up or c ≤ 0 going down: it keeps its clipped k,
     so the counts are the unbounded loop's after clipping, and the loop stops once none moves.
-    Full-size steps cost ~10 passes; after the first one, typically 0.01–0.2% of a hidden
-    layer's neurons still move (ResNet-20, small CNN, L = 8), so from the second step on the
-    movers run alone (``_settle_few``): stage (2) over ResNet-20's hidden layers at batch 64 in
-    0.08 s instead of 0.10–0.11 s (and 0.09 s gathering the first step's 2–15% instead)."""
+    The first step runs without the clip (5 passes instead of 9): a neuron it moves past the
+    clip stays there. Up from c ≥ L leaves v ≥ 0 (v ≥ θ* rounds v − θ* to ≥ 0), so it never
+    comes down: c > L, clipped to L. Down from c = 0 gives c = −1 and v + θ* ≤ θ*; only at
+    v + θ* = θ* (rounded) does it move again, up to c = 0, v = 0: clipped to 0 either way.
+    After the first step, typically 0.01–0.2% of a hidden layer's neurons still move
+    (ResNet-20, small CNN, L = 8), so from the second step on the movers run alone
+    (``_settle_few``): stage (2) over ResNet-20's hidden layers at batch 64 in 0.08 s instead
+    of 0.10–0.11 s (and 0.09 s gathering the first step's 2–15% instead)."""
     if steps == 0:
         return c
     up, down, room = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
-
-    def moves() -> None:  # up, down: 1.0 where the neuron moves that way in the next step
-        torch.ge(v, unit, out=up).mul_(torch.lt(c, levels, out=room))
-        torch.lt(v, 0, out=down).mul_(torch.gt(c, 0, out=room))
-
-    moves()
-    move = up.sub_(down)  # +1 up, −1 down, 0 still
+    move = torch.ge(v, unit, out=up).sub_(torch.lt(v, 0, out=down))  # +1 up, −1 down, 0 still
     c.add_(move)
     v.addcmul_(move, unit, value=-1)
     if steps == 1:
         return c
-    moves()
+    torch.ge(v, unit, out=up).mul_(torch.lt(c, levels, out=room))  # 1.0 where it moves up next
+    torch.lt(v, 0, out=down).mul_(torch.gt(c, 0, out=room))
     if not up.sum() + down.sum():  # sums of 0/1 floats: 10x faster than any()
         return c
     return _settle_few(v, c, unit, levels, steps - 1, up.sub_(down))

@@ -4,11 +4,15 @@ block within ``BLOCK_STEP_BYTES``), against the same simulation with each neuron
 the whole batch at once (issue 13, BENCHMARKS.md §9). The layers between the neurons run over
 the whole batch either way, so the results are the same bit for bit (checked on each row).
 
-For each model (random weights, CIFAR-style, as benchmarks/speed.py builds them), batch and
+For each model (random weights, as benchmarks/speed.py builds them: CIFAR-style at 32x32, or
+``--image-size``; models with GELU or SiLU, such as vit_tiny and efficientnet_tiny, run the
+quantized-activation neurons, with inhibitory spikes), batch and
 method, in one process, medians of interleaved rounds after a warm-up: each budget's time over
-the whole batch's, and each one's time over the dense limit (steps × the ReLU ANN's forward).
+the whole batch's, and each one's time over the dense limit (steps × the ANN's forward, with
+its own activation).
 
     python benchmarks/neuron_blocks.py --models small_cnn,resnet20,vgg16,resnet18 --batches 16,64
+    python benchmarks/neuron_blocks.py --models efficientnet_tiny,vit_tiny --image-size 28 --budgets 256
 """
 from __future__ import annotations
 
@@ -28,9 +32,10 @@ from spikebridge.snn import neurons  # noqa: E402
 WHOLE = 1 << 50  # a budget no batch reaches: one block
 
 
-def measure(name: str, batch: int, levels: int, methods: list[str], budgets: list[int], rounds: int) -> list[dict]:
-    relu = build(name, 32, "cpu")
-    x = torch.randn(batch, 3, 32, 32)
+def measure(name: str, batch: int, levels: int, methods: list[str], budgets: list[int], rounds: int,
+            image_size: int = 32) -> list[dict]:
+    relu = build(name, image_size, "cpu")
+    x = torch.randn(batch, 3, image_size, image_size)
     rows = []
     for method in methods:
         snn, steps, _ = network(relu, x, method, levels, T=0)
@@ -43,7 +48,7 @@ def measure(name: str, batch: int, levels: int, methods: list[str], budgets: lis
         with torch.no_grad():
             ms = interleaved({"ann": lambda: relu(x), **{b: (lambda b=b: run(b)) for b in [WHOLE, *budgets]}}, rounds)
         limit = steps * ms.pop("ann")
-        row = {"model": name, "batch": batch, "levels": levels, "method": method, "steps": steps,
+        row = {"model": name, "image_size": image_size, "batch": batch, "levels": levels, "method": method, "steps": steps,
                "whole_s": ms[WHOLE] / 1e3, "whole_over_limit": ms[WHOLE] / limit,
                "over_whole": {b >> 10: ms[b] / ms[WHOLE] for b in budgets},
                "over_limit": {b >> 10: ms[b] / limit for b in budgets},
@@ -62,13 +67,15 @@ def main() -> None:
     p.add_argument("--levels", type=int, default=8, help="levels L of PASC and bit-plane")
     p.add_argument("--methods", default="pasc,bitplane", help="of pasc, bitplane")
     p.add_argument("--budgets", default="128,256,512,1024", help="BLOCK_STEP_BYTES in KiB")
+    p.add_argument("--image-size", type=int, default=32)
     args = p.parse_args()
     torch.set_num_threads(1)
     budgets = [int(k) << 10 for k in args.budgets.split(",")]
     results = {"machine": machine(), "command": " ".join(sys.argv), "rows": []}
     for name in args.models.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
-            results["rows"] += measure(name, batch, args.levels, args.methods.split(","), budgets, args.rounds)
+            results["rows"] += measure(name, batch, args.levels, args.methods.split(","), budgets, args.rounds,
+                                       args.image_size)
             save(args.name, results)
     print(f"results: {save(args.name, results)}")
 

@@ -75,6 +75,9 @@ def symmetric(name: str) -> bool:
     return base_name(name) in SYMMETRIC
 
 
-def quantized_level(function: str, z: torch.Tensor, threshold: torch.Tensor, levels: int, k_min: int) -> torch.Tensor:
-    """The closed form k = clip(floor(f(z)·L/θ + 1/2), k_min, L) as int64, θ broadcast against z."""
-    return torch.floor(activation(function)(z) * levels / threshold + 0.5).clamp(k_min, levels).to(torch.int64)
+def quantized_level(function: str, z: torch.Tensor, threshold: torch.Tensor, levels: int, k_min: int,
+                    dtype: torch.dtype | None = torch.int64) -> torch.Tensor:
+    """The closed form k = clip(floor(f(z)·L/θ + 1/2), k_min, L) as ``dtype`` (None: the float
+    it is computed in, whose integers k are exact), θ broadcast against z."""
+    k = torch.floor(activation(function)(z) * levels / threshold + 0.5).clamp_(k_min, levels)
+    return k if dtype is None else k.to(dtype)

@@ -15,12 +15,16 @@ from spikebridge.snn.network import (AUTO_PIECE_TRAIN_BYTES, STEP_PIECE, STEP_PI
                                      auto_batch_chunk, auto_step_pieces)
 
 
-def _qcfs_snn(T: int):
+def _qann(act=nn.ReLU):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
-                        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16, 8), nn.ReLU(),
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), act(), nn.AvgPool2d(2),
+                        nn.Conv2d(4, 6, 3, padding=1), act(), nn.Flatten(), nn.Linear(6 * 16, 8), act(),
                         nn.Linear(8, 3))
-    qann = sb.prepare(net, levels=4, threshold=1.0).eval()
+    return sb.prepare(net, levels=4, threshold=1.0).eval()
+
+
+def _qcfs_snn(T: int):
+    qann = _qann()
     return qann, sb.convert(qann, "qcfs", T=T)
 
 
@@ -85,13 +89,16 @@ def test_sum_coded_networks_in_batch_pieces_give_the_same_simulation(method, bat
     assert sum(c.sum() for c in whole.spikes.values()) > 0  # the counts compared are not all zero
 
 
+@pytest.mark.parametrize("act", [nn.ReLU, nn.GELU])
 @pytest.mark.parametrize("method", ["pasc", "bitplane"])
 @pytest.mark.parametrize("images", [1, 3])
-def test_sum_coded_neurons_in_blocks_of_images_give_the_same_simulation(method, images, monkeypatch):
+def test_sum_coded_neurons_in_blocks_of_images_give_the_same_simulation(method, images, act, monkeypatch):
     """``neurons.batch_blocks``: each neuron's passes over a few images at a time, the layers
-    between them over the whole batch; the simulation is that of one block."""
-    qann, _ = _qcfs_snn(T=4)
-    snn = sb.convert(qann, method)
+    between them over the whole batch; the simulation is that of one block (GELU: the
+    quantized-activation neurons, inhibitory spikes included)."""
+    snn = sb.convert(_qann(act), method)
+    quantized = [type(n).__name__.startswith("Quantized") for n in snn.neurons().values()]
+    assert all(quantized) if act is nn.GELU else not any(quantized)
     x = torch.rand(7, 1, 8, 8)
     whole = snn.simulate(x, values=True)
     monkeypatch.setattr(neurons, "BLOCK_STEP_BYTES", images * 4 * 8 * 8 * 4)  # a step of the first layer's images

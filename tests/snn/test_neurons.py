@@ -12,6 +12,8 @@ from spikebridge.snn.neurons import (
     BitplaneNeuron,
     IFNeuron,
     PASCNeuron,
+    QuantizedBitplaneNeuron,
+    QuantizedPASCNeuron,
     bitplane_code,
     bitplane_level,
     bits_needed,
@@ -285,8 +287,14 @@ def test_bitplane_standard_if_ablation():
 
 # ---------------------------------------------------------------- blocks of images (PASC, bit-plane)
 
-@settings(max_examples=40, deadline=None)
-@given(st.sampled_from(["pasc", "bitplane", "bitplane-standard"]), st.integers(1, 9), st.integers(1, 10),
+SUM_CODED = {"pasc": lambda theta: PASCNeuron(theta, 7), "bitplane": lambda theta: BitplaneNeuron(theta, 7),
+             "bitplane-standard": lambda theta: BitplaneNeuron(theta, 7, standard_if=True),
+             "quantized-pasc": lambda theta: QuantizedPASCNeuron(theta, 7, "gelu", -2),
+             "quantized-bitplane": lambda theta: QuantizedBitplaneNeuron(theta, 7, "silu", -1)}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(sorted(SUM_CODED)), st.integers(1, 9), st.integers(1, 10),
        st.integers(1, 3), st.booleans(), st.booleans(), st.sampled_from([F64, torch.float32]), st.integers(0, 2**31))
 def test_sum_coded_neurons_in_blocks_of_images_give_the_bits_of_one_block(
         kind, l_in, batch, images_per_block, per_channel, channels_last, dtype, seed):
@@ -297,7 +305,7 @@ def test_sum_coded_neurons_in_blocks_of_images_give_the_bits_of_one_block(
     if channels_last:
         x = torch.stack([x_t.contiguous(memory_format=torch.channels_last) for x_t in x])
     theta = torch.tensor([0.5, 1.0, 1.7]) if per_channel else torch.tensor(1.3)
-    neuron = PASCNeuron(theta, 7) if kind == "pasc" else BitplaneNeuron(theta, 7, standard_if=kind.endswith("standard"))
+    neuron = SUM_CODED[kind](theta)
     one = neuron(x)
     image_bytes = 3 * 4 * 4 * max(x.element_size(), 4)
     with mock.patch.object(neurons, "BLOCK_STEP_BYTES", images_per_block * image_bytes):

@@ -641,16 +641,22 @@ class QuantizedPASCNeuron(SpikingNeuron):
     def config(self) -> dict:
         return {"levels": self.levels, "function": self.function, "k_min": self.k_min}
 
-    def level(self, x: torch.Tensor) -> torch.Tensor:
-        """The emitted level k (int64, shape of one step) for an input train x."""
-        z = x.sum(0)
-        return quantized_level(self.function, z, channel_view(self.threshold, z.dim()), self.levels, self.k_min)
+    def level(self, x: torch.Tensor, dtype: torch.dtype | None = torch.int64) -> torch.Tensor:
+        """The emitted level k (int64, or ``quantized_level``'s float for None; shape of one
+        step) for an input train x, integrated in step order: z = ((x(0) + x(1)) + ...)."""
+        z = _sum_steps(x)
+        return quantized_level(self.function, z, channel_view(self.threshold, z.dim()), self.levels, self.k_min, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.level(x)
-        steps = torch.arange(self.steps_out(x.shape[0]), device=x.device).view(-1, *([1] * k.dim()))
-        unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
-        return (steps < k.abs()).to(x.dtype) * k.sign().to(x.dtype) * unit
+        """Each block of images (``batch_blocks``) integrated and emitted before the next: 1.0
+        in steps t < |k| (written in place), times sign(k)·θ/L."""
+        steps = torch.arange(self.steps_out(x.shape[0]), device=x.device).view(-1, *([1] * (x.dim() - 1)))
+        unit = channel_view(self.threshold, x.dim() - 1) / self.levels
+        out = empty_train(x[0], steps.shape[0], torch.result_type(x, unit))
+        for rows in batch_blocks(x):
+            k = self.level(x[:, rows], None)
+            torch.lt(steps, k.abs(), out=out[:, rows]).mul_(k.sign_().mul_(unit))
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.function}, levels={self.k_min}..{self.levels}"
@@ -687,13 +693,24 @@ class QuantizedBitplaneNeuron(SpikingNeuron):
         return 2 ** self.T - 1 < max(self.levels, -self.k_min)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = x.sum(0)
-        k = quantized_level(self.function, z, channel_view(self.threshold, z.dim()), self.levels, self.k_min)
-        magnitude = k.abs().clamp(max=2 ** self.T - 1)
-        weights = 2 ** torch.arange(self.T - 1, -1, -1, device=x.device).view(-1, *([1] * k.dim()))
-        bits = torch.bitwise_and(magnitude, weights) != 0
-        unit = channel_view(self.threshold, x.dim(), time_major=True) / self.levels
-        return bits.to(x.dtype) * (weights * k.sign()).to(x.dtype) * unit
+        """Each block of images (``batch_blocks``) integrated in step order, z = ((x(0) +
+        x(1)) + ...), and emitted before the next: with m = min(|k|, 2^T − 1), bit t of
+        weight w = 2^(T−1−t) is s = [m ≥ w] (m −= s·w: exact integers), written in place as
+        1.0/0.0 and scaled by sign(k)·θ/L·w (a power of two times θ/L, exact)."""
+        unit = channel_view(self.threshold, x.dim() - 1) / self.levels
+        out = empty_train(x[0], self.T, torch.result_type(x, unit))
+        for rows in batch_blocks(x):
+            z = _sum_steps(x[:, rows])
+            k = quantized_level(self.function, z, channel_view(self.threshold, z.dim()), self.levels, self.k_min, None)
+            m = k.abs().clamp_(max=2 ** self.T - 1)
+            value = k.sign_().mul_(unit)
+            for t in range(self.T):
+                w = 2 ** (self.T - 1 - t)
+                s = torch.ge(m, w, out=out[t, rows])
+                if t < self.T - 1:
+                    m.sub_(s, alpha=w)
+                s.mul_(value).mul_(w)
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.function}, levels={self.k_min}..{self.levels}, T={self.T}"

@@ -48,8 +48,8 @@ def measure(name: str, batch: int, levels: int, methods: list[str], budgets: lis
         with torch.no_grad():
             ms = interleaved({"ann": lambda: relu(x), **{b: (lambda b=b: run(b)) for b in [WHOLE, *budgets]}}, rounds)
         limit = steps * ms.pop("ann")
-        row = {"model": name, "image_size": image_size, "batch": batch, "levels": levels, "method": method, "steps": steps,
-               "whole_s": ms[WHOLE] / 1e3, "whole_over_limit": ms[WHOLE] / limit,
+        row = {"model": name, "image_size": image_size, "batch": batch, "levels": levels, "method": method,
+               "steps": steps, "whole_s": ms[WHOLE] / 1e3, "whole_over_limit": ms[WHOLE] / limit,
                "over_whole": {b >> 10: ms[b] / ms[WHOLE] for b in budgets},
                "over_limit": {b >> 10: ms[b] / limit for b in budgets},
                "bit_identical": all(torch.equal(logits[b], logits[WHOLE]) for b in budgets)}

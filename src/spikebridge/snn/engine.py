@@ -62,6 +62,27 @@ def weight_in(layer: nn.Module, layout: torch.memory_format) -> torch.Tensor:
     return weight
 
 
+def one_tap(layer: nn.Module, train: torch.Tensor) -> tuple[int, int] | None:
+    """The kernel tap (i, j) that every output of a Conv2d reads real input through, where its
+    input steps have one pixel and its one output pixel reads it through tap i = p/d in each
+    dimension (zero padding p, dilation d); None otherwise. Every other tap multiplies padding,
+    so the call is that tap's 1x1 convolution, same bias and groups: the same products, summed
+    in another order where an output sums several (up to rounding; a depthwise layer in float64
+    gives the same bits). oneDNN took 53 ms for a 5x5 depthwise convolution of
+    [256, 576, 1, 1] (torchvision's MobileNetV3 at 28x28 or 32x32) and 0.39 ms for its centre
+    tap's (float32: 1 ulp apart, from how the bias is added), 42 ms for a dense 5x5 one with
+    256 channels and 1.0 ms for its tap (BENCHMARKS.md §9)."""
+    if not isinstance(layer, nn.Conv2d) or tuple(train.shape[-2:]) != (1, 1) or layer.padding_mode != "zeros" \
+            or isinstance(layer.padding, str):
+        return None
+    taps = []
+    for k, s, p, d in zip(layer.kernel_size, layer.stride, layer.padding, layer.dilation):
+        if (2 * p - d * (k - 1)) // s + 1 != 1 or p % d or p // d >= k:
+            return None
+        taps.append(p // d)
+    return taps[0], taps[1]
+
+
 FOLD_BYTES = 16 * 2**20  # a train's steps run in one call when its output is at most this (or ``fold_budget``)
 CALLS_KEPT = 1024         # synaptic calls whose output size and probe result are remembered
 
@@ -151,7 +172,8 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_
     in that layout (``step_layout``; default: the layer's): one step per call, or all steps in
     one call where ``folds`` says so, whose result is the train with no copy. The output
     train's steps have the layout the layer gives them. ``integer``: the layer in integer
-    arithmetic (``integer_synapses``; ``train`` is then a spike train), run in its place."""
+    arithmetic (``integer_synapses``; ``train`` is then a spike train), run in its place. A
+    Conv2d whose one-pixel input only one tap reads runs as that tap (``one_tap``)."""
     steps = train.shape[0]
     weight = layer.weight if weight is None else weight
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
@@ -159,6 +181,9 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_
         forward = (lambda x: integer(x, bias))
     elif isinstance(layer, nn.Linear):
         forward = (lambda x: F.linear(x, weight, bias))
+    elif (tap := one_tap(layer, train)) is not None:
+        tap_weight = weight[:, :, tap[0]:tap[0] + 1, tap[1]:tap[1] + 1]
+        forward = (lambda x: F.conv2d(x.contiguous(memory_format=layout), tap_weight, bias, groups=layer.groups))
     else:
         forward = (lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
     if steps == 1 or folds(layer, train, coding, forward, layout, exact_sums=integer is not None):

@@ -68,7 +68,7 @@ def one_tap(layer: nn.Module, train: torch.Tensor) -> tuple[int, int] | None:
     dimension (zero padding p, dilation d); None otherwise. Every other tap multiplies padding,
     so the call is that tap's 1x1 convolution, same bias and groups: the same products, summed
     in another order where an output sums several (up to rounding; a depthwise layer in float64
-    gives the same bits). oneDNN took 53 ms for a 5x5 depthwise convolution of
+    gives the same bits). oneDNN took 42–53 ms for a 5x5 depthwise convolution of
     [256, 576, 1, 1] (torchvision's MobileNetV3 at 28x28 or 32x32) and 0.39 ms for its centre
     tap's (float32: 1 ulp apart, from how the bias is added), 42 ms for a dense 5x5 one with
     256 channels and 1.0 ms for its tap (BENCHMARKS.md §9)."""

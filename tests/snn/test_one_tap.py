@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from torch import nn
 
 import spikebridge as sb
@@ -43,11 +43,10 @@ def test_one_tap_leaves_other_padding_and_other_layers_alone():
        st.sampled_from([torch.float32, torch.float64]), st.integers(0, 2**31))
 def test_a_one_tap_convolution_computes_what_the_layer_computes(kernel, stride, padding, dilation, depthwise, bias,
                                                                 dtype, seed):
+    assume(2 * padding >= dilation * (kernel - 1))  # else no output: the layer refuses a one-pixel input
     torch.manual_seed(seed)
     layer = nn.Conv2d(6, 6, kernel, stride, padding, dilation, groups=6 if depthwise else 1, bias=bias).to(dtype)
     train = torch.randn(3, 5, 6, 1, 1, dtype=dtype)
-    if 2 * padding < dilation * (kernel - 1):
-        return  # no output: the layer refuses this input
     with torch.no_grad():
         expected = layer(train.flatten(0, 1)).unflatten(0, (3, 5))
         for coding in (RATE, SUM):

@@ -39,14 +39,18 @@ def test_one_tap_leaves_other_padding_and_other_layers_alone():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 7), st.integers(1, 3), st.integers(0, 4), st.integers(1, 2), st.booleans(), st.booleans(),
+@given(st.integers(1, 7), st.integers(1, 7), st.integers(1, 3), st.integers(1, 2), st.booleans(), st.booleans(),
        st.sampled_from([torch.float32, torch.float64]), st.integers(0, 2**31))
-def test_a_one_tap_convolution_computes_what_the_layer_computes(kernel, stride, padding, dilation, depthwise, bias,
-                                                                dtype, seed):
-    assume(2 * padding >= dilation * (kernel - 1))  # else no output: the layer refuses a one-pixel input
+def test_a_one_tap_convolution_computes_what_the_layer_computes(kh, kw, stride, dilation, depthwise, bias, dtype,
+                                                                seed):
+    # Padding (k // 2)·d reads the one pixel through tap k // 2; an even k also needs stride > d
+    # for one output.
+    assume(all(k % 2 or stride > dilation for k in (kh, kw)))
     torch.manual_seed(seed)
-    layer = nn.Conv2d(6, 6, kernel, stride, padding, dilation, groups=6 if depthwise else 1, bias=bias).to(dtype)
+    layer = nn.Conv2d(6, 6, (kh, kw), stride, (kh // 2 * dilation, kw // 2 * dilation), dilation,
+                      groups=6 if depthwise else 1, bias=bias).to(dtype)
     train = torch.randn(3, 5, 6, 1, 1, dtype=dtype)
+    assert engine.one_tap(layer, train) == (kh // 2, kw // 2)
     with torch.no_grad():
         expected = layer(train.flatten(0, 1)).unflatten(0, (3, 5))
         for coding in (RATE, SUM):

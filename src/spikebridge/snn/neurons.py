@@ -641,11 +641,9 @@ class QuantizedPASCNeuron(SpikingNeuron):
     def config(self) -> dict:
         return {"levels": self.levels, "function": self.function, "k_min": self.k_min}
 
-    def level(self, x: torch.Tensor, dtype: torch.dtype | None = torch.int64) -> torch.Tensor:
-        """The emitted level k (int64, or ``quantized_level``'s float for None; shape of one
-        step) for an input train x, integrated in step order: z = ((x(0) + x(1)) + ...)."""
-        z = _sum_steps(x)
-        return quantized_level(self.function, z, channel_view(self.threshold, z.dim()), self.levels, self.k_min, dtype)
+    def level(self, x: torch.Tensor) -> torch.Tensor:
+        """The emitted level k (int64, shape of one step) for an input train x."""
+        return _integrated_level(self, x, torch.int64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Each block of images (``batch_blocks``) integrated and emitted before the next: 1.0
@@ -654,7 +652,7 @@ class QuantizedPASCNeuron(SpikingNeuron):
         unit = channel_view(self.threshold, x.dim() - 1) / self.levels
         out = empty_train(x[0], steps.shape[0], torch.result_type(x, unit))
         for rows in batch_blocks(x):
-            k = self.level(x[:, rows], None)
+            k = _integrated_level(self, x[:, rows])
             torch.lt(steps, k.abs(), out=out[:, rows]).mul_(k.sign_().mul_(unit))
         return out
 
@@ -700,8 +698,7 @@ class QuantizedBitplaneNeuron(SpikingNeuron):
         unit = channel_view(self.threshold, x.dim() - 1) / self.levels
         out = empty_train(x[0], self.T, torch.result_type(x, unit))
         for rows in batch_blocks(x):
-            z = _sum_steps(x[:, rows])
-            k = quantized_level(self.function, z, channel_view(self.threshold, z.dim()), self.levels, self.k_min, None)
+            k = _integrated_level(self, x[:, rows])
             m = k.abs().clamp_(max=2 ** self.T - 1)
             value = k.sign_().mul_(unit)
             for t in range(self.T):
@@ -714,6 +711,16 @@ class QuantizedBitplaneNeuron(SpikingNeuron):
 
     def extra_repr(self) -> str:
         return f"{self.function}, levels={self.k_min}..{self.levels}, T={self.T}"
+
+
+def _integrated_level(neuron: QuantizedPASCNeuron | QuantizedBitplaneNeuron, x: torch.Tensor,
+                      dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The level k a quantized-activation neuron emits for an input train x, integrated in step
+    order, z = ((x(0) + x(1)) + ...): ``quantized_level`` of z, as ``dtype`` (None: the float
+    it is computed in)."""
+    z = _sum_steps(x)
+    return quantized_level(neuron.function, z, channel_view(neuron.threshold, z.dim()), neuron.levels,
+                           neuron.k_min, dtype)
 
 
 def pasc_count(total: torch.Tensor, threshold, levels: int) -> torch.Tensor:

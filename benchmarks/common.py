@@ -42,14 +42,30 @@ def timing_run(doc: str, rounds: int, name: str | None = None, **header) -> tupl
     return args, {"machine": machine(), "command": " ".join(sys.argv), **header}
 
 
-def model_benchmark_parser(doc: str, name: str, rounds: int = 3) -> argparse.ArgumentParser:
+def model_benchmark_parser(doc: str, name: str, rounds: int = 3, batches: str | None = None) -> argparse.ArgumentParser:
     """The options of a script timing the random-weight CIFAR-style models (benchmarks/speed.py
-    ``build``): ``--models``, ``--rounds`` of interleaved medians and ``--name`` of its results."""
+    ``build``): ``--models``, ``--rounds`` of interleaved medians and ``--name`` of its results
+    (and ``--batches``, default ``batches``, where given: ``measure_models``)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="small_cnn,resnet20,vgg16,resnet18")
     p.add_argument("--rounds", type=int, default=rounds)
     p.add_argument("--name", default=name, help="results file name (default: %(default)s)")
+    if batches is not None:
+        p.add_argument("--batches", default=batches)
     return p
+
+
+def measure_models(args: argparse.Namespace, measure, **header) -> None:
+    """The rows ``measure(model, batch)`` returns for each of ``--models`` and ``--batches`` in
+    turn, one torch thread, saved under ``--name`` after each (with the machine, the command
+    and ``header``)."""
+    torch.set_num_threads(1)
+    results = {"machine": machine(), "command": " ".join(sys.argv), **header, "rows": []}
+    for name in args.models.split(","):
+        for batch in [int(b) for b in args.batches.split(",")]:
+            results["rows"] += measure(name, batch)
+            save(args.name, results)
+    print(f"results: {save(args.name, results)}")
 
 
 def spikingjelly():

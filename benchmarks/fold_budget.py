@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from batch_pieces import network  # noqa: E402
-from common import machine, model_benchmark_parser, save  # noqa: E402
+from common import measure_models, model_benchmark_parser  # noqa: E402
 from fold_steps import interleaved  # noqa: E402
 from speed import build  # noqa: E402
 
@@ -46,7 +46,8 @@ def measure(name: str, batch: int, T: int, methods: list[str], rounds: int) -> l
             logits[k] = nets[k][0].simulate(x, record=False).logits
 
         with torch.no_grad():
-            ms = interleaved({k: (lambda k=k: run(k)) for k in CACHES}, rounds, warmups=1 + len(CHUNK_TRIES) * CHUNK_TIMINGS)
+            ms = interleaved({k: (lambda k=k: run(k)) for k in CACHES}, rounds,
+                             warmups=1 + len(CHUNK_TRIES) * CHUNK_TIMINGS)
         engine.last_level_cache_bytes = last_level_cache_bytes
         steps = nets["cache"][1]
         row = {"model": name, "batch": batch, "method": method, "steps": steps, "ms": ms,
@@ -61,19 +62,12 @@ def measure(name: str, batch: int, T: int, methods: list[str], rounds: int) -> l
 
 
 def main() -> None:
-    p = model_benchmark_parser(__doc__, "fold_budget", rounds=5)
-    p.add_argument("--batches", default="16,64")
+    p = model_benchmark_parser(__doc__, "fold_budget", rounds=5, batches="16,64")
     p.add_argument("--T", type=int, default=8, help="steps of max-norm")
     p.add_argument("--methods", default="max-norm,pasc,bitplane")
     args = p.parse_args()
-    torch.set_num_threads(1)
-    results = {"machine": machine(), "command": " ".join(sys.argv), "last_level_cache_bytes": last_level_cache_bytes(),
-               "rows": []}
-    for name in args.models.split(","):
-        for batch in [int(b) for b in args.batches.split(",")]:
-            results["rows"] += measure(name, batch, args.T, args.methods.split(","), args.rounds)
-            save(args.name, results)
-    print(f"results: {save(args.name, results)}")
+    measure_models(args, lambda name, batch: measure(name, batch, args.T, args.methods.split(","), args.rounds),
+                   last_level_cache_bytes=last_level_cache_bytes())
 
 
 if __name__ == "__main__":

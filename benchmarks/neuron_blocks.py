@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from batch_pieces import network  # noqa: E402
-from common import machine, model_benchmark_parser, save  # noqa: E402
+from common import measure_models, model_benchmark_parser  # noqa: E402
 from fold_steps import interleaved  # noqa: E402
 from speed import build  # noqa: E402
 
@@ -62,22 +62,15 @@ def measure(name: str, batch: int, levels: int, methods: list[str], budgets: lis
 
 
 def main() -> None:
-    p = model_benchmark_parser(__doc__, "neuron_blocks", rounds=5)
-    p.add_argument("--batches", default="16,64")
+    p = model_benchmark_parser(__doc__, "neuron_blocks", rounds=5, batches="16,64")
     p.add_argument("--levels", type=int, default=8, help="levels L of PASC and bit-plane")
     p.add_argument("--methods", default="pasc,bitplane", help="of pasc, bitplane")
     p.add_argument("--budgets", default="128,256,512,1024", help="BLOCK_STEP_BYTES in KiB")
     p.add_argument("--image-size", type=int, default=32)
     args = p.parse_args()
-    torch.set_num_threads(1)
     budgets = [int(k) << 10 for k in args.budgets.split(",")]
-    results = {"machine": machine(), "command": " ".join(sys.argv), "rows": []}
-    for name in args.models.split(","):
-        for batch in [int(b) for b in args.batches.split(",")]:
-            results["rows"] += measure(name, batch, args.levels, args.methods.split(","), budgets, args.rounds,
-                                       args.image_size)
-            save(args.name, results)
-    print(f"results: {save(args.name, results)}")
+    measure_models(args, lambda name, batch: measure(name, batch, args.levels, args.methods.split(","), budgets,
+                                                     args.rounds, args.image_size))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from batch_pieces import network  # noqa: E402
-from common import machine, model_benchmark_parser, save  # noqa: E402
+from common import measure_models, model_benchmark_parser  # noqa: E402
 from fold_steps import interleaved  # noqa: E402
 from speed import build  # noqa: E402
 
@@ -48,7 +48,8 @@ def measure(name: str, batch: int, levels: int, methods: list[str], rounds: int,
         limit = steps * ms.pop("ann")
         row = {"model": name, "image_size": image_size, "batch": batch, "levels": levels, "method": method,
                "steps": steps, "tap_over_layer": ms[True] / ms[False], "tap_over_limit": ms[True] / limit,
-               "layer_over_limit": ms[False] / limit, "calls_as_tap": sum(t is not None for t in taps) / max(1, len(taps)),
+               "layer_over_limit": ms[False] / limit,
+               "calls_as_tap": sum(t is not None for t in taps) / max(1, len(taps)),
                "max_logit_diff": (logits[True] - logits[False]).abs().max().item()}
         rows.append(row)
         print(name, f"batch {batch}, {method}: one tap / layer {row['tap_over_layer']:.3f}, over the limit "
@@ -58,20 +59,14 @@ def measure(name: str, batch: int, levels: int, methods: list[str], rounds: int,
 
 
 def main() -> None:
-    p = model_benchmark_parser(__doc__, "one_tap", rounds=5)
+    p = model_benchmark_parser(__doc__, "one_tap", rounds=5, batches="16,64")
     p.set_defaults(models="tv:mobilenet_v3_small,tv:efficientnet_b0")
-    p.add_argument("--batches", default="16,64")
     p.add_argument("--levels", type=int, default=8, help="levels L of PASC and bit-plane")
     p.add_argument("--methods", default="pasc,bitplane", help="of pasc, bitplane")
     p.add_argument("--image-size", type=int, default=32)
     args = p.parse_args()
-    torch.set_num_threads(1)
-    results = {"machine": machine(), "command": " ".join(sys.argv), "rows": []}
-    for name in args.models.split(","):
-        for batch in [int(b) for b in args.batches.split(",")]:
-            results["rows"] += measure(name, batch, args.levels, args.methods.split(","), args.rounds, args.image_size)
-            save(args.name, results)
-    print(f"results: {save(args.name, results)}")
+    measure_models(args, lambda name, batch: measure(name, batch, args.levels, args.methods.split(","), args.rounds,
+                                                     args.image_size))
 
 
 if __name__ == "__main__":

@@ -121,23 +121,30 @@ def test_pasc_stage_two_per_channel_in_any_layout_has_the_full_loops_counts(l_in
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(2, 16), st.integers(1, 16), st.sampled_from([torch.float32, F64]), st.booleans(),
+@given(st.integers(2, 16), st.integers(1, 16), st.sampled_from([torch.float32, F64]), st.booleans(), st.booleans(),
        st.sampled_from([0.3, 3.0, 100.0, 1e4]), st.integers(-64, 64), st.integers(0, 2**31))
-def test_pasc_closed_form_count_is_the_loops_at_rounding_ties(l_in, levels, dtype, per_channel, scale, ulps, seed):
+def test_pasc_closed_form_count_is_the_loops_at_rounding_ties(l_in, levels, dtype, per_channel, channels_last, scale,
+                                                              ulps, seed):
     # Where Σx + θ*/2 lies a few ulps from a multiple of θ*, the loop's rounding decides the
-    # count: the closed form must leave those neurons to the loop (``_closed_count``'s band).
-    # Columns: Σx = (j − 1/2)·θ* + ulps·ε·scale·θ* for j = −2..L + 2, inputs of ~scale·θ*.
+    # count: the closed form must leave those neurons to the loop (``_closed_count``'s band),
+    # which counts them with their own channel's θ* in any layout. Each neuron:
+    # Σx = (j − 1/2)·θ* + ulps·ε·scale·θ*, j drawn from −2..L + 2, inputs of ~scale·θ*.
     g = torch.Generator().manual_seed(seed)
     theta = (torch.rand(3, generator=g, dtype=F64) * 3 + 0.1) if per_channel else torch.tensor(1.3, dtype=F64)
-    unit = channel_view(theta, 2) / levels
-    j = torch.arange(-2, levels + 3, dtype=F64).repeat(3, 1).T                     # [levels + 5, 3]
-    x = torch.randn(l_in, *j.shape, generator=g, dtype=F64) * scale * unit
+    shape = (4, 3, 2, 5)
+    unit = channel_view(theta, 4) / levels
+    j = torch.randint(-2, levels + 3, shape, generator=g).to(F64)
+    x = torch.randn(l_in, *shape, generator=g, dtype=F64) * scale * unit
     x[-1] = (j - 0.5) * unit - x[:-1].sum(0) + ulps * torch.finfo(dtype).eps * scale * unit
     x, theta = x.to(dtype), theta.to(dtype)
+    if channels_last:
+        x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        assert not x[0].is_contiguous()
     neuron = PASCNeuron(theta, levels)
     k = full_pasc_loop(x, theta, levels)
     assert torch.equal(neuron.count(x), k)
-    assert torch.equal(neuron(x), (torch.arange(levels).view(-1, 1, 1) < k).to(dtype) * channel_view(theta, 3, True) / levels)
+    steps = torch.arange(levels).view(-1, 1, 1, 1, 1)
+    assert torch.equal(neuron(x), (steps < k).to(dtype) * channel_view(theta, 5, time_major=True) / levels)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64])

@@ -411,10 +411,10 @@ class PASCNeuron(SpikingNeuron):
         clips it), as floats. A 1-step train (the input layer) gets the QCFS level of its
         analog value by the ANN's own formula (docs/methods.md §2), so the input layer's levels
         are the ANN's bit for bit. Longer trains are counted a block of images
-        (``batch_blocks``) at a time: in float32 and wider, in closed form (``_closed_count``),
-        with the neurons whose loop count that cannot certify counted by the loop afterwards
-        (``_loop_count`` on them alone, 0.001–0.04% of the hidden neurons of four CIFAR
-        models); in narrower floats by the loop."""
+        (``batch_blocks``) at a time: in float32 and wider in closed form (``_closed_count``),
+        then the neurons whose count that cannot certify as the loop's by the loop, alone
+        (``_loop_count``; 0.001–0.04% of the hidden neurons of four CIFAR models); in narrower
+        floats by the loop."""
         theta = channel_view(self.threshold, x.dim() - 1)
         if x.shape[0] == 1:
             exact = torch.promote_types(x.dtype, torch.float32)

@@ -48,6 +48,20 @@ def interleaved(runs: dict, rounds: int, warmups: int = 1) -> dict:
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
+def versus(names: tuple[str, str], new, old, ann, steps: int, rounds: int) -> tuple[dict, str]:
+    """An A/B measurement: medians of interleaved rounds of the runs ``new`` and ``old`` and of
+    the ANN's forward ``ann`` (no autograd), as ``{a}_over_{b}``, ``{a}_over_limit`` and
+    ``{b}_over_limit`` for ``names`` (a, b), the dense limit being ``steps`` × the ANN's time,
+    and a line reporting them."""
+    a, b = names
+    with torch.no_grad():
+        ms = interleaved({"ann": ann, a: new, b: old}, rounds)
+    limit = steps * ms["ann"]
+    row = {f"{a}_over_{b}": ms[a] / ms[b], f"{a}_over_limit": ms[a] / limit, f"{b}_over_limit": ms[b] / limit}
+    return row, (f"{a} / {b} {row[f'{a}_over_{b}']:.3f}, over the limit {row[f'{b}_over_limit']:.2f} -> "
+                 f"{row[f'{a}_over_limit']:.2f}")
+
+
 def layer_row(c: int, o: int, h: int, batch: int, steps: int, rounds: int) -> dict:
     weight = (torch.randn(o, c, 3, 3) / (3 * c ** 0.5)).contiguous(memory_format=torch.channels_last)
     train = torch.empty(steps, batch, h, h, c).permute(0, 1, 4, 2, 3).bernoulli_(0.1)  # channels-last steps

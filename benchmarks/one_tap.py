@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from batch_pieces import network  # noqa: E402
 from common import measure_models, model_benchmark_parser  # noqa: E402
-from fold_steps import interleaved  # noqa: E402
+from fold_steps import versus  # noqa: E402
 from speed import build  # noqa: E402
 
 from spikebridge.snn import engine  # noqa: E402
@@ -42,19 +42,14 @@ def measure(name: str, batch: int, levels: int, methods: list[str], rounds: int,
                 (lambda layer, train: None)
             logits[tap] = snn.simulate(x, record=False).logits
 
-        with torch.no_grad():
-            ms = interleaved({"ann": lambda: model(x), True: lambda: run(True), False: lambda: run(False)}, rounds)
+        ratios, line = versus(("tap", "layer"), lambda: run(True), lambda: run(False), lambda: model(x), steps, rounds)
         engine.one_tap = FOUND
-        limit = steps * ms.pop("ann")
         row = {"model": name, "image_size": image_size, "batch": batch, "levels": levels, "method": method,
-               "steps": steps, "tap_over_layer": ms[True] / ms[False], "tap_over_limit": ms[True] / limit,
-               "layer_over_limit": ms[False] / limit,
-               "calls_as_tap": sum(t is not None for t in taps) / max(1, len(taps)),
+               "steps": steps, **ratios, "calls_as_tap": sum(t is not None for t in taps) / max(1, len(taps)),
                "max_logit_diff": (logits[True] - logits[False]).abs().max().item()}
         rows.append(row)
-        print(name, f"batch {batch}, {method}: one tap / layer {row['tap_over_layer']:.3f}, over the limit "
-              f"{row['layer_over_limit']:.2f} -> {row['tap_over_limit']:.2f}, calls as a tap "
-              f"{row['calls_as_tap']:.2f}, logits within {row['max_logit_diff']:.1e}", flush=True)
+        print(name, f"batch {batch}, {method}: {line}, calls as a tap {row['calls_as_tap']:.2f}, "
+              f"logits within {row['max_logit_diff']:.1e}", flush=True)
     return rows
 
 

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import measure_models, model_benchmark_parser  # noqa: E402
-from fold_steps import interleaved  # noqa: E402
+from fold_steps import versus  # noqa: E402
 from speed import build  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
@@ -72,20 +72,18 @@ def measure(name: str, batch: int, levels_list: list[int], rounds: int) -> list[
             neurons.PASCNeuron.forward = CLOSED_FORWARD if closed else loop_forward
             logits[closed] = snn.simulate(x, record=False).logits
 
+        try:
+            ratios, line = versus(("closed", "loop"), lambda: run(True), lambda: run(False), lambda: relu(x), levels,
+                                  rounds)
+        finally:
+            neurons.PASCNeuron.forward = CLOSED_FORWARD
         with torch.no_grad():
-            try:
-                ms = interleaved({"ann": lambda: relu(x), True: lambda: run(True), False: lambda: run(False)}, rounds)
-            finally:
-                neurons.PASCNeuron.forward = CLOSED_FORWARD
             share = unsure_share(snn, x)
-        limit = levels * ms.pop("ann")
-        row = {"model": name, "batch": batch, "levels": levels, "closed_over_loop": ms[True] / ms[False],
-               "closed_over_limit": ms[True] / limit, "loop_over_limit": ms[False] / limit,
+        row = {"model": name, "batch": batch, "levels": levels, **ratios,
                "same_logits": bool(torch.equal(logits[True], logits[False])), "left_to_loop": share}
         rows.append(row)
-        print(name, f"batch {batch}, L = {levels}: closed / loop {row['closed_over_loop']:.3f}, over the limit "
-              f"{row['loop_over_limit']:.2f} -> {row['closed_over_limit']:.2f}, same logits {row['same_logits']}, "
-              f"left to the loop {share:.1e}", flush=True)
+        print(name, f"batch {batch}, L = {levels}: {line}, same logits {row['same_logits']}, left to the loop "
+              f"{share:.1e}", flush=True)
     return rows
 
 

@@ -427,8 +427,9 @@ class PASCNeuron(SpikingNeuron):
                 k[rows] = _loop_count(x[:, rows], unit, self.levels)
             return k
         k, unsure = torch.empty_like(x[0], dtype=dtype), torch.empty_like(x[0], dtype=torch.bool)
+        unit_cast = unit.to(dtype)  # as the loop's comparisons and subtractions cast it
         for rows in batch_blocks(x):
-            _closed_count(x[:, rows], unit, self.levels, k[rows], unsure[rows])
+            _closed_count(x[:, rows], unit_cast, self.levels, k[rows], unsure[rows])
         where = unsure.nonzero(as_tuple=True)
         if where[0].numel():  # as a batch of one image with a "channel" per neuron (θ* each)
             unit = (self.threshold[where[1]] / self.levels).view(1, -1) if unit.dim() else unit
@@ -472,8 +473,9 @@ def _loop_count(x: torch.Tensor, unit: torch.Tensor, levels: int) -> torch.Tenso
 
 def _closed_count(x: torch.Tensor, unit: torch.Tensor, levels: int, k: torch.Tensor, unsure: torch.Tensor) -> None:
     """PASC's count in closed form on a train x of n ≥ 2 steps: writes k = floor(q), with
-    q = (Σ_t x(t) + θ*/2)/θ* in k's float dtype (the loop's, of unit roundoff u), and
-    ``unsure`` = [|q − round(q)| ≤ Δ] (or q NaN): where k may not be the loop's count.
+    q = (Σ_t x(t) + θ*/2)/θ* in k's float dtype (the loop's, of unit roundoff u; ``unit`` θ*
+    given in it), and ``unsure`` = [|q − round(q)| ≤ Δ] (or q NaN): where k may not be the
+    loop's count.
 
     Why k is the loop's count elsewhere (docs/methods.md §2). Let E = θ*/2 + Σ_t x(t) exactly.
     Each of the loop's N = 2n + max(n, L) − 1 rounded operations errs by at most u·|v|, and
@@ -493,7 +495,6 @@ def _closed_count(x: torch.Tensor, unit: torch.Tensor, levels: int, k: torch.Ten
     + 1.5) for L = n = 8: ResNet-20's hidden neurons fall in it one in ~30 000 at L = 8, one in
     ~2 500 at L = 32 (random weights, batches 16–256; ``benchmarks/pasc_closed_form.py``)."""
     dtype = k.dtype
-    unit = unit.to(dtype)  # as the loop's comparisons and subtractions cast it
     total = x[0].to(dtype, copy=True)
     squares = torch.mul(total, total)
     for x_t in x[1:]:

@@ -98,6 +98,27 @@ def full_pasc_loop(x, theta, levels):
     return c.clamp(0, levels)
 
 
+@FAST
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=5), st.randoms(use_true_random=False),
+       st.sampled_from([0.0, 0.02, 0.3, 1.0]), st.booleans())
+def test_false_entries_are_nonzeros_of_the_negated_mask_in_any_layout(shape, rng, density, sliced):
+    # ``false_entries`` reads a dense mask eight bytes at a time in its memory order (any
+    # permutation of its dims) and falls back to ``nonzero`` on other masks (an entry count not
+    # a multiple of 8, a slice of a larger mask): the same indices, each False entry once.
+    g = torch.Generator().manual_seed(rng.randrange(2**31))
+    order = list(range(len(shape)))
+    rng.shuffle(order)
+    stored = torch.rand([shape[d] + sliced for d in order], generator=g) >= density
+    mask = stored.permute([order.index(d) for d in range(len(shape))])
+    if sliced:
+        mask = mask[tuple(slice(0, n) for n in shape)]
+    found = neurons.false_entries(mask)
+    expected = torch.logical_not(mask).nonzero()
+    assert len(found) == mask.dim()
+    got = torch.stack(found, 1) if found[0].numel() else torch.empty(0, mask.dim(), dtype=torch.long)
+    assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, expected.tolist()))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(2, 16), st.integers(1, 16), st.floats(0.1, 10), st.floats(0.1, 3), st.integers(0, 2**31))
 def test_pasc_stage_two_stops_early_with_the_full_loops_counts(l_in, levels, theta, spread, seed):

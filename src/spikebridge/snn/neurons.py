@@ -426,11 +426,12 @@ class PASCNeuron(SpikingNeuron):
             for rows in batch_blocks(x):
                 k[rows] = _loop_count(x[:, rows], unit, self.levels)
             return k
-        k, unsure = torch.empty_like(x[0], dtype=dtype), torch.empty_like(x[0], dtype=torch.bool)
+        k, sure = torch.empty_like(x[0], dtype=dtype), torch.empty_like(x[0], dtype=torch.bool)
         unit_cast = unit.to(dtype)  # as the loop's comparisons and subtractions cast it
+        band = closed_form_band(x.shape[0], self.levels, unit_cast)
         for rows in batch_blocks(x):
-            _closed_count(x[:, rows], unit_cast, self.levels, k[rows], unsure[rows])
-        where = unsure.nonzero(as_tuple=True)
+            _closed_count(x[:, rows], unit_cast, band, k[rows], sure[rows])
+        where = false_entries(sure)
         if where[0].numel():  # as a batch of one image with a "channel" per neuron (θ* each)
             unit = (self.threshold[where[1]] / self.levels).view(1, -1) if unit.dim() else unit
             k[where] = _loop_count(x[(slice(None), *where)].unsqueeze(1), unit, self.levels)[0].to(dtype)
@@ -471,13 +472,23 @@ def _loop_count(x: torch.Tensor, unit: torch.Tensor, levels: int) -> torch.Tenso
     return _settle(v, c, unit, levels, max(x.shape[0], levels) - 1)
 
 
-def _closed_count(x: torch.Tensor, unit: torch.Tensor, levels: int, k: torch.Tensor, unsure: torch.Tensor) -> None:
+def closed_form_band(n: int, levels: int, unit: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """``_closed_count``'s band Δ = b_0 + b_1·√(Σx²) for trains of n steps into L levels, θ*
+    ``unit`` (per channel or one) in the loop's float dtype of unit roundoff u, once per
+    layer: (b_0, b_1) = (3·N'·u, 2·N'·u·√n/θ*), N' = 3n + max(n, L) + 1."""
+    ops, u = 3 * n + max(n, levels) + 1, torch.finfo(unit.dtype).eps / 2
+    return 3 * ops * u, 2 * ops * u * math.sqrt(n) / unit
+
+
+def _closed_count(x: torch.Tensor, unit: torch.Tensor, band: tuple[float, torch.Tensor], k: torch.Tensor,
+                  sure: torch.Tensor) -> None:
     """PASC's count in closed form on a train x of n ≥ 2 steps: writes k = floor(q), with
     q = (Σ_t x(t) + θ*/2)/θ* in k's float dtype (the loop's, of unit roundoff u; ``unit`` θ*
-    given in it), and ``unsure`` = [|q − round(q)| ≤ Δ] (or q NaN): where k may not be the
-    loop's count.
+    given in it), and ``sure`` = [|q − round(q)| > Δ] (false where q is NaN): where k is
+    certainly the loop's count. Δ = 2·(3n + max(n, L) + 1)·u·(√(n·Σx²)/θ* + 1.5), computed as
+    b_0 + b_1·√(Σx²) from ``band`` (b_0, b_1) of ``closed_form_band``.
 
-    Why k is the loop's count elsewhere (docs/methods.md §2). Let E = θ*/2 + Σ_t x(t) exactly.
+    Why k is the loop's count where sure (docs/methods.md §2). Let E = θ*/2 + Σ_t x(t) exactly.
     Each of the loop's N = 2n + max(n, L) − 1 rounded operations errs by at most u·|v|, and
     |v| ≤ 1.5θ* + Σ_t |x(t)| throughout (a spike fires only from v ≥ θ* and leaves v ≥ 0;
     inhibitory spikes bring v < 0 up to at most θ*), so v + c·θ* = E + e with
@@ -488,24 +499,44 @@ def _closed_count(x: torch.Tensor, unit: torch.Tensor, levels: int, k: torch.Ten
     (E + e)/θ* ≥ L + 1 or < 0; at v = θ*, (E + e)/θ* is an integer. So its clipped count is
     clip(floor(E/θ*), 0, L) unless E/θ* lies within |e|/θ* of an integer. q errs from E/θ* by
     at most (n + 1)·u·(Σ|x|/θ* + 1) (recursive summation, one addition, one division;
-    q − round(q) is exact). Hence Δ = 2·(3n + max(n, L) + 1)·u·(√(n·Σx²)/θ* + 1.5): twice
-    the two bounds, with Σ|x| ≤ √(n·Σx²) (Cauchy–Schwarz: one fused pass per step instead of
-    two; 0.95–1.00x the time), for the (1 + u)^N terms and for Δ computed in floats (x² loses
-    nothing that matters above |x| = 2^−75 in float32). With u = 2^−24 that is ~4e−6·(√(n·Σx²)/θ*
-    + 1.5) for L = n = 8: ResNet-20's hidden neurons fall in it one in ~30 000 at L = 8, one in
-    ~2 500 at L = 32 (random weights, batches 16–256; ``benchmarks/pasc_closed_form.py``)."""
-    dtype = k.dtype
-    total = x[0].to(dtype, copy=True)
+    q − round(q) is exact). Hence Δ: twice the two bounds, with Σ|x| ≤ √(n·Σx²)
+    (Cauchy–Schwarz: one fused pass per step instead of two; 0.95–1.00x the time), for the
+    (1 + u)^N terms and for Δ computed in floats (x² loses nothing that matters above
+    |x| = 2^−75 in float32). With u = 2^−24 that is ~4e−6·(√(n·Σx²)/θ* + 1.5) for L = n = 8:
+    ResNet-20's hidden neurons fall in it one in ~30 000 at L = 8, one in ~2 500 at L = 32
+    (random weights, batches 16–256; ``benchmarks/pasc_closed_form.py``). √n and 1/θ* are in
+    b_1, once per layer; ``addcmul`` and ``addcdiv`` with b_0 and θ*/2 took 1.02–1.03x the
+    time of the separate passes (ResNet-20 and small_cnn, batch 64, L = 8, one thread)."""
+    total = x[0].to(k.dtype, copy=True)
     squares = torch.mul(total, total)
     for x_t in x[1:]:
         total.add_(x_t)
         squares.addcmul_(x_t, x_t)
-    n = x.shape[0]
-    ops, u = 3 * n + max(n, levels) + 1, torch.finfo(dtype).eps / 2
-    band = squares.mul_(n).sqrt_().mul_(2 * ops * u / unit).add_(3 * ops * u)
     q = total.add_(unit / 2).div_(unit)
     torch.floor(q, out=k)
-    torch.gt(torch.round(q).sub_(q).abs_(), band, out=unsure).logical_not_()
+    torch.gt(torch.round(q).sub_(q).abs_(), squares.sqrt_().mul_(band[1]).add_(band[0]), out=sure)
+
+
+ALL_TRUE = int.from_bytes(bytes([1] * 8), "little")  # eight bools True, read as one int64
+
+
+def false_entries(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The indices of ``mask``'s False entries, one tensor per dim as ``nonzero(as_tuple=True)``
+    gives them (in memory order). Where the mask is dense and its entries are a multiple of 8,
+    its bytes are read in memory order as int64 words: the words that are not eight Trues,
+    then the False bytes of those. Where few are False (PASC's ``_closed_count``) that reads
+    an eighth of the entries twice instead of all of them in ``nonzero``: 0.24 against 1.4 ms
+    on a channels-last [64, 16, 32, 32] mask with 41 False, 0.84 against 5.9 ms on
+    [256, 16, 32, 32] with 138 (one thread)."""
+    order = sorted(range(mask.dim()), key=lambda d: -mask.stride(d))
+    dense = mask.permute(order)
+    if not dense.is_contiguous() or dense.numel() % 8 or dense.storage_offset() % 8:
+        return mask.logical_not().nonzero(as_tuple=True)
+    flat = dense.reshape(-1)
+    words = torch.ne(flat.view(torch.int64), ALL_TRUE).nonzero().squeeze(1)
+    rows, columns = flat.view(-1, 8)[words].logical_not_().nonzero(as_tuple=True)
+    found = torch.unravel_index(words[rows] * 8 + columns, dense.shape)
+    return tuple(found[order.index(d)] for d in range(mask.dim()))
 
 
 def _settle(v: torch.Tensor, c: torch.Tensor, unit: torch.Tensor, levels: int, steps: int) -> torch.Tensor:
@@ -639,16 +670,21 @@ class BitplaneNeuron(SpikingNeuron):
         return (self.threshold / self.levels, 2 ** (n - 1)) if n <= 8 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Each block of images (``batch_blocks``) integrated and emitted before the next."""
+        """Each block of images (``batch_blocks``) integrated and emitted before the next, each
+        bit's spike value θ·w_t/L computed once for all blocks (computed per block and bit, its
+        two small operations each time: 0.98–1.02x, median 1.02x the time; ResNet-20 and
+        small_cnn, batches 64 and 256, T = 4 and 8, one thread)."""
         theta = channel_view(self.threshold, x.dim() - 1)
         out = empty_train(x[0], self.T, x.dtype if self.standard_if else torch.result_type(x, theta))
+        n, bits, _ = bitplane_code(self.levels, self.T)
+        values = [theta / self.levels * 2 ** (n - 1 - t) for t in range(bits)]
         for rows in batch_blocks(x):
-            self._emit(x[:, rows], theta, out[:, rows])
+            self._emit(x[:, rows], theta, values, out[:, rows])
         return out
 
-    def _emit(self, x: torch.Tensor, theta: torch.Tensor, out: torch.Tensor) -> None:
+    def _emit(self, x: torch.Tensor, theta: torch.Tensor, values: list[torch.Tensor], out: torch.Tensor) -> None:
         """``forward`` on one block: writes the train into ``out`` (each step in place:
-        stacking a list was 40% of a simulation)."""
+        stacking a list was 40% of a simulation); ``values``: bit t's spike value θ·w_t/L."""
         n, bits, lsb = bitplane_code(self.levels, self.T)
         L = self.levels
         if self.standard_if:
@@ -663,7 +699,7 @@ class BitplaneNeuron(SpikingNeuron):
                 s = torch.ge(u, w, out=out[t])
                 if t < bits - 1:  # the last bit's u is read no more
                     u.sub_(s, alpha=w)
-                s.mul_(theta / L * w)
+                s.mul_(values[t])
             else:
                 out[t].zero_()
 

@@ -141,11 +141,13 @@ def test_a_train_another_live_node_shares_or_an_analog_result_is_not_written(mon
     assert _same(summed, plain)
 
 
-def test_no_sum_in_place_where_only_the_convolution_is_on_autograds_path():
-    # The shortcut's train needs no gradient, the convolution's weight does: a sum in place
-    # would leave that weight without one.
+@pytest.mark.parametrize("parameter", ["weight", "bias"])
+def test_no_sum_in_place_where_only_the_convolution_is_on_autograds_path(parameter):
+    # The shortcut's train needs no gradient, the convolution's weight (or bias) does: a sum in
+    # place would leave it without one.
     snn = _convert(Residual(), "max-norm")
     conv = next(m for name, m in snn.named_modules() if name.endswith("a2"))
-    conv.weight.requires_grad_(True)
+    getattr(conv, parameter).requires_grad_(True)
     snn.simulate(torch.rand(2, 3, 16, 16), record=False).logits.sum().backward()
-    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    grad = getattr(conv, parameter).grad
+    assert grad is not None and grad.abs().sum() > 0

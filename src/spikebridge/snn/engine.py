@@ -364,7 +364,8 @@ class TrainRunner(fx.Interpreter):
         if (not isinstance(layer, nn.Conv2d) or layer.padding_mode != "zeros" or isinstance(layer.padding, str)
                 or train.device.type != "cpu" or train.dtype != torch.float32 or weight.dtype != torch.float32
                 or not torch.backends.mkldnn.is_available() or len(node.users) != 1 or node in self.constant
-                or torch.is_grad_enabled() and (train.requires_grad or weight.requires_grad)):
+                or torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                   for t in (train, weight, layer.bias))):
             return None
         (add,) = node.users
         partner = self.sum_partner(add, node)

@@ -61,9 +61,10 @@ class Swap:
     def use(self, old: bool) -> None:
         for cls, new_methods, old_methods in self.pairs:
             for name in set(new_methods) | set(old_methods):
-                if name in (old_methods if old else new_methods):
-                    setattr(cls, name, (old_methods if old else new_methods)[name])
-                else:
+                chosen = old_methods if old else new_methods
+                if name in chosen:
+                    setattr(cls, name, chosen[name])
+                elif name in vars(cls):  # a method only the other side has
                     delattr(cls, name)
 
 

@@ -279,7 +279,6 @@ class TrainRunner(fx.Interpreter):
         if self.integer not in MODES:
             raise OptionError(f"integer_synapses must be one of {', '.join(MODES)}; got {self.integer!r}")
         self.step_bytes = 0  # the largest synaptic output of one step of one image
-        self.position = {n: i for i, n in enumerate(self.graph.nodes)}
         self.summed: dict[fx.Node, torch.Tensor] = {}  # a sum computed by the convolution it reads (``sum_into``)
 
     def run_window(self, x: torch.Tensor, window: tuple[int, int] | None):
@@ -407,7 +406,7 @@ class TrainRunner(fx.Interpreter):
         module = self.modules.get(other.target, (None, None)) if other.op == "call_module" else (None, None)
         producer = isinstance(module[0], SpikingNeuron) or (module[1] is not None and module[1].kind is Kind.SYNAPTIC)
         if (not producer or other not in self.env or other in self.constant
-                or max(self.position[u] for u in other.users) != self.position[add]):
+                or other not in self.user_to_last_uses.get(add, ())):  # fx's table of last uses
             return None
         return other
 

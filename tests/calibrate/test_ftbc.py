@@ -1,6 +1,8 @@
 """FTBC (METHODS §5): per-(step, channel) biases, calibrated forward, O(layers) per batch."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,11 +11,12 @@ from torch import nn
 import spikebridge as sb
 from spikebridge.cli import main
 from spikebridge.errors import OptionError, SpikeBridgeError
+from spikebridge.calibrate import ftbc as ftbc_module
 from spikebridge.calibrate.ftbc import _better, calibrate_neuron, channel_mean, ftbc
 from spikebridge.snn.neurons import IFNeuron
 from spikebridge.device import single_thread
 
-from helpers import fashion_mnist_14x14, sgd_fit
+from helpers import fashion_mnist_14x14, sgd_fit, small_relu_cnn, trained_relu
 
 
 def _net():
@@ -213,6 +216,33 @@ def test_check_keeps_only_biases_that_help_on_held_out_images(setup):
     for site, neuron in checked.neurons().items():
         for t in range(T):
             assert torch.allclose(neuron.bias[t], kept[t] * unchecked.neurons()[site].bias[t])
+
+
+def test_the_check_measures_every_scale_from_the_same_point(monkeypatch):
+    """Each λ's steps run from the same point of the held-out run (TrainRunner.snapshot): on a
+    network that keeps its max pooling, whose running sums carry from one run of the steps to
+    the next, the agreement the check measures for every λ is what a fresh simulation of the
+    network with biases λ·b gives."""
+    with single_thread():
+        trained = trained_relu(lambda: small_relu_cnn(nn.MaxPool2d), 2, lr=0.05)
+    ann, T = trained["ann"], 2
+    x, _ = fashion_mnist_14x14("train", 5000 + 128 * 6)
+    data = [x[5000 + 128 * j:5000 + 128 * (j + 1)] for j in range(6)]
+    snn = sb.convert(ann, "max-norm", T=T, calibration_data=data[:2])
+    fitted = copy.deepcopy(snn)
+    ftbc(fitted, ann, data[:4], batches=4, check_batches=0, progress=False)
+    measured = []
+    monkeypatch.setattr(ftbc_module, "_better", lambda new, old: measured.append((new, old)) or _better(new, old))
+    ftbc(snn, ann, data, batches=4, check_batches=2, progress=False)
+    fresh = {}
+    with torch.no_grad():
+        for scale in ftbc_module.SCALES:
+            scaled = copy.deepcopy(fitted)
+            for neuron in scaled.neurons().values():
+                neuron.bias.mul_(scale)
+            fresh[scale] = torch.cat([(scaled(b).argmax(1) == ann(b).argmax(1))[:, None] for b in data[4:]])
+    assert measured and torch.equal(measured[0][0], fresh[0.5]) and torch.equal(measured[0][1], fresh[0.0])
+    assert torch.equal(measured[1][0], fresh[1.0])
 
 
 def test_calibrate_cli(tmp_path, capsys):

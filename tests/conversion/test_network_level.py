@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import spikebridge as sb
 from spikebridge.conversion.registry import METHODS, Method, Source, default_method, methods, register
 from spikebridge.device import single_thread
 
-from helpers import small_relu_cnn, trained_relu
+from spikebridge.snn import engine
+
+from helpers import Residual, small_relu_cnn, trained_relu
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,32 @@ def test_output_error_never_rises_and_is_at_most_the_rules_it_starts_from(setup,
               sb.convert(ann, "local-balancing", T=T, calibration_data=in_32)]
     for start in starts:
         assert history[-1] <= _output_error(start, ann, calib, T) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("kind, steps", [("max pooling kept", (1, 4)), ("residual sums", (1,))])
+def test_every_candidate_is_measured_from_the_same_point(kind, steps, monkeypatch):
+    """The search runs the network up to site k once and the rest once per candidate, so each
+    candidate must start from the same state: the running sums of max pooling kept as it is (an
+    ANALOG op's state, which carries from one run of a runner to the next), and the live trains,
+    into which a residual sum may be added in place (``sum_into``). Then E never rises and ends
+    at the converted network's E."""
+    if kind == "max pooling kept":
+        with single_thread():
+            trained = trained_relu(lambda: small_relu_cnn(nn.MaxPool2d), 2, lr=0.05)
+        ann, calib = trained["ann"], trained["calib"]
+    else:
+        torch.manual_seed(0)
+        ann, calib = Residual().eval(), [(torch.rand(64, 3, 16, 16), None) for _ in range(2)]
+    taken = []
+    fused = engine.TrainRunner.sum_into
+    monkeypatch.setattr(engine.TrainRunner, "sum_into", lambda self, *a: taken.append(fused(self, *a)) or taken[-1])
+    for T in steps:
+        snn = sb.convert(ann, "network-level", T=T, calibration_data=[x for x, _ in calib])
+        history = snn.info["output_error"]
+        assert all(b <= a for a, b in zip(history, history[1:])), (T, history)
+        assert history[-1] == pytest.approx(_output_error(snn, ann, calib, T), rel=1e-6)
+    if kind == "residual sums" and torch.backends.mkldnn.is_available():
+        assert any(t is not None for t in taken)  # the search did add convolutions into live trains
 
 
 def test_more_accurate_than_per_site_rules_at_low_T(setup):

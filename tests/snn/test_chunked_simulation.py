@@ -10,7 +10,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge import models
-from spikebridge.snn import neurons
+from spikebridge.snn import engine, neurons
 from spikebridge.snn.network import (AUTO_PIECE_TRAIN_BYTES, STEP_PIECE, STEP_PIECE_BYTES, SpikingNetwork,
                                      auto_batch_chunk, auto_step_pieces)
 
@@ -51,6 +51,34 @@ def test_chunks_respect_per_step_ftbc_biases():
     sb.ftbc(snn, ann=qann, data=[x], alpha=0.5, batches=1, check_batches=0, progress=False)
     assert any(n.bias.any() for n in snn.neurons().values())
     _same(snn.simulate(x, values=True, chunk=2), snn.simulate(x, values=True, chunk=7))
+
+
+def test_a_snapshot_lets_several_continuations_start_from_one_point():
+    """TrainRunner.snapshot/restore: after steps 0..2 of a run, the steps 3..7 run twice from
+    the snapshot give what one run of all 8 steps gives, each time. The network keeps its max
+    pooling (an ANALOG op whose running sums carry from one window to the next) and a ReLU
+    after a product (an ANALOG op that is not homogeneous), so both kinds of state are covered."""
+    torch.manual_seed(0)
+
+    class Pooled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 16, 3)
+
+        def forward(self, x):
+            y = torch.relu(nn.functional.max_pool2d(torch.relu(self.conv(x)), 2))
+            return self.fc(torch.relu(y * y).flatten(1))
+
+    ann, x = Pooled().eval(), torch.rand(5, 1, 8, 8)
+    snn = sb.convert(ann, "max-norm", T=8, calibration_data=[x])
+    whole = engine.TrainRunner(snn).run_window(x, (0, 8))
+    runner = engine.TrainRunner(snn)
+    runner.run_window(x, (0, 3))
+    start = runner.snapshot()
+    assert len(start["analog"]) == 2  # the pooling's and the product's state
+    for _ in range(2):
+        runner.restore(start)
+        assert torch.equal(runner.run_window(x, (3, 5)), whole[3:])
 
 
 def test_sum_coded_networks_run_in_one_piece():

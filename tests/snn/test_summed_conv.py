@@ -12,24 +12,7 @@ from torch import nn
 import spikebridge as sb
 from spikebridge.snn import engine
 
-
-class Residual(nn.Module):
-    """Two basic blocks: identity shortcuts (the shortcut computed before the convolution) and
-    a strided one through a 1x1 convolution (computed after it)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.a1, self.a2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-        self.b1, self.b2 = nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Conv2d(16, 16, 3, padding=1)
-        self.short = nn.Conv2d(8, 16, 1, stride=2)
-        self.fc = nn.Linear(16, 5)
-
-    def forward(self, x):
-        x = torch.relu(self.stem(x))
-        x = torch.relu(self.a2(torch.relu(self.a1(x))) + x)
-        x = torch.relu(self.b2(torch.relu(self.b1(x))) + self.short(x))
-        return self.fc(x.mean((2, 3)))
+from helpers import Residual
 
 
 class ReadAgain(nn.Module):

@@ -121,9 +121,9 @@ def check_biases(snn: SpikingNetwork, ann: nn.Module, inputs: list[torch.Tensor]
             _scale_steps(neurons, fitted, range(start, last), scale)
             hits = []
             for i, (x, y) in enumerate(zip(inputs, labels)):
-                saved = {k: v.clone() for k, v in runners[i].potentials.items()}
+                saved = runners[i].snapshot()  # each λ's steps continue from the same point
                 totals = sums[i] + torch.cumsum(runners[i].run_window(x, (start, last - start)), 0)
-                runners[i].potentials = saved
+                runners[i].restore(saved)
                 hits.append(torch.stack([totals[u - 1 - start].argmax(1) == y for u in readouts if u > start], 1))
             agree[scale] = torch.cat(hits)  # [image, readout from the block on]: agrees with the ANN
         best = previous

@@ -286,6 +286,16 @@ class TrainRunner(fx.Interpreter):
         self.window, self.counted, self.grids = window, TrainNotes(), TrainNotes()
         return self.run(x)
 
+    def snapshot(self) -> dict:
+        """What a later window continues from: each neuron's potential and each ANALOG op's
+        decoding and encoding state (step count, running sums, last values). ``restore`` puts
+        it back, so that a caller can try several continuations of one run from the same point."""
+        return _copied({"potentials": self.potentials, "analog": self.analog_state})
+
+    def restore(self, snapshot: dict) -> None:
+        copied = _copied(snapshot)
+        self.potentials, self.analog_state = copied["potentials"], copied["analog"]
+
     def run_node(self, n: fx.Node):
         """One node (a constant node's value from the first window when windowed); torch's
         error on an input that reaches a layer in a shape it cannot take becomes a one-line
@@ -612,6 +622,16 @@ def _accumulate(counts: dict, key: str, value: torch.Tensor) -> None:
 
 def _is_train(value) -> bool:
     return isinstance(value, torch.Tensor)
+
+
+def _copied(value):
+    """A copy of a runner's state (dicts, tuples and lists of tensors and numbers) whose tensors
+    and dicts a run can change without changing the original's."""
+    if isinstance(value, dict):
+        return {key: _copied(v) for key, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(map(_copied, value))
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def _tensors(tree):

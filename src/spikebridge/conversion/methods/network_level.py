@@ -118,11 +118,20 @@ class _Search:
             runner = TrainRunner(self.snn, None)
             env: dict = {}
             _run_nodes(runner, self.order[:p], env, x)
+            start = runner.snapshot()
             for i, candidate in enumerate(candidates):
                 self.assign(candidate)
-                logits = _run_nodes(runner, self.order[p:], dict(env), x).mean(0)
+                # every candidate from the same point: the state of the ANALOG ops (max pooling's
+                # running sums) and the live trains, which a run may write into (``sum_into``)
+                runner.restore(start)
+                live = {node: fx.node.map_aggregate(value, _clone) for node, value in env.items()}
+                logits = _run_nodes(runner, self.order[p:], live, x).mean(0)
                 total[i] += output_error(logits, reference)
         return total
+
+
+def _clone(value):
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def output_error(logits: torch.Tensor, reference: torch.Tensor) -> float:

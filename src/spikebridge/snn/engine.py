@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, on_numbers, per_element)
+from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, on_numbers, op_for_node,
+                               per_element)
 from ..device import last_level_cache_bytes
 from ..errors import ConversionError, InputError, OptionError, SpikeBridgeError, first_line
 from .integer_synapses import MAX_COUNT, MODES, IntegerLayer, IntegerLayers, supported, worthwhile
@@ -401,8 +402,7 @@ class TrainRunner(fx.Interpreter):
         """The other train's node of ``add`` where ``add`` is 1·node + 1·other by its op's
         affine form, and other is a neuron's or synaptic layer's output of this window whose
         last reader is ``add``; None otherwise."""
-        op = BY_FUNCTION.get(add.target) if add.op == "call_function" else (
-            BY_METHOD.get(add.target) if add.op == "call_method" else None)
+        op = op_for_node(add, self.module)
         if op is None or op.kind is not Kind.AFFINE:
             return None
         try:

@@ -171,6 +171,7 @@ EXAMPLES = [
     ("unsqueeze", torch.squeeze, Net(lambda n, h, g: torch.squeeze(h[:, :1], 1)), M2),
     ("unsqueeze", "unsqueeze", Net(lambda n, h, g: h.unsqueeze(2)), M2),
     ("unsqueeze", "squeeze", Net(lambda n, h, g: h[:, 1:2].squeeze(1)), M2),
+    ("unsqueeze", torch.atleast_3d, Net(lambda n, h, g: torch.atleast_3d(h.flatten(1)), 1), M1),
     ("split", torch.chunk, Net(lambda n, h, g: torch.chunk(h, 2, 1)[1] - g[:, :2]), M2),
     ("split", torch.split, Net(lambda n, h, g: torch.split(h, [1, 3], 1)[1]), M2),
     ("split", torch.unbind, Net(lambda n, h, g: torch.unbind(h, 1)[2]), M2),

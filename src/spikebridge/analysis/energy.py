@@ -45,13 +45,18 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
 
     conv: output elements · (C_in/groups) · prod(kernel); linear: in · out · leading dims
     (000 A.4). The pass's count is divided by the batch size (``example_input.shape[0]``);
-    a module called several times sums its calls.
+    a module called several times (shared weights) has one entry per call, name, name#2, …,
+    as a spiking network's records of its calls (``SpikingNetwork.synaptic_layers``).
     """
     macs: dict[str, int] = {}
 
     def hook(name, op):
+        calls = 0
+
         def count(module, inputs, output):
-            macs[name] = macs.get(name, 0) + op.macs(module, output)
+            nonlocal calls
+            calls += 1
+            macs[name if calls == 1 else f"{name}#{calls}"] = op.macs(module, output)
         return count
 
     handles = []

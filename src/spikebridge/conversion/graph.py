@@ -25,7 +25,8 @@ from .ops import Kind, NotAffine, TrainProduct, on_numbers, op_for_node, support
 def fold_batchnorm(gm: fx.GraphModule) -> None:
     """y = γ(Wx + b − μ)/σ + β becomes one layer (torch.nn.utils.fusion); a BatchNorm1d whose
     only user is a linear layer folds into it instead (``linear_after_batchnorm``: RepViT's and
-    iFormer's heads); any other BatchNorm becomes an equivalent depthwise 1x1 conv."""
+    iFormer's heads); any other BatchNorm becomes an equivalent depthwise 1x1 conv
+    (``batchnorm_as_conv``)."""
     for node in list(gm.graph.nodes):
         op = op_for_node(node, gm)
         if op is None or op.kind is not Kind.FOLDED:
@@ -42,7 +43,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
         elif isinstance(after, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and user.args[0] is node:
             gm.add_submodule(user.target, linear_after_batchnorm(bn, after))
         else:
-            gm.add_submodule(node.target, batchnorm_as_conv(bn))
+            batchnorm_as_conv(gm, node, bn)
             continue
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
@@ -65,8 +66,12 @@ def linear_after_batchnorm(bn: nn.Module, linear: nn.Linear) -> nn.Linear:
     return fused
 
 
-def batchnorm_as_conv(bn: nn.Module) -> nn.Module:
-    """A BatchNorm in eval mode as a depthwise 1x1 conv: scale γ/σ, shift β − μγ/σ."""
+def batchnorm_as_conv(gm: fx.GraphModule, node: fx.Node, bn: nn.Module) -> None:
+    """The BatchNorm called at ``node``, in eval mode, becomes a depthwise 1x1 conv in its
+    place: scale γ/σ, shift β − μγ/σ. A BatchNorm1d takes [N, C] as well as [N, C, L], a
+    Conv1d only the latter: its input goes through ``torch.atleast_3d`` ([N, C] → [N, C, 1],
+    [N, C, L] unchanged) and its output is reshaped back (LeViT normalises its tokens
+    flattened to [B·N, C])."""
     conv_type = nn.Conv2d if isinstance(bn, nn.BatchNorm2d) else nn.Conv1d
     conv = conv_type(bn.num_features, bn.num_features, 1, groups=bn.num_features,
                      dtype=bn.running_var.dtype, device=bn.running_var.device)
@@ -74,7 +79,14 @@ def batchnorm_as_conv(bn: nn.Module) -> nn.Module:
     with torch.no_grad():
         conv.weight.copy_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
         conv.bias.copy_(shift)
-    return conv
+    gm.add_submodule(node.target, conv)
+    if conv_type is nn.Conv1d:
+        x = node.args[0]
+        with gm.graph.inserting_before(node):
+            node.args = (gm.graph.call_function(torch.atleast_3d, (x,)),)
+        with gm.graph.inserting_after(node):
+            back = gm.graph.call_method("reshape_as", (node, x))
+        node.replace_all_uses_with(back, delete_user_cb=lambda user: user is not back)
 
 
 def remove_dropped(gm: fx.GraphModule) -> None:

@@ -265,7 +265,7 @@ class TrainRunner(fx.Interpreter):
         self.result = result
         self.values = values
         plan = snn.plan()
-        self.constant, self.analog = plan.constant, plan.analog
+        self.constant, self.analog, self.calls = plan.constant, plan.analog, plan.calls
         self.modules = plan.modules  # target -> (module, its op; None for a neuron)
         self.analog_state: dict[str, dict] = {}
         self.node: fx.Node | None = None
@@ -343,7 +343,7 @@ class TrainRunner(fx.Interpreter):
             raise ConversionError(f"the engine cannot run module {target!r} ({type(module).__name__}): it is neither "
                                   "a spiking neuron nor an op of the op table that a spiking network can hold")
         if op.kind is Kind.SYNAPTIC:
-            self.record_events(target, args[0])
+            self.record_events(self.calls[self.node], args[0])
             layout = step_layout(module, args[0])
             weight = weight_in(module, layout)  # first: the integer form is keyed on the weight's storage
             integer = self.integer_layer(module, args[0])
@@ -506,16 +506,21 @@ class TrainRunner(fx.Interpreter):
 
     def per_step(self, fn, args, kwargs):
         """Apply a per-sample op to each step [B, ...] of its trains and stack the results; an op
-        that returns no tensor (a shape) gives the same at every step and is returned once."""
-        steps = {a.shape[0] for a in _tensors((args, kwargs))}
-        if not steps:
+        that returns no tensor (a shape) gives the same at every step and is returned once. An
+        integer or boolean tensor of one step is an index or a mask (a constant buffer), not a
+        value: the same at every step of the trains it meets (MaxxViT's relative-position index
+        into a bias its MLP computes with spikes)."""
+        tensors = _tensors((args, kwargs))
+        if not tensors:
             return fn(*args, **kwargs)
+        steps = {a.shape[0] for a in tensors if not _is_index(a)} or {1}
         if len(steps) > 1:
             raise ConversionError("an op received spike trains of different lengths")
         (steps,) = steps
 
         def at(t):
-            return fx.node.map_aggregate((args, kwargs), lambda v: v[t] if isinstance(v, torch.Tensor) else v)
+            return fx.node.map_aggregate((args, kwargs), lambda v: (v[0] if _is_index(v) else v[t])
+                                         if isinstance(v, torch.Tensor) else v)
 
         a, k = at(0)
         first = fn(*a, **k)
@@ -618,6 +623,11 @@ def neuron_sums(train: torch.Tensor) -> torch.Tensor:
 
 def _accumulate(counts: dict, key: str, value: torch.Tensor) -> None:
     counts[key] = counts[key] + value if key in counts else value
+
+
+def _is_index(value: torch.Tensor) -> bool:
+    """A one-step integer or boolean tensor: an index or mask (``TrainRunner.per_step``)."""
+    return value.shape[0] == 1 and not value.is_floating_point() and not value.is_complex()
 
 
 def _is_train(value) -> bool:

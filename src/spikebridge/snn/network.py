@@ -28,8 +28,9 @@ class SimulationResult:
 
     logits: [T, B, classes], the output read out after each step (anytime).
     spikes: site -> spike count per neuron position, summed over steps and batch.
-    events: synaptic layer -> non-zero input events per input position, summed over steps
-        and batch (a constant rate-coded input counts once per step).
+    events: synaptic layer call (``SpikingNetwork.synaptic_layers``) -> non-zero input events
+        per input position, summed over steps and batch (a constant rate-coded input counts
+        once per step).
     steps: site -> number of steps of the site's output train.
     values: site -> the train's decoded value per neuron [B, ...] (sum, or mean for rate
         coding); filled only when asked for (verify uses it).
@@ -186,6 +187,18 @@ def auto_step_pieces(x: torch.Tensor, step_bytes: int | None, autograd: bool = F
     return STEP_PIECE
 
 
+def call_names(nodes) -> dict:
+    """Each call of a module its record name, in the order given: the module's name for its
+    first call, name#2, name#3, … for the later ones. A layer with shared weights called on
+    inputs of different shapes (CoaT's MLP, shared by its scales) has one input-event map per
+    call, and the calls' operations and energy are counted apart."""
+    names, seen = {}, {}
+    for node in nodes:
+        seen[node.target] = seen.get(node.target, 0) + 1
+        names[node] = node.target if seen[node.target] == 1 else f"{node.target}#{seen[node.target]}"
+    return names
+
+
 def _input_key(x: torch.Tensor) -> tuple:
     return tuple(x.shape[1:]), x.dtype, x.device
 
@@ -195,18 +208,21 @@ class GraphPlan:
     """What a simulation reads off the graph (``SpikingNetwork.plan``).
 
     modules: each module call's target -> (module, its op table entry; None for a neuron), in
-    execution order. neurons, synaptic: the activation sites and the synaptic layers (conv,
-    linear; BatchNorm folded in), in execution order. constant: the nodes with
+    execution order. neurons: the activation sites, in execution order. synaptic: each call of
+    a synaptic layer (conv, linear; BatchNorm folded in), in execution order, by its record
+    name (``call_names``: a layer called k times, shared weights, is k records). calls: each
+    synaptic call node -> its record name. constant: the nodes with
     no neuron upstream (and not neurons): the same value at every step, computed on the analog
     input. analog: the synaptic layers whose input is not spikes: it has passed no neuron since
     the analog input, a constant, or an op computed on decoded values (``graph.analog_nodes``)
     other than one that selects among its inputs where the coding keeps spikes spikes (max
-    pooling under rate coding)."""
+    pooling under rate coding); by record name."""
 
     key: tuple
     modules: dict[str, tuple[nn.Module, Op | None]]
     neurons: dict[str, SpikingNeuron]
     synaptic: dict[str, nn.Module]
+    calls: dict[fx.Node, str]
     constant: frozenset[fx.Node]
     analog: frozenset[str]
 
@@ -221,7 +237,9 @@ class GraphPlan:
                 module = gm.get_submodule(n.target)
                 modules[n.target] = (module, None if isinstance(module, SpikingNeuron) else op_for_module(module))
         neurons = {t: m for t, (m, _) in modules.items() if isinstance(m, SpikingNeuron)}
-        synaptic = {t: m for t, (m, op) in modules.items() if op is not None and op.kind is Kind.SYNAPTIC}
+        calls = call_names(n for n in gm.graph.nodes if n.op == "call_module" and modules[n.target][1] is not None
+                           and modules[n.target][1].kind is Kind.SYNAPTIC)
+        synaptic = {name: modules[n.target][0] for n, name in calls.items()}
 
         def is_neuron(node: fx.Node) -> bool:
             return node.op == "call_module" and node.target in neurons
@@ -236,9 +254,9 @@ class GraphPlan:
         for node in gm.graph.nodes:
             if not is_neuron(node) and any(a in analog for a in node.all_input_nodes):
                 analog.add(node)
-        layers = frozenset(n.target for n in gm.graph.nodes  # a constant layer's inputs are constants, so in analog
-                           if n.op == "call_module" and n.target in synaptic and any(a in analog for a in n.all_input_nodes))
-        return cls(key, modules, neurons, synaptic, frozenset(constant), layers)
+        layers = frozenset(name for n, name in calls.items()  # a constant layer's inputs are constants, so in analog
+                           if any(a in analog for a in n.all_input_nodes))
+        return cls(key, modules, neurons, synaptic, calls, frozenset(constant), layers)
 
 
 class SpikingNetwork(nn.Module):
@@ -297,7 +315,9 @@ class SpikingNetwork(nn.Module):
         return dict(self.plan().neurons)
 
     def synaptic_layers(self) -> dict[str, nn.Module]:
-        """Synaptic layers (conv, linear; BatchNorm folded in) in execution order."""
+        """Synaptic layers (conv, linear; BatchNorm folded in) in execution order, one entry
+        per call: a layer called k times (shared weights) is its name, then name#2 … name#k
+        (``call_names``; ``analysis.energy.count_macs`` names the ANN's calls alike)."""
         return dict(self.plan().synaptic)
 
     def constant_nodes(self) -> set[fx.Node]:

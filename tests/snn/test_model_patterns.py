@@ -1,0 +1,122 @@
+"""Three patterns of models nobody wrote for spikebridge that the timm sweep (BENCHMARKS.md
+§13) found the engine failing on, each converted exactly now: a layer with shared weights
+called on inputs of different shapes (CoaT's MLP shared by its scales), a constant integer
+index into a train that neurons compute (MaxxViT's relative-position MLP), and a BatchNorm1d on
+tokens flattened to [B·N, C] (LeViT)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+from torch.nn import functional as F
+
+import spikebridge as sb
+from spikebridge.analysis import energy as en
+
+
+class SharedMlp(nn.Module):
+    """One MLP applied to 9 and to 4 tokens of the same image, as CoaT's parallel blocks do."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(1, 8, 2, stride=2)
+        self.mlp = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 8))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        fine = F.relu(self.embed(x)).flatten(2).transpose(1, 2)                   # [B, 9, 8]
+        coarse = F.adaptive_avg_pool1d(fine.transpose(1, 2), 4).transpose(1, 2)   # [B, 4, 8]
+        return self.head(self.mlp(fine).mean(1) + self.mlp(coarse).mean(1))
+
+
+class IndexedBias(nn.Module):
+    """A bias table computed by an MLP with a ReLU from constant coordinates, read through a
+    constant integer index and added to the features (MaxxViT's relative positions)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("coords", torch.randn(5, 2))
+        self.register_buffer("index", torch.randint(0, 5, (3, 3)))
+        self.table = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 1))
+        self.conv = nn.Conv2d(1, 4, 2, stride=2)
+        self.fc = nn.Linear(4 * 9, 3)
+
+    def forward(self, x):
+        bias = self.table(self.coords).view(-1)[self.index]   # [3, 3], computed with spikes
+        return self.fc(F.relu(F.relu(self.conv(x)) + bias).flatten(1))
+
+
+class TokenNorm(nn.Module):
+    """LeViT's linear + BatchNorm1d on the tokens flattened to [B·N, C], and a BatchNorm1d on
+    [B, C] features that no linear layer takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(1, 8, 2, stride=2)
+        self.linear, self.bn = nn.Linear(8, 8), nn.BatchNorm1d(8)
+        self.bn2 = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        tokens = F.relu(self.embed(x)).flatten(2).transpose(1, 2)   # [B, 9, 8]
+        y = self.linear(tokens)
+        y = F.relu(self.bn(y.flatten(0, 1)).reshape_as(y))
+        return self.head(F.relu(self.bn2(y.mean(1))))
+
+
+def _prepared(model: nn.Module, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    return sb.prepare(model.eval(), levels=4, threshold=1.0).double().eval()
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(0, 2 ** 16), st.sampled_from(["pasc", "bitplane"]),
+       st.sampled_from([SharedMlp, IndexedBias, TokenNorm]))
+def test_each_pattern_converts_exactly(seed, method, net):
+    torch.manual_seed(seed)
+    qann = _prepared(net(), seed)
+    snn = sb.convert(qann, method)
+    report = sb.verify(qann, snn, torch.randn(4, 1, 6, 6, dtype=torch.float64))
+    assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0 and report.max_logit_diff < 1e-9
+
+
+def test_no_batchnorm_is_left_and_its_conv_takes_both_ranks():
+    snn = sb.convert(_prepared(TokenNorm(), 0), "pasc")
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in snn.modules())
+    convs = [n for n in snn.graph.graph.nodes if n.op == "call_module"
+             and isinstance(snn.graph.get_submodule(n.target), nn.Conv1d)]
+    assert [n.args[0].target for n in convs] == [torch.atleast_3d] * 2
+
+
+def test_a_shared_layer_is_recorded_per_call_and_counted_per_call():
+    qann = _prepared(SharedMlp(), 0)
+    snn = sb.convert(qann, "pasc").double()
+    x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
+    result = snn.simulate(x)
+    layers = snn.synaptic_layers()
+    assert list(layers) == ["embed", "mlp.0", "mlp.2", "mlp.0#2", "mlp.2#2", "head"]
+    assert layers["mlp.0"] is layers["mlp.0#2"]
+    assert result.events["mlp.0"].shape == (9, 8) and result.events["mlp.0#2"].shape == (4, 8)
+    macs = en.count_macs(qann, x[:1])
+    assert macs["mlp.0"] == 9 * 8 * 12 and macs["mlp.0#2"] == 4 * 8 * 12
+    report = en.energy_report(result, layers, macs)
+    assert [row.name for row in report.layers] == list(layers)
+    rows = {row.name: row for row in report.layers}
+    for name in ("mlp.0", "mlp.0#2"):  # linear: each event reaches every output feature
+        assert rows[name].acs_exact == result.events[name].sum().item() * 12 / x.shape[0]
+        assert rows[name].macs == macs[name]
+
+
+@pytest.mark.parametrize("method", ["pasc", "qcfs"])
+def test_a_one_step_index_is_the_same_at_every_step(method):
+    qann = _prepared(IndexedBias(), 1)
+    snn = sb.convert(qann, method, **({"T": 4} if method == "qcfs" else {}))
+    x = torch.rand(3, 1, 6, 6, dtype=torch.float64)
+    logits = snn.simulate(x).logits
+    assert logits.shape[0] > 1 and torch.isfinite(logits).all()
+    if method == "pasc":
+        assert torch.allclose(logits[-1], qann(x), atol=1e-9)

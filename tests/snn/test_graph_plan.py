@@ -69,6 +69,17 @@ def test_an_edited_graph_gets_a_new_plan():
     assert site.target not in snn.simulate(x).spikes
 
 
+def test_a_copy_has_a_plan_of_its_own_nodes_and_measures_the_same():
+    snn, x = _snn()
+    first = snn.simulate(x)
+    twin = copy.deepcopy(snn)
+    nodes = set(twin.graph.graph.nodes)
+    assert twin.plan().constant and twin.plan().constant <= nodes and set(twin.plan().calls) <= nodes
+    again = twin.simulate(x)
+    assert torch.equal(again.logits, first.logits) and again.analog_steps == first.analog_steps
+    assert all(torch.equal(again.events[k], first.events[k]) for k in first.events)
+
+
 def test_weights_are_stored_in_the_layout_their_steps_run_in():
     snn, x = _snn()
     weights = {name: copy.deepcopy(layer.weight) for name, layer in snn.synaptic_layers().items()}

@@ -290,6 +290,13 @@ class SpikingNetwork(nn.Module):
         self._chunks = ChunkTuner()
         self._plan: GraphPlan | None = None
 
+    def __getstate__(self) -> dict:
+        """A copy (deepcopy, pickle) finds its own plan: fx copies a graph's nodes outside
+        deepcopy's memo, so a plan copied along would hold the original's nodes under a key
+        that still matches (its constant nodes then never found, a shared layer's calls
+        unnamed)."""
+        return {**self.__dict__, "_plan": None}
+
     @property
     def record(self) -> Method:
         return get_method(self.method)

@@ -1,8 +1,9 @@
-"""Three patterns of models nobody wrote for spikebridge that the timm sweep (BENCHMARKS.md
-§13) found the engine failing on, each converted exactly now: a layer with shared weights
-called on inputs of different shapes (CoaT's MLP shared by its scales), a constant integer
-index into a train that neurons compute (MaxxViT's relative-position MLP), and a BatchNorm1d on
-tokens flattened to [B·N, C] (LeViT)."""
+"""Patterns of models nobody wrote for spikebridge that the timm sweep (BENCHMARKS.md §13)
+found spikebridge failing on or refusing, each converted exactly now: a layer with shared
+weights called on inputs of different shapes (CoaT's MLP shared by its scales), a constant
+integer index into a train that neurons compute (MaxxViT's relative-position MLP), a
+BatchNorm1d on tokens flattened to [B·N, C] (LeViT), and a nonlinear op on a parameter alone
+(SwinV2's clamped, exponentiated logit scale), computed at conversion."""
 from __future__ import annotations
 
 import pytest
@@ -65,6 +66,24 @@ class TokenNorm(nn.Module):
         return self.head(F.relu(self.bn2(y.mean(1))))
 
 
+class ScaledByParameter(nn.Module):
+    """Features times exp(clamp(θ, max=0.5)), θ a parameter, as SwinV2's cosine attention
+    scales its logits; and a clamp on a train that stays refused."""
+
+    def __init__(self, clamp_train: bool = False):
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor([0.2, 0.9, -0.3, 1.5]))
+        self.conv = nn.Conv2d(1, 4, 2, stride=2)
+        self.fc = nn.Linear(4 * 9, 3)
+        self.clamp_train = clamp_train
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        h = torch.clamp(h, max=0.5) if self.clamp_train else h
+        scale = torch.clamp(self.logit_scale.reshape(1, 4, 1, 1), max=0.5).exp()
+        return self.fc((h * scale).flatten(1))
+
+
 def _prepared(model: nn.Module, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     for m in model.modules():
@@ -75,7 +94,7 @@ def _prepared(model: nn.Module, seed: int) -> nn.Module:
 
 @settings(max_examples=4, deadline=None)
 @given(st.integers(0, 2 ** 16), st.sampled_from(["pasc", "bitplane"]),
-       st.sampled_from([SharedMlp, IndexedBias, TokenNorm]))
+       st.sampled_from([SharedMlp, IndexedBias, TokenNorm, ScaledByParameter]))
 def test_each_pattern_converts_exactly(seed, method, net):
     torch.manual_seed(seed)
     qann = _prepared(net(), seed)
@@ -120,3 +139,15 @@ def test_a_one_step_index_is_the_same_at_every_step(method):
     assert logits.shape[0] > 1 and torch.isfinite(logits).all()
     if method == "pasc":
         assert torch.allclose(logits[-1], qann(x), atol=1e-9)
+
+
+def test_a_nonlinear_op_on_parameters_alone_is_computed_at_conversion():
+    qann = _prepared(ScaledByParameter(), 0)
+    snn = sb.convert(qann, "pasc")
+    ops = {n.target for n in snn.graph.graph.nodes if n.op in ("call_function", "call_method")}
+    assert torch.clamp not in ops and "exp" not in ops and "reshape" not in ops
+    (folded,) = [m for name, m in snn.graph.named_modules() if name.startswith("constant_exp")]
+    expected = torch.tensor([0.2, 0.5, -0.3, 0.5], dtype=torch.float64).exp().view(1, 4, 1, 1)
+    assert torch.allclose(folded.value, expected)
+    with pytest.raises(sb.ConversionError, match="clamp"):  # on a train it has no spiking meaning
+        sb.convert(_prepared(ScaledByParameter(clamp_train=True), 0), "pasc")

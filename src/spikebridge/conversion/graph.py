@@ -19,6 +19,7 @@ from ..ann.qcfs import QCFS
 from ..ann.quantized import QuantizedActivation
 from ..ann.tracing import describe, replace_with_module, site_nodes, trace
 from ..errors import ConversionError
+from .constant import Constant
 from .ops import Kind, NotAffine, TrainProduct, on_numbers, op_for_node, supported_ops
 
 
@@ -95,6 +96,43 @@ def remove_dropped(gm: fx.GraphModule) -> None:
         op = op_for_node(node, gm)
         if op is not None and op.kind is Kind.DROPPED:
             node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.recompile()
+
+
+def fold_constant_calls(gm: fx.GraphModule) -> None:
+    """A function or method call with no spiking form (not ACCEPTED by the op table) whose
+    arguments hold only tensors the ANN reads directly (``Constant`` modules, folded calls)
+    and numbers is computed once, here, and becomes a Constant holding its value: SwinV2's
+    logit scale, clamp(θ, max=ln 100).exp(), is a number however the network runs. Nothing
+    of the input reaches it, so the value is the ANN's."""
+    values: dict[fx.Node, object] = {}  # the value of every call on constants alone, folded or not
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant):
+            values[node] = gm.get_submodule(node.target).value
+            continue
+        if (node.op not in ("call_function", "call_method") or not node.all_input_nodes
+                or any(a not in values for a in node.all_input_nodes)):
+            continue
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
+        try:
+            with torch.no_grad():
+                values[node] = value = (node.target(*args, **kwargs) if node.op == "call_function"
+                                        else getattr(args[0], node.target)(*args[1:], **kwargs))
+        except (RuntimeError, TypeError, ValueError):
+            continue  # not computable here: check_supported judges it as it stands
+        op = op_for_node(node, gm)
+        if not isinstance(value, torch.Tensor) or op is not None and op.kind in ACCEPTED:
+            continue
+        name = f"constant_{node.name}"
+        gm.add_submodule(name, Constant(tuple(value.shape), value))
+        with gm.graph.inserting_before(node):
+            call = gm.graph.call_module(name)
+        node.replace_all_uses_with(call)
+        gm.graph.erase_node(node)
+        values[call] = values.pop(node)
+    for node in reversed(list(values)):  # what only a folded call read
+        if not node.users and node.op != "output":
             gm.graph.erase_node(node)
     gm.recompile()
 

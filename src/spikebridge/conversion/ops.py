@@ -260,6 +260,12 @@ def per_element(n: int):
     return lambda fn, args, kwargs, output: n * _tensor_numel(output)
 
 
+def per_input_element(n: int):
+    """analog_macs of a reduction doing ``n`` MACs per element of its first input (a norm: a
+    square and a sum each)."""
+    return lambda fn, args, kwargs, output: n * _tensor_numel(args[0])
+
+
 def matmul_macs(fn, args, kwargs, output) -> int:
     """a @ b: output elements · the contracted length."""
     return output.numel() * args[0].shape[-1]
@@ -382,6 +388,15 @@ def div_form(is_train, input, other, rounding_mode=None) -> Affine:
     return _affine(is_train, (1 / other, input))
 
 
+def addcmul_form(is_train, input, tensor1, tensor2, value=1) -> Affine:
+    """torch.addcmul: input + value·tensor1·tensor2 (ResMLP's and ConvNeXt-V2's affine
+    layers); a product of two trains runs on their values, as ``mul``."""
+    if is_train(tensor1) and is_train(tensor2):
+        raise TrainProduct("multiplies two spike trains")
+    train, number = (tensor1, tensor2) if is_train(tensor1) else (tensor2, tensor1)
+    return _affine(is_train, (1, input), (value * number, train))
+
+
 def neg_form(is_train, input) -> Affine:
     """torch.neg / operator.neg: −input."""
     return _affine(is_train, (-1, input))
@@ -479,6 +494,8 @@ OPS: tuple[Op, ...] = (
     Op("div", Kind.AFFINE, functions=(operator.truediv, torch.div, torch.divide, torch.true_divide),
        methods=("div", "div_", "divide", "true_divide"), affine=div_form,
        nir_refusal="NIR has no scaling by a number outside a layer"),
+    Op("addcmul", Kind.AFFINE, functions=(torch.addcmul,), methods=("addcmul",), affine=addcmul_form,
+       nir_refusal="NIR has no product outside a layer"),
     Op("neg", Kind.AFFINE, functions=(operator.neg, torch.neg, torch.negative), methods=("neg", "neg_", "negative"),
        affine=neg_form, nir_refusal="NIR has no negation outside a layer"),
     Op("permute", Kind.STATELESS, functions=(torch.permute,), methods=("permute",),
@@ -503,6 +520,13 @@ OPS: tuple[Op, ...] = (
     Op("layer_norm", Kind.ANALOG, modules=(nn.LayerNorm,), functions=(F.layer_norm,),
        config=("normalized_shape", "eps", "elementwise_affine", "bias"), analog_macs=per_element(4),
        nir_refusal=_ANALOG_NIR),
+    Op("group_norm", Kind.ANALOG, modules=(nn.GroupNorm,), functions=(F.group_norm,),
+       config=("num_groups", "num_channels", "eps", "affine"), analog_macs=per_element(4),
+       nir_refusal=_ANALOG_NIR),  # PoolFormer, SHViT: layer norm over groups of channels
+    Op("normalize", Kind.ANALOG, functions=(F.normalize,), analog_macs=per_element(3),
+       nir_refusal=_ANALOG_NIR),  # x / max(‖x‖_p, eps): SwinV2's cosine attention, SwiftFormer
+    Op("norm", Kind.ANALOG, functions=(torch.norm, torch.linalg.vector_norm), methods=("norm",),
+       analog_macs=per_input_element(2), nir_refusal=_ANALOG_NIR),  # ConvNeXt-V2's global response norm
     Op("softmax", Kind.ANALOG, modules=(nn.Softmax,), functions=(F.softmax, torch.softmax), methods=("softmax",),
        config=("dim",), analog_macs=per_element(2), nir_refusal=_ANALOG_NIR),
     Op("matmul", Kind.ANALOG, functions=(operator.matmul, torch.matmul, torch.bmm), methods=("matmul", "bmm"),

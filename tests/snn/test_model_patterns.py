@@ -2,8 +2,10 @@
 found spikebridge failing on or refusing, each converted exactly now: a layer with shared
 weights called on inputs of different shapes (CoaT's MLP shared by its scales), a constant
 integer index into a train that neurons compute (MaxxViT's relative-position MLP), a
-BatchNorm1d on tokens flattened to [B·N, C] (LeViT), and a nonlinear op on a parameter alone
-(SwinV2's clamped, exponentiated logit scale), computed at conversion."""
+BatchNorm1d on tokens flattened to [B·N, C] (LeViT), a nonlinear op on a parameter alone
+(SwinV2's clamped, exponentiated logit scale), computed at conversion, and functional layer
+calls whose weight or bias is computed from parameters (BEiT's qkv bias, NFNet's standardised
+convolution weight), layers at conversion."""
 from __future__ import annotations
 
 import pytest
@@ -84,6 +86,26 @@ class ScaledByParameter(nn.Module):
         return self.fc((h * scale).flatten(1))
 
 
+class ComputedWeights(nn.Module):
+    """A convolution with a weight standardised per output channel (NFNet's ScaledStdConv2d:
+    F.batch_norm over the weight) and a linear layer with a bias concatenated from parameters
+    and zeros (BEiT's qkv bias)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(4, 1, 2, 2)), nn.Parameter(torch.randn(4) * 0.1)
+        self.fc = nn.Linear(4 * 9, 6, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.randn(2) * 0.1), nn.Parameter(torch.randn(2) * 0.1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        weight = F.batch_norm(self.weight.reshape(1, 4, -1), None, None, training=True, momentum=0.0,
+                              eps=1e-6).reshape_as(self.weight)
+        h = F.relu(F.conv2d(x, weight, self.bias, stride=2))
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        return self.head(F.relu(F.linear(h.flatten(1), self.fc.weight, bias)))
+
+
 def _prepared(model: nn.Module, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     for m in model.modules():
@@ -94,7 +116,7 @@ def _prepared(model: nn.Module, seed: int) -> nn.Module:
 
 @settings(max_examples=4, deadline=None)
 @given(st.integers(0, 2 ** 16), st.sampled_from(["pasc", "bitplane"]),
-       st.sampled_from([SharedMlp, IndexedBias, TokenNorm, ScaledByParameter]))
+       st.sampled_from([SharedMlp, IndexedBias, TokenNorm, ScaledByParameter, ComputedWeights]))
 def test_each_pattern_converts_exactly(seed, method, net):
     torch.manual_seed(seed)
     qann = _prepared(net(), seed)
@@ -151,3 +173,14 @@ def test_a_nonlinear_op_on_parameters_alone_is_computed_at_conversion():
     assert torch.allclose(folded.value, expected)
     with pytest.raises(sb.ConversionError, match="clamp"):  # on a train it has no spiking meaning
         sb.convert(_prepared(ScaledByParameter(clamp_train=True), 0), "pasc")
+
+
+def test_layer_calls_on_computed_weights_become_layers_at_conversion():
+    qann = _prepared(ComputedWeights(), 0)
+    assert {F.conv2d, F.linear} <= {n.target for n in sb.prepare(ComputedWeights(), levels=4).graph.nodes}
+    snn = sb.convert(qann, "pasc")
+    layers = list(snn.synaptic_layers().values())
+    assert [type(m) for m in layers] == [nn.Conv2d, nn.Linear, nn.Linear]
+    standardised = F.batch_norm(qann.weight.reshape(1, 4, -1), None, None, training=True, momentum=0.0, eps=1e-6)
+    assert torch.allclose(layers[0].weight, standardised.reshape_as(qann.weight))
+    assert torch.equal(layers[1].bias, torch.cat((qann.q_bias, torch.zeros(2, dtype=torch.float64), qann.v_bias)))

@@ -23,8 +23,8 @@ from ..inputs import batches as input_batches
 from ..inputs import InputSpec, input_spec, run_on
 from ..snn.network import SpikingNetwork
 from .constant import constants_as_modules
-from .graph import (check_finite, check_supported, fold_batchnorm, fold_constant_calls, redirect_inplace,
-                    relu_site_modules, remove_dropped)
+from .graph import (check_finite, check_supported, constant_layer_calls, fold_batchnorm, fold_constant_calls,
+                    redirect_inplace, relu_site_modules, remove_dropped)
 from .registry import Method, Source, default_method, get_method
 from .thresholds import ActivationStats
 
@@ -144,6 +144,7 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     redirect_inplace(gm)
     constants_as_modules(gm)
     fold_constant_calls(gm)
+    constant_layer_calls(gm)
     check_supported(gm, sites)
     calibration = None
     if record.source is Source.RELU:

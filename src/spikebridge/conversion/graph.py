@@ -14,6 +14,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from ..ann.layer_calls import LAYER_CALLS
 from ..ann.prepare import relu_sites
 from ..ann.qcfs import QCFS
 from ..ann.quantized import QuantizedActivation
@@ -100,40 +101,83 @@ def remove_dropped(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
-def fold_constant_calls(gm: fx.GraphModule) -> None:
-    """A function or method call with no spiking form (not ACCEPTED by the op table) whose
-    arguments hold only tensors the ANN reads directly (``Constant`` modules, folded calls)
-    and numbers is computed once, here, and becomes a Constant holding its value: SwinV2's
-    logit scale, clamp(θ, max=ln 100).exp(), is a number however the network runs. Nothing
-    of the input reaches it, so the value is the ANN's."""
-    values: dict[fx.Node, object] = {}  # the value of every call on constants alone, folded or not
-    for node in list(gm.graph.nodes):
+def constant_values(gm: fx.GraphModule) -> dict[fx.Node, object]:
+    """The value of every node computed from tensors the ANN reads directly (``Constant``
+    modules) and numbers alone, in graph order; a call that cannot be computed here is left out."""
+    values: dict[fx.Node, object] = {}
+    for node in gm.graph.nodes:
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant):
             values[node] = gm.get_submodule(node.target).value
-            continue
-        if (node.op not in ("call_function", "call_method") or not node.all_input_nodes
-                or any(a not in values for a in node.all_input_nodes)):
-            continue
-        args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
-        try:
-            with torch.no_grad():
-                values[node] = value = (node.target(*args, **kwargs) if node.op == "call_function"
-                                        else getattr(args[0], node.target)(*args[1:], **kwargs))
-        except (RuntimeError, TypeError, ValueError):
-            continue  # not computable here: check_supported judges it as it stands
-        op = op_for_node(node, gm)
-        if not isinstance(value, torch.Tensor) or op is not None and op.kind in ACCEPTED:
-            continue
-        name = f"constant_{node.name}"
-        gm.add_submodule(name, Constant(tuple(value.shape), value))
-        with gm.graph.inserting_before(node):
-            call = gm.graph.call_module(name)
-        node.replace_all_uses_with(call)
-        gm.graph.erase_node(node)
-        values[call] = values.pop(node)
-    for node in reversed(list(values)):  # what only a folded call read
-        if not node.users and node.op != "output":
+        elif (node.op in ("call_function", "call_method") and node.all_input_nodes
+              and all(a in values for a in node.all_input_nodes)):
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
+            try:
+                with torch.no_grad():
+                    values[node] = (node.target(*args, **kwargs) if node.op == "call_function"
+                                    else getattr(args[0], node.target)(*args[1:], **kwargs))
+            except (RuntimeError, TypeError, ValueError):
+                continue  # check_supported judges it as it stands
+    return values
+
+
+
+
+def _erase_unused(gm: fx.GraphModule, nodes) -> None:
+    """Erase those of ``nodes`` still in the graph that nothing reads, readers first."""
+    alive = set(gm.graph.nodes)
+    for node in reversed(list(nodes)):
+        if node in alive and not node.users:
             gm.graph.erase_node(node)
+
+
+def fold_constant_calls(gm: fx.GraphModule) -> None:
+    """A function or method call with no spiking form (not ACCEPTED by the op table) whose
+    arguments hold only tensors the ANN reads directly and numbers (``constant_values``) is
+    computed once, here, and becomes a Constant holding its value: SwinV2's logit scale,
+    exp(clamp(θ, max=ln 100)), is a number however the network runs. Nothing of the input
+    reaches it, so the value is the ANN's."""
+    values = constant_values(gm)
+    for node, value in list(values.items()):
+        op = op_for_node(node, gm)
+        if node.op == "call_module" or not isinstance(value, torch.Tensor) or op is not None and op.kind in ACCEPTED:
+            continue
+        gm.add_submodule(f"constant_{node.name}", Constant(tuple(value.shape), value))
+        with gm.graph.inserting_before(node):
+            node.replace_all_uses_with(gm.graph.call_module(f"constant_{node.name}"))
+        gm.graph.erase_node(node)
+    _erase_unused(gm, values)
+    gm.recompile()
+
+
+def constant_layer_calls(gm: fx.GraphModule) -> None:
+    """A functional linear or conv call (``ann.layer_calls.LAYER_CALLS``) whose weight and bias
+    are computed from constants alone (``constant_values``) becomes a call of the layer it
+    describes, holding those values: BEiT's attention, F.linear(x, W, cat(b_q, 0, b_v)), and
+    NFNet's convolution with a standardised weight. In the ANN they are computed from
+    parameters that training changes, so prepare leaves them as they are; at conversion the
+    weights are fixed."""
+    values = constant_values(gm)
+    for node in list(gm.graph.nodes):
+        call = LAYER_CALLS.get(node.target) if node.op == "call_function" else None
+        if call is None or call.name not in ("linear", "conv"):
+            continue
+        bound = dict(call.arguments) | dict(zip([n for n, _ in call.arguments], node.args[1:])) | dict(node.kwargs)
+        bound = fx.node.map_arg(bound, lambda n: values.get(n, n))
+        left = []
+        fx.node.map_arg(bound, left.append)  # an argument that is not a constant
+        if left or not isinstance(bound["weight"], torch.Tensor):
+            continue
+        layer = call.build(bound, None).to(bound["weight"].device, bound["weight"].dtype)
+        with torch.no_grad():
+            for name in call.tensors:
+                if bound[name] is not None:
+                    getattr(layer, name).copy_(bound[name])
+        gm.add_submodule(f"{node.name}_layer", layer)
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(f"{node.name}_layer", (node.args[0],))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+    _erase_unused(gm, values)
     gm.recompile()
 
 

@@ -92,16 +92,23 @@ def test_the_traced_graph_computes_the_model_in_train_and_eval_mode(bias, groups
         assert torch.equal(gm.get_submodule(f"{name}.bn").weight.grad, net.get_submodule(name).weight.grad)
 
 
-def test_a_call_on_computed_tensors_is_left_and_refused_by_convert():
+def test_a_call_on_computed_tensors_is_left_and_made_a_layer_by_convert():
+    """Training changes the tensors the weight is computed from, so prepare keeps the call;
+    at conversion the weight is fixed, and the call becomes a layer holding it
+    (graph.constant_layer_calls)."""
     class Scaled(nn.Conv2d):
         def forward(self, x):
             return F.conv2d(x, self.weight * 0.5, self.bias, padding=1)
 
     net = nn.Sequential(Scaled(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
     net(torch.zeros(1, 1, 6, 6))
-    assert any(n.target is F.conv2d for n in trace(net).graph.nodes)
-    with pytest.raises(sb.ConversionError, match="node 'conv2d'"):
-        sb.convert(sb.prepare(net), "pasc")
+    qann = sb.prepare(net, levels=4).double().eval()
+    assert any(n.target is F.conv2d for n in qann.graph.nodes)
+    snn = sb.convert(qann, "pasc")
+    assert not any(n.target is F.conv2d for n in snn.graph.graph.nodes)
+    assert torch.equal(snn.synaptic_layers()["conv2d_layer"].weight, qann.get_submodule("0").weight * 0.5)
+    report = sb.verify(qann, snn, torch.randn(3, 1, 6, 6, dtype=torch.float64))
+    assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
 
 
 @pytest.fixture(scope="module")

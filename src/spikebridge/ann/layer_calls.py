@@ -9,7 +9,9 @@ which the op table cannot fold or run as synapses. Each such call becomes a call
 (one parameter, trained and saved once), built from the call's own arguments (stride,
 padding, ...), at path "<owner>.<linear|conv|bn>". The graph computes what it computed; BatchNorm
 then follows train()/eval() as the original module did, where the traced call had the mode of
-the trace fixed in it. A call on computed tensors (a standardised weight) is left as it is.
+the trace fixed in it. A call on computed tensors (a standardised weight) is left as it is:
+training changes what they are computed from; conversion, where the weights are fixed, makes
+it a layer (``conversion.graph.constant_layer_calls``).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What a network takes as input, checked once for ``simulate``, ``verify`` and calibration.
 
 A network takes floating-point batches [B, ...] of its own dtype. Where the input reaches a
-conv or linear layer directly, its shape is known too: Conv2d [B, C_in, H, W], Conv1d
+conv or linear layer directly, its shape is known too: Conv3d [B, C_in, D, H, W], Conv2d [B, C_in, H, W], Conv1d
 [B, C_in, L], Linear [B, ..., in_features]; a network whose input is looked up in an
 embedding (a text model) takes int64 token ids [B, tokens]. Anything else (a tensor of another dtype, a
 missing batch dimension, other channels, NaN or inf) is a one-line InputError that says what
@@ -19,7 +19,7 @@ from torch import fx, nn
 
 from .errors import InputError, first_line
 
-RANKS = {nn.Conv1d: 3, nn.Conv2d: 4}
+RANKS = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class InputSpec:
         if self.vocabulary is not None:
             return f"[B, tokens] int64 token ids below {self.vocabulary}"
         if self.channels is not None:
-            shape = f"[B, {self.channels}, {'L' if self.rank == 3 else 'H, W'}]"
+            shape = f"[B, {self.channels}, {({3: 'L', 4: 'H, W', 5: 'D, H, W'})[self.rank]}]"
         elif self.features is not None:
             shape = f"[B, ..., {self.features}]"
         else:

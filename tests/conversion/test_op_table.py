@@ -70,6 +70,8 @@ M2, M1 = (2, 8, 8), (2, 8)
 EXAMPLES = [
     ("conv", nn.Conv2d, Net(module_body), M2),
     ("conv", nn.Conv1d, Net(module_body, dims=1), M1),
+    ("conv", nn.Conv3d, Net(lambda n, h, g: n.op(torch.stack([h, g], 2)),  # lambda layers' 3-d conv
+                            module=nn.Conv3d(4, 3, (2, 3, 3), padding=(0, 1, 1))), M2),
     ("linear", nn.Linear, Net(module_body, module=nn.Linear(8, 8)), M2),
     ("avg_pool1d", nn.AvgPool1d, Net(module_body, 1, nn.AvgPool1d(2)), M1),
     ("avg_pool1d", F.avg_pool1d, Net(lambda n, h, g: F.avg_pool1d(h, 2), 1), M1),

@@ -320,3 +320,12 @@ def test_cli_export(tmp_path, capsys):
     assert "hard reset to 0, spike on v > θ" in text and "not run here (--no-check)" in text and "norse==1.1.0" in text
     assert main(["export", str(tmp_path / "snn.pt"), "--nir", str(out)]) == 2
     assert "input shape" in capsys.readouterr().err
+
+
+def test_a_3d_convolution_network_takes_5d_batches_and_nir_refuses_it_plainly():
+    model = nn.Sequential(nn.Conv3d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 2 * 4 * 4, 3))
+    snn = sb.convert(sb.prepare(model, levels=4, threshold=1.0), "qcfs", T=4)
+    with pytest.raises(sb.InputError, match=r"takes \[B, 1, D, H, W\] float32"):  # a 2-d image
+        snn.simulate(torch.rand(2, 1, 6, 6))
+    with pytest.raises(sb.SpikeBridgeError, match="NIR has no 3-d convolution"):
+        export_nir(snn, None, (1, 4, 6, 6))

@@ -454,7 +454,7 @@ RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)  # F.relu_ is torch.relu_
 
 OPS: tuple[Op, ...] = (
     # synaptic layers
-    Op("conv", Kind.SYNAPTIC, modules=(nn.Conv1d, nn.Conv2d), config=_CONV_CONFIG, macs=conv_macs,
+    Op("conv", Kind.SYNAPTIC, modules=(nn.Conv1d, nn.Conv2d, nn.Conv3d), config=_CONV_CONFIG, macs=conv_macs,
        synaptic_ops=conv_synaptic_ops, nir="conv"),
     Op("linear", Kind.SYNAPTIC, modules=(nn.Linear,), config=("in_features", "out_features", "bias"),
        macs=linear_macs, synaptic_ops=linear_synaptic_ops, nir="linear"),

@@ -356,6 +356,8 @@ class _Exporter:
 
     def rule_conv(self, node, op_name):
         conv, v = self.module(node), self.plain(node, self.value(node))
+        if isinstance(conv, nn.Conv3d):
+            raise self.unsupported(node, "NIR has no 3-d convolution")
         if conv.padding_mode != "zeros":
             raise self.unsupported(node, f"NIR convolutions pad with zeros, not {conv.padding_mode!r}")
         scale = _channels(np.broadcast_to(v.scale, v.shape))

@@ -32,6 +32,11 @@ class LayerCall:
     tensors: tuple[str, ...]
     build: Callable[[dict, nn.Module], nn.Module | None]
 
+    def bind(self, node: fx.Node) -> dict:
+        """The call's arguments after the input, by name, defaults filled in."""
+        names = [name for name, _ in self.arguments]
+        return dict(self.arguments) | dict(zip(names, node.args[1:])) | dict(node.kwargs)
+
 
 def _linear(a: dict, owner: nn.Module) -> nn.Module:
     out_features, in_features = a["weight"].shape
@@ -87,8 +92,7 @@ def layer_calls_as_modules(gm: fx.GraphModule, model: nn.Module) -> None:
         call = LAYER_CALLS.get(node.target) if node.op == "call_function" else None
         if call is None:
             continue
-        names = [name for name, _ in call.arguments]
-        bound = dict(call.arguments) | dict(zip(names, node.args[1:])) | dict(node.kwargs)
+        bound = call.bind(node)
         tensors = {name: bound[name] for name in call.tensors if bound[name] is not None}
         if (not all(isinstance(t, fx.Node) and t.op == "get_attr" for t in tensors.values())
                 or len({t.target.rpartition(".")[0] for t in tensors.values()}) != 1

@@ -161,8 +161,7 @@ def constant_layer_calls(gm: fx.GraphModule) -> None:
         call = LAYER_CALLS.get(node.target) if node.op == "call_function" else None
         if call is None or call.name not in ("linear", "conv"):
             continue
-        bound = dict(call.arguments) | dict(zip([n for n, _ in call.arguments], node.args[1:])) | dict(node.kwargs)
-        bound = fx.node.map_arg(bound, lambda n: values.get(n, n))
+        bound = fx.node.map_arg(call.bind(node), lambda n: values.get(n, n))
         left = []
         fx.node.map_arg(bound, left.append)  # an argument that is not a constant
         if left or not isinstance(bound["weight"], torch.Tensor):

@@ -230,6 +230,8 @@ EXAMPLES = [
     ("adaptive_max_pool", F.adaptive_max_pool1d, Net(lambda n, h, g: F.adaptive_max_pool1d(h + g, 3), 1), M1),
     ("adaptive_max_pool", nn.AdaptiveMaxPool2d, Net(module_body, module=nn.AdaptiveMaxPool2d(3)), M2),
     ("adaptive_max_pool", F.adaptive_max_pool2d, Net(lambda n, h, g: F.adaptive_max_pool2d(h, (2, 3))), M2),
+    ("amax", torch.amax, Net(lambda n, h, g: torch.cat([torch.amax(h, 1, keepdim=True), g], 1)), M2),
+    ("amax", "amax", Net(lambda n, h, g: h.amax(dim=(2, 3)) - g.mean((2, 3))), M2),
     # tensors read directly: Constant modules in the SNN
     ("constant", Constant, with_tensors(Net(lambda n, h, g: torch.cat([n.token.expand(h.shape[0], -1, -1, -1), h], 1)
                                             + n.position), token=torch.randn(1, 1, 8, 8), position=torch.randn(5, 8, 8)),

@@ -555,6 +555,8 @@ OPS: tuple[Op, ...] = (
     Op("adaptive_max_pool", Kind.ANALOG, modules=(nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
        functions=(F.adaptive_max_pool1d, F.adaptive_max_pool2d), config=("output_size", "return_indices"),
        analog_macs=per_element(0), selects=True, nir_refusal="NIR has no max pooling"),
+    Op("amax", Kind.ANALOG, functions=(torch.amax,), methods=("amax",), analog_macs=per_element(0), selects=True,
+       nir_refusal="NIR has no max over dimensions"),  # CBAM-style spatial attention: max over channels
     # tensors the graph reads directly (get_attr, made modules at conversion)
     Op("constant", Kind.CONSTANT, modules=(Constant,), config=("shape",),
        nir_refusal="NIR has no constant input; fold the tensor into a layer's bias"),

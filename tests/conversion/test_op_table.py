@@ -174,6 +174,8 @@ EXAMPLES = [
     ("unsqueeze", "unsqueeze", Net(lambda n, h, g: h.unsqueeze(2)), M2),
     ("unsqueeze", "squeeze", Net(lambda n, h, g: h[:, 1:2].squeeze(1)), M2),
     ("unsqueeze", torch.atleast_3d, Net(lambda n, h, g: torch.atleast_3d(h.flatten(1)), 1), M1),
+    ("cast", "to", Net(lambda n, h, g: h.to(dtype=g.dtype) - g.to("cpu")), M2),
+    ("cast", "type_as", Net(lambda n, h, g: h.type_as(g) + g), M2),
     ("split", torch.chunk, Net(lambda n, h, g: torch.chunk(h, 2, 1)[1] - g[:, :2]), M2),
     ("split", torch.split, Net(lambda n, h, g: torch.split(h, [1, 3], 1)[1]), M2),
     ("split", torch.unbind, Net(lambda n, h, g: torch.unbind(h, 1)[2]), M2),
@@ -507,6 +509,13 @@ def test_prepare_swaps_exactly_the_entries_that_declare_a_replacement():
 def test_a_constant_pad_with_a_nonzero_value_is_refused(value):
     net = _built(Net(lambda n, h, g: F.pad(h, (1, 1, 1, 1), value=value)), M2)
     with pytest.raises(ConversionError, match="unsupported node 'pad'"):
+        sb.convert(sb.prepare(net, levels=4), "pasc")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_a_cast_to_an_integer_dtype_is_refused(dtype):
+    net = _built(Net(lambda n, h, g: h.to(dtype).to(h.dtype)), M2)
+    with pytest.raises(ConversionError, match="unsupported node 'to'"):
         sb.convert(sb.prepare(net, levels=4), "pasc")
 
 

@@ -137,6 +137,14 @@ def zero_padding(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
     return mode != "constant" or value is None or (_number(value) and value == 0)
 
 
+def floating_cast(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
+    """x.to(...), x.type_as(y): a move or a cast to a floating dtype (or to another tensor's
+    dtype, known only when it runs, as EVA's ``.to(dtype=v.dtype)``) keeps a train's values; a
+    cast to an integer dtype written in the call rounds them and is not in the table."""
+    dtypes = [v for v in (*args[1:], *kwargs.values()) if isinstance(v, torch.dtype)]
+    return all(d.is_floating_point for d in dtypes)
+
+
 def gelu_form(module: nn.Module | None, args: tuple, kwargs: dict) -> SiteForm:
     """nn.GELU(approximate=...) or F.gelu(x, approximate=...): exact (erf) or tanh GELU, whose
     minimum −0.17 needs one negative level."""
@@ -482,6 +490,7 @@ OPS: tuple[Op, ...] = (
        nir="reshape",
        contiguous=True),  # a step may be channels-last (engine.step_layout), which ``view`` cannot take
     Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous",), nir="identity"),
+    Op("cast", Kind.STATELESS, methods=("to", "type_as"), applies=floating_cast, nir="identity"),
     Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
     Op("sum", Kind.STATELESS, functions=(torch.sum,), methods=("sum",), nir_refusal="NIR has no sum over dimensions"),
     # sums of trains scaled by numbers, plus constants (fx traces x += c as operator.add)

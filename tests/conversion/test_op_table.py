@@ -174,6 +174,8 @@ EXAMPLES = [
     ("unsqueeze", "unsqueeze", Net(lambda n, h, g: h.unsqueeze(2)), M2),
     ("unsqueeze", "squeeze", Net(lambda n, h, g: h[:, 1:2].squeeze(1)), M2),
     ("unsqueeze", torch.atleast_3d, Net(lambda n, h, g: torch.atleast_3d(h.flatten(1)), 1), M1),
+    ("rearrange", nn.Unfold, Net(module_body, module=nn.Unfold(3, padding=1, stride=2)), M2),  # TNT's pixel patches
+    ("rearrange", F.unfold, Net(lambda n, h, g: F.unfold(h - g, 2, stride=2)), M2),
     ("cast", "to", Net(lambda n, h, g: h.to(dtype=g.dtype) - g.to("cpu")), M2),
     ("cast", "type_as", Net(lambda n, h, g: h.type_as(g) + g), M2),
     ("split", torch.chunk, Net(lambda n, h, g: torch.chunk(h, 2, 1)[1] - g[:, :2]), M2),

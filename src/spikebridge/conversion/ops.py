@@ -517,7 +517,8 @@ OPS: tuple[Op, ...] = (
        methods=("unsqueeze", "squeeze"), nir="reshape"),
     Op("split", Kind.STATELESS, functions=(torch.chunk, torch.split, torch.unbind), methods=("chunk", "split", "unbind"),
        nir_refusal="NIR has no split of a tensor into several"),
-    Op("rearrange", Kind.STATELESS, functions=(torch.tile, torch.repeat_interleave, torch.roll, torch.flip),
+    Op("rearrange", Kind.STATELESS, modules=(nn.Unfold,), config=("kernel_size", "dilation", "padding", "stride"),
+       functions=(torch.tile, torch.repeat_interleave, torch.roll, torch.flip, F.unfold),
        methods=("unfold", "repeat", "tile", "repeat_interleave", "roll", "flip"),
        nir_refusal="NIR has no rearrangement of elements"),  # copies elements: linear, 0 → 0
     Op("patch_merging_pad", Kind.STATELESS, functions=(swin_transformer._patch_merging_pad,),

@@ -107,6 +107,24 @@ def test_exact_equals_approx_without_border_effects():
     assert en.synaptic_ops_exact(padded, ones) < en.count_macs(padded, ones[None])[""]
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.integers(1, 2), st.integers(3, 6),
+       st.booleans())
+def test_a_transposed_conv_counts_a_mac_per_input_kernel_tap_and_an_ac_per_synapse_inside(
+        k, stride, dilation, output_padding, groups, size, padded):
+    """MACs: input elements · (C_out / groups) · prod(kernel), the input's size recovered from
+    the output's; dense events reach every tap without padding, fewer with it (cropped)."""
+    assume(output_padding < max(stride, dilation))
+    layer = nn.ConvTranspose2d(2 * groups, 3 * groups, k, stride=stride, padding=k // 2 if padded else 0,
+                               output_padding=output_padding, groups=groups, dilation=dilation)
+    ones = torch.ones(1, 2 * groups, size, size + 1)
+    assume(min(layer(ones).shape[2:]) > 0)
+    macs = en.count_macs(layer, ones)[""]
+    assert macs == ones.numel() * 3 * k * k
+    acs = en.synaptic_ops_exact(layer, ones[0])
+    assert acs == macs if not padded or k == 1 else acs < macs
+
+
 @pytest.mark.parametrize("b, c, printed", [(0.66, 0.005, 7.49), (0.62, 0.005, 7.96), (0.73, 0.006, 6.76),
                                            (0.86, 0.008, 5.72), (0.91, 0.008, 5.42)])
 def test_paper_ratio_reproduces_pascal_table3(b, c, printed):

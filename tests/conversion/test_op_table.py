@@ -73,6 +73,9 @@ EXAMPLES = [
     ("conv", nn.Conv3d, Net(lambda n, h, g: n.op(torch.stack([h, g], 2)),  # lambda layers' 3-d conv
                             module=nn.Conv3d(4, 3, (2, 3, 3), padding=(0, 1, 1))), M2),
     ("linear", nn.Linear, Net(module_body, module=nn.Linear(8, 8)), M2),
+    ("conv_transpose", nn.ConvTranspose2d, Net(module_body, module=nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1,
+                                                                                  output_padding=1)), M2),
+    ("conv_transpose", nn.ConvTranspose1d, Net(module_body, 1, nn.ConvTranspose1d(4, 4, 2, stride=2, groups=2)), M1),
     ("avg_pool1d", nn.AvgPool1d, Net(module_body, 1, nn.AvgPool1d(2)), M1),
     ("avg_pool1d", F.avg_pool1d, Net(lambda n, h, g: F.avg_pool1d(h, 2), 1), M1),
     ("avg_pool2d", nn.AvgPool2d, Net(module_body, module=nn.AvgPool2d(2)), M2),

@@ -238,6 +238,30 @@ def conv_macs(conv: nn.Module, output: torch.Tensor) -> int:
     return output.numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
 
 
+def conv_transpose(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A ConvTranspose1d/2d of ``x`` with the given weight and bias (its forward without an
+    output_size, which a traced call does not pass)."""
+    fn = F.conv_transpose1d if isinstance(conv, nn.ConvTranspose1d) else F.conv_transpose2d
+    return fn(x, weight, bias, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation)
+
+
+def conv_transpose_macs(conv: nn.Module, output: torch.Tensor) -> int:
+    """MACs of a transposed conv: input elements · (C_out / groups) · prod(kernel), every input
+    scattered over its kernel (the input's size from the output's: (out − 1 − output_padding +
+    2·padding − dilation·(k − 1)) / stride + 1 per dim)."""
+    spatial = [(o - 1 - op + 2 * p - d * (k - 1)) // s + 1 for o, op, p, d, k, s in zip(
+        output.shape[2:], conv.output_padding, conv.padding, conv.dilation, conv.kernel_size, conv.stride)]
+    inputs = output.shape[0] * conv.in_channels * math.prod(spatial)
+    return inputs * (conv.out_channels // conv.groups) * math.prod(conv.kernel_size)
+
+
+def conv_transpose_synaptic_ops(conv: nn.Module, events: torch.Tensor) -> int:
+    """Σ_in e_in · fanout(in) (the outputs inside the cropped map that each input reaches): the
+    layer's transposed conv of the events with an all-ones kernel, summed (docs §6)."""
+    ones = torch.ones(conv.weight.shape, dtype=torch.float64, device=events.device)
+    return int(round(conv_transpose(conv, events.to(torch.float64)[None], ones, None).sum().item()))
+
+
 def linear_macs(linear: nn.Linear, output: torch.Tensor) -> int:
     """MACs of a linear layer: output elements · in_features."""
     return output.numel() * linear.in_features
@@ -464,6 +488,9 @@ OPS: tuple[Op, ...] = (
     # synaptic layers
     Op("conv", Kind.SYNAPTIC, modules=(nn.Conv1d, nn.Conv2d, nn.Conv3d), config=_CONV_CONFIG, macs=conv_macs,
        synaptic_ops=conv_synaptic_ops, nir="conv"),
+    Op("conv_transpose", Kind.SYNAPTIC, modules=(nn.ConvTranspose1d, nn.ConvTranspose2d),
+       config=(*_CONV_CONFIG, "output_padding"), macs=conv_transpose_macs, synaptic_ops=conv_transpose_synaptic_ops,
+       nir_refusal="NIR has no transposed convolution"),  # LowFormer's upsampling
     Op("linear", Kind.SYNAPTIC, modules=(nn.Linear,), config=("in_features", "out_features", "bias"),
        macs=linear_macs, synaptic_ops=linear_synaptic_ops, nir="linear"),
     # per-step stateless ops

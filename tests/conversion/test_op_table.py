@@ -526,7 +526,7 @@ def test_a_cast_to_an_integer_dtype_is_refused(dtype):
 
 def test_an_op_outside_the_table_is_refused_naming_the_node_and_the_supported_set():
     net = _built(Net(lambda n, h, g: torch.erf(h)), M2)
-    with pytest.raises(ConversionError, match=r"node 'erf'.*can only hold conv, linear, avg_pool1d"):
+    with pytest.raises(ConversionError, match=r"node 'erf'.*can only hold conv, conv_transpose, linear, avg_pool1d"):
         sb.convert(sb.prepare(net), "pasc")
 
 

@@ -184,3 +184,19 @@ def test_layer_calls_on_computed_weights_become_layers_at_conversion():
     standardised = F.batch_norm(qann.weight.reshape(1, 4, -1), None, None, training=True, momentum=0.0, eps=1e-6)
     assert torch.allclose(layers[0].weight, standardised.reshape_as(qann.weight))
     assert torch.equal(layers[1].bias, torch.cat((qann.q_bias, torch.zeros(2, dtype=torch.float64), qann.v_bias)))
+
+
+def test_constant_values_leave_in_place_calls_alone():
+    from torch import fx
+
+    from spikebridge.conversion.constant import Constant
+    from spikebridge.conversion.graph import constant_values
+    graph = fx.Graph()
+    read = graph.call_module("c")
+    doubled = graph.call_method("mul", (read, 2))
+    in_place = graph.call_method("mul_", (read, 2))
+    graph.output((doubled, in_place))
+    gm = fx.GraphModule({"c": Constant((2,), torch.ones(2))}, graph)
+    values = constant_values(gm)
+    assert torch.equal(values[doubled], torch.full((2,), 2.0)) and in_place not in values
+    assert torch.equal(gm.c.value, torch.ones(2))  # the constant itself unchanged

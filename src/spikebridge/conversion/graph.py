@@ -103,12 +103,14 @@ def remove_dropped(gm: fx.GraphModule) -> None:
 
 def constant_values(gm: fx.GraphModule) -> dict[fx.Node, object]:
     """The value of every node computed from tensors the ANN reads directly (``Constant``
-    modules) and numbers alone, in graph order; a call that cannot be computed here is left out."""
+    modules) and numbers alone, in graph order; a call that cannot be computed here is left out,
+    and so is an in-place one (``x.mul_(2)``), which would change the constant it reads."""
     values: dict[fx.Node, object] = {}
     for node in gm.graph.nodes:
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant):
             values[node] = gm.get_submodule(node.target).value
-        elif (node.op in ("call_function", "call_method") and node.all_input_nodes
+        elif (node.op in ("call_function", "call_method") and node.all_input_nodes and not name.endswith("_")
               and all(a in values for a in node.all_input_nodes)):
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
             try:
@@ -118,8 +120,6 @@ def constant_values(gm: fx.GraphModule) -> dict[fx.Node, object]:
             except (RuntimeError, TypeError, ValueError):
                 continue  # check_supported judges it as it stands
     return values
-
-
 
 
 def _erase_unused(gm: fx.GraphModule, nodes) -> None:

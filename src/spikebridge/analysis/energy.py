@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..conversion.ops import Kind, op_for_module
+from ..snn.network import call_name
 
 # pJ per operation, 45 nm CMOS. fp32: 000 Table 10. int32/int8: 001 Table 6 (mult + add).
 COSTS = {
@@ -56,7 +57,7 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
         def count(module, inputs, output):
             nonlocal calls
             calls += 1
-            macs[name if calls == 1 else f"{name}#{calls}"] = op.macs(module, output)
+            macs[call_name(name, calls)] = op.macs(module, output)
         return count
 
     handles = []

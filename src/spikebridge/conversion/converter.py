@@ -143,8 +143,7 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     fold_batchnorm(gm)
     redirect_inplace(gm)
     constants_as_modules(gm)
-    fold_constant_calls(gm)
-    constant_layer_calls(gm)
+    constant_layer_calls(gm, fold_constant_calls(gm))
     check_supported(gm, sites)
     calibration = None
     if record.source is Source.RELU:

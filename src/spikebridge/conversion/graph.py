@@ -130,12 +130,13 @@ def _erase_unused(gm: fx.GraphModule, nodes) -> None:
             gm.graph.erase_node(node)
 
 
-def fold_constant_calls(gm: fx.GraphModule) -> None:
+def fold_constant_calls(gm: fx.GraphModule) -> dict[fx.Node, object]:
     """A function or method call with no spiking form (not ACCEPTED by the op table) whose
     arguments hold only tensors the ANN reads directly and numbers (``constant_values``) is
     computed once, here, and becomes a Constant holding its value: SwinV2's logit scale,
     exp(clamp(θ, max=ln 100)), is a number however the network runs. Nothing of the input
-    reaches it, so the value is the ANN's."""
+    reaches it, so the value is the ANN's. Returns the constant values, a folded call's
+    under its Constant's node (for ``constant_layer_calls``)."""
     values = constant_values(gm)
     for node, value in list(values.items()):
         op = op_for_node(node, gm)
@@ -143,20 +144,22 @@ def fold_constant_calls(gm: fx.GraphModule) -> None:
             continue
         gm.add_submodule(f"constant_{node.name}", Constant(tuple(value.shape), value))
         with gm.graph.inserting_before(node):
-            node.replace_all_uses_with(gm.graph.call_module(f"constant_{node.name}"))
+            call = gm.graph.call_module(f"constant_{node.name}")
+        node.replace_all_uses_with(call)
         gm.graph.erase_node(node)
+        values[call] = values.pop(node)
     _erase_unused(gm, values)
     gm.recompile()
+    return values
 
 
-def constant_layer_calls(gm: fx.GraphModule) -> None:
+def constant_layer_calls(gm: fx.GraphModule, values: dict[fx.Node, object]) -> None:
     """A functional linear or conv call (``ann.layer_calls.LAYER_CALLS``) whose weight and bias
     are computed from constants alone (``constant_values``) becomes a call of the layer it
     describes, holding those values: BEiT's attention, F.linear(x, W, cat(b_q, 0, b_v)), and
     NFNet's convolution with a standardised weight. In the ANN they are computed from
     parameters that training changes, so prepare leaves them as they are; at conversion the
-    weights are fixed."""
-    values = constant_values(gm)
+    weights are fixed. ``values``: the graph's constant values (``fold_constant_calls``)."""
     for node in list(gm.graph.nodes):
         call = LAYER_CALLS.get(node.target) if node.op == "call_function" else None
         if call is None or call.name not in ("linear", "conv"):

@@ -238,13 +238,6 @@ def conv_macs(conv: nn.Module, output: torch.Tensor) -> int:
     return output.numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
 
 
-def conv_transpose(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A ConvTranspose1d/2d of ``x`` with the given weight and bias (its forward without an
-    output_size, which a traced call does not pass)."""
-    fn = F.conv_transpose1d if isinstance(conv, nn.ConvTranspose1d) else F.conv_transpose2d
-    return fn(x, weight, bias, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation)
-
-
 def conv_transpose_macs(conv: nn.Module, output: torch.Tensor) -> int:
     """MACs of a transposed conv: input elements · (C_out / groups) · prod(kernel), every input
     scattered over its kernel (the input's size from the output's: (out − 1 − output_padding +
@@ -255,24 +248,28 @@ def conv_transpose_macs(conv: nn.Module, output: torch.Tensor) -> int:
     return inputs * (conv.out_channels // conv.groups) * math.prod(conv.kernel_size)
 
 
-def conv_transpose_synaptic_ops(conv: nn.Module, events: torch.Tensor) -> int:
-    """Σ_in e_in · fanout(in) (the outputs inside the cropped map that each input reaches): the
-    layer's transposed conv of the events with an all-ones kernel, summed (docs §6)."""
-    ones = torch.ones(conv.weight.shape, dtype=torch.float64, device=events.device)
-    return int(round(conv_transpose(conv, events.to(torch.float64)[None], ones, None).sum().item()))
-
-
 def linear_macs(linear: nn.Linear, output: torch.Tensor) -> int:
     """MACs of a linear layer: output elements · in_features."""
     return output.numel() * linear.in_features
 
 
+def layer_call(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A synaptic layer's function of ``x`` with the given weight and bias (a transposed conv
+    without an output_size, which a traced call does not pass)."""
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, weight, bias)
+    if isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+        fn = F.conv_transpose1d if isinstance(layer, nn.ConvTranspose1d) else F.conv_transpose2d
+        return fn(x, weight, bias, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+    return layer._conv_forward(x, weight, bias)
+
+
 def conv_synaptic_ops(conv: nn.Module, events: torch.Tensor) -> int:
     """Accumulates caused by an event map (no batch dim): Σ_in e_in · fanout(in), which equals
-    the layer's own convolution of the events with an all-ones kernel, summed (docs §6)."""
+    the layer's own convolution (or transposed convolution: the outputs inside the cropped map
+    that each input reaches) of the events with an all-ones kernel, summed (docs §6)."""
     ones = torch.ones(conv.weight.shape, dtype=torch.float64, device=events.device)
-    out = conv._conv_forward(events.to(torch.float64)[None], ones, None)
-    return int(round(out.sum().item()))
+    return int(round(layer_call(conv, events.to(torch.float64)[None], ones, None).sum().item()))
 
 
 def linear_synaptic_ops(linear: nn.Linear, events: torch.Tensor) -> int:
@@ -489,7 +486,7 @@ OPS: tuple[Op, ...] = (
     Op("conv", Kind.SYNAPTIC, modules=(nn.Conv1d, nn.Conv2d, nn.Conv3d), config=_CONV_CONFIG, macs=conv_macs,
        synaptic_ops=conv_synaptic_ops, nir="conv"),
     Op("conv_transpose", Kind.SYNAPTIC, modules=(nn.ConvTranspose1d, nn.ConvTranspose2d),
-       config=(*_CONV_CONFIG, "output_padding"), macs=conv_transpose_macs, synaptic_ops=conv_transpose_synaptic_ops,
+       config=(*_CONV_CONFIG, "output_padding"), macs=conv_transpose_macs, synaptic_ops=conv_synaptic_ops,
        nir_refusal="NIR has no transposed convolution"),  # LowFormer's upsampling
     Op("linear", Kind.SYNAPTIC, modules=(nn.Linear,), config=("in_features", "out_features", "bias"),
        macs=linear_macs, synaptic_ops=linear_synaptic_ops, nir="linear"),

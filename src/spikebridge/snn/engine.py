@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, conv_transpose, on_numbers,
+from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, layer_call, on_numbers,
                                op_for_node, per_element)
 from ..device import last_level_cache_bytes
 from ..errors import ConversionError, InputError, OptionError, SpikeBridgeError, first_line
@@ -194,15 +194,6 @@ def summed_conv(layer: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: t
         None, None, [], None)
 
 
-def layer_call(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """The synaptic layer's function of ``x`` with the given weight and bias."""
-    if isinstance(layer, nn.Linear):
-        return F.linear(x, weight, bias)
-    if isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
-        return conv_transpose(layer, x, weight, bias)
-    return layer._conv_forward(x, weight, bias)
-
-
 def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_format = torch.contiguous_format,
             weight: torch.Tensor | None = None, integer: IntegerLayer | None = None) -> torch.Tensor:
     """W·x(t) + the coding's bias for a train of ``train.shape[0]`` steps (docs §1–3), with the
@@ -217,13 +208,13 @@ def synapse(layer: nn.Module, train: torch.Tensor, coding, layout: torch.memory_
     bias = None if layer.bias is None else coding.constant_per_step(layer.bias, steps)
     if integer is not None:
         forward = (lambda x: integer(x, bias))
-    elif not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        forward = (lambda x: layer_call(layer, x, weight, bias))
     elif (tap := one_tap(layer, train)) is not None:
         tap_weight = weight[:, :, tap[0]:tap[0] + 1, tap[1]:tap[1] + 1]
         forward = (lambda x: F.conv2d(x.contiguous(memory_format=layout), tap_weight, bias, groups=layer.groups))
-    else:
+    elif isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         forward = (lambda x: layer._conv_forward(x.contiguous(memory_format=layout), weight, bias))
+    else:  # linear, transposed conv: steps in their own layout
+        forward = (lambda x: layer_call(layer, x, weight, bias))
     if steps == 1 or folds(layer, train, coding, forward, layout, exact_sums=integer is not None):
         return forward(train.flatten(0, 1)).unflatten(0, (steps, train.shape[1]))
     y = None

@@ -195,8 +195,13 @@ def call_names(nodes) -> dict:
     names, seen = {}, {}
     for node in nodes:
         seen[node.target] = seen.get(node.target, 0) + 1
-        names[node] = node.target if seen[node.target] == 1 else f"{node.target}#{seen[node.target]}"
+        names[node] = call_name(node.target, seen[node.target])
     return names
+
+
+def call_name(name: str, call: int) -> str:
+    """The record name of a module's ``call``-th call (1, 2, …): name, name#2, …"""
+    return name if call == 1 else f"{name}#{call}"
 
 
 def _input_key(x: torch.Tensor) -> tuple:

@@ -158,3 +158,25 @@ def test_a_model_with_cached_computed_tensors_and_an_unused_optional_input_conve
     report = sb.verify(qann, sb.convert(qann, "pasc").double(), x)
     assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
     assert net.cache["bias"].grad_fn is not None  # the user's model is left as it was
+
+
+class FunctionalNorm(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: F.batch_norm on its own buffers, training read at trace time."""
+
+    def forward(self, x):
+        return torch.relu(F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                       self.training, 0.1, self.eps))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_functional_batch_norm_becomes_a_module_in_the_models_mode(training):
+    m = FunctionalNorm(3).train(training)
+    with torch.no_grad():
+        m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
+    gm = trace(m)
+    (bn,) = [mod for mod in gm.modules() if type(mod) is nn.BatchNorm2d]
+    assert bn.training == training
+    x = torch.randn(4, 3, 5, 5)
+    expected = FunctionalNorm(3).train(training)
+    expected.load_state_dict(m.state_dict())
+    torch.testing.assert_close(gm(x), expected(x))

@@ -104,6 +104,7 @@ def layer_calls_as_modules(gm: fx.GraphModule, model: nn.Module) -> None:
         module = call.build(values, model.get_submodule(owner))
         if module is None:
             continue
+        module.train(model.get_submodule(owner).training)  # batch norm: batch statistics only in training
         for name in call.tensors:
             _share(module, name, values[name])
         path = f"{owner}.{call.name}" if owner else call.name

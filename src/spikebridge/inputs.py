@@ -100,6 +100,17 @@ def batches(data, batch_size: int, who: str) -> Iterator:
         yield item[0] if isinstance(item, (tuple, list)) else item
 
 
+def example_input(data=None, input_shape=None) -> torch.Tensor | None:
+    """An input batch to trace a model whose forward pass reads its input's shape
+    (``ann.tracing.trace``): the first x of ``data`` (not of a one-shot iterator, which it
+    would consume), else zeros of ``input_shape`` (one sample's shape), else None."""
+    if data is not None and not isinstance(data, Iterator):
+        x = next(batches(data, 2, "calibration"), None)
+        if isinstance(x, torch.Tensor):
+            return x
+    return None if input_shape is None else torch.zeros(1, *input_shape)
+
+
 def run_on(model: nn.Module, x: torch.Tensor, spec: InputSpec, who: str = "calibration"):
     """``model(x)``, torch's error on a batch the model cannot take (a shape no layer accepts)
     becoming a one-line InputError that says what the model takes."""

@@ -5,6 +5,7 @@ activations become sites, refused ops are refused with the entry's advice. Max p
 (``prepare(replace_maxpool=False)``) so that its entries are what the SNN runs."""
 from __future__ import annotations
 
+import math
 import operator
 
 import pytest
@@ -67,6 +68,10 @@ def tokens(h):
 # (entry name, form, example network, input shape); the form is the module type, function
 # or method name the example must contain.
 M2, M1 = (2, 8, 8), (2, 8)
+# math on shapes becomes graph nodes where a model wraps it for torch.fx, as timm does
+math_ceil, math_floor, math_trunc, math_sqrt = math.ceil, math.floor, math.trunc, math.sqrt
+for _name in ("math_ceil", "math_floor", "math_trunc", "math_sqrt"):
+    torch.fx.wrap(_name)
 EXAMPLES = [
     ("conv", nn.Conv2d, Net(module_body), M2),
     ("conv", nn.Conv1d, Net(module_body, dims=1), M1),
@@ -162,6 +167,10 @@ EXAMPLES = [
     ("shape", operator.getitem, Net(lambda n, h, g: h[:, 1:] + h[0, :3]), M2),  # h[0]: the first sample
     ("shape", torch._assert, Net(lambda n, h, g: (torch._assert(h.dim() == 4, "4-d"), h)[1]), M2),
     ("shape", "dim", Net(lambda n, h, g: h.view(h.shape[0], 64 * h.dim())), M2),  # 4 channels of 8x8
+    ("shape_math", math.ceil, Net(lambda n, h, g: h.view(h.shape[0], math_ceil(h.shape[1] / 3), -1)), M2),
+    ("shape_math", math.floor, Net(lambda n, h, g: h.view(h.shape[0], math_floor(h.shape[1] / 3), -1)), M2),
+    ("shape_math", math.trunc, Net(lambda n, h, g: h.view(h.shape[0], math_trunc(h.shape[1] / 3), -1)), M2),
+    ("shape_math", math.sqrt, Net(lambda n, h, g: h * math_sqrt(h.shape[1])), M2),
     ("permute", torch.permute, Net(lambda n, h, g: torch.permute(h, (0, 1, 3, 2)) - g), M2),
     ("permute", "permute", Net(lambda n, h, g: h.permute(0, 2, 3, 1)), M2),
     ("transpose", torch.transpose, Net(lambda n, h, g: torch.transpose(h, 2, 3) + g), M2),

@@ -64,7 +64,7 @@ def activation_histograms(ann: nn.Module, x: torch.Tensor, snns: dict[str, Spiki
     """Histogram of each site's positive pre-activations on ``x`` with the thresholds every
     SNN uses there (the mean over channels for channel-wise thresholds)."""
     captured: dict[str, torch.Tensor] = {}
-    gm, modules = ann_site_modules(ann, relu=not sites(ann))
+    gm, modules = ann_site_modules(ann, relu=not sites(ann), example=x)
     for n, m in modules.items():
         m.register_forward_hook(lambda mod, i, o, n=n: captured.__setitem__(n, i[0].detach().flatten()))
     gm(x.to(module_device(gm)))

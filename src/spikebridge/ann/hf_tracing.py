@@ -9,10 +9,10 @@ dataclasses. ``trace_transformers`` traces one with torch.fx all the same:
   and returns logits [B, classes]. Every other input takes the model's default: the attention
   mask is all ones (padding tokens are attended to, in training and conversion alike) and the
   token types are all 0.
-- ``ExampleTracer`` runs an example input alongside the symbolic trace, so a shape can be
-  unpacked: its length (the rank) comes from the example, its entries stay graph nodes, so the
-  graph works for any batch size and sequence length. Control flow on traced values is still
-  refused, as by torch.fx.
+- ``ExampleTracer`` (example_tracing.py) knows the shapes of an example input as it traces, so a
+  shape can be unpacked: its length (the rank) comes from the example, its entries stay graph
+  nodes, so the graph works for any batch size and sequence length. Control flow on a tensor's
+  data is still refused, as by torch.fx.
 - Buffers read in ``forward`` (BERT's position ids and token types) become ``get_attr`` nodes.
 - Attention is switched to transformers' "eager" implementation, which writes it as matmul,
   softmax and matmul (SDPA's wrapper decides ``is_causal`` by comparing a traced length, which
@@ -31,6 +31,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import SpikeBridgeError, first_line
+from .example_tracing import ExampleTracer
 
 EXAMPLE_LENGTH = 4  # tokens of the example input (at most the model's max_position_embeddings)
 
@@ -38,62 +39,6 @@ EXAMPLE_LENGTH = 4  # tokens of the example input (at most the model's max_posit
 def is_transformers_model(model: nn.Module) -> bool:
     """A model class of Hugging Face transformers (detected without importing it)."""
     return type(model).__module__.startswith("transformers.")
-
-
-class ValueProxy(fx.Proxy):
-    """A proxy that knows the value its node took on the example input: a traced tuple (a
-    shape) can be iterated and measured, each entry a ``getitem`` node."""
-
-    def __init__(self, node: fx.Node, tracer: fx.proxy.TracerBase, value):
-        super().__init__(node, tracer)
-        self.value = value
-
-    def __iter__(self):
-        if isinstance(self.value, tuple):
-            return iter([self[i] for i in range(len(self.value))])
-        return super().__iter__()
-
-    def __len__(self):
-        if isinstance(self.value, tuple):
-            return len(self.value)
-        return super().__len__()
-
-
-class ExampleTracer(fx.Tracer):
-    """A torch.fx tracer that computes every node's value on ``example`` (the single input) as
-    it records the node, and reads buffers as ``get_attr`` nodes."""
-
-    proxy_buffer_attributes = True
-
-    def __init__(self, example: torch.Tensor):
-        super().__init__()
-        self.example = example
-        self.values: dict[fx.Node, object] = {}
-
-    def proxy(self, node: fx.Node) -> ValueProxy:
-        self.values[node] = self._value(node)
-        return ValueProxy(node, self, self.values[node])
-
-    def _value(self, node: fx.Node):
-        from torch.fx._symbolic_trace import _maybe_revert_all_patches
-
-        if node.op == "placeholder":
-            return self.example
-        args, kwargs = fx.node.map_arg((node.args, node.kwargs), self.values.__getitem__)
-        with _maybe_revert_all_patches(), torch.no_grad():  # run modules as modules, not as traced calls
-            if node.op == "get_attr":
-                return _attribute(self.root, node.target)
-            if node.op == "call_function":
-                return node.target(*args, **kwargs)
-            if node.op == "call_method":
-                return getattr(args[0], node.target)(*args[1:], **kwargs)
-            return self.root.get_submodule(node.target)(*args, **kwargs)
-
-
-def _attribute(module: nn.Module, path: str):
-    for name in path.split("."):
-        module = getattr(module, name)
-    return module
 
 
 class _Logits(nn.Module):

@@ -118,6 +118,7 @@ def prepare(
     channel_wise: bool = False,
     replace_maxpool: bool = True,
     as_relu: Collection[str] = (),
+    example_input: torch.Tensor | None = None,
 ) -> fx.GraphModule:
     """Return a copy of ``model`` with a quantized site at every activation call site: QCFS at
     ReLU and ReLU6, a QuantizedActivation at GELU, SiLU, Hardswish, sigmoid, Hardsigmoid and
@@ -135,12 +136,15 @@ def prepare(
     that get a QCFS site instead, a ReLU in their place — the 001 A.6 recipe for BERT (GELU → QCFS, then
     fine-tune), which rate-coded methods can convert; the quantized f is exact only with
     sum coding.
+    example_input: an input batch, for a model whose forward pass branches on its input's
+    shape (timm's VGG, MixNet's "same" padding): the graph then takes the branches of the
+    example's shape, at any batch size (a model that torch.fx traces needs none).
     """
     unknown = sorted(set(as_relu) - set(FUNCTIONS) - set(PARAMETRIC))
     if unknown:
         raise SpikeBridgeError(f"as_relu names unknown activation(s) {unknown}; choose from "
                                f"{sorted(FUNCTIONS) + sorted(PARAMETRIC)}")
-    gm = trace(model)
+    gm = trace(model, example_input)
     sites = activation_sites(gm)
     if not sites and not site_nodes(gm):
         raise UnsupportedActivationError(f"{type(model).__name__} has no activation to turn into a quantized site")

@@ -9,6 +9,7 @@ from torch import fx, nn
 
 from ..conversion.ops import Kind, Op, op_for_node
 from ..errors import SpikeBridgeError, first_line
+from .example_tracing import SiteTracer, trace_with_example
 from .hf_tracing import is_transformers_model, trace_transformers
 from .layer_calls import layer_calls_as_modules
 from .qcfs import QCFS
@@ -16,19 +17,12 @@ from .qcfs import QCFS
 INPLACE_FUNCTIONS = {torch.relu_}  # F.relu_ is torch.relu_
 
 
-class SiteTracer(fx.Tracer):
-    """Keeps QCFS sites (and every torch.nn leaf) as single call_module nodes; buffers read in
-    ``forward`` are ``get_attr`` nodes (as parameters are), so a graph that slices one by a
-    traced length (BERT's position ids) re-traces."""
-
-    proxy_buffer_attributes = True
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, QCFS) or super().is_leaf_module(m, qualname)
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
+def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModule:
     """Symbolically trace a deep copy of ``model`` (the user's model is never modified).
+    A model whose forward pass reads its input's shape in Python (branches on it, takes its
+    length, converts it to a number) is traced again with ``example``, an input batch, when
+    given: the graph is then specialised to the example's shape except the batch size
+    (``example_tracing``).
     Re-tracing a GraphModule (a prepared model) gives one node per node of its graph, in order;
     each keeps the module path it came from (``nn_module_stack``), which the re-trace alone
     would lose (every function call would be at the top level). A Hugging Face transformers
@@ -38,11 +32,20 @@ def trace(model: nn.Module) -> fx.GraphModule:
         model = trace_transformers(model)
     try:
         graph = SiteTracer().trace(model)
-    except Exception as exc:  # fx raises many types; the user needs one clear line
-        raise SpikeBridgeError(
-            f"torch.fx could not trace {type(model).__name__}: {first_line(exc)} "
-            "(data-dependent control flow is not supported; make the forward pass traceable)"
-        ) from exc
+    except Exception as plain:  # fx raises many types; the user needs one clear line
+        if example is None:
+            raise SpikeBridgeError(
+                f"torch.fx could not trace {type(model).__name__}: {first_line(plain)} (control flow on the "
+                "input's shape needs an example input: sb.prepare's example_input, convert's calibration_data or "
+                "input_shape; control flow on its data is not supported)") from plain
+        try:
+            graph = trace_with_example(model, example)
+        except SpikeBridgeError:
+            raise
+        except Exception as exc:
+            raise SpikeBridgeError(
+                f"torch.fx could not trace {type(model).__name__}, even with an example input: {first_line(exc)} "
+                "(data-dependent control flow is not supported; make the forward pass traceable)") from exc
     if isinstance(model, fx.GraphModule):
         _keep_origins(model.graph, graph)
     gm = fx.GraphModule(model, graph, type(model).__name__)

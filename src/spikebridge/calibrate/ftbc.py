@@ -39,6 +39,7 @@ from ..conversion.graph import ann_site_modules
 from ..conversion.registry import Source
 from ..device import module_device, place
 from ..errors import OptionError, SpikeBridgeError, check_int
+from ..inputs import example_input
 from ..progress import progress as progress_bar
 from ..snn.codings import RATE
 from ..snn.engine import TrainRunner
@@ -178,7 +179,8 @@ def ann_activations(ann: nn.Module, snn: SpikingNetwork) -> Callable[[torch.Tens
     (sb.sites) for QCFS methods, the ReLU outputs at the sites convert() names for ReLU
     methods (a QCFS ANN is taken as its ReLU equivalent there, as convert() does). Its
     ``model`` is the traced copy of the ANN it runs, on the SNN's device."""
-    gm, modules = ann_site_modules(ann, relu=snn.record.source is Source.RELU)
+    gm, modules = ann_site_modules(ann, relu=snn.record.source is Source.RELU,
+                                   example=example_input(input_shape=snn.info.get("input_shape")))
     names = list(modules)
     expected = list(snn.neurons())
     if names != expected:

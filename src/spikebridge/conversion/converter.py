@@ -10,7 +10,7 @@ QCFS ANN, any other a ReLU ANN).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import islice
+from itertools import chain, islice
 
 import torch
 from torch import fx, nn
@@ -20,7 +20,7 @@ from ..ann.tracing import site_nodes, trace
 from ..device import module_device, place
 from ..errors import ConversionError, InputError, OptionError, check_T
 from ..inputs import batches as input_batches
-from ..inputs import InputSpec, input_spec, run_on
+from ..inputs import InputSpec, example_input, input_spec, run_on
 from ..snn.network import SpikingNetwork
 from .constant import constants_as_modules
 from .graph import (check_finite, check_supported, constant_layer_calls, fold_batchnorm, fold_constant_calls,
@@ -93,10 +93,10 @@ def _inputs(data, limit: int | None, who: str = "calibration") -> Iterator[torch
     return islice(input_batches(data, CALIBRATION_BATCH, who), limit)
 
 
-def default_for(model: nn.Module) -> Method:
+def default_for(model: nn.Module, example: torch.Tensor | None = None) -> Method:
     """The registry's default method for ``model``: a model with QCFS sites (from
-    ``sb.prepare``) is a QCFS ANN, any other a ReLU ANN."""
-    return default_method(Source.QCFS if list(site_nodes(trace(model.eval()))) else Source.RELU)
+    ``sb.prepare``) is a QCFS ANN, any other a ReLU ANN (``example``: as for ``trace``)."""
+    return default_method(Source.QCFS if list(site_nodes(trace(model.eval(), example))) else Source.RELU)
 
 
 def convert(model: nn.Module, method: str | None = None, T: int | None = None, calibration_data=None,
@@ -119,7 +119,12 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     """
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert() needs a torch nn.Module, got {type(model).__name__}")
-    record = default_for(model) if method is None else get_method(method)
+    example = example_input(calibration_data, input_shape)
+    if isinstance(calibration_data, Iterator):  # one-shot: its first batch is the example, read now
+        first = next(calibration_data, None)
+        calibration_data = chain([] if first is None else [first], calibration_data)
+        example = example_input([] if first is None else [first], input_shape)
+    record = default_for(model, example) if method is None else get_method(method)
     method = record.name
     parsed = record.parse_options(options)
     if T is not None:
@@ -127,7 +132,7 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
         if not record.time.accepts_T:
             raise OptionError(f"method {method!r} runs for {record.time.description}; do not pass T")
     model = model.eval()
-    gm = trace(model)
+    gm = trace(model, example)
     device = place(gm, device)
     check_finite(gm)
     if record.source is Source.QCFS:
@@ -206,7 +211,7 @@ def calibration_statistics(model: nn.Module, data, channel_wise: bool = False, m
     conversions: ``convert(model, "data-driven", T=T, statistics=stats)`` for each T. The
     model's forward passes run on ``device`` (default: the model's); the statistics are kept
     on the CPU."""
-    gm = trace(model.eval())
+    gm = trace(model.eval(), example_input(data))
     place(gm, device)
     sites = relu_site_modules(gm, "calibration_statistics")
     remove_dropped(gm)

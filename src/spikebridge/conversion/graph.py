@@ -337,11 +337,12 @@ def pool_before_sites(gm: fx.GraphModule, sites: dict[str, fx.Node]) -> None:
         pool.append(site)
 
 
-def ann_site_modules(ann: nn.Module, relu: bool) -> tuple[fx.GraphModule, dict[str, nn.Module]]:
-    """A traced copy of ``ann`` and its activation-site modules under the names convert()
-    gives them: QCFS modules, or (``relu``) every ReLU call site as its own module — so hooks
-    on them see what the SNN's neurons replace."""
-    gm = trace(ann).eval()
+def ann_site_modules(ann: nn.Module, relu: bool, example: torch.Tensor | None = None
+                     ) -> tuple[fx.GraphModule, dict[str, nn.Module]]:
+    """A traced copy of ``ann`` (``example``: as for ``trace``) and its activation-site modules
+    under the names convert() gives them: QCFS modules, or (``relu``) every ReLU call site as
+    its own module — so hooks on them see what the SNN's neurons replace."""
+    gm = trace(ann, example).eval()
     if relu:
         names = list(relu_site_modules(gm, None))  # convert() already warned about QCFS sites read as ReLU
     else:

@@ -597,6 +597,8 @@ OPS: tuple[Op, ...] = (
     # shapes
     Op("shape", Kind.SHAPE, functions=(getattr, operator.getitem, torch._assert), methods=("size", "dim"),
        nir="shape"),
+    # numbers computed from shapes where a model wraps math for torch.fx (MixNet's "same" padding)
+    Op("shape_math", Kind.SHAPE, functions=(math.ceil, math.floor, math.trunc, math.sqrt)),
     # removed or folded before conversion
     Op("dropout", Kind.DROPPED, modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, StochasticDepth),
        functions=(F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout, stochastic_depth)),

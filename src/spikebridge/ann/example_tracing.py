@@ -62,8 +62,10 @@ class ValueProxy(fx.Proxy):
         self.value = value
 
     def _python(self, what: str):
-        if isinstance(self.value, (torch.Tensor, _NoValue)):
+        if isinstance(self.value, torch.Tensor):
             raise fx.proxy.TraceError(f"{what} needs a traced tensor's data")
+        if self.value is NO_VALUE:
+            raise fx.proxy.TraceError(f"{what} needs a value that fake tensors could not compute")
         return self.value
 
     def __iter__(self):

@@ -18,8 +18,22 @@ import torch.nn.functional as F
 
 from .errors import SpikeBridgeError
 
+def relu_squared(z: torch.Tensor) -> torch.Tensor:
+    """ReLU(z)²: timm's StarReLU (s·ReLU(z)² + b) and Primer's squared ReLU."""
+    return torch.relu(z).square()
+
+
+class ReLUSquared(torch.nn.Module):
+    """A call of ``relu_squared``: prepare() writes a ReLU whose only reader squares it as one
+    of these, which the op table knows as one activation (docs/methods.md §8)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return relu_squared(z)
+
+
 FUNCTIONS = {
     "relu": torch.relu,
+    "relu_squared": relu_squared,
     "gelu": F.gelu,
     "gelu_tanh": functools.partial(F.gelu, approximate="tanh"),
     "silu": F.silu,

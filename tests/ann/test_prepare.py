@@ -7,6 +7,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge import QCFS, SpikeBridgeError, UnsupportedActivationError
+from spikebridge.ann.quantized import QuantizedActivation
 
 
 class AllReluKinds(nn.Module):
@@ -156,3 +157,62 @@ def test_max_pooling_without_an_exact_replacement_is_refused_naming_it(pool, rea
     model = _Pooled(pool if isinstance(pool, torch.nn.Module) else pool)
     with pytest.raises(sb.ConversionError, match=rf"cannot replace node .* by average pooling: .*{reason}"):
         sb.prepare(model, levels=8)
+
+
+# -- a ReLU squared by its only reader is one site of f = ReLU² (StarReLU, squared ReLU) ---------
+SQUARES = {
+    "pow operator": lambda r: r ** 2,
+    "torch.pow": lambda r: torch.pow(r, 2),
+    "method pow": lambda r: r.pow(exponent=2),
+    "torch.square": torch.square,
+    "method square": lambda r: r.square(),
+    "product": lambda r: r * r,
+}
+RELUS = {"module": nn.ReLU(), "F.relu": F.relu, "torch.relu": torch.relu, "method": lambda z: z.relu()}
+
+
+class StarReLUNet(nn.Module):
+    """conv → s·square(relu(z)) + b (timm's StarReLU) → pool → linear."""
+
+    def __init__(self, relu, square):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(2, 4, 3, padding=1), nn.Linear(4, 3)
+        self.relu, self.square = relu, square
+        self.scale, self.bias = nn.Parameter(torch.tensor(0.8)), nn.Parameter(torch.tensor(-0.1))
+
+    def forward(self, x):
+        h = self.scale * self.square(self.relu(self.conv(x))) + self.bias
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("square", list(SQUARES))
+@pytest.mark.parametrize("relu", list(RELUS))
+def test_a_squared_relu_is_one_site_and_converts_exactly(relu, square):
+    torch.manual_seed(0)
+    qann = sb.prepare(StarReLUNet(RELUS[relu], SQUARES[square]), levels=5, threshold=2.0).double().eval()
+    (site,) = sb.sites(qann).values()
+    assert site.function == "relu_squared" and site.k_min == 0
+    x = torch.randn(8, 2, 6, 6, dtype=torch.float64)
+    report = sb.verify(qann, sb.convert(qann, "pasc").double(), x)
+    assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
+
+
+class NotASquare(nn.Module):
+    def __init__(self, body):
+        super().__init__()
+        self.conv, self.body = nn.Conv2d(2, 4, 3, padding=1), body
+
+    def forward(self, x):
+        return self.body(self.conv(x)).mean((2, 3))
+
+
+@pytest.mark.parametrize("body", [
+    lambda z: torch.relu(z) ** 3,                          # another power
+    lambda z: (lambda r: r ** 2 + r)(torch.relu(z)),       # the ReLU has a second reader
+    lambda z: F.relu(z, inplace=True) ** 2,                # in place: z itself changed
+    lambda z: F.relu6(z) ** 2,                             # a clipped ReLU
+    lambda z: torch.relu(z) * torch.relu(-z),              # a product of two sites
+], ids=["cube", "two readers", "in place", "relu6", "two sites"])
+def test_other_readers_of_a_relu_are_not_fused(body):
+    qann = sb.prepare(NotASquare(body), levels=4)
+    assert sb.sites(qann) and not any(isinstance(m, QuantizedActivation) for m in qann.modules())

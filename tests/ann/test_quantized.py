@@ -22,6 +22,7 @@ SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.050700987355480493
 FAST = settings(max_examples=40, deadline=None)
 FORMULAS = {  # f written out from its definition, in float64
     "relu": lambda z: max(z, 0.0),
+    "relu_squared": lambda z: max(z, 0.0) ** 2,
     "gelu": lambda z: 0.5 * z * (1 + math.erf(z / math.sqrt(2))),
     "gelu_tanh": lambda z: 0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3))),
     "silu": lambda z: z / (1 + math.exp(-z)),

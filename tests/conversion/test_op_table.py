@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import spikebridge as sb
+from spikebridge.activations import ReLUSquared
 from spikebridge import ConversionError, UnsupportedActivationError
 from spikebridge.ann.tracing import trace
 from spikebridge.conversion.constant import Constant
@@ -376,7 +377,7 @@ def test_activation_entries_become_sites(relu):
 
 # every form of every quantized-activation entry, with the f and k_min its site must get (docs/methods.md §8)
 QUANTIZED_FORMS = {
-    nn.ReLU6: ("relu", 0), F.relu6: ("relu", 0),
+    nn.ReLU6: ("relu", 0), F.relu6: ("relu", 0), ReLUSquared: ("relu_squared", 0),
     nn.GELU: ("gelu", -1), F.gelu: ("gelu", -1), nn.SiLU: ("silu", -1), F.silu: ("silu", -1),
     nn.Hardswish: ("hardswish", -1), F.hardswish: ("hardswish", -1),
     nn.Sigmoid: ("sigmoid", 0), F.sigmoid: ("sigmoid", 0), torch.sigmoid: ("sigmoid", 0), "sigmoid": ("sigmoid", 0),

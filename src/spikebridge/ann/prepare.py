@@ -11,6 +11,7 @@ table's ``site_form`` says.
 """
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Collection, Mapping
 
@@ -18,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..activations import FUNCTIONS, PARAMETRIC, base_name, symmetric
+from ..activations import FUNCTIONS, PARAMETRIC, ReLUSquared, base_name, symmetric
 from ..conversion.ops import Kind, NoReplacement, SiteForm, op_for_node
 from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationError, check_levels
 from .qcfs import QCFS
 from .quantized import QuantizedActivation, check_k_min
 from .tracing import (
-    describe, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
+    describe, is_inplace_relu, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
 )
 
 
@@ -56,6 +57,55 @@ def activation_sites(gm: fx.GraphModule) -> dict[str, tuple[fx.Node, SiteForm]]:
             module = gm.get_submodule(node.target) if node.op == "call_module" else None
             sites[unique_site_name(gm, node, taken)] = (node, op.site_form(module, node.args, node.kwargs))
     return sites
+
+
+def squares(node: fx.Node, source: fx.Node) -> bool:
+    """Whether ``node`` computes source²: source ** 2, torch.pow(source, 2), source.pow(2),
+    torch.square(source), source.square() or source * source."""
+    args, kwargs = node.args, node.kwargs
+    if node.op == "call_function" and node.target in (operator.pow, torch.pow) or node.op == "call_method" and \
+            node.target == "pow":
+        exponent = args[1] if len(args) > 1 else kwargs.get("exponent")
+        return args[:1] == (source,) and _is_two(exponent)
+    if node.op == "call_function" and node.target is torch.square or node.op == "call_method" and \
+            node.target == "square":
+        return args == (source,) and not kwargs
+    if node.op == "call_function" and node.target in (operator.mul, torch.mul) or node.op == "call_method" and \
+            node.target == "mul":
+        return args == (source, source) and not kwargs
+    return False
+
+
+def _is_two(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 2
+
+
+def fuse_squares(gm: fx.GraphModule) -> None:
+    """A ReLU whose only reader squares it (``squares``; not in place) becomes one call of a
+    ReLUSquared module, which the op table makes one site of f = ReLU² (docs/methods.md §8):
+    timm's StarReLU, s·ReLU(z)² + b, and Primer's squared ReLU."""
+    made: set[str] = set()
+    for node in list(gm.graph.nodes):
+        op = op_for_node(node, gm)
+        if (op is None or op.kind is not Kind.ACTIVATION or op.site_form is None or is_inplace_relu(node)
+                or len(node.users) != 1):
+            continue
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        (user,) = node.users
+        if op.site_form(module, node.args, node.kwargs) != SiteForm("relu") or not squares(user, node):
+            continue
+        name = unique_site_name(gm, node, set()) + "_squared"
+        while name in made:
+            name += "_"
+        made.add(name)
+        gm.add_submodule(name, ReLUSquared())
+        with gm.graph.inserting_before(user):
+            fused = gm.graph.call_module(name, (node.args[0],))
+        fused.meta = dict(user.meta)
+        user.replace_all_uses_with(fused)
+        gm.graph.erase_node(user)
+        gm.graph.erase_node(node)
+    gm.recompile()
 
 
 def site_module(form: SiteForm, levels: int, threshold: float, channels: int) -> QCFS:
@@ -122,7 +172,8 @@ def prepare(
 ) -> fx.GraphModule:
     """Return a copy of ``model`` with a quantized site at every activation call site: QCFS at
     ReLU and ReLU6, a QuantizedActivation at GELU, SiLU, Hardswish, sigmoid, Hardsigmoid and
-    tanh (docs/methods.md §8; other activations are refused).
+    tanh, and at a ReLU squared by its only reader (f = ReLU², ``fuse_squares``)
+    (docs/methods.md §8; other activations are refused).
 
     levels: one L for every site, or {site name: L} naming every site (see ``sites()``).
     threshold: initial θ of every site (8.0 as in the QCFS code), finite and > 0; held in
@@ -145,6 +196,7 @@ def prepare(
         raise SpikeBridgeError(f"as_relu names unknown activation(s) {unknown}; choose from "
                                f"{sorted(FUNCTIONS) + sorted(PARAMETRIC)}")
     gm = trace(model, example_input)
+    fuse_squares(gm)
     sites = activation_sites(gm)
     if not sites and not site_nodes(gm):
         raise UnsupportedActivationError(f"{type(model).__name__} has no activation to turn into a quantized site")

@@ -63,7 +63,7 @@ from torch import fx, nn
 from torchvision.models import swin_transformer
 from torchvision.ops import StochasticDepth, stochastic_depth
 
-from ..activations import parametric_name
+from ..activations import ReLUSquared, parametric_name
 from ..ann.qcfs import QCFS
 from .constant import Constant
 
@@ -609,6 +609,8 @@ OPS: tuple[Op, ...] = (
        site_form=fixed_form("relu")),
     # activations prepare() quantizes (docs/methods.md §8); only sum-coded methods convert those with f != ReLU
     Op("relu6", Kind.ACTIVATION, modules=(nn.ReLU6,), functions=(F.relu6,), site_form=fixed_form("relu", 0, 6.0)),
+    # a ReLU squared by its only reader, as prepare() writes it (StarReLU): one site of f = ReLU²
+    Op("relu_squared", Kind.ACTIVATION, modules=(ReLUSquared,), site_form=fixed_form("relu_squared")),
     # clips to [0, c] or [0, ∞), which are ReLU sites; other bounds fall to the refusals below
     Op("clamp_relu", Kind.ACTIVATION, functions=(torch.clamp, torch.clip, torch.clamp_min),
        methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"),

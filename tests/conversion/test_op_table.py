@@ -189,6 +189,11 @@ EXAMPLES = [
     ("unsqueeze", torch.atleast_3d, Net(lambda n, h, g: torch.atleast_3d(h.flatten(1)), 1), M1),
     ("rearrange", nn.Unfold, Net(module_body, module=nn.Unfold(3, padding=1, stride=2)), M2),  # TNT's pixel patches
     ("rearrange", F.unfold, Net(lambda n, h, g: F.unfold(h - g, 2, stride=2)), M2),
+    # VOLO's outlook attention: patches of 3x3 with stride 1 overlap, and fold sums them back
+    ("fold", nn.Fold, Net(lambda n, h, g: n.op(F.unfold(h - g, 3, padding=1)), module=nn.Fold((8, 8), 3, padding=1)),
+     M2),
+    ("fold", F.fold, Net(lambda n, h, g: F.fold(F.unfold(h, 2, stride=2) - F.unfold(g, 2, stride=2), (8, 8), 2,
+                                                stride=2)), M2),
     ("cast", "to", Net(lambda n, h, g: h.to(dtype=g.dtype) - g.to("cpu")), M2),
     ("cast", "type_as", Net(lambda n, h, g: h.type_as(g) + g), M2),
     ("split", torch.chunk, Net(lambda n, h, g: torch.chunk(h, 2, 1)[1] - g[:, :2]), M2),

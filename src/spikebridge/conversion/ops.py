@@ -545,6 +545,9 @@ OPS: tuple[Op, ...] = (
        functions=(torch.tile, torch.repeat_interleave, torch.roll, torch.flip, F.unfold),
        methods=("unfold", "repeat", "tile", "repeat_interleave", "roll", "flip"),
        nir_refusal="NIR has no rearrangement of elements"),  # copies elements: linear, 0 → 0
+    Op("fold", Kind.STATELESS, modules=(nn.Fold,), functions=(F.fold,),
+       config=("output_size", "kernel_size", "dilation", "padding", "stride"),
+       nir_refusal="NIR has no fold of patches"),  # unfold's adjoint (VOLO): sums overlapping patches, linear, 0 → 0
     Op("patch_merging_pad", Kind.STATELESS, functions=(swin_transformer._patch_merging_pad,),
        nir_refusal="NIR has no patch merging"),
     # merges of trains

@@ -63,17 +63,18 @@ def squares(node: fx.Node, source: fx.Node) -> bool:
     """Whether ``node`` computes source²: source ** 2, torch.pow(source, 2), source.pow(2),
     torch.square(source), source.square() or source * source."""
     args, kwargs = node.args, node.kwargs
-    if node.op == "call_function" and node.target in (operator.pow, torch.pow) or node.op == "call_method" and \
-            node.target == "pow":
-        exponent = args[1] if len(args) > 1 else kwargs.get("exponent")
-        return args[:1] == (source,) and _is_two(exponent)
-    if node.op == "call_function" and node.target is torch.square or node.op == "call_method" and \
-            node.target == "square":
+    if _calls(node, (operator.pow, torch.pow), "pow"):
+        return args[:1] == (source,) and _is_two(args[1] if len(args) > 1 else kwargs.get("exponent"))
+    if _calls(node, (torch.square,), "square"):
         return args == (source,) and not kwargs
-    if node.op == "call_function" and node.target in (operator.mul, torch.mul) or node.op == "call_method" and \
-            node.target == "mul":
+    if _calls(node, (operator.mul, torch.mul), "mul"):
         return args == (source, source) and not kwargs
     return False
+
+
+def _calls(node: fx.Node, functions: tuple, method: str) -> bool:
+    return (node.op == "call_function" and node.target in functions
+            or node.op == "call_method" and node.target == method)
 
 
 def _is_two(value) -> bool:

@@ -119,11 +119,12 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     """
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert() needs a torch nn.Module, got {type(model).__name__}")
-    example = example_input(calibration_data, input_shape)
-    if isinstance(calibration_data, Iterator):  # one-shot: its first batch is the example, read now
+    read = calibration_data
+    if isinstance(calibration_data, Iterator):  # one-shot: its first batch is read now, for the example
         first = next(calibration_data, None)
-        calibration_data = chain([] if first is None else [first], calibration_data)
-        example = example_input([] if first is None else [first], input_shape)
+        read = [] if first is None else [first]
+        calibration_data = chain(read, calibration_data)
+    example = example_input(read, input_shape)
     record = default_for(model, example) if method is None else get_method(method)
     method = record.name
     parsed = record.parse_options(options)

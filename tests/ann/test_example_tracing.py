@@ -77,6 +77,9 @@ def test_a_relu_model_converts_with_its_calibration_data_as_the_example():
     snn = sb.convert(m, T=4, calibration_data=iter(data), passes=1)  # a one-shot iterator: nothing lost
     assert snn.method == "network-level" and snn.info["input_shape"] == [2, 10, 10]
     assert snn(data[0]).shape == (8, 3)
+    # FTBC traces its own copy of the ANN, from the input shape the SNN records
+    summary = sb.ftbc(snn, ann=m, data=data, batches=1, check_batches=1, progress=False)
+    assert set(summary) == set(snn.neurons())
 
 
 class DataBranch(nn.Module):

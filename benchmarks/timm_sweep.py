@@ -8,7 +8,8 @@ femto, pico, nano, tiny, small, xxs, xs, _050, _035, b0, 18, _s, mini, lite0, li
 shortest name. Each model, in its own process with --timeout seconds: random weights and
 BatchNorm statistics, its default input size (``pretrained_cfg["input_size"]``),
 ``sb.prepare(levels=4, replace_maxpool=False, example_input=x)`` (the example resolves
-branches on the input's shape: docs/api.md, "Tracing"), ``pasc``, and ``sb.verify`` against the
+branches on the input's shape), ``pasc`` with ``input_shape`` (tensors made from the input's
+shape become constants: docs/methods.md §8), and ``sb.verify`` against the
 prepared ANN in float64 on 2 random images. Outcomes: "exact" (agreement 100%, 0 level
 mismatches), "inexact" (a bug), "refused: <reason>" (a ConversionError or an unsupported
 activation: by design), "untraceable: <reason>" (torch.fx cannot trace the model),
@@ -79,7 +80,7 @@ def outcome(name: str) -> str:
         return f"crashed: the model itself: {type(exc).__name__}: {str(exc)[:160]}"
     try:
         qann = sb.prepare(model, levels=4, replace_maxpool=False, example_input=x).double().eval()
-        report = sb.verify(qann, sb.convert(qann, "pasc").double(), x)
+        report = sb.verify(qann, sb.convert(qann, "pasc", input_shape=x.shape[1:]).double(), x)
     except sb.SpikeBridgeError as exc:
         kind = "untraceable" if "could not trace" in str(exc) else "refused"
         return f"{kind}: {str(exc)[:200]}"

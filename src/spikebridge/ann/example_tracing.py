@@ -139,7 +139,7 @@ def trace_with_example(model: nn.Module, example: torch.Tensor) -> fx.Graph:
     bakes it in)."""
     models = [model] + [copy.deepcopy(model) for _ in TRACED_BATCHES[1:]]  # a trace may cache proxies in its model
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    graphs = [_traced(m, _batch_of(example, b, dtype)) for m, b in zip(models, TRACED_BATCHES)]
+    graphs = [_traced(m, batch_of(example, b, dtype)) for m, b in zip(models, TRACED_BATCHES)]
     codes = [g.python_code("self").src for g in graphs]
     if codes[0] != codes[1]:
         raise SpikeBridgeError(f"{type(model).__name__}'s forward pass depends on its batch size "
@@ -183,7 +183,7 @@ def _defaults(model: nn.Module) -> dict:
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _batch_of(example: torch.Tensor, size: int, dtype: torch.dtype | None) -> torch.Tensor:
+def batch_of(example: torch.Tensor, size: int, dtype: torch.dtype | None) -> torch.Tensor:
     """``size`` samples of ``example``'s shape on its device; floating point in ``dtype`` (the
     model's), other dtypes (token ids) as they are."""
     x = example[:1].expand(size, *example.shape[1:])

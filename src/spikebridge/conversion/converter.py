@@ -24,7 +24,7 @@ from ..inputs import InputSpec, example_input, input_spec, run_on
 from ..snn.network import SpikingNetwork
 from .constant import constants_as_modules
 from .graph import (check_finite, check_supported, constant_layer_calls, fold_batchnorm, fold_constant_calls,
-                    redirect_inplace, relu_site_modules, remove_dropped)
+                    redirect_inplace, relu_site_modules, remove_dropped, shape_numbers_as_literals)
 from .registry import Method, Source, default_method, get_method
 from .thresholds import ActivationStats
 
@@ -149,6 +149,8 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     fold_batchnorm(gm)
     redirect_inplace(gm)
     constants_as_modules(gm)
+    if example is not None:
+        shape_numbers_as_literals(gm, example)
     constant_layer_calls(gm, fold_constant_calls(gm))
     check_supported(gm, sites)
     calibration = None

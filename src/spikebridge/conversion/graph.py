@@ -12,13 +12,16 @@ from collections.abc import Iterable
 
 import torch
 from torch import fx, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from ..ann.example_tracing import TRACED_BATCHES, batch_of
 from ..ann.layer_calls import LAYER_CALLS
 from ..ann.prepare import relu_sites
 from ..ann.qcfs import QCFS
 from ..ann.quantized import QuantizedActivation
 from ..ann.tracing import describe, replace_with_module, site_nodes, trace
+from ..device import module_device
 from ..errors import ConversionError
 from .constant import Constant
 from .ops import Kind, NotAffine, TrainProduct, on_numbers, op_for_node, supported_ops
@@ -101,16 +104,24 @@ def remove_dropped(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
+# calls that make a tensor from numbers alone and always the same one (no random factories)
+TENSOR_FACTORIES = (torch.zeros, torch.ones, torch.full, torch.arange, torch.eye, torch.linspace, torch.tensor,
+                    torch.as_tensor)
+
+
 def constant_values(gm: fx.GraphModule) -> dict[fx.Node, object]:
     """The value of every node computed from tensors the ANN reads directly (``Constant``
     modules) and numbers alone, in graph order; a call that cannot be computed here is left out,
-    and so is an in-place one (``x.mul_(2)``), which would change the constant it reads."""
+    and so is an in-place one (``x.mul_(2)``), which would change the constant it reads. A call
+    on numbers alone (after ``shape_numbers_as_literals``) is computed if it is an op of the op
+    table or one of TENSOR_FACTORIES."""
     values: dict[fx.Node, object] = {}
     for node in gm.graph.nodes:
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant):
             values[node] = gm.get_submodule(node.target).value
-        elif (node.op in ("call_function", "call_method") and node.all_input_nodes and not name.endswith("_")
+        elif (node.op in ("call_function", "call_method") and not name.endswith("_")
+              and (node.all_input_nodes or node.target in TENSOR_FACTORIES or op_for_node(node, gm) is not None)
               and all(a in values for a in node.all_input_nodes)):
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
             try:
@@ -120,6 +131,61 @@ def constant_values(gm: fx.GraphModule) -> dict[fx.Node, object]:
             except (RuntimeError, TypeError, ValueError):
                 continue  # check_supported judges it as it stands
     return values
+
+
+def shape_numbers_as_literals(gm: fx.GraphModule, example: torch.Tensor) -> None:
+    """A call that makes a tensor from numbers alone (xcit's position encoding: ``torch.arange(1,
+    H + 1)``, then cumsum, sin, ... of the feature map's size) has no spiking form, but its
+    numbers are the input's. Each number such a call reads becomes the number of ``example``'s
+    shape where it does not depend on the batch size (the graph run on fake tensors at batch
+    sizes 2 and 3 gives it one value), so that ``constant_values`` computes the tensor here and
+    the network holds it as a Constant, for inputs of the example's shape. A call that reads
+    the batch size keeps it (and stays refused by ``check_supported``)."""
+    trains = train_nodes(gm)
+    off_trains = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method") and n.all_input_nodes
+                  and not any(a in trains for a in n.all_input_nodes)]
+    if all(_on_numbers_or_shapes(n, gm) for n in off_trains):  # no call makes a tensor from numbers
+        return
+    try:
+        dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), None)
+        runs = [_fake_run(gm, batch_of(example, b, dtype).to(module_device(gm))) for b in TRACED_BATCHES]
+    except Exception:  # an op without a fake kernel: the calls stay as they are
+        return
+    read = set()
+
+    def literal(node: fx.Node):
+        first = runs[0].get(node)
+        if _literal(first) and all(run.get(node) == first for run in runs[1:]):
+            read.add(node)
+            return first
+        return node
+
+    for node in off_trains:  # the makers and the arithmetic on numbers that feeds them
+        node.args, node.kwargs = fx.node.map_arg((node.args, node.kwargs), literal)
+    _erase_unused(gm, [n for n in gm.graph.nodes if n in read or _on_numbers_or_shapes(n, gm)])
+    gm.recompile()
+
+
+def _on_numbers_or_shapes(node: fx.Node, gm: fx.GraphModule) -> bool:
+    op = op_for_node(node, gm)
+    return on_numbers(node.target) or op is not None and op.kind is Kind.SHAPE
+
+
+def _literal(value) -> bool:
+    """A number, a dtype or a device (the arguments of a tensor made at conversion, which then
+    moves with the network), or a tuple or list of them."""
+    if isinstance(value, (tuple, list)):
+        return all(_literal(v) for v in value)
+    return isinstance(value, (int, float, bool, torch.dtype, torch.device))
+
+
+def _fake_run(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, object]:
+    """Every node's value when ``gm`` runs on a fake copy of ``x`` (shapes, no data)."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    interpreter = fx.Interpreter(gm, garbage_collect_values=False)
+    with mode, torch.no_grad():
+        interpreter.run(mode.from_tensor(x))
+    return interpreter.env
 
 
 def _erase_unused(gm: fx.GraphModule, nodes) -> None:
@@ -140,8 +206,9 @@ def fold_constant_calls(gm: fx.GraphModule) -> dict[fx.Node, object]:
     values = constant_values(gm)
     for node, value in list(values.items()):
         op = op_for_node(node, gm)
-        if node.op == "call_module" or not isinstance(value, torch.Tensor) or op is not None and op.kind in ACCEPTED:
-            continue
+        if (node.op == "call_module" or not isinstance(value, torch.Tensor)
+                or op is not None and op.kind in ACCEPTED and node.all_input_nodes):
+            continue  # (an accepted op on numbers alone, torch.add(4, 1), makes a tensor: folded)
         gm.add_submodule(f"constant_{node.name}", Constant(tuple(value.shape), value))
         with gm.graph.inserting_before(node):
             call = gm.graph.call_module(f"constant_{node.name}")

@@ -116,6 +116,10 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     user's model is not moved.
     ``input_shape``: one sample's shape without the batch, recorded in ``snn.info["input_shape"]``
     (for export); by default the shape of the calibration data, when there is some.
+    The first calibration batch (else zeros of ``input_shape``) is also the example input for a
+    model whose forward pass reads its input's shape (``ann.tracing.trace``) and for tensors it
+    makes from that shape, which become constants for inputs of that shape
+    (``graph.shape_numbers_as_literals``, docs/methods.md §8).
     """
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert() needs a torch nn.Module, got {type(model).__name__}")

@@ -162,7 +162,8 @@ def shape_numbers_as_literals(gm: fx.GraphModule, example: torch.Tensor) -> None
 
     for node in off_trains:  # the makers and the arithmetic on numbers that feeds them
         node.args, node.kwargs = fx.node.map_arg((node.args, node.kwargs), literal)
-    _erase_unused(gm, [n for n in gm.graph.nodes if n in read or _on_numbers_or_shapes(n, gm)])
+    _erase_unused(gm, [n for n in gm.graph.nodes  # and the shape reads that computed them; asserts stay
+                       if n in read or _on_numbers_or_shapes(n, gm) and n.target is not torch._assert])
     gm.recompile()
 
 

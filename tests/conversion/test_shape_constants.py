@@ -12,6 +12,16 @@ from spikebridge import ConversionError
 X = torch.randn(6, 2, 6, 8, dtype=torch.float64)
 
 
+def grid(rows: int, cols: int) -> torch.Tensor:
+    """A position grid from two sizes, a function the model wraps for torch.fx (timm's
+    _build_grid): a graph node, on numbers alone."""
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, cols), indexing="ij")
+    return torch.stack([ys, xs]).repeat(2, 1, 1)[None].double()
+
+
+torch.fx.wrap("grid")
+
+
 def fourier_positions(h: torch.Tensor) -> torch.Tensor:
     """xcit's encoding, small: sin and cos of the row and column indices over their count."""
     _, C, H, W = h.shape
@@ -65,6 +75,18 @@ def batch_sized(h: torch.Tensor) -> torch.Tensor:
 
 def random_rows(h: torch.Tensor) -> torch.Tensor:
     return torch.rand(h.shape[2:], dtype=h.dtype)
+
+
+def wrapped_grid(h: torch.Tensor) -> torch.Tensor:
+    return grid(h.shape[2], h.shape[3])
+
+
+def test_a_wrapped_function_of_sizes_is_a_constant_with_an_input_shape():
+    model = qann(wrapped_grid)
+    with pytest.raises(ConversionError, match="unsupported node 'grid"):
+        sb.convert(model, "pasc")
+    report = sb.verify(model, sb.convert(model, "pasc", input_shape=X.shape[1:]).double(), X)
+    assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
 
 
 @pytest.mark.parametrize("encoding, node", [(batch_sized, "zeros"), (random_rows, "rand")])

@@ -104,33 +104,45 @@ def remove_dropped(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
-# calls that make a tensor from numbers alone and always the same one (no random factories)
-TENSOR_FACTORIES = (torch.zeros, torch.ones, torch.full, torch.arange, torch.eye, torch.linspace, torch.tensor,
-                    torch.as_tensor)
-
-
 def constant_values(gm: fx.GraphModule) -> dict[fx.Node, object]:
     """The value of every node computed from tensors the ANN reads directly (``Constant``
     modules) and numbers alone, in graph order; a call that cannot be computed here is left out,
-    and so is an in-place one (``x.mul_(2)``), which would change the constant it reads. A call
-    on numbers alone (after ``shape_numbers_as_literals``) is computed if it is an op of the op
-    table or one of TENSOR_FACTORIES."""
+    and so is an in-place one (``x.mul_(2)``), which would change the constant it reads, and a
+    call on numbers alone (after ``shape_numbers_as_literals``) that gives another value under
+    another random seed (``torch.rand``)."""
     values: dict[fx.Node, object] = {}
     for node in gm.graph.nodes:
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant):
             values[node] = gm.get_submodule(node.target).value
         elif (node.op in ("call_function", "call_method") and not name.endswith("_")
-              and (node.all_input_nodes or node.target in TENSOR_FACTORIES or op_for_node(node, gm) is not None)
               and all(a in values for a in node.all_input_nodes)):
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
             try:
-                with torch.no_grad():
-                    values[node] = (node.target(*args, **kwargs) if node.op == "call_function"
-                                    else getattr(args[0], node.target)(*args[1:], **kwargs))
+                value = _call(node, args, kwargs, seed=0)
+                if not node.all_input_nodes and not _same(value, _call(node, args, kwargs, seed=1)):
+                    continue  # random: check_supported refuses it
             except (RuntimeError, TypeError, ValueError):
                 continue  # check_supported judges it as it stands
+            values[node] = value
     return values
+
+
+def _call(node: fx.Node, args, kwargs, seed: int):
+    """The node's call on ``args``, under torch's random seed ``seed`` (the caller's generator
+    state is kept)."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        return (node.target(*args, **kwargs) if node.op == "call_function"
+                else getattr(args[0], node.target)(*args[1:], **kwargs))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def shape_numbers_as_literals(gm: fx.GraphModule, example: torch.Tensor) -> None:

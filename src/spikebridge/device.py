@@ -100,6 +100,11 @@ def module_device(module: nn.Module) -> torch.device:
     return next((t.device for t in itertools.chain(module.parameters(), module.buffers())), torch.device("cpu"))
 
 
+def module_dtype(module: nn.Module, default: torch.dtype | None = None) -> torch.dtype | None:
+    """The dtype of a module's first floating-point parameter (``default`` if it has none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), default)
+
+
 def place(module: nn.Module, device=None) -> torch.device:
     """Move ``module`` to ``device`` if given; return the device it is on."""
     if device is not None:

@@ -29,6 +29,7 @@ from torch import fx, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx._symbolic_trace import _maybe_revert_all_patches
 
+from ..device import module_dtype
 from ..errors import SpikeBridgeError
 from .qcfs import QCFS
 
@@ -138,8 +139,7 @@ def trace_with_example(model: nn.Module, example: torch.Tensor) -> fx.Graph:
     SpikeBridgeError if the two graphs differ (the forward pass branches on its batch size, or
     bakes it in)."""
     models = [model] + [copy.deepcopy(model) for _ in TRACED_BATCHES[1:]]  # a trace may cache proxies in its model
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    graphs = [_traced(m, batch_of(example, b, dtype)) for m, b in zip(models, TRACED_BATCHES)]
+    graphs = [_traced(m, batch_of(example, b, model)) for m, b in zip(models, TRACED_BATCHES)]
     codes = [g.python_code("self").src for g in graphs]
     if codes[0] != codes[1]:
         raise SpikeBridgeError(f"{type(model).__name__}'s forward pass depends on its batch size "
@@ -183,8 +183,9 @@ def _defaults(model: nn.Module) -> dict:
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def batch_of(example: torch.Tensor, size: int, dtype: torch.dtype | None) -> torch.Tensor:
-    """``size`` samples of ``example``'s shape on its device; floating point in ``dtype`` (the
-    model's), other dtypes (token ids) as they are."""
+def batch_of(example: torch.Tensor, size: int, model: nn.Module) -> torch.Tensor:
+    """``size`` samples of ``example``'s shape on its device; floating point in ``model``'s
+    dtype, other dtypes (token ids) as they are."""
+    dtype = module_dtype(model)
     x = example[:1].expand(size, *example.shape[1:])
     return (x.to(dtype) if dtype is not None and x.is_floating_point() else x).contiguous()

@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from ..activations import FUNCTIONS, PARAMETRIC, ReLUSquared, base_name, symmetric
 from ..conversion.ops import Kind, NoReplacement, SiteForm, op_for_node
+from ..device import module_dtype
 from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationError, check_levels
 from .qcfs import QCFS
 from .quantized import QuantizedActivation, check_k_min
@@ -202,7 +203,7 @@ def prepare(
     if not sites and not site_nodes(gm):
         raise UnsupportedActivationError(f"{type(model).__name__} has no activation to turn into a quantized site")
     per_site = resolve_levels(levels, list(sites))
-    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    dtype = module_dtype(gm, torch.get_default_dtype())
     for name, (node, form) in sites.items():
         if base_name(form.function) in as_relu:
             form = SiteForm("relu")

@@ -159,8 +159,7 @@ def shape_numbers_as_literals(gm: fx.GraphModule, example: torch.Tensor) -> None
     if all(_on_numbers_or_shapes(n, gm) for n in off_trains):  # no call makes a tensor from numbers
         return
     try:
-        dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), None)
-        runs = [_fake_run(gm, batch_of(example, b, dtype).to(module_device(gm))) for b in TRACED_BATCHES]
+        runs = [_fake_run(gm, batch_of(example, b, gm).to(module_device(gm))) for b in TRACED_BATCHES]
     except Exception:  # an op without a fake kernel: the calls stay as they are
         return
     read = set()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...device import module_dtype
 from ...snn.codings import RATE
 from ...snn.neurons import IFNeuron
 from ..registry import ANY_T, CalibrationOptions, Method, Source, option, register
@@ -44,7 +45,7 @@ def threshold_builder(rule: str):
             kwargs = {"v0_fraction": options.v0_fraction}
             if rule == "percentile":
                 kwargs["percentile"] = options.percentile
-        dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
+        dtype = module_dtype(gm, torch.get_default_dtype())
         for name in sites:
             theta, v0 = statistics.threshold(name, rule, channel_wise=options.channel_wise, **kwargs)
             gm.add_submodule(name, IFNeuron(theta.to(dtype), v0.to(dtype), T))

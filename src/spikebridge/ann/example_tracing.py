@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import operator
 
 import torch
 from torch import fx, nn
@@ -116,7 +117,7 @@ class ExampleTracer(SiteTracer):
         with _maybe_revert_all_patches(), torch.no_grad(), self.mode:
             try:
                 if node.op == "get_attr":
-                    value = _attribute(self.root, node.target)
+                    value = operator.attrgetter(node.target)(self.root)
                     return self.mode.from_tensor(value) if isinstance(value, torch.Tensor) else value
                 if node.op == "call_function":
                     return node.target(*args, **kwargs)
@@ -125,12 +126,6 @@ class ExampleTracer(SiteTracer):
                 return self.root.get_submodule(node.target)(*args, **kwargs)
             except Exception:  # an op without a fake kernel, or data read: no value, as in a plain trace
                 return NO_VALUE
-
-
-def _attribute(module: nn.Module, path: str):
-    for name in path.split("."):
-        module = getattr(module, name)
-    return module
 
 
 def trace_with_example(model: nn.Module, example: torch.Tensor) -> fx.Graph:

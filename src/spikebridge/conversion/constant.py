@@ -6,6 +6,8 @@ rate coding a constant current, under sum coding the value carried once (docs/me
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import fx, nn
 
@@ -30,9 +32,7 @@ def constants_as_modules(gm: fx.GraphModule) -> None:
     for node in list(gm.graph.nodes):
         if node.op != "get_attr":
             continue
-        value = gm
-        for atom in node.target.split("."):
-            value = getattr(value, atom)
+        value = operator.attrgetter(node.target)(gm)
         name = "constant_" + node.target.replace(".", "_")
         gm.add_submodule(name, Constant(tuple(value.shape), value))
         with gm.graph.inserting_before(node):

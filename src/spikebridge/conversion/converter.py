@@ -96,7 +96,11 @@ def _inputs(data, limit: int | None, who: str = "calibration") -> Iterator[torch
 def default_for(model: nn.Module, example: torch.Tensor | None = None) -> Method:
     """The registry's default method for ``model``: a model with QCFS sites (from
     ``sb.prepare``) is a QCFS ANN, any other a ReLU ANN (``example``: as for ``trace``)."""
-    return default_method(Source.QCFS if list(site_nodes(trace(model.eval(), example))) else Source.RELU)
+    return _default_for_graph(trace(model.eval(), example))
+
+
+def _default_for_graph(gm: fx.GraphModule) -> Method:
+    return default_method(Source.QCFS if site_nodes(gm) else Source.RELU)
 
 
 def convert(model: nn.Module, method: str | None = None, T: int | None = None, calibration_data=None,
@@ -129,15 +133,16 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
         read = [] if first is None else [first]
         calibration_data = chain(read, calibration_data)
     example = example_input(read, input_shape)
-    record = default_for(model, example) if method is None else get_method(method)
+    named = None if method is None else get_method(method)  # an unknown name fails before tracing
+    model = model.eval()
+    gm = trace(model, example)  # once: the default method is read off this graph
+    record = named if named is not None else _default_for_graph(gm)
     method = record.name
     parsed = record.parse_options(options)
     if T is not None:
         check_T(T)
         if not record.time.accepts_T:
             raise OptionError(f"method {method!r} runs for {record.time.description}; do not pass T")
-    model = model.eval()
-    gm = trace(model, example)
     device = place(gm, device)
     check_finite(gm)
     if record.source is Source.QCFS:

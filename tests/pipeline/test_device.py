@@ -106,5 +106,6 @@ def test_keep_freed_memory_stops_page_faults_on_reallocation():
         out = subprocess.run([sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True, text=True, check=True)
         return int(out.stdout.split()[-1])
     pages = 5 * 12 * (2 << 20) // 4096  # 5 passes, 12 new activations of 2 MiB each
-    assert faults("default") > pages / 4  # measured: 24 608–40 185 faults
-    assert faults("keep") < pages / 20  # measured: 0, or 512 when the heap grows by one block
+    assert faults("default") > pages / 4  # measured: 16 544–40 185 faults
+    # measured: 0, or 512 per 2 MiB block the heap grows by (up to 1536 on CI's machine)
+    assert faults("keep") < pages / 8

@@ -172,3 +172,33 @@ def test_numbers_computed_from_the_size_run_in_the_snn_and_its_file(tmp_path):
     assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
     sb.save(snn, tmp_path / "same.snn")
     torch.testing.assert_close(sb.load(tmp_path / "same.snn")(x), snn(x), rtol=0, atol=0)
+
+
+class AutocastBlock(nn.Module):
+    """EfficientViT's attention: computed with autocast off for the input's device type, and a
+    tensor made on the input's device."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        if x.device.type != "meta":
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                h = h.float() * 2
+        return h + torch.ones(4, 1, 1, device=x.device)
+
+
+def test_a_device_type_is_read_off_the_example_and_a_device_stays_a_node():
+    """torch.autocast needs a str, which the example gives; the device itself stays a graph node,
+    so the graph still runs on another device."""
+    torch.manual_seed(0)
+    m = AutocastBlock().eval()
+    x = torch.randn(3, 2, 5, 5)
+    with pytest.raises(SpikeBridgeError, match="could not trace"):
+        trace(m)
+    gm = trace(m, x)
+    devices = [n for n in gm.graph.nodes if n.op == "call_function" and n.args[1:] == ("device",)]
+    assert devices and all(not isinstance(a, torch.device) for n in gm.graph.nodes for a in n.kwargs.values())
+    torch.testing.assert_close(gm(x), m(x), rtol=0, atol=0)

@@ -17,6 +17,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.activations import ReLUSquared
+from spikebridge.ann.selections import max_pool2d_padded
 from spikebridge import ConversionError, UnsupportedActivationError
 from spikebridge.ann.tracing import trace
 from spikebridge.conversion.constant import Constant
@@ -196,6 +197,9 @@ EXAMPLES = [
                                                 stride=2)), M2),
     ("cast", "to", Net(lambda n, h, g: h.to(dtype=g.dtype) - g.to("cpu")), M2),
     ("cast", "type_as", Net(lambda n, h, g: h.type_as(g) + g), M2),
+    ("cast", "double", Net(lambda n, h, g: (h.double() + g).to(g.dtype)), M2),
+    ("narrowing_cast", "float", Net(lambda n, h, g: h.float().to(g.dtype) - g), M2),
+    ("narrowing_cast", "half", Net(lambda n, h, g: h.half().to(g.dtype) + g), M2),
     ("split", torch.chunk, Net(lambda n, h, g: torch.chunk(h, 2, 1)[1] - g[:, :2]), M2),
     ("split", torch.split, Net(lambda n, h, g: torch.split(h, [1, 3], 1)[1]), M2),
     ("split", torch.unbind, Net(lambda n, h, g: torch.unbind(h, 1)[2]), M2),
@@ -254,6 +258,18 @@ EXAMPLES = [
     ("adaptive_max_pool", F.adaptive_max_pool2d, Net(lambda n, h, g: F.adaptive_max_pool2d(h, (2, 3))), M2),
     ("amax", torch.amax, Net(lambda n, h, g: torch.cat([torch.amax(h, 1, keepdim=True), g], 1)), M2),
     ("amax", "amax", Net(lambda n, h, g: h.amax(dim=(2, 3)) - g.mean((2, 3))), M2),
+    ("amax", torch.amax, Net(lambda n, h, g: g + 0.5 * h.max(1, keepdim=True)[0]), M2),  # VOLO, as traced
+    ("amin", torch.amin, Net(lambda n, h, g: torch.cat([torch.min(h - g, dim=1, keepdim=True).values, g], 1)), M2),
+    ("amin", "amin", Net(lambda n, h, g: h.amin(dim=(2, 3)) + g.amax(dim=(2, 3))), M2),
+    ("constant_pad", F.pad, Net(lambda n, h, g: F.pad(h, (1, 0, 2, 1), value=1.0) * 2), M2),  # EfficientViT's ones
+    # recurrent layers over tokens (Sequencer): the sequence, or the final states
+    ("lstm", nn.LSTM, Net(lambda n, h, g: n.op(tokens(h))[0] + tokens(g), module=nn.LSTM(8, 8, batch_first=True)), M2),
+    ("gru", nn.GRU, Net(lambda n, h, g: n.op(tokens(h).transpose(0, 1))[1][-1], module=nn.GRU(8, 4, num_layers=2)), M2),
+    ("rnn", nn.RNN, Net(lambda n, h, g: n.op(tokens(h - g))[0], module=nn.RNN(8, 3, bidirectional=True,
+                                                                               batch_first=True)), M2),
+    # timm's MaxPool2dSame as traced: a −inf pad and a max pooling, one call
+    ("max_pool2d_padded", max_pool2d_padded,
+     Net(lambda n, h, g: F.max_pool2d(F.pad(h - g, (0, 1, 0, 1), value=-math.inf), 3, 2)), M2),
     # tensors read directly: Constant modules in the SNN
     ("constant", Constant, with_tensors(Net(lambda n, h, g: torch.cat([n.token.expand(h.shape[0], -1, -1, -1), h], 1)
                                             + n.position), token=torch.randn(1, 1, 8, 8), position=torch.randn(5, 8, 8)),
@@ -525,11 +541,19 @@ def test_prepare_swaps_exactly_the_entries_that_declare_a_replacement():
     assert isinstance(sb.convert(qann1, "pasc").graph.get_submodule("op"), nn.MaxPool1d)
 
 
-@pytest.mark.parametrize("value", [0.5, -1])
-def test_a_constant_pad_with_a_nonzero_value_is_refused(value):
+@pytest.mark.parametrize("value", [-math.inf, math.inf, math.nan])
+def test_a_pad_with_an_infinite_or_nan_value_is_refused_with_the_advice(value):
     net = _built(Net(lambda n, h, g: F.pad(h, (1, 1, 1, 1), value=value)), M2)
-    with pytest.raises(ConversionError, match="unsupported node 'pad'"):
+    with pytest.raises(ConversionError, match="infinite or nan value is no value a spike train can carry"):
         sb.convert(sb.prepare(net, levels=4), "pasc")
+
+
+@pytest.mark.parametrize("value, entry", [(0, "pad"), (0.0, "pad"), (None, "pad"), (1.0, "constant_pad"),
+                                          (-2, "constant_pad"), (-math.inf, "infinite_pad")])
+def test_a_constant_pad_is_stateless_at_zero_and_analog_at_another_finite_value(value, entry):
+    gm = trace(Net(lambda n, h, g: F.pad(h, (1, 1), value=value)))
+    (node,) = [n for n in gm.graph.nodes if n.target is F.pad]
+    assert op_for_node(node, gm).name == entry
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool])

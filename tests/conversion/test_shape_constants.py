@@ -1,6 +1,7 @@
-"""Tensors made from the input's shape (graph.shape_numbers_as_literals): with an example input
-(calibration data or input_shape) they are computed at conversion, as Constants, where they do
-not depend on the batch size; otherwise they stay refused."""
+"""Tensors made from the input's shape (graph.shape_numbers_as_literals, batch_sized_constants):
+with an example input (calibration data or input_shape) they are computed at conversion, as
+Constants, where they do not depend on the batch size or repeat one row per sample; otherwise
+they stay refused."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,13 +69,38 @@ def test_a_relu_model_with_one_converts_with_its_calibration_data():
     assert snn(X).shape == (6, 3)
 
 
-def batch_sized(h: torch.Tensor) -> torch.Tensor:
-    """EdgeNeXt's mask: made with the batch size, so not a constant."""
-    return torch.zeros(h.shape[:1] + (1,) + h.shape[2:], dtype=h.dtype).cumsum(2)
+def batch_offsets(h: torch.Tensor) -> torch.Tensor:
+    """Made with the batch size, and each sample's row differs: not a constant."""
+    return torch.arange(h.shape[0], dtype=h.dtype).reshape(-1, 1, 1, 1)
+
+
+def batch_stacked(h: torch.Tensor) -> torch.Tensor:
+    """Rows that repeat, but read along the batch: one row in their place would give the first
+    B rows of [mask row, h] (the same shape at the end, other values)."""
+    return torch.cat([torch.ones(h.shape, dtype=h.dtype), h])[:h.shape[0]]
 
 
 def random_rows(h: torch.Tensor) -> torch.Tensor:
     return torch.rand(h.shape[2:], dtype=h.dtype)
+
+
+class FourierMask(nn.Module):
+    """EdgeNeXt's position encoding, small: a mask of ones from torch.zeros(B, H, W), its running
+    counts along rows and columns, their sines and cosines, a 1x1 conv projection, and a
+    reshape to (B, −1, C) read by the tokens."""
+
+    def __init__(self, channels: int = 4):
+        super().__init__()
+        self.projection = nn.Conv2d(4, channels, 1)
+
+    def forward(self, h):
+        B, C, H, W = h.shape
+        mask = ~torch.zeros((B, H, W)).to(dtype=torch.bool)
+        rows, cols = mask.cumsum(1, dtype=h.dtype) / H, mask.cumsum(2, dtype=h.dtype) / W
+        pos = torch.stack([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=1)
+        tokens = h.flatten(2).transpose(1, 2)
+        tokens = tokens + self.projection(pos).reshape(B, C, -1).transpose(1, 2)
+        return tokens.transpose(1, 2).reshape(B, C, H, W)
 
 
 def wrapped_grid(h: torch.Tensor) -> torch.Tensor:
@@ -89,10 +115,38 @@ def test_a_wrapped_function_of_sizes_is_a_constant_with_an_input_shape():
     assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
 
 
-@pytest.mark.parametrize("encoding, node", [(batch_sized, "zeros"), (random_rows, "rand")])
-def test_a_tensor_of_the_batch_size_or_of_chance_stays_refused(encoding, node):
+@pytest.mark.parametrize("encoding, node", [(batch_offsets, "arange"), (batch_stacked, "ones"),
+                                            (random_rows, "rand")])
+def test_a_tensor_of_the_batch_size_whose_rows_differ_or_are_stacked_or_of_chance_stays_refused(encoding, node):
     with pytest.raises(ConversionError, match=f"node '{node}"):
         sb.convert(qann(encoding), "pasc", input_shape=X.shape[1:])
+
+
+class Masked(Positioned):
+    def __init__(self):
+        super().__init__(None)
+        self.encoding = FourierMask()
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        return self.fc(F.relu(self.conv2(self.encoding(h))).mean((2, 3)))
+
+
+def test_a_tensor_of_the_batch_size_with_one_row_per_sample_is_a_constant_and_exact(tmp_path):
+    torch.manual_seed(0)
+    model = sb.prepare(Masked(), levels=4, threshold=1.0).double().eval()
+    with pytest.raises(ConversionError, match="unsupported node 'zeros"):
+        sb.convert(model, "pasc")  # no example
+    for method in ("pasc", "bitplane"):
+        snn = sb.convert(model, method, input_shape=X.shape[1:]).double()
+        (constant,) = [m for n, m in snn.graph.named_modules() if n.startswith("constant_")]
+        assert constant.shape == [1, 6 * 8, 4]  # one sample's row: (B, H·W, C) at B = 1
+        assert "projection" not in dict(snn.graph.named_modules())  # computed here, not run
+        for x in (X, X[:1], torch.randn(11, *X.shape[1:], dtype=torch.float64)):  # any batch size
+            report = sb.verify(model, snn, x)
+            assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
+    sb.save(snn, tmp_path / "masked.snn")
+    torch.testing.assert_close(sb.load(tmp_path / "masked.snn")(X), snn(X), rtol=0, atol=0)
 
 
 def test_numbers_alone_make_a_constant_with_an_input_shape():

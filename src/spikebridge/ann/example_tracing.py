@@ -70,6 +70,11 @@ class ValueProxy(fx.Proxy):
             raise fx.proxy.TraceError(f"{what} needs a value that fake tensors could not compute")
         return self.value
 
+    def __getattr__(self, name: str):
+        if name == "device" and isinstance(self.value, torch.Tensor):
+            return _Device(self, name)
+        return super().__getattr__(name)
+
     def __iter__(self):
         if isinstance(self.value, (tuple, list)):  # a shape: each entry its getitem node
             return iter([self[i] for i in range(len(self.value))])
@@ -86,6 +91,17 @@ class ValueProxy(fx.Proxy):
 
     def __float__(self):
         return float(self._python("float"))
+
+
+class _Device(fx.proxy.Attribute):
+    """``x.device`` of a traced tensor: a graph node where a call reads it, so the graph moves
+    with its input; only its ``type``, the str ``torch.autocast`` needs (EfficientViT's
+    ``with torch.autocast(device_type=v.device.type, enabled=False)``, which is not recorded),
+    is read off the example."""
+
+    @property
+    def type(self) -> str:
+        return self.root.value.device.type
 
 
 class ExampleTracer(SiteTracer):

@@ -13,6 +13,7 @@ from .example_tracing import SiteTracer, trace_with_example
 from .hf_tracing import is_transformers_model, trace_transformers
 from .layer_calls import layer_calls_as_modules
 from .qcfs import QCFS
+from .selections import fuse_selections
 
 INPLACE_FUNCTIONS = {torch.relu_}  # F.relu_ is torch.relu_
 
@@ -26,7 +27,9 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
     Re-tracing a GraphModule (a prepared model) gives one node per node of its graph, in order;
     each keeps the module path it came from (``nn_module_stack``), which the re-trace alone
     would lose (every function call would be at the top level). A Hugging Face transformers
-    classifier is first traced from its token ids (``hf_tracing.trace_transformers``)."""
+    classifier is first traced from its token ids (``hf_tracing.trace_transformers``).
+    Selections written in two calls become one (``selections``: a max's values, a −inf pad
+    before max pooling)."""
     model = copy.deepcopy(model, memo=_detached_caches(model))
     if is_transformers_model(model):
         model = trace_transformers(model)
@@ -50,6 +53,7 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
         _keep_origins(model.graph, graph)
     gm = fx.GraphModule(model, graph, type(model).__name__)
     layer_calls_as_modules(gm, model)
+    fuse_selections(gm)
     return gm
 
 

@@ -23,8 +23,9 @@ from ..inputs import batches as input_batches
 from ..inputs import InputSpec, example_input, input_spec, run_on
 from ..snn.network import SpikingNetwork
 from .constant import constants_as_modules
-from .graph import (check_finite, check_supported, constant_layer_calls, fold_batchnorm, fold_constant_calls,
-                    redirect_inplace, relu_site_modules, remove_dropped, shape_numbers_as_literals)
+from .graph import (batch_sized_constants, check_finite, check_supported, constant_layer_calls, fold_batchnorm,
+                    fold_constant_calls, redirect_inplace, relu_site_modules, remove_dropped,
+                    shape_numbers_as_literals)
 from .registry import Method, Source, default_method, get_method
 from .thresholds import ActivationStats
 
@@ -161,6 +162,8 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     if example is not None:
         shape_numbers_as_literals(gm, example)
     constant_layer_calls(gm, fold_constant_calls(gm))
+    if example is not None:
+        batch_sized_constants(gm, example)
     check_supported(gm, sites)
     calibration = None
     if record.source is Source.RELU:

@@ -178,6 +178,89 @@ def shape_numbers_as_literals(gm: fx.GraphModule, example: torch.Tensor) -> None
     gm.recompile()
 
 
+def batch_sized_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
+    """A tensor computed from the input's shape alone, with the batch size as its first dim
+    (EdgeNeXt's Fourier position encoding, made from ``torch.zeros(B, H, W)``, projected by a
+    conv and reshaped to (B, −1, C)), is a constant when every sample's row of it is the same:
+    its value is computed here at batch sizes 2 and 3, and where both repeat one row, a Constant
+    of that row (batch 1) takes its place, which its readers broadcast as the ANN broadcasts a
+    position embedding (docs/methods.md §8). Kept only if every shape in the graph, run on fake
+    tensors at both batch sizes, stays what it was; otherwise the calls stay as they are and
+    ``check_supported`` judges them."""
+    data = input_data_nodes(gm)
+    free = [n for n in gm.graph.nodes if n not in data and n.op.startswith("call_")]
+    readers = [n for n in free if any(u in data for u in n.users)]
+    if not readers:
+        return
+    xs = [batch_of(example, b, gm).to(module_device(gm)) for b in TRACED_BATCHES]
+    try:
+        runs = [_fake_run(gm, x) for x in xs]
+    except Exception:  # an op without a fake kernel: the calls stay as they are
+        return
+    sized = [n for n in readers if all(isinstance(run.get(n), torch.Tensor) and run[n].dim() and run[n].shape[0] == b
+                                       for run, b in zip(runs, TRACED_BATCHES))]
+    values = [_values_off_the_data(gm, free, data, run) for run in runs] if sized else []
+    made: dict[fx.Node, fx.Node] = {}
+    for node in sized:
+        rows = [v.get(node) for v in values]
+        if any(r is None for r in rows) or not all(torch.equal(r, rows[0][:1].expand_as(r)) for r in rows):
+            continue
+        gm.add_submodule(f"constant_{node.name}", Constant(tuple(rows[0][:1].shape), rows[0][:1]))
+        with gm.graph.inserting_before(node):
+            made[node] = gm.graph.call_module(f"constant_{node.name}")
+        node.replace_all_uses_with(made[node])
+    try:
+        after = [_fake_run(gm, x) for x in xs] if made else runs
+        kept = all(_shapes(run.get(n)) == _shapes(new.get(n)) for run, new in zip(runs, after) for n in data)
+    except Exception:
+        kept = False
+    if not kept:  # a reader did not broadcast the row as it read the batch
+        for node, call in made.items():
+            call.replace_all_uses_with(node)
+            gm.graph.erase_node(call)
+            delattr(gm, call.target)
+    _erase_unused(gm, free)
+    gm.recompile()
+
+
+def input_data_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes whose value depends on the input's data (not only on its shape): the input,
+    and every call that reads one of them, except shapes read off them, as ``train_nodes``."""
+    data: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" or node.op.startswith("call_") and any(a in data for a in node.all_input_nodes):
+            op = op_for_node(node, gm)
+            if node.op == "placeholder" or not (op is not None and op.kind is Kind.SHAPE
+                                                and node.target is not operator.getitem):
+                data.add(node)
+    return data
+
+
+def _values_off_the_data(gm: fx.GraphModule, nodes: list[fx.Node], data: set[fx.Node],
+                         run: dict) -> dict[fx.Node, object]:
+    """The values of ``nodes`` (calls that read no data of the input), computed in order from
+    the shapes the fake ``run`` read off the input (numbers, the same on real tensors); a call
+    that fails is left out, and so is what reads it."""
+    values: dict[fx.Node, object] = {}
+    for node in nodes:
+        if any(a in data for a in node.all_input_nodes):  # a shape read off the input
+            values[node] = run[node]
+            continue
+        if any(a.op.startswith("call_") and a not in values for a in node.all_input_nodes):
+            continue
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: values[a] if a in values else run[a])
+        try:
+            values[node] = (gm.get_submodule(node.target)(*args, **kwargs) if node.op == "call_module"
+                            else _call(node, args, kwargs, seed=0))
+        except (RuntimeError, TypeError, ValueError):
+            continue
+    return values
+
+
+def _shapes(value):
+    return fx.node.map_aggregate(value, lambda v: tuple(v.shape) if isinstance(v, torch.Tensor) else v)
+
+
 def _on_numbers_or_shapes(node: fx.Node, gm: fx.GraphModule) -> bool:
     op = op_for_node(node, gm)
     return on_numbers(node.target) or op is not None and op.kind is Kind.SHAPE
@@ -401,19 +484,30 @@ def pool_before_sites(gm: fx.GraphModule, sites: dict[str, fx.Node]) -> None:
     """A ReLU site whose only use is a max pooling (an op that ``selects``) moves after it:
     max_i f(z_i) = f(max_i z_i) for every nondecreasing f, ReLU and ReLU6 included, so the ANN
     computes the same values, and the site's neuron, its statistics and its threshold are those
-    of the pooled activation (docs/methods.md §8, "Max pooling")."""
+    of the pooled activation (docs/methods.md §8, "Max pooling"). Reads of the site's shape
+    (timm's "same" max pooling pads by the size of its input) read its input instead: a ReLU
+    keeps the shape."""
     for site in sites.values():
-        if len(site.users) != 1:
+        readers = [user for user in site.users if not _reads_shape(user)]
+        if len(readers) != 1:
             continue
-        (pool,) = site.users
+        (pool,) = readers
         op = op_for_node(pool, gm)
         if (op is None or not op.selects or pool.args[0] is not site or site in pool.all_input_nodes[1:]
                 or any(user.target is operator.getitem for user in pool.users)):  # (values, indices)
             continue
+        for user in [u for u in site.users if u is not pool]:
+            user.replace_input_with(site, site.args[0])
         pool.replace_all_uses_with(site)
         pool.args = (site.args[0], *pool.args[1:])
         site.args = (pool,)
         pool.append(site)
+
+
+def _reads_shape(node: fx.Node) -> bool:
+    """``x.shape``, ``x.size(...)`` or ``x.dim()``: a read of its input's shape alone."""
+    return (node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",)
+            or node.op == "call_method" and node.target in ("size", "dim"))
 
 
 def ann_site_modules(ann: nn.Module, relu: bool, example: torch.Tensor | None = None

@@ -29,8 +29,8 @@ Each ``Op`` says what a graph node is to the pipeline:
   which f it means (``spikebridge.activations``), its negative levels and initial θ.
 - ``applies``: for an entry that means only some calls of its modules, functions or methods
   (``clamp(x, 0, c)`` is a clipped ReLU, ``clamp(x, -1, 1)`` is not), which calls; the others
-  fall to the key's general entry, one without ``applies``, or, where there is none (``F.pad``
-  with a nonzero value), are not in the table (``op_for_node``).
+  fall to the key's general entry, one without ``applies`` (``F.pad`` with an infinite value:
+  a refusal), or, where there is none, are not in the table (``op_for_node``).
 - ``refused_by_prepare``: for REFUSED activations, prepare() refuses them too (a QCFS ANN
   trained with one could not be converted); convert() refuses every REFUSED entry.
 - ``spike_average``: for STATELESS averages (average pooling), (d, n) of a call whose every
@@ -65,6 +65,7 @@ from torchvision.ops import StochasticDepth, stochastic_depth
 
 from ..activations import ReLUSquared, parametric_name
 from ..ann.qcfs import QCFS
+from ..ann.selections import max_pool2d_padded
 from .constant import Constant
 
 
@@ -135,6 +136,14 @@ def zero_padding(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
     value is linear and maps 0 to 0 (a STATELESS op)."""
     mode, value = _PAD_ARGUMENTS(None, args, kwargs)[1:]
     return mode != "constant" or value is None or (_number(value) and value == 0)
+
+
+def finite_padding(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
+    """F.pad(x, pad, value=c) with a finite number c ≠ 0: an offset where it pads (EfficientViT
+    pads its values with ones for the normaliser of its linear attention), computed on decoded
+    values (ANALOG); an infinite or nan c is no value a train can carry."""
+    mode, value = _PAD_ARGUMENTS(None, args, kwargs)[1:]
+    return mode == "constant" and _number(value) and value != 0 and math.isfinite(value)
 
 
 def floating_cast(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
@@ -340,6 +349,23 @@ def multihead_attention_macs(mha: nn.MultiheadAttention, args, kwargs, output) -
     return B * (2 * Nq * E * E + Nk * E * (mha.kdim + mha.vdim) + Nq * Nk * (2 * E + 2 * mha.num_heads))
 
 
+def recurrent_macs(rnn: nn.RNNBase, args, kwargs, output) -> int:
+    """nn.LSTM / nn.GRU / nn.RNN on B sequences of N steps: per step, layer and direction,
+    g·H·(I_l + R) MACs for the gates (g = 4, 3, 1; I_l the layer's input width: the input's,
+    then the previous layer's output; R the recurrent width: H, or the LSTM's projection P, which
+    adds P·H)."""
+    x = args[0]
+    steps = math.prod(x.shape[:-1])  # [B, N, I] or [N, B, I] or one sequence [N, I]: every (sample, step)
+    gates = {"LSTM": 4, "GRU": 3}.get(rnn.mode, 1)
+    H, P, directions = rnn.hidden_size, rnn.proj_size, 2 if rnn.bidirectional else 1
+    R = P or H
+    total = 0
+    for layer in range(rnn.num_layers):
+        width = rnn.input_size if layer == 0 else R * directions
+        total += gates * H * (width + R) + P * H
+    return steps * directions * total
+
+
 def shifted_window_attention_macs(fn, args, kwargs, output) -> int:
     """torchvision's Swin window attention on x [B, H, W, C]: qkv and output projections (4C²
     per token) and the attention within each window (2·A·C per token, A the window's area)."""
@@ -476,6 +502,8 @@ _CONV_CONFIG = ("in_channels", "out_channels", "kernel_size", "stride", "padding
 _POOL_CONFIG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
 _MAX_POOL_CONFIG = ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
 
+_RECURRENT_CONFIG = ("input_size", "hidden_size", "num_layers", "batch_first", "dropout", "bidirectional")
+_RECURRENT_BIAS = (("bias", lambda m: bool(m.bias)),)  # a flag of the module, not a tensor
 _ANALOG_NIR = ("NIR has no analog islands: this op is computed on decoded values (docs/methods.md §8), "
                "outside any spiking primitive")
 
@@ -502,7 +530,7 @@ OPS: tuple[Op, ...] = (
     Op("upsample", Kind.STATELESS, modules=(nn.Upsample,), functions=(F.interpolate,),
        config=("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor"),
        nir_refusal="NIR has no upsampling"),  # every mode is linear in its input and maps 0 to 0
-    # padding: linear and 0 → 0, except a constant pad with a nonzero value (an offset), which is not in the table
+    # padding: linear and 0 → 0, except a constant pad with a nonzero value (an offset: ANALOG, below)
     Op("pad", Kind.STATELESS, functions=(F.pad,), applies=zero_padding),
     Op("zero_pad", Kind.STATELESS, modules=(nn.ZeroPad1d, nn.ZeroPad2d), config=("padding",)),
     Op("edge_pad", Kind.STATELESS, modules=(nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d,
@@ -514,7 +542,7 @@ OPS: tuple[Op, ...] = (
        nir="reshape",
        contiguous=True),  # a step may be channels-last (engine.step_layout), which ``view`` cannot take
     Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous",), nir="identity"),
-    Op("cast", Kind.STATELESS, methods=("to", "type_as"), applies=floating_cast, nir="identity"),
+    Op("cast", Kind.STATELESS, methods=("to", "type_as", "double"), applies=floating_cast, nir="identity"),
     Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
     Op("sum", Kind.STATELESS, functions=(torch.sum,), methods=("sum",), nir_refusal="NIR has no sum over dimensions"),
     # sums of trains scaled by numbers, plus constants (fx traces x += c as operator.add)
@@ -575,6 +603,13 @@ OPS: tuple[Op, ...] = (
        config=("embed_dim", "num_heads", "dropout", "add_zero_attn", "kdim", "vdim", "batch_first"),
        config_extra=(("bias", lambda m: m.in_proj_bias is not None), ("add_bias_kv", lambda m: m.bias_k is not None)),
        analog_macs=multihead_attention_macs, nir_refusal=_ANALOG_NIR),
+    # recurrent layers: a state carried along a sequence, run on the decoded sequence (Sequencer's LSTMs)
+    Op("lstm", Kind.ANALOG, modules=(nn.LSTM,), config=(*_RECURRENT_CONFIG, "proj_size"),
+       config_extra=_RECURRENT_BIAS, analog_macs=recurrent_macs, nir_refusal=_ANALOG_NIR),
+    Op("gru", Kind.ANALOG, modules=(nn.GRU,), config=_RECURRENT_CONFIG, config_extra=_RECURRENT_BIAS,
+       analog_macs=recurrent_macs, nir_refusal=_ANALOG_NIR),
+    Op("rnn", Kind.ANALOG, modules=(nn.RNN,), config=(*_RECURRENT_CONFIG, "nonlinearity"),
+       config_extra=_RECURRENT_BIAS, analog_macs=recurrent_macs, nir_refusal=_ANALOG_NIR),
     Op("window_attention", Kind.ANALOG, functions=(swin_transformer.shifted_window_attention,),
        analog_macs=shifted_window_attention_macs, nir_refusal=_ANALOG_NIR),
     Op("embedding", Kind.ANALOG, modules=(nn.Embedding,), config=("num_embeddings", "embedding_dim", "padding_idx"),
@@ -592,8 +627,19 @@ OPS: tuple[Op, ...] = (
     Op("adaptive_max_pool", Kind.ANALOG, modules=(nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
        functions=(F.adaptive_max_pool1d, F.adaptive_max_pool2d), config=("output_size", "return_indices"),
        analog_macs=per_element(0), selects=True, nir_refusal="NIR has no max pooling"),
+    # x.float(), x.half() (EfficientViT's attention in float32) narrow a float64 train: on decoded values, the
+    # sum is rounded once, as the ANN rounds it, where a cast step by step would round every step
+    Op("narrowing_cast", Kind.ANALOG, methods=("float", "half"), analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),
+    Op("constant_pad", Kind.ANALOG, functions=(F.pad,), applies=finite_padding, analog_macs=per_element(0),
+       nir_refusal=_ANALOG_NIR),
+    # timm's MaxPool2dSame: a −inf pad and max pooling, one call as traced (ann.selections)
+    Op("max_pool2d_padded", Kind.ANALOG, functions=(max_pool2d_padded,), analog_macs=per_element(0), selects=True,
+       nir_refusal="NIR has no max pooling"),
+    # CBAM-style spatial attention: max over channels; VOLO's x.max(1)[0] as traced (ann.selections)
     Op("amax", Kind.ANALOG, functions=(torch.amax,), methods=("amax",), analog_macs=per_element(0), selects=True,
-       nir_refusal="NIR has no max over dimensions"),  # CBAM-style spatial attention: max over channels
+       nir_refusal="NIR has no max over dimensions"),
+    Op("amin", Kind.ANALOG, functions=(torch.amin,), methods=("amin",), analog_macs=per_element(0), selects=True,
+       nir_refusal="NIR has no min over dimensions"),
     # tensors the graph reads directly (get_attr, made modules at conversion)
     Op("constant", Kind.CONSTANT, modules=(Constant,), config=("shape",),
        nir_refusal="NIR has no constant input; fold the tensor into a layer's bias"),
@@ -658,6 +704,10 @@ OPS: tuple[Op, ...] = (
                   operator.and_, operator.or_),
        advice="a comparison of spike trains is a threshold, not an operation on their values; compare shapes "
               "(numbers) only"),
+    Op("infinite_pad", Kind.REFUSED, functions=(F.pad,),
+       advice="a pad with an infinite or nan value is no value a spike train can carry; a −inf pad read only by "
+              "max pooling (TensorFlow's \"same\" max pooling, timm's MaxPool2dSame) converts as one padded "
+              "max pooling"),
     Op("nonlinear_elementwise", Kind.REFUSED,
        functions=(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.abs, operator.abs, torch.pow,
                   operator.pow, torch.square, torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor,

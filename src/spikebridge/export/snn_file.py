@@ -46,7 +46,7 @@ from safetensors import SafetensorError
 from torch import fx, nn
 
 from ..conversion.graph import ACCEPTED
-from ..conversion.ops import BY_FUNCTION, BY_METHOD, BY_MODULE, FUNCTIONS_BY_NAME, on_numbers
+from ..conversion.ops import BY_FUNCTION, BY_METHOD, BY_MODULE, CONDITIONAL, FUNCTIONS_BY_NAME, on_numbers
 from ..conversion.registry import get_method
 from ..errors import CheckpointError, OptionError
 from ..snn.network import SpikingNetwork
@@ -59,10 +59,18 @@ MAGIC = b"SPIKEBRIDGE-SNN\n"
 MAX_HEADER = 4096
 
 OP_MODULES = {cls.__name__: cls for cls, op in BY_MODULE.items() if op.kind in ACCEPTED}
+
+
+def _accepted(key, index: dict) -> bool:
+    """Some entry of ``key`` (its general one or one with ``applies``: F.pad) is one a spiking
+    network holds; which one a call means, the engine reads off the call (``op_for_node``)."""
+    return any(op.kind in ACCEPTED for op in (index[key], *CONDITIONAL.get(key, ())))
+
+
 FUNCTIONS = {name: fn for name, fn in FUNCTIONS_BY_NAME.items()
-             if BY_FUNCTION[fn].kind in ACCEPTED or on_numbers(fn)}  # the engine runs operator.floordiv etc. on numbers only
+             if _accepted(fn, BY_FUNCTION) or on_numbers(fn)}  # the engine runs operator.floordiv etc. on numbers only
 FUNCTION_NAMES = {fn: name for name, fn in FUNCTIONS.items()}
-METHODS = {name for name, op in BY_METHOD.items() if op.kind in ACCEPTED}
+METHODS = {name for name in BY_METHOD if _accepted(name, BY_METHOD)}
 DTYPES = {str(t).removeprefix("torch."): t for t in vars(torch).values() if isinstance(t, torch.dtype)}
 NODE_OPS = ("placeholder", "call_module", "call_function", "call_method", "output")
 _ATOM = re.compile(r"[A-Za-z0-9_]+")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import (BY_FUNCTION, BY_METHOD, Kind, NotAffine, Op, TrainProduct, layer_call, on_numbers,
+from ..conversion.ops import (Kind, NotAffine, Op, TrainProduct, layer_call, on_numbers,
                                op_for_node, per_element)
 from ..device import last_level_cache_bytes
 from ..errors import ConversionError, InputError, OptionError, SpikeBridgeError, first_line
@@ -267,6 +267,7 @@ class TrainRunner(fx.Interpreter):
         plan = snn.plan()
         self.constant, self.analog, self.calls = plan.constant, plan.analog, plan.calls
         self.modules = plan.modules  # target -> (module, its op; None for a neuron)
+        self.ops = plan.ops  # function and method call node -> its op
         self.analog_state: dict[str, dict] = {}
         self.node: fx.Node | None = None
         self.window: tuple[int, int] | None = None
@@ -429,10 +430,10 @@ class TrainRunner(fx.Interpreter):
     def call_function(self, target, args, kwargs):
         if on_numbers(target) and not _tensors((args, kwargs)):
             return target(*args, **kwargs)  # arithmetic on numbers (shapes)
-        return self.run_op(self.lookup(BY_FUNCTION.get(target), target), target, args, kwargs)
+        return self.run_op(self.lookup(self.ops.get(self.node), target), target, args, kwargs)
 
     def call_method(self, target, args, kwargs):
-        op = self.lookup(BY_METHOD.get(target), target)
+        op = self.lookup(self.ops.get(self.node), target)
         return self.run_op(op, lambda obj, *a, **k: getattr(obj, target)(*a, **k), args, kwargs)
 
     def lookup(self, op: Op | None, target) -> Op:
@@ -524,14 +525,9 @@ class TrainRunner(fx.Interpreter):
 
         a, k = at(0)
         first = fn(*a, **k)
-        if not isinstance(first, torch.Tensor) and not (  # a tuple of tensors: chunk, attention
-                isinstance(first, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in first)):
+        if not _tensors(first):  # a shape; otherwise a tensor or a tuple holding tensors (chunk, attention, LSTM)
             return first
-        rest = [fn(*a, **k) for a, k in map(at, range(1, steps))]
-        if isinstance(first, torch.Tensor):
-            return first.unsqueeze(0) if steps == 1 else torch.stack([first, *rest])
-        return type(first)(torch.stack([v, *(r[i] for r in rest)]) if isinstance(v, torch.Tensor) else v
-                           for i, v in enumerate(first))
+        return _stacked(first, [fn(*a, **k) for a, k in map(at, range(1, steps))])
 
     def record_site(self, site: str, out: torch.Tensor, tally: torch.Tensor | None = None) -> None:
         """Steps, values and spike counts of a site's output train. ``tally``: the spikes the
@@ -642,6 +638,16 @@ def _copied(value):
     if isinstance(value, (tuple, list)):
         return type(value)(map(_copied, value))
     return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _stacked(first, rest: list):
+    """Per-step results stacked along a new first dim (time), inside tuples and lists too (an
+    LSTM's (output, (h, c))); what is not a tensor is the first step's."""
+    if isinstance(first, torch.Tensor):
+        return first.unsqueeze(0) if not rest else torch.stack([first, *rest])
+    if isinstance(first, (tuple, list)):
+        return type(first)(_stacked(v, [r[i] for r in rest]) for i, v in enumerate(first))
+    return first
 
 
 def _tensors(tree):

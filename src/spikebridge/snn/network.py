@@ -221,7 +221,9 @@ class GraphPlan:
     input. analog: the synaptic layers whose input is not spikes: it has passed no neuron since
     the analog input, a constant, or an op computed on decoded values (``graph.analog_nodes``)
     other than one that selects among its inputs where the coding keeps spikes spikes (max
-    pooling under rate coding); by record name."""
+    pooling under rate coding); by record name. ops: each function or method call's op table
+    entry (``op_for_node``: the entry that means this call, where a function has several), or
+    None where the table has none."""
 
     key: tuple
     modules: dict[str, tuple[nn.Module, Op | None]]
@@ -230,6 +232,7 @@ class GraphPlan:
     calls: dict[fx.Node, str]
     constant: frozenset[fx.Node]
     analog: frozenset[str]
+    ops: dict[fx.Node, Op | None]
 
     @classmethod
     def of(cls, gm: fx.GraphModule, coding: Coding, key: tuple) -> GraphPlan:
@@ -261,7 +264,8 @@ class GraphPlan:
                 analog.add(node)
         layers = frozenset(name for n, name in calls.items()  # a constant layer's inputs are constants, so in analog
                            if any(a in analog for a in n.all_input_nodes))
-        return cls(key, modules, neurons, synaptic, calls, frozenset(constant), layers)
+        ops = {n: op_for_node(n, gm) for n in gm.graph.nodes if n.op in ("call_function", "call_method")}
+        return cls(key, modules, neurons, synaptic, calls, frozenset(constant), layers, ops)
 
 
 class SpikingNetwork(nn.Module):

@@ -189,8 +189,9 @@ def batch_sized_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
     ``check_supported`` judges them."""
     data = input_data_nodes(gm)
     free = [n for n in gm.graph.nodes if n not in data and n.op.startswith("call_")]
-    readers = [n for n in free if any(u in data for u in n.users)]
-    if not readers:
+    readers = [n for n in free if any(u in data for u in n.users) and not _on_numbers_or_shapes(n, gm)
+               and not (n.op == "call_module" and isinstance(gm.get_submodule(n.target), Constant))]
+    if not readers:  # fold_constant_calls computed every other tensor made off the input's data
         return
     xs = [batch_of(example, b, gm).to(module_device(gm)) for b in TRACED_BATCHES]
     try:
@@ -209,8 +210,10 @@ def batch_sized_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
         with gm.graph.inserting_before(node):
             made[node] = gm.graph.call_module(f"constant_{node.name}")
         node.replace_all_uses_with(made[node])
+    if not made:
+        return
     try:
-        after = [_fake_run(gm, x) for x in xs] if made else runs
+        after = [_fake_run(gm, x) for x in xs]
         kept = all(_shapes(run.get(n)) == _shapes(new.get(n)) for run, new in zip(runs, after) for n in data)
     except Exception:
         kept = False
@@ -219,7 +222,8 @@ def batch_sized_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
             call.replace_all_uses_with(node)
             gm.graph.erase_node(call)
             delattr(gm, call.target)
-    _erase_unused(gm, free)
+        return
+    _erase_unused(gm, [n for n in free if n.target is not torch._assert])  # what computed the rows
     gm.recompile()
 
 

@@ -202,3 +202,22 @@ def test_a_device_type_is_read_off_the_example_and_a_device_stays_a_node():
     devices = [n for n in gm.graph.nodes if n.op == "call_function" and n.args[1:] == ("device",)]
     assert devices and all(not isinstance(a, torch.device) for n in gm.graph.nodes for a in n.kwargs.values())
     torch.testing.assert_close(gm(x), m(x), rtol=0, atol=0)
+
+
+class SizedMask(nn.Module):
+    """Gemma4's patch mask: a factory given the traced batch size and token count one by one."""
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        valid = torch.ones(B, H * W, dtype=x.dtype) + torch.zeros(B, 1, dtype=x.dtype)
+        return x.flatten(2) * valid.unsqueeze(1)
+
+
+@pytest.mark.parametrize("example", [None, torch.randn(2, 3, 4, 5)])
+def test_a_factory_given_traced_sizes_one_by_one_is_recorded_and_restored(example):
+    factories = {name: getattr(torch, name) for name in ("ones", "zeros", "empty", "rand", "randn")}
+    gm = trace(SizedMask(), example)
+    assert [getattr(torch, name) for name in factories] == list(factories.values())  # put back
+    assert {torch.ones, torch.zeros} <= {n.target for n in gm.graph.nodes}
+    x = torch.randn(3, 3, 4, 5)
+    torch.testing.assert_close(gm(x), SizedMask()(x), rtol=0, atol=0)

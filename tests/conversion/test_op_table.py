@@ -211,6 +211,8 @@ EXAMPLES = [
     # analog: computed on decoded values, exact under sum coding
     ("layer_norm", nn.LayerNorm, Net(module_body, module=nn.LayerNorm(8)), M2),
     ("layer_norm", F.layer_norm, Net(lambda n, h, g: F.layer_norm(h - g, (8, 8))), M2),
+    ("rms_norm", nn.RMSNorm, Net(lambda n, h, g: n.op(h - g), module=nn.RMSNorm(8, eps=1e-6)), M2),
+    ("rms_norm", F.rms_norm, Net(lambda n, h, g: F.rms_norm(tokens(h), (8,)) + tokens(g)), M2),
     ("group_norm", nn.GroupNorm, Net(module_body, module=nn.GroupNorm(2, 4)), M2),
     ("group_norm", F.group_norm, Net(lambda n, h, g: F.group_norm(h - g, 1)), M2),
     ("normalize", F.normalize, Net(lambda n, h, g: F.normalize(h, dim=1) + g), M2),

@@ -21,7 +21,9 @@ reading it fails as in a plain trace.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import inspect
 import operator
 
@@ -47,12 +49,44 @@ NO_VALUE = _NoValue()
 class SiteTracer(fx.Tracer):
     """Keeps QCFS sites (and every torch.nn leaf) as single call_module nodes; buffers read in
     ``forward`` are ``get_attr`` nodes (as parameters are), so a graph that slices one by a
-    traced length (BERT's position ids) re-traces."""
+    traced length (BERT's position ids) re-traces. A tensor factory given traced sizes one by
+    one (``torch.ones(B, n)``) is recorded (``sizes_as_tuples``)."""
 
     proxy_buffer_attributes = True
 
+    def trace(self, root, concrete_args=None) -> fx.Graph:
+        with sizes_as_tuples():
+            return super().trace(root, concrete_args)
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, QCFS) or super().is_leaf_module(m, qualname)
+
+
+SIZED_FACTORIES = ("ones", "zeros", "empty", "rand", "randn")
+
+
+@contextlib.contextmanager
+def sizes_as_tuples():
+    """torch.ones(B, n) with a traced number among the sizes raises a TypeError (torch's
+    argument parser does not hand a Proxy in those positions to fx), while torch.ones((B, n))
+    is recorded: while it lasts, the factories of SIZED_FACTORIES take sizes given one by one
+    as one tuple where one of them is traced (timm's Gemma4 ViT makes its patch mask so)."""
+    originals = {name: getattr(torch, name) for name in SIZED_FACTORIES}
+
+    def sized(original):
+        @functools.wraps(original)
+        def factory(*size, **kwargs):
+            if any(isinstance(s, fx.Proxy) for s in size):
+                return original(size, **kwargs)
+            return original(*size, **kwargs)
+        return factory
+    try:
+        for name, original in originals.items():
+            setattr(torch, name, sized(original))
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch, name, original)
 
 
 class ValueProxy(fx.Proxy):

@@ -585,6 +585,9 @@ OPS: tuple[Op, ...] = (
     Op("layer_norm", Kind.ANALOG, modules=(nn.LayerNorm,), functions=(F.layer_norm,),
        config=("normalized_shape", "eps", "elementwise_affine", "bias"), analog_macs=per_element(4),
        nir_refusal=_ANALOG_NIR),
+    Op("rms_norm", Kind.ANALOG, modules=(nn.RMSNorm,), functions=(F.rms_norm,),
+       config=("normalized_shape", "eps", "elementwise_affine"), analog_macs=per_element(3),
+       nir_refusal=_ANALOG_NIR),  # x / sqrt(mean(x²) + eps) · w: DeepSeek's ViT
     Op("group_norm", Kind.ANALOG, modules=(nn.GroupNorm,), functions=(F.group_norm,),
        config=("num_groups", "num_channels", "eps", "affine"), analog_macs=per_element(4),
        nir_refusal=_ANALOG_NIR),  # PoolFormer, SHViT: layer norm over groups of channels

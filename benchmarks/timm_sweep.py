@@ -19,6 +19,7 @@ unless --fresh); --report prints the summary.
 
     python benchmarks/timm_sweep.py                       # every family (about 40 minutes on one core)
     python benchmarks/timm_sweep.py --models resnet18,cspdarknet53 --fresh
+    python benchmarks/timm_sweep.py --models samvit_base_patch16 --fresh --img-size 224
     python benchmarks/timm_sweep.py --report
 """
 from __future__ import annotations
@@ -59,8 +60,9 @@ def families() -> list[str]:
             for _, names in sorted(by_family.items())]
 
 
-def outcome(name: str) -> str:
-    """Prepare, convert with PASC and verify one model (in this process)."""
+def outcome(name: str, img_size: int | None = None) -> str:
+    """Prepare, convert with PASC and verify one model (in this process); ``img_size``: built
+    and run at that square size instead of its default (``create_model(img_size=...)``)."""
     import warnings
 
     import torch
@@ -69,12 +71,14 @@ def outcome(name: str) -> str:
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     try:
-        model = timm().create_model(name, pretrained=False, num_classes=10).eval()
+        size = {"img_size": img_size} if img_size else {}
+        model = timm().create_model(name, pretrained=False, num_classes=10, **size).eval()
         with torch.no_grad():
             for m in model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
                     m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
-        x = torch.randn(2, *model.pretrained_cfg.get("input_size", (3, 224, 224)), dtype=torch.float64)
+        shape = (3, img_size, img_size) if img_size else model.pretrained_cfg.get("input_size", (3, 224, 224))
+        x = torch.randn(2, *shape, dtype=torch.float64)
         model.double()(x)
     except Exception as exc:
         return f"crashed: the model itself: {type(exc).__name__}: {str(exc)[:160]}"
@@ -90,7 +94,7 @@ def outcome(name: str) -> str:
     return f"exact ({len(sb.sites(qann))} sites)" if exact else f"inexact: {report.agreement}"
 
 
-def run(names: list[str], timeout: int, fresh: bool) -> None:
+def run(names: list[str], timeout: int, fresh: bool, img_size: int | None = None) -> None:
     results = json.loads(PATH.read_text()) if PATH.exists() else {}
     results["_machine"], results["_timm"] = machine(), timm().__version__
     for name in names:
@@ -98,7 +102,8 @@ def run(names: list[str], timeout: int, fresh: bool) -> None:
             continue
         start = time.time()
         try:
-            done = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
+            size = ["--img-size", str(img_size)] if img_size else []
+            done = subprocess.run([sys.executable, __file__, "--one", name, *size], capture_output=True, text=True,
                                   timeout=timeout, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
             lines = [line for line in done.stdout.splitlines() if line.startswith("OUTCOME ")]
             result = lines[-1].removeprefix("OUTCOME ") if lines else f"crashed: {done.stderr.strip()[-200:]}"
@@ -123,15 +128,18 @@ def main() -> None:
     p.add_argument("--models", help="comma-separated timm names (default: one per family)")
     p.add_argument("--timeout", type=int, default=180, help="seconds per model")
     p.add_argument("--fresh", action="store_true")
+    p.add_argument("--img-size", type=int, help="build and run the models at this square size (models whose "
+                                                  "default size does not fit in memory)")
     p.add_argument("--report", action="store_true")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print("OUTCOME " + outcome(args.one), flush=True)
+        at = f" [at {args.img_size}x{args.img_size}]" if args.img_size else ""
+        print("OUTCOME " + outcome(args.one, args.img_size) + at, flush=True)
     elif args.report:
         print(report())
     else:
-        run(args.models.split(",") if args.models else families(), args.timeout, args.fresh)
+        run(args.models.split(",") if args.models else families(), args.timeout, args.fresh, args.img_size)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.activations import ReLUSquared
+from spikebridge.ann.assignment import assigned
 from spikebridge.ann.selections import max_pool2d_padded
 from spikebridge import ConversionError, UnsupportedActivationError
 from spikebridge.ann.tracing import trace
@@ -60,6 +61,13 @@ def with_buffers(net: Net, **tensors) -> Net:
     for name, value in tensors.items():
         net.register_buffer(name, value)
     return net
+
+
+def assign_into(n, h, g):
+    """MViTv2's form: a part of one train replaced by a function of another."""
+    h = h * 1
+    h[:, :, 2:, :3] = g[:, :, 2:, :3] * 2 - h[:, :, 2:, :3]
+    return h
 
 
 def tokens(h):
@@ -197,6 +205,8 @@ EXAMPLES = [
                                                 stride=2)), M2),
     ("cast", "to", Net(lambda n, h, g: h.to(dtype=g.dtype) - g.to("cpu")), M2),
     ("cast", "type_as", Net(lambda n, h, g: h.type_as(g) + g), M2),
+    ("identity", "clone", Net(lambda n, h, g: h.clone() - g), M2),
+    ("assigned", assigned, Net(assign_into), M2),
     ("cast", "double", Net(lambda n, h, g: (h.double() + g).to(g.dtype)), M2),
     ("narrowing_cast", "float", Net(lambda n, h, g: h.float().to(g.dtype) - g), M2),
     ("narrowing_cast", "half", Net(lambda n, h, g: h.half().to(g.dtype) + g), M2),

@@ -34,6 +34,7 @@ from torch.fx._symbolic_trace import _maybe_revert_all_patches
 
 from ..device import module_dtype
 from ..errors import SpikeBridgeError
+from .assignment import AssignableProxy, check_assignments
 from .qcfs import QCFS
 
 TRACED_BATCHES = (2, 3)  # the batch sizes trace_with_example compares (1 would take squeeze-like branches)
@@ -50,13 +51,20 @@ class SiteTracer(fx.Tracer):
     """Keeps QCFS sites (and every torch.nn leaf) as single call_module nodes; buffers read in
     ``forward`` are ``get_attr`` nodes (as parameters are), so a graph that slices one by a
     traced length (BERT's position ids) re-traces. A tensor factory given traced sizes one by
-    one (``torch.ones(B, n)``) is recorded (``sizes_as_tuples``)."""
+    one (``torch.ones(B, n)``) is recorded (``sizes_as_tuples``), and so is an assignment into part
+of a tensor (``assignment``)."""
 
     proxy_buffer_attributes = True
 
     def trace(self, root, concrete_args=None) -> fx.Graph:
+        self.assignments: list[tuple[fx.Node, fx.Node]] = []
         with sizes_as_tuples():
-            return super().trace(root, concrete_args)
+            graph = super().trace(root, concrete_args)
+        check_assignments(self.assignments)
+        return graph
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return AssignableProxy(node, self)  # x[index] = v is recorded (``assignment``)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, QCFS) or super().is_leaf_module(m, qualname)
@@ -89,7 +97,7 @@ def sizes_as_tuples():
             setattr(torch, name, original)
 
 
-class ValueProxy(fx.Proxy):
+class ValueProxy(AssignableProxy):
     """A proxy that knows its node's value on the example: Python may read it where it is not a
     tensor (a shape, a length, a number computed from them)."""
 
@@ -103,6 +111,10 @@ class ValueProxy(fx.Proxy):
         if self.value is NO_VALUE:
             raise fx.proxy.TraceError(f"{what} needs a value that fake tensors could not compute")
         return self.value
+
+    def __setitem__(self, index, value) -> None:
+        super().__setitem__(index, value)
+        self.value = self.tracer.values[self.node]
 
     def __getattr__(self, name: str):
         if name == "device" and isinstance(self.value, torch.Tensor):

@@ -35,6 +35,8 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
         model = trace_transformers(model)
     try:
         graph = SiteTracer().trace(model)
+    except SpikeBridgeError:  # the tracer's own refusal (``assignment``)
+        raise
     except Exception as plain:  # fx raises many types; the user needs one clear line
         if example is None:
             raise SpikeBridgeError(

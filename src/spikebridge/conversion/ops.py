@@ -64,6 +64,7 @@ from torchvision.models import swin_transformer
 from torchvision.ops import StochasticDepth, stochastic_depth
 
 from ..activations import ReLUSquared, parametric_name
+from ..ann.assignment import assigned
 from ..ann.qcfs import QCFS
 from ..ann.selections import max_pool2d_padded
 from .constant import Constant
@@ -476,6 +477,29 @@ def stack_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
     return torch.stack(trains, dim=dim + 1 if dim >= 0 else dim)
 
 
+def assign_trains(trains: list[torch.Tensor], args, kwargs) -> torch.Tensor:
+    """``assigned(x, v, index)`` (``ann.assignment``) of a per-sample index is x[:, *index] = v
+    on trains [T, ...]: every entry of the result is one of x's or of v's, step by step, so
+    it is right under either coding (v broadcast as in the ANN, time first)."""
+    x, value = trains
+    index = args[2]
+    index = (slice(None), *(index if isinstance(index, tuple) else (index,)))
+    rank = x[index].dim()
+    out = x.clone()
+    out[index] = value.reshape(value.shape[0], *([1] * (rank - value.dim())), *value.shape[1:])
+    return out
+
+
+def slice_assignment(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
+    """``assigned(x, v, index)`` with an index of slices, ints and ``...`` (no tensor, no new
+    axis) and a value that is a tensor or 0 (a nonzero number would be added at every step)."""
+    value, index = args[1], args[2]
+    parts = index if isinstance(index, tuple) else (index,)
+    return (all(isinstance(p, slice) or p is Ellipsis or isinstance(p, int) and not isinstance(p, bool)
+                for p in parts)
+            and (isinstance(value, fx.Node) or _number(value) and value == 0))
+
+
 class NoReplacement(Exception):
     """A module that declares a replacement cannot be replaced exactly; the message says why."""
 
@@ -541,7 +565,7 @@ OPS: tuple[Op, ...] = (
     Op("reshape", Kind.STATELESS, functions=(torch.reshape,), methods=("view", "reshape", "view_as", "reshape_as"),
        nir="reshape",
        contiguous=True),  # a step may be channels-last (engine.step_layout), which ``view`` cannot take
-    Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous",), nir="identity"),
+    Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous", "clone"), nir="identity"),
     Op("cast", Kind.STATELESS, methods=("to", "type_as", "double"), applies=floating_cast, nir="identity"),
     Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
     Op("sum", Kind.STATELESS, functions=(torch.sum,), methods=("sum",), nir_refusal="NIR has no sum over dimensions"),
@@ -581,6 +605,9 @@ OPS: tuple[Op, ...] = (
     # merges of trains
     Op("cat", Kind.MERGE, functions=(torch.cat,), combine=cat_trains, nir_refusal="NIR has no concatenation"),
     Op("stack", Kind.MERGE, functions=(torch.stack,), combine=stack_trains, nir_refusal="NIR has no stacking"),
+    # x[index] = v as traced (ann.assignment): MViTv2's relative position bias added into a slice of its attention
+    Op("assigned", Kind.MERGE, functions=(assigned,), combine=assign_trains, applies=slice_assignment,
+       nir_refusal="NIR has no assignment into part of a tensor"),
     # no spiking form: computed on the decoded values of the incoming trains, re-encoded (docs/methods.md §8)
     Op("layer_norm", Kind.ANALOG, modules=(nn.LayerNorm,), functions=(F.layer_norm,),
        config=("normalized_shape", "eps", "elementwise_affine", "bias"), analog_macs=per_element(4),

@@ -15,7 +15,7 @@ from ..errors import SpikeBridgeError
 
 VIEW_METHODS = {"view", "view_as", "reshape", "reshape_as", "transpose", "permute", "expand", "expand_as", "unsqueeze",
                 "squeeze", "flatten", "unflatten", "narrow", "select", "chunk", "split", "unbind", "t", "movedim",
-                "swapaxes", "diagonal", "unfold", "as_strided", "__getitem__"}
+                "swapaxes", "diagonal", "unfold", "as_strided"}
 VIEW_FUNCTIONS = {operator.getitem, torch.reshape, torch.transpose, torch.permute, torch.flatten, torch.unsqueeze,
                   torch.squeeze, torch.narrow, torch.select, torch.chunk, torch.split, torch.unbind, torch.t,
                   torch.movedim, torch.swapaxes, torch.diagonal, torch.as_strided}

@@ -84,6 +84,7 @@ def outcome(name: str, img_size: int | None = None) -> str:
         return f"crashed: the model itself: {type(exc).__name__}: {str(exc)[:160]}"
     try:
         qann = sb.prepare(model, levels=4, replace_maxpool=False, example_input=x).double().eval()
+        del model  # prepare copied it: two copies of aimv2_1b's 1.2 billion float64 weights besides the SNN's fill 24 GB
         report = sb.verify(qann, sb.convert(qann, "pasc", input_shape=x.shape[1:]).double(), x)
     except sb.SpikeBridgeError as exc:
         kind = "untraceable" if "could not trace" in str(exc) else "refused"

@@ -51,8 +51,8 @@ class SiteTracer(fx.Tracer):
     """Keeps QCFS sites (and every torch.nn leaf) as single call_module nodes; buffers read in
     ``forward`` are ``get_attr`` nodes (as parameters are), so a graph that slices one by a
     traced length (BERT's position ids) re-traces. A tensor factory given traced sizes one by
-    one (``torch.ones(B, n)``) is recorded (``sizes_as_tuples``), and so is an assignment into part
-of a tensor (``assignment``)."""
+    one (``torch.ones(B, n)``) is recorded (``sizes_as_tuples``), and so is an assignment into
+    part of a tensor (``assignment``)."""
 
     proxy_buffer_attributes = True
 

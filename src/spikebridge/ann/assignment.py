@@ -45,8 +45,10 @@ def _is_view(node: fx.Node) -> bool:
 def check_assignments(assignments: list[tuple[fx.Node, fx.Node]]) -> None:
     """No view of an assigned tensor taken before the assignment (or a view of such a view) is
     read after it; a SpikeBridgeError names one that is."""
+    if not assignments:
+        return
+    order = {n: i for i, n in enumerate(assignments[0][1].graph.nodes)}  # one graph: the trace's
     for before, after in assignments:
-        order = {n: i for i, n in enumerate(after.graph.nodes)}
         stack = [u for u in before.users if _is_view(u) and order[u] < order[after]]
         views: set[fx.Node] = set()
         while stack:

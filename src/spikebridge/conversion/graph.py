@@ -229,15 +229,8 @@ def batch_sized_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
 
 def input_data_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     """The nodes whose value depends on the input's data (not only on its shape): the input,
-    and every call that reads one of them, except shapes read off them, as ``train_nodes``."""
-    data: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if node.op == "placeholder" or node.op.startswith("call_") and any(a in data for a in node.all_input_nodes):
-            op = op_for_node(node, gm)
-            if node.op == "placeholder" or not (op is not None and op.kind is Kind.SHAPE
-                                                and node.target is not operator.getitem):
-                data.add(node)
-    return data
+    and every call that reads one of them, except shapes read off them (``_reached``)."""
+    return _reached(gm, ("placeholder",))
 
 
 def _values_off_the_data(gm: fx.GraphModule, nodes: list[fx.Node], data: set[fx.Node],
@@ -357,15 +350,21 @@ def train_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     """The nodes whose value is a spike train when the SNN runs: the input, every module call,
     and every call with a train among its arguments, except shapes read off a train
     (``x.shape``, ``x.size()``), which are numbers, as is arithmetic on them."""
-    trains: set[fx.Node] = set()
+    return _reached(gm, ("placeholder", "call_module"))
+
+
+def _reached(gm: fx.GraphModule, starts: tuple[str, ...]) -> set[fx.Node]:
+    """The nodes of the kinds ``starts`` and every call that reads one of the set, except the
+    table's shape reads (``x.shape``, ``x.size()``; indexing is not one)."""
+    reached: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        if node.op in ("placeholder", "call_module"):
-            trains.add(node)
-        elif node.op in ("call_function", "call_method") and any(a in trains for a in node.all_input_nodes):
+        if node.op in starts:
+            reached.add(node)
+        elif node.op.startswith("call_") and any(a in reached for a in node.all_input_nodes):
             op = op_for_node(node, gm)
             if not (op is not None and op.kind is Kind.SHAPE and node.target is not operator.getitem):
-                trains.add(node)
-    return trains
+                reached.add(node)
+    return reached
 
 
 class _Train:

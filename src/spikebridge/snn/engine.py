@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..conversion.ops import (Kind, NotAffine, Op, TrainProduct, layer_call, on_numbers,
-                               op_for_node, per_element)
+from ..conversion.ops import Kind, NotAffine, Op, TrainProduct, layer_call, on_numbers, per_element
 from ..device import last_level_cache_bytes
 from ..errors import ConversionError, InputError, OptionError, SpikeBridgeError, first_line
 from .integer_synapses import MAX_COUNT, MODES, IntegerLayer, IntegerLayers, supported, worthwhile
@@ -403,7 +402,7 @@ class TrainRunner(fx.Interpreter):
         """The other train's node of ``add`` where ``add`` is 1·node + 1·other by its op's
         affine form, and other is a neuron's or synaptic layer's output of this window whose
         last reader is ``add``; None otherwise."""
-        op = op_for_node(add, self.module)
+        op = self.ops.get(add)  # None for a module call: no module entry is AFFINE
         if op is None or op.kind is not Kind.AFFINE:
             return None
         try:

@@ -58,31 +58,65 @@ def relu_twin(ann: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def spikingjelly_runs(twin, recipe, test, delay_data=None) -> dict[str, dict[int, float]]:
-    """Accuracy after each T of one 32-step run of SpikingJelly's converted network (readout:
-    the sum of the outputs from step 1), and with ``delay_data`` also with its delayed readout
-    (the sum from step estimate_delay_start(T) on, SpikingJelly's own estimate for each T)."""
+def spikingjelly_hits(twin, recipe, test, delay_data=None) -> dict[str, dict]:
+    """Which test images SpikingJelly's converted network classifies right after each T of one
+    32-step run (readout: the sum of the outputs from step 1: {"plain": {T: bool per image}}),
+    and with ``delay_data`` also with its delayed readout (the sum from step
+    estimate_delay_start(T) on, SpikingJelly's own estimate for each T: "delayed", "delay_start")."""
     ann2snn, functional = spikingjelly()
     snn = ann2snn.Converter(recipe=recipe).convert(copy.deepcopy(twin)).eval()
-    starts = {T: 0 for T in TS}
     delayed = {}
     if delay_data is not None:
         delayed = {T: ann2snn.estimate_delay_start(snn, delay_data, "cpu", T) for T in TS}
-    correct = {"plain": dict.fromkeys(TS, 0), "delayed": dict.fromkeys(TS, 0)}
-    images = 0
+    hits = {"plain": {T: [] for T in TS}, "delayed": {T: [] for T in TS}}
     for x, y in test:
         functional.reset_net(snn)
         outputs = torch.stack([snn(x) for _ in range(max(TS))])
         for T in TS:
-            correct["plain"][T] += int((outputs[starts[T]:T].sum(0).argmax(1) == y).sum())
+            hits["plain"][T].append(outputs[:T].sum(0).argmax(1) == y)
             if delayed:
-                correct["delayed"][T] += int((outputs[delayed[T]:T].sum(0).argmax(1) == y).sum())
-        images += y.numel()
-    out = {"plain": {T: c / images for T, c in correct["plain"].items()}}
+                hits["delayed"][T].append(outputs[delayed[T]:T].sum(0).argmax(1) == y)
+    out = {"plain": {T: torch.cat(h) for T, h in hits["plain"].items()}}
     if delayed:
-        out["delayed"] = {T: c / images for T, c in correct["delayed"].items()}
+        out["delayed"] = {T: torch.cat(h) for T, h in hits["delayed"].items()}
         out["delay_start"] = delayed
     return out
+
+
+def spikingjelly_runs(twin, recipe, test, delay_data=None) -> dict[str, dict[int, float]]:
+    """``spikingjelly_hits`` as accuracies."""
+    hits = spikingjelly_hits(twin, recipe, test, delay_data)
+    out = {readout: {T: h.float().mean().item() for T, h in hits[readout].items()}
+           for readout in ("plain", "delayed") if readout in hits}
+    if "delay_start" in hits:
+        out["delay_start"] = hits["delay_start"]
+    return out
+
+
+def spikingjelly_rate_recipes(ann2snn, calib) -> dict[str, object]:
+    """SpikingJelly's rate-coding modes of the suite: {row label after SJ_PREFIX: recipe}."""
+    return {"max": ann2snn.RateCodingRecipe(calib, mode="max"),
+            "99.9%": ann2snn.RateCodingRecipe(calib, mode="99.9%"),
+            "99.9% channel-wise, half threshold": ann2snn.RateCodingRecipe(
+                calib, mode="99.9%", channel_wise=True, half_threshold=True)}
+
+
+def suite_data(dataset: str, name: str, limit: int | None, calibration_images: int):
+    """(test, calib, calib32, ftbc_data): the full test set in batches of 500; the calibration
+    images in batches of 128 and of 32 (local balancing); FTBC's 8 other batches of 128."""
+    test = loader(dataset, name, "test", batch_size=500, limit=limit)
+    calib = list(loader(dataset, name, "train", batch_size=128, limit=calibration_images))
+    calib32 = list(loader(dataset, name, "train", batch_size=32, limit=calibration_images))
+    ftbc_data = list(loader(dataset, name, "train", batch_size=128, limit=8 * 128, shuffle=True, seed=1))
+    return test, calib, calib32, ftbc_data
+
+
+def suite_ftbc(snn, ann, ftbc_data, readouts) -> list[float]:
+    """The suite's FTBC (4 batches fitted, 4 held out for the check, alpha 0.5) on ``snn`` in
+    place; returns the share of each step's bias kept."""
+    summary = sb.ftbc(snn, ann=ann, data=ftbc_data, alpha=0.5, batches=4, check_batches=4, readouts=readouts,
+                      progress=False)
+    return next(iter(summary.values()))["kept"]
 
 
 def anytime(snn, test) -> dict[int, float]:
@@ -111,12 +145,9 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
     rows = results.setdefault("accuracy", {})
     seconds = results.setdefault("seconds", {})
     extra = results.setdefault("extra", {})
-    test = loader(dataset, name, "test", batch_size=500, limit=args.limit)
+    test, calib, calib32, ftbc_data = suite_data(dataset, name, args.limit, args.calibration_images)
     results["ann"] = evaluate(ann, test)
     results["test_images"] = sum(len(y) for _, y in test)
-    calib = list(loader(dataset, name, "train", batch_size=128, limit=args.calibration_images))
-    calib32 = list(loader(dataset, name, "train", batch_size=32, limit=args.calibration_images))
-    ftbc_data = list(loader(dataset, name, "train", batch_size=128, limit=8 * 128, shuffle=True, seed=1))
     groups = set(args.groups.split(","))
 
     def save():
@@ -130,11 +161,6 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
         print(f"{dataset} {key} s{seed} {label}: " + ", ".join(f"T={T} {100 * a:.2f}" for T, a in accuracy.items()),
               flush=True)
         save()
-
-    def ftbc(snn, readouts):
-        summary = sb.ftbc(snn, ann=ann, data=ftbc_data, alpha=0.5, batches=4, check_batches=4, readouts=readouts,
-                          progress=False)
-        return next(iter(summary.values()))["kept"]
 
     def anytime_rows(label, method, data=calib, **options):
         if label + " + FTBC" in rows and not args.fresh:
@@ -161,7 +187,7 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
             snn = snn_at(T)
             row = {"seconds": time.perf_counter() - start, "chosen": snn.info.get("chosen"),
                    "passes": snn.info.get("passes"), "plain": at_T(snn, test, T)} if plain else {}
-            row["kept"] = ftbc(snn, [T])
+            row["kept"] = suite_ftbc(snn, ann, ftbc_data, [T])
             row["fitted"] = at_T(snn, test, T)
             done[str(T)] = row
             save()
@@ -195,11 +221,8 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
     if "spikingjelly" in groups and (args.fresh or f"{SJ_PREFIX} LTB, delayed readout" not in rows):
         ann2snn, _ = spikingjelly()
         twin = relu_twin(ann)
-        for label, recipe in [("max", lambda: ann2snn.RateCodingRecipe(calib, mode="max")),
-                              ("99.9%", lambda: ann2snn.RateCodingRecipe(calib, mode="99.9%")),
-                              ("99.9% channel-wise, half threshold", lambda: ann2snn.RateCodingRecipe(
-                                  calib, mode="99.9%", channel_wise=True, half_threshold=True))]:
-            report(f"{SJ_PREFIX} {label}", spikingjelly_runs(twin, recipe(), test)["plain"])
+        for label, recipe in spikingjelly_rate_recipes(ann2snn, calib).items():
+            report(f"{SJ_PREFIX} {label}", spikingjelly_runs(twin, recipe, test)["plain"])
         ltb = spikingjelly_runs(twin, ann2snn.LocalThresholdBalancingRecipe(calib32), test, delay_data=calib32)
         extra[f"{SJ_PREFIX} LTB, delayed readout"] = {"delay_start": ltb["delay_start"]}
         report(f"{SJ_PREFIX} LTB (batches of 32)", ltb["plain"])

@@ -1,4 +1,4 @@
-"""Tensors made from the input's shape (graph.shape_numbers_as_literals, batch_sized_constants):
+"""Tensors made from the input's shape (graph.shape_numbers_as_literals, shape_made_constants):
 with an example input (calibration data or input_shape) they are computed at conversion, as
 Constants, where they do not depend on the batch size or repeat one row per sample; otherwise
 they stay refused."""
@@ -115,8 +115,13 @@ def test_a_wrapped_function_of_sizes_is_a_constant_with_an_input_shape():
     assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
 
 
+def random_repeated_rows(h: torch.Tensor) -> torch.Tensor:
+    """One random row for every sample: rows that repeat, but another row at every call."""
+    return torch.rand(1, h.shape[1], h.shape[2], h.shape[3], dtype=h.dtype).expand(h.shape[0], -1, -1, -1)
+
+
 @pytest.mark.parametrize("encoding, node", [(batch_offsets, "arange"), (batch_stacked, "ones"),
-                                            (random_rows, "rand")])
+                                            (random_rows, "rand"), (random_repeated_rows, "rand")])
 def test_a_tensor_of_the_batch_size_whose_rows_differ_or_are_stacked_or_of_chance_stays_refused(encoding, node):
     with pytest.raises(ConversionError, match=f"node '{node}"):
         sb.convert(qann(encoding), "pasc", input_shape=X.shape[1:])
@@ -154,3 +159,31 @@ def test_numbers_alone_make_a_constant_with_an_input_shape():
     model = qann(body)
     report = sb.verify(model, sb.convert(model, "pasc", input_shape=X.shape[1:]).double(), X)
     assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0
+
+
+class ActivatedPositions(nn.Module):
+    """An activation of a position table made from the input's size (``arange(W)``), the module
+    the 'module' variant calls or a function: it depends on no data of the input, so prepare
+    makes it no site and conversion computes it with the example's shape."""
+
+    def __init__(self, module: bool):
+        super().__init__()
+        self.act = nn.GELU() if module else torch.tanh
+
+    def forward(self, h):
+        return self.act(torch.arange(h.shape[3], dtype=h.dtype) / 4 - 1)
+
+
+@pytest.mark.parametrize("module", [True, False])
+def test_an_activation_of_a_tensor_of_the_shape_is_no_site_and_is_computed_at_conversion(module):
+    torch.manual_seed(0)
+    model = sb.prepare(Positioned(ActivatedPositions(module)), levels=4, threshold=1.0).double().eval()
+    assert list(sb.sites(model)) == ["relu", "relu_1"]
+    with pytest.raises(ConversionError, match="unsupported node 'arange"):
+        sb.convert(model, "pasc")  # no example
+    for method in ("pasc", "bitplane"):
+        snn = sb.convert(model, method, input_shape=X.shape[1:]).double()
+        assert sorted(snn.neurons()) == ["relu", "relu_1"]
+        for x in (X, X[:1]):
+            report = sb.verify(model, snn, x)
+            assert report.agreement == 1.0 and sum(report.mismatches.values()) == 0

@@ -3,9 +3,11 @@ found spikebridge failing on or refusing, each converted exactly now: a layer wi
 weights called on inputs of different shapes (CoaT's MLP shared by its scales), a constant
 integer index into a train that neurons compute (MaxxViT's relative-position MLP), a
 BatchNorm1d on tokens flattened to [B·N, C] (LeViT), a nonlinear op on a parameter alone
-(SwinV2's clamped, exponentiated logit scale), computed at conversion, and functional layer
+(SwinV2's clamped, exponentiated logit scale), computed at conversion, functional layer
 calls whose weight or bias is computed from parameters (BEiT's qkv bias, NFNet's standardised
-convolution weight), layers at conversion."""
+convolution weight), layers at conversion, and activations the input cannot change (the
+relative-position MLPs of MaxxViT and SwinV2-CR, EfficientViM's sigmoid of a parameter): no
+site, computed at conversion."""
 from __future__ import annotations
 
 import pytest
@@ -35,7 +37,8 @@ class SharedMlp(nn.Module):
 
 class IndexedBias(nn.Module):
     """A bias table computed by an MLP with a ReLU from constant coordinates, read through a
-    constant integer index and added to the features (MaxxViT's relative positions)."""
+    constant integer index and added to the features (MaxxViT's relative positions; the
+    table's ReLU is no site, ``FixedByWeights``)."""
 
     def __init__(self):
         super().__init__()
@@ -46,7 +49,7 @@ class IndexedBias(nn.Module):
         self.fc = nn.Linear(4 * 9, 3)
 
     def forward(self, x):
-        bias = self.table(self.coords).view(-1)[self.index]   # [3, 3], computed with spikes
+        bias = self.table(self.coords).view(-1)[self.index]   # [3, 3]
         return self.fc(F.relu(F.relu(self.conv(x)) + bias).flatten(1))
 
 
@@ -106,6 +109,32 @@ class ComputedWeights(nn.Module):
         return self.head(F.relu(F.linear(h.flatten(1), self.fc.weight, bias)))
 
 
+ACTIVATIONS = {"ReLU": nn.ReLU(), "GELU": nn.GELU(), "F.silu": F.silu, "torch.tanh": torch.tanh,
+               "Hardswish": nn.Hardswish()}
+
+
+class FixedByWeights(nn.Module):
+    """Activations whose values the input cannot change: an MLP with ``act`` on a coordinate
+    table (MaxxViT's and SwinV2-CR's relative positions), a sigmoid of a parameter that gates
+    the features (EfficientViM), and a ReLU of a parameter that the QCFS ANN of an earlier
+    prepare quantized (``qcfs``: a QCFS module of its own there)."""
+
+    def __init__(self, act: str = "ReLU", qcfs: bool = False):
+        super().__init__()
+        self.register_buffer("coords", torch.randn(5, 2))
+        self.embed, self.act, self.table = nn.Linear(2, 6), ACTIVATIONS[act], nn.Linear(6, 4)
+        self.gate = nn.Parameter(torch.randn(4))
+        self.shift = nn.Parameter(torch.randn(4))
+        self.fixed_site = sb.QCFS(levels=4, threshold=1.0) if qcfs else nn.ReLU()
+        self.conv = nn.Conv2d(1, 4, 2, stride=2)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        bias = self.table(self.act(self.embed(self.coords))).mean(0) + self.fixed_site(self.shift)  # [4]
+        h = F.relu(self.conv(x)).mean((2, 3)) + bias                                  # [B, 4]
+        return self.fc(F.relu(h) * torch.sigmoid(self.gate))
+
+
 def _prepared(model: nn.Module, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     for m in model.modules():
@@ -116,7 +145,7 @@ def _prepared(model: nn.Module, seed: int) -> nn.Module:
 
 @settings(max_examples=4, deadline=None)
 @given(st.integers(0, 2 ** 16), st.sampled_from(["pasc", "bitplane"]),
-       st.sampled_from([SharedMlp, IndexedBias, TokenNorm, ScaledByParameter, ComputedWeights]))
+       st.sampled_from([SharedMlp, IndexedBias, TokenNorm, ScaledByParameter, ComputedWeights, FixedByWeights]))
 def test_each_pattern_converts_exactly(seed, method, net):
     torch.manual_seed(seed)
     qann = _prepared(net(), seed)
@@ -200,3 +229,67 @@ def test_constant_values_leave_in_place_calls_alone():
     values = constant_values(gm)
     assert torch.equal(values[doubled], torch.full((2,), 2.0)) and in_place not in values
     assert torch.equal(gm.c.value, torch.ones(2))  # the constant itself unchanged
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_activations_the_input_cannot_change_get_no_site(act):
+    qann = sb.prepare(FixedByWeights(act), levels=4)
+    assert list(sb.sites(qann)) == ["relu", "relu_1"]  # the two on the image's features
+    model = FixedByWeights(act, qcfs=True)  # the QCFS ANN of an earlier prepare: a site on a parameter
+    assert list(sb.sites(sb.prepare(model, levels=4))) == ["fixed_site", "relu", "relu_1"]
+
+
+@pytest.mark.parametrize("method", ["pasc", "bitplane"])
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), act=st.sampled_from(sorted(ACTIVATIONS)))
+def test_they_are_computed_at_conversion_and_the_snn_is_exact(method, seed, act):
+    torch.manual_seed(seed)
+    for qcfs in (False, True):
+        qann = _prepared(FixedByWeights(act, qcfs), seed)
+        snn = sb.convert(qann, method)
+        assert sorted(snn.neurons()) == ["relu", "relu_1"]  # none on the table, the gate or the parameter's site
+        assert sorted(snn.info.get("levels", ["relu", "relu_1"])) == ["relu", "relu_1"]  # pasc: what it coded
+        x = torch.randn(5, 1, 6, 6, dtype=torch.float64)
+        report = sb.verify(qann, snn, x)
+        assert report.agreement == 1.0 and report.max_logit_diff < 1e-9
+        folded = [n.target for n in snn.graph.graph.nodes if n.op == "call_module" and n.target.startswith("constant_")]
+        assert len(folded) == 3  # the table's activation, the parameter's site and the sigmoid
+
+
+@pytest.mark.parametrize("method", ["network-level", "data-driven", "local-balancing"])
+def test_a_relu_method_converts_a_network_gated_by_a_parameter(method):
+    """A ReLU method took every activation for a site and refused the sigmoid; now the table's
+    ReLU, the parameter's ReLU and the gate are the ANN's values, computed at conversion."""
+    torch.manual_seed(0)
+    model = FixedByWeights("ReLU").eval()
+    data = torch.rand(64, 1, 6, 6)
+    snn = sb.convert(model, method, T=4, calibration_data=data)
+    assert sorted(snn.neurons()) == ["relu", "relu_1"]
+    values = {name.removeprefix("constant_"): m.value for name, m in snn.graph.named_modules()
+              if name.startswith("constant_")}
+    assert torch.equal(values["sigmoid"], torch.sigmoid(model.gate).detach())
+    assert torch.equal(values["act"], torch.relu(model.embed(model.coords)).detach())
+    assert torch.equal(values["fixed_site"], torch.relu(model.shift).detach())
+
+
+class ParameterReadTwice(nn.Module):
+    """A parameter through an in-place ReLU module, and the same parameter added as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = nn.Parameter(torch.tensor([-1.0, 2.0, -3.0, 4.0]))
+        self.fixed_site = nn.ReLU(inplace=True)
+        self.conv = nn.Conv2d(1, 4, 2, stride=2)
+
+    def forward(self, x):
+        return F.relu(self.conv(x)).mean((2, 3)) * self.fixed_site(self.shift) + self.shift
+
+
+def test_an_in_place_activation_of_a_parameter_changes_no_other_reader():
+    model = ParameterReadTwice().eval()
+    x = torch.rand(32, 1, 6, 6)
+    snn = sb.convert(model, "network-level", T=2, calibration_data=x)
+    values = {name: m.value for name, m in snn.graph.named_modules() if name.startswith("constant_")}
+    assert torch.equal(values["constant_fixed_site"], torch.tensor([0.0, 2.0, 0.0, 4.0]))
+    assert torch.equal(values["constant_shift"], torch.tensor([-1.0, 2.0, -3.0, 4.0]))
+    assert torch.equal(model.shift.detach(), torch.tensor([-1.0, 2.0, -3.0, 4.0]))

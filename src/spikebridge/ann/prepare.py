@@ -26,7 +26,8 @@ from ..errors import ConversionError, SpikeBridgeError, UnsupportedActivationErr
 from .qcfs import QCFS
 from .quantized import QuantizedActivation, check_k_min
 from .tracing import (
-    describe, is_inplace_relu, refused_activation, replace_with_module, site_nodes, trace, unique_site_name,
+    describe, input_data_nodes, is_inplace_relu, refused_activation, replace_with_module, site_nodes, trace,
+    unique_site_name,
 )
 
 
@@ -46,11 +47,16 @@ def relu_sites(gm: fx.GraphModule) -> dict[str, tuple[fx.Node, float | None]]:
 
 
 def activation_sites(gm: fx.GraphModule) -> dict[str, tuple[fx.Node, SiteForm]]:
-    """Name every activation call site of a traced graph with the op table's form for it
-    (refusing the activations the table refuses)."""
+    """Name every activation call site of a traced graph that depends on the input's data
+    with the op table's form for it (refusing the activations the table refuses). An activation
+    of tensors the input cannot change (a relative-position MLP on a coordinate table, a
+    sigmoid gate of a parameter, a clamp of position ids made from the input's shape) is no
+    site: it stays as it is, and conversion computes it (``conversion.graph.fold_constant_calls``,
+    docs/methods.md §8)."""
     taken: set[str] = set(site_nodes(gm))
+    data = input_data_nodes(gm)
     sites = {}
-    for node in list(gm.graph.nodes):
+    for node in [n for n in gm.graph.nodes if n in data]:
         if (op := refused_activation(node, gm)) is not None:
             raise UnsupportedActivationError(f"unsupported activation at {describe(node, gm)}: {op.advice}")
         op = op_for_node(node, gm)

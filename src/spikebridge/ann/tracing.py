@@ -3,6 +3,7 @@ one way to say where a node came from."""
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 from torch import fx, nn
@@ -117,6 +118,26 @@ def refused_activation(node: fx.Node, gm: fx.GraphModule) -> Op | None:
     """The op-table entry of an activation that cannot become a site (GELU, SiLU, ...), or None."""
     op = op_for_node(node, gm)
     return op if op is not None and op.kind is Kind.REFUSED and op.refused_by_prepare else None
+
+
+def input_data_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes whose value depends on the input's data (not only on its shape): the input,
+    and every call that reads one of them, except shapes read off them (``reached``)."""
+    return reached(gm, ("placeholder",))
+
+
+def reached(gm: fx.GraphModule, starts: tuple[str, ...]) -> set[fx.Node]:
+    """The nodes of the kinds ``starts`` and every call that reads one of the set, except the
+    table's shape reads (``x.shape``, ``x.size()``; indexing is not one)."""
+    found: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op in starts:
+            found.add(node)
+        elif node.op.startswith("call_") and any(a in found for a in node.all_input_nodes):
+            op = op_for_node(node, gm)
+            if not (op is not None and op.kind is Kind.SHAPE and node.target is not operator.getitem):
+                found.add(node)
+    return found
 
 
 def site_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:

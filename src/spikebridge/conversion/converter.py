@@ -16,14 +16,14 @@ import torch
 from torch import fx, nn
 from ..progress import progress as progress_bar
 
-from ..ann.tracing import site_nodes, trace
+from ..ann.tracing import input_data_nodes, site_nodes, trace
 from ..device import module_device, place
 from ..errors import ConversionError, InputError, OptionError, check_T
 from ..inputs import batches as input_batches
 from ..inputs import InputSpec, example_input, input_spec, run_on
 from ..snn.network import SpikingNetwork
 from .constant import constants_as_modules
-from .graph import (batch_sized_constants, check_finite, check_supported, constant_layer_calls, fold_batchnorm,
+from .graph import (shape_made_constants, check_finite, check_supported, constant_layer_calls, fold_batchnorm,
                     fold_constant_calls, redirect_inplace, relu_site_modules, remove_dropped,
                     shape_numbers_as_literals)
 from .registry import Method, Source, default_method, get_method
@@ -149,7 +149,8 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     if record.source is Source.QCFS:
         if calibration_data is not None or statistics is not None:
             raise OptionError(f"method {method!r} takes its thresholds from the QCFS ANN; it uses no calibration data")
-        sites = list(site_nodes(gm))
+        data = input_data_nodes(gm)  # a site the input cannot change is folded below
+        sites = [name for name, node in site_nodes(gm).items() if node in data]
         if not sites:
             raise ConversionError(f"method {method!r} needs a QCFS model: run sb.prepare(model, levels=...) "
                                   "and train it, or use a method that converts a ReLU ANN")
@@ -159,11 +160,12 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
     fold_batchnorm(gm)
     redirect_inplace(gm)
     constants_as_modules(gm)
+    fold_constant_calls(gm, modules=True)
     if example is not None:
         shape_numbers_as_literals(gm, example)
     constant_layer_calls(gm, fold_constant_calls(gm))
     if example is not None:
-        batch_sized_constants(gm, example)
+        shape_made_constants(gm, example)
     check_supported(gm, sites)
     calibration = None
     if record.source is Source.RELU:

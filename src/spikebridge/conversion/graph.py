@@ -20,7 +20,7 @@ from ..ann.layer_calls import LAYER_CALLS
 from ..ann.prepare import relu_sites
 from ..ann.qcfs import QCFS
 from ..ann.quantized import QuantizedActivation
-from ..ann.tracing import describe, replace_with_module, site_nodes, trace
+from ..ann.tracing import describe, input_data_nodes, reached, replace_with_module, site_nodes, trace
 from ..device import module_device
 from ..errors import ConversionError
 from .constant import Constant
@@ -104,17 +104,25 @@ def remove_dropped(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
-def constant_values(gm: fx.GraphModule) -> dict[fx.Node, object]:
+def constant_values(gm: fx.GraphModule, modules: bool = False) -> dict[fx.Node, object]:
     """The value of every node computed from tensors the ANN reads directly (``Constant``
     modules) and numbers alone, in graph order; a call that cannot be computed here is left out,
     and so is an in-place one (``x.mul_(2)``), which would change the constant it reads, and a
     call on numbers alone (after ``shape_numbers_as_literals``) that gives another value under
-    another random seed (``torch.rand``)."""
+    another random seed (``torch.rand``). With ``modules``, module calls on such values too (on
+    copies of them: a module may work in place)."""
     values: dict[fx.Node, object] = {}
     for node in gm.graph.nodes:
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant):
             values[node] = gm.get_submodule(node.target).value
+        elif (node.op == "call_module" and modules and node.all_input_nodes
+              and all(a in values for a in node.all_input_nodes)):
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: _copy(values[a]))
+            try:
+                values[node] = _call(node, args, kwargs, 0, gm)
+            except (RuntimeError, TypeError, ValueError):
+                continue  # check_supported judges it as it stands
         elif (node.op in ("call_function", "call_method") and not name.endswith("_")
               and all(a in values for a in node.all_input_nodes)):
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
@@ -128,13 +136,19 @@ def constant_values(gm: fx.GraphModule) -> dict[fx.Node, object]:
     return values
 
 
-def _call(node: fx.Node, args, kwargs, seed: int):
+def _call(node: fx.Node, args, kwargs, seed: int, gm: fx.GraphModule | None = None):
     """The node's call on ``args``, under torch's random seed ``seed`` (the caller's generator
-    state is kept)."""
+    state is kept); a module call's module is ``gm``'s."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
+        if node.op == "call_module":
+            return gm.get_submodule(node.target)(*args, **kwargs)
         return (node.target(*args, **kwargs) if node.op == "call_function"
                 else getattr(args[0], node.target)(*args[1:], **kwargs))
+
+
+def _copy(value):
+    return fx.node.map_aggregate(value, lambda v: v.clone() if isinstance(v, torch.Tensor) else v)
 
 
 def _same(a, b) -> bool:
@@ -178,20 +192,30 @@ def shape_numbers_as_literals(gm: fx.GraphModule, example: torch.Tensor) -> None
     gm.recompile()
 
 
-def batch_sized_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
-    """A tensor computed from the input's shape alone, with the batch size as its first dim
-    (EdgeNeXt's Fourier position encoding, made from ``torch.zeros(B, H, W)``, projected by a
-    conv and reshaped to (B, −1, C)), is a constant when every sample's row of it is the same:
-    its value is computed here at batch sizes 2 and 3, and where both repeat one row, a Constant
-    of that row (batch 1) takes its place, which its readers broadcast as the ANN broadcasts a
-    position embedding (docs/methods.md §8). Kept only if every shape in the graph, run on fake
-    tensors at both batch sizes, stays what it was; otherwise the calls stay as they are and
-    ``check_supported`` judges them."""
+def shape_made_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
+    """Tensors computed from the input's shape alone, and from the weights, that no earlier pass
+    could compute (their calls read the shape, or are module calls on what did), become
+    Constants where that is right at every batch size. Their values are computed here at batch
+    sizes 2 and 3, and under a second random seed (a random tensor stays as it is):
+
+    - one with the batch size as its first dim, read by the network, whose rows all repeat one
+      row (EdgeNeXt's Fourier position encoding, made from ``torch.zeros(B, H, W)``, projected
+      by a conv and reshaped to (B, −1, C)): a Constant of that row (batch 1), which its readers
+      broadcast as the ANN broadcasts a position embedding;
+    - one with no spiking form (an activation of such a tensor, which prepare made no site)
+      whose value is the same at both batch sizes: a Constant of that value, for inputs of the
+      example's shape, as ``shape_numbers_as_literals`` does for function calls.
+
+    Kept only if every shape in the graph, run on fake tensors at both batch sizes, stays what
+    it was; otherwise the calls stay as they are and ``check_supported`` judges them
+    (docs/methods.md §8)."""
     data = input_data_nodes(gm)
     free = [n for n in gm.graph.nodes if n not in data and n.op.startswith("call_")]
-    readers = [n for n in free if any(u in data for u in n.users) and not _on_numbers_or_shapes(n, gm)
-               and not (n.op == "call_module" and isinstance(gm.get_submodule(n.target), Constant))]
-    if not readers:  # fold_constant_calls computed every other tensor made off the input's data
+    made_here = [n for n in free if not _on_numbers_or_shapes(n, gm)
+                 and not (n.op == "call_module" and isinstance(gm.get_submodule(n.target), Constant))]
+    readers = [n for n in made_here if any(u in data for u in n.users)]
+    unspiking = [n for n in made_here if (op := op_for_node(n, gm)) is None or op.kind not in ACCEPTED]
+    if not readers and not unspiking:  # fold_constant_calls computed every other tensor made off the input's data
         return
     xs = [batch_of(example, b, gm).to(module_device(gm)) for b in TRACED_BATCHES]
     try:
@@ -200,13 +224,19 @@ def batch_sized_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
         return
     sized = [n for n in readers if all(isinstance(run.get(n), torch.Tensor) and run[n].dim() and run[n].shape[0] == b
                                        for run, b in zip(runs, TRACED_BATCHES))]
-    values = [_values_off_the_data(gm, free, data, run) for run in runs] if sized else []
+    values = [_values_off_the_data(gm, free, data, run, seed) for run, seed in zip(runs + runs[:1], (0, 0, 1))]
     made: dict[fx.Node, fx.Node] = {}
-    for node in sized:
-        rows = [v.get(node) for v in values]
-        if any(r is None for r in rows) or not all(torch.equal(r, rows[0][:1].expand_as(r)) for r in rows):
+    for node in dict.fromkeys(sized + unspiking):
+        first, *others = [v.get(node) for v in values]
+        if not isinstance(first, torch.Tensor) or not _same(first, others[-1]):  # missing, or random
             continue
-        gm.add_submodule(f"constant_{node.name}", Constant(tuple(rows[0][:1].shape), rows[0][:1]))
+        if node in sized and all(torch.equal(r, r[:1].expand_as(r)) for r in (first, others[0])):
+            value = first[:1]
+        elif node in unspiking and _same(first, others[0]):
+            value = first
+        else:
+            continue
+        gm.add_submodule(f"constant_{node.name}", Constant(tuple(value.shape), value))
         with gm.graph.inserting_before(node):
             made[node] = gm.graph.call_module(f"constant_{node.name}")
         node.replace_all_uses_with(made[node])
@@ -223,21 +253,16 @@ def batch_sized_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
             gm.graph.erase_node(call)
             delattr(gm, call.target)
         return
-    _erase_unused(gm, [n for n in free if n.target is not torch._assert])  # what computed the rows
+    _erase_unused(gm, [n for n in free if n.target is not torch._assert])  # what computed them
     gm.recompile()
 
 
-def input_data_nodes(gm: fx.GraphModule) -> set[fx.Node]:
-    """The nodes whose value depends on the input's data (not only on its shape): the input,
-    and every call that reads one of them, except shapes read off them (``_reached``)."""
-    return _reached(gm, ("placeholder",))
-
-
 def _values_off_the_data(gm: fx.GraphModule, nodes: list[fx.Node], data: set[fx.Node],
-                         run: dict) -> dict[fx.Node, object]:
+                         run: dict, seed: int) -> dict[fx.Node, object]:
     """The values of ``nodes`` (calls that read no data of the input), computed in order from
-    the shapes the fake ``run`` read off the input (numbers, the same on real tensors); a call
-    that fails is left out, and so is what reads it."""
+    the shapes the fake ``run`` read off the input (numbers, the same on real tensors) and the
+    Constants, under torch's random seed ``seed``; a call that fails is left out, and so is what
+    reads it."""
     values: dict[fx.Node, object] = {}
     for node in nodes:
         if any(a in data for a in node.all_input_nodes):  # a shape read off the input
@@ -245,10 +270,9 @@ def _values_off_the_data(gm: fx.GraphModule, nodes: list[fx.Node], data: set[fx.
             continue
         if any(a.op.startswith("call_") and a not in values for a in node.all_input_nodes):
             continue
-        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: values[a] if a in values else run[a])
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: _copy(values[a] if a in values else run[a]))
         try:
-            values[node] = (gm.get_submodule(node.target)(*args, **kwargs) if node.op == "call_module"
-                            else _call(node, args, kwargs, seed=0))
+            values[node] = _call(node, args, kwargs, seed, gm)
         except (RuntimeError, TypeError, ValueError):
             continue
     return values
@@ -288,17 +312,22 @@ def _erase_unused(gm: fx.GraphModule, nodes) -> None:
             gm.graph.erase_node(node)
 
 
-def fold_constant_calls(gm: fx.GraphModule) -> dict[fx.Node, object]:
+def fold_constant_calls(gm: fx.GraphModule, modules: bool = False) -> dict[fx.Node, object]:
     """A function or method call with no spiking form (not ACCEPTED by the op table) whose
     arguments hold only tensors the ANN reads directly and numbers (``constant_values``) is
     computed once, here, and becomes a Constant holding its value: SwinV2's logit scale,
     exp(clamp(θ, max=ln 100)), is a number however the network runs. Nothing of the input
-    reaches it, so the value is the ANN's. Returns the constant values, a folded call's
-    under its Constant's node (for ``constant_layer_calls``)."""
-    values = constant_values(gm)
+    reaches it, so the value is the ANN's. With ``modules`` (before shape numbers become
+    literals: a module call on a tensor sized by the batch would be computed for one batch size
+    only), module calls too, as values and as what is folded: the activations of a
+    relative-position MLP on a coordinate table, which prepare made no site (a QCFS module from
+    an earlier prepare is folded too: its value is the ANN's). Returns the constant values, a
+    folded call's under its Constant's node (for ``constant_layer_calls``)."""
+    values = constant_values(gm, modules)
     for node, value in list(values.items()):
         op = op_for_node(node, gm)
-        if (node.op == "call_module" or not isinstance(value, torch.Tensor)
+        if (node.op == "call_module" and (not modules or isinstance(gm.get_submodule(node.target), Constant))
+                or not isinstance(value, torch.Tensor)
                 or op is not None and op.kind in ACCEPTED and node.all_input_nodes):
             continue  # (an accepted op on numbers alone, torch.add(4, 1), makes a tensor: folded)
         gm.add_submodule(f"constant_{node.name}", Constant(tuple(value.shape), value))
@@ -350,21 +379,7 @@ def train_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     """The nodes whose value is a spike train when the SNN runs: the input, every module call,
     and every call with a train among its arguments, except shapes read off a train
     (``x.shape``, ``x.size()``), which are numbers, as is arithmetic on them."""
-    return _reached(gm, ("placeholder", "call_module"))
-
-
-def _reached(gm: fx.GraphModule, starts: tuple[str, ...]) -> set[fx.Node]:
-    """The nodes of the kinds ``starts`` and every call that reads one of the set, except the
-    table's shape reads (``x.shape``, ``x.size()``; indexing is not one)."""
-    reached: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if node.op in starts:
-            reached.add(node)
-        elif node.op.startswith("call_") and any(a in reached for a in node.all_input_nodes):
-            op = op_for_node(node, gm)
-            if not (op is not None and op.kind is Kind.SHAPE and node.target is not operator.getitem):
-                reached.add(node)
-    return reached
+    return reached(gm, ("placeholder", "call_module"))
 
 
 class _Train:

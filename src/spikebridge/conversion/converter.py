@@ -24,7 +24,7 @@ from ..inputs import InputSpec, example_input, input_spec, run_on
 from ..snn.network import SpikingNetwork
 from .constant import constants_as_modules
 from .graph import (shape_made_constants, check_finite, check_supported, constant_layer_calls, fold_batchnorm,
-                    fold_constant_calls, redirect_inplace, relu_site_modules, remove_dropped,
+                    fold_constant_calls, redirect_inplace, relu_site_modules, remove_dropped, remove_unbounded_clamps,
                     shape_numbers_as_literals)
 from .registry import Method, Source, default_method, get_method
 from .thresholds import ActivationStats
@@ -145,6 +145,7 @@ def convert(model: nn.Module, method: str | None = None, T: int | None = None, c
         if not record.time.accepts_T:
             raise OptionError(f"method {method!r} runs for {record.time.description}; do not pass T")
     device = place(gm, device)
+    remove_unbounded_clamps(gm)
     check_finite(gm)
     if record.source is Source.QCFS:
         if calibration_data is not None or statistics is not None:

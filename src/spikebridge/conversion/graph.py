@@ -6,6 +6,7 @@ from and what to do instead.
 """
 from __future__ import annotations
 
+import math
 import operator
 import warnings
 from collections.abc import Iterable
@@ -570,10 +571,70 @@ def refuse_unless_relu_like(gm: fx.GraphModule, name: str) -> None:
                               "with a sum-coded method (pasc, bitplane) or prepare the model with ReLU")
 
 
+_CLAMPS = {torch.clamp: ("min", "max"), torch.clip: ("min", "max"), torch.clamp_min: ("min",),
+           torch.clamp_max: ("max",), "clamp": ("min", "max"), "clamp_": ("min", "max"), "clip": ("min", "max"),
+           "clip_": ("min", "max"), "clamp_min": ("min",), "clamp_min_": ("min",), "clamp_max": ("max",),
+           "clamp_max_": ("max",)}  # the bounds each clamp takes after its input, in order
+
+
+def remove_unbounded_clamps(gm: fx.GraphModule) -> None:
+    """A clamp's bound that clamps nothing, −inf as a minimum or +inf as a maximum (a number, or a
+    tensor the model reads directly that holds only that: Gemma4's clippable linear layers keep
+    ±inf buffers until a checkpoint sets them), is removed, and a clamp left without bounds is
+    its input. What remains is judged as before: a finite clamp on a train has no spiking form."""
+    dropped = []
+    for node in list(gm.graph.nodes):
+        names = _CLAMPS.get(node.target) if node.op in ("call_function", "call_method") else None
+        if names is None:
+            continue
+        bounds = {name: bound for name, bound in
+                  dict(zip(names, node.args[1:]), **{k: v for k, v in node.kwargs.items() if k in names}).items()
+                  if bound is not None}
+        kept = {name: bound for name, bound in bounds.items()
+                if not _all_equal(_bound_value(bound, gm), -math.inf if name == "min" else math.inf)}
+        if len(kept) == len(bounds):
+            continue
+        dropped += [b for b in bounds.values() if isinstance(b, fx.Node)]
+        if kept:
+            node.args = node.args[:1] + tuple(kept.get(name) for name in names)
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in names}
+        else:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    _erase_unused(gm, dict.fromkeys(dropped))
+    gm.recompile()
+
+
+def _bound_value(bound, gm: fx.GraphModule):
+    if isinstance(bound, fx.Node):
+        return operator.attrgetter(bound.target)(gm) if bound.op == "get_attr" else None
+    return bound
+
+
+def _all_equal(value, number: float) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0 and bool((value == number).all())
+    return isinstance(value, (int, float)) and value == number
+
+
 def check_finite(gm: fx.GraphModule) -> None:
-    """Every floating-point parameter and buffer of the model must be finite: a NaN or inf
-    weight makes NaN in the ANN, which no spike train can reproduce."""
-    for name, tensor in (*gm.named_parameters(), *gm.named_buffers()):
+    """Every floating-point parameter and buffer the graph reads must be finite: a NaN or inf
+    weight makes NaN in the ANN, which no spike train can reproduce (one it does not read, such
+    as a clamp bound ``remove_unbounded_clamps`` removed, does not matter)."""
+    for name, tensor in _read_tensors(gm).items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())
             raise ConversionError(f"{name} holds {bad} NaN or inf value(s); fix or retrain the model before converting")
+
+
+def _read_tensors(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    """{name: tensor} of what the graph reads: get_attr targets and the parameters and buffers
+    of the modules it calls."""
+    read = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and isinstance(value := operator.attrgetter(node.target)(gm), torch.Tensor):
+            read[node.target] = value
+        elif node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            read.update({f"{node.target}.{n}": t for n, t in (*module.named_parameters(), *module.named_buffers())})
+    return read

@@ -36,9 +36,10 @@ class SharedMlp(nn.Module):
 
 
 class IndexedBias(nn.Module):
-    """A bias table computed by an MLP with a ReLU from constant coordinates, read through a
-    constant integer index and added to the features (MaxxViT's relative positions; the
-    table's ReLU is no site, ``FixedByWeights``)."""
+    """A bias table computed by an MLP with a ReLU, read through a constant integer index and
+    added to the features (MaxxViT's relative positions). MaxxViT's coordinates are constants,
+    and so is its table (``FixedByWeights``); here each image's mean moves them, so that the
+    index reads a train that neurons compute."""
 
     def __init__(self):
         super().__init__()
@@ -49,8 +50,9 @@ class IndexedBias(nn.Module):
         self.fc = nn.Linear(4 * 9, 3)
 
     def forward(self, x):
-        bias = self.table(self.coords).view(-1)[self.index]   # [3, 3]
-        return self.fc(F.relu(F.relu(self.conv(x)) + bias).flatten(1))
+        coords = self.coords + x.mean((1, 2, 3)).view(-1, 1, 1)   # [B, 5, 2]
+        bias = self.table(coords).flatten(1)[:, self.index]       # [B, 3, 3]
+        return self.fc(F.relu(F.relu(self.conv(x)) + bias[:, None]).flatten(1))
 
 
 class TokenNorm(nn.Module):
@@ -131,7 +133,7 @@ class FixedByWeights(nn.Module):
 
     def forward(self, x):
         bias = self.table(self.act(self.embed(self.coords))).mean(0) + self.fixed_site(self.shift)  # [4]
-        h = F.relu(self.conv(x)).mean((2, 3)) + bias                                  # [B, 4]
+        h = F.relu(self.conv(x)).mean((2, 3)) + bias  # [B, 4]
         return self.fc(F.relu(h) * torch.sigmoid(self.gate))
 
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from .device import single_thread
 from .errors import DataError
+from .randomness import cpu_seeded
 from .text import TEXT_DATASETS, TextDataset, get_text_dataset, text_info
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet", "digits")
@@ -150,8 +151,7 @@ class TensorImageDataset(Dataset):
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if self.autoaugment is not None:
             seed = int(torch.randint(2**62, (), generator=generator))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with cpu_seeded(seed):
                 x = torch.stack([self.autoaugment(image) for image in x])
         x = x.float() * self._scale - self._shift
         if self.cutout:
@@ -475,8 +475,7 @@ class _BatchView(Dataset):
         if isinstance(self.base, (TensorImageDataset, TextDataset)):
             indices = key.indices if self.index is None else self.index[key.indices]
             return self.base.batch(indices, torch.Generator().manual_seed(key.seed))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key.seed)
+        with cpu_seeded(key.seed):
             items = [self.dataset[int(i)] for i in key.indices]
         return torch.utils.data.default_collate(items)
 

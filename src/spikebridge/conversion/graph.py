@@ -24,6 +24,7 @@ from ..ann.quantized import QuantizedActivation
 from ..ann.tracing import describe, input_data_nodes, reached, replace_with_module, site_nodes, trace
 from ..device import module_device
 from ..errors import ConversionError
+from ..randomness import cpu_seeded
 from .constant import Constant
 from .ops import Kind, NotAffine, TrainProduct, on_numbers, op_for_node, supported_ops
 
@@ -138,10 +139,9 @@ def constant_values(gm: fx.GraphModule, modules: bool = False) -> dict[fx.Node, 
 
 
 def _call(node: fx.Node, args, kwargs, seed: int, gm: fx.GraphModule | None = None):
-    """The node's call on ``args``, under torch's random seed ``seed`` (the caller's generator
-    state is kept); a module call's module is ``gm``'s."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    """The node's call on ``args``, with torch's CPU generator seeded to ``seed`` (the
+    caller's random state is kept); a module call's module is ``gm``'s."""
+    with cpu_seeded(seed), torch.no_grad():
         if node.op == "call_module":
             return gm.get_submodule(node.target)(*args, **kwargs)
         return (node.target(*args, **kwargs) if node.op == "call_function"

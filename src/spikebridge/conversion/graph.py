@@ -118,19 +118,15 @@ def constant_values(gm: fx.GraphModule, modules: bool = False) -> dict[fx.Node, 
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant):
             values[node] = gm.get_submodule(node.target).value
-        elif (node.op == "call_module" and modules and node.all_input_nodes
-              and all(a in values for a in node.all_input_nodes)):
-            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: _copy(values[a]))
-            try:
-                values[node] = _call(node, args, kwargs, 0, gm)
-            except (RuntimeError, TypeError, ValueError):
-                continue  # check_supported judges it as it stands
-        elif (node.op in ("call_function", "call_method") and not name.endswith("_")
+        elif ((node.op == "call_module" and modules and node.all_input_nodes
+               or node.op in ("call_function", "call_method") and not name.endswith("_"))
               and all(a in values for a in node.all_input_nodes)):
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
+            if node.op == "call_module":  # a module may work in place: it gets copies
+                args, kwargs = _copy((args, kwargs))
             try:
-                value = _call(node, args, kwargs, seed=0)
-                if not node.all_input_nodes and not _same(value, _call(node, args, kwargs, seed=1)):
+                value = _call(node, args, kwargs, 0, gm)
+                if not node.all_input_nodes and not _same(value, _call(node, args, kwargs, 1, gm)):
                     continue  # random: check_supported refuses it
             except (RuntimeError, TypeError, ValueError):
                 continue  # check_supported judges it as it stands
@@ -327,7 +323,7 @@ def fold_constant_calls(gm: fx.GraphModule, modules: bool = False) -> dict[fx.No
     values = constant_values(gm, modules)
     for node, value in list(values.items()):
         op = op_for_node(node, gm)
-        if (node.op == "call_module" and (not modules or isinstance(gm.get_submodule(node.target), Constant))
+        if (node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant)
                 or not isinstance(value, torch.Tensor)
                 or op is not None and op.kind in ACCEPTED and node.all_input_nodes):
             continue  # (an accepted op on numbers alone, torch.add(4, 1), makes a tensor: folded)

@@ -24,9 +24,8 @@ import torch
 from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine, spikingjelly  # noqa: E402
-from relu_suite import (OUT as SUITE, SJ_PREFIX, relu_twin, spikingjelly_hits, spikingjelly_rate_recipes,  # noqa: E402
-                        suite_data, suite_ftbc)
+from common import RESULTS, machine  # noqa: E402
+from relu_suite import OUT as SUITE, SJ_PREFIX, relu_twin, spikingjelly_rows, suite_data, suite_ftbc  # noqa: E402
 from suite_models import suite_arguments, suite_model  # noqa: E402
 
 import spikebridge as sb  # noqa: E402
@@ -53,13 +52,7 @@ def run_seed(args, dataset: str, key: str, seed: int) -> dict:
         snn = sb.convert(ann, "network-level", T=T, calibration_data=calib)
         suite_ftbc(snn, ann, ftbc_data, [T])
         rows["default"][T] = default_hits(snn, test, T)
-    ann2snn, _ = spikingjelly()
-    twin = relu_twin(ann)
-    for label, recipe in spikingjelly_rate_recipes(ann2snn, calib).items():
-        rows[f"{SJ_PREFIX} {label}"] = spikingjelly_hits(twin, recipe, test)["plain"]
-    ltb = spikingjelly_hits(twin, ann2snn.LocalThresholdBalancingRecipe(calib32), test, delay_data=calib32)
-    rows[f"{SJ_PREFIX} LTB (batches of 32)"] = ltb["plain"]
-    rows[f"{SJ_PREFIX} LTB, delayed readout"] = ltb["delayed"]
+    rows.update(spikingjelly_rows(relu_twin(ann), calib, calib32, test)[0])
     out = {}
     for label, hits in rows.items():
         suite_label = "network-level + FTBC" if label == "default" else label

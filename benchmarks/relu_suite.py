@@ -83,22 +83,21 @@ def spikingjelly_hits(twin, recipe, test, delay_data=None) -> dict[str, dict]:
     return out
 
 
-def spikingjelly_runs(twin, recipe, test, delay_data=None) -> dict[str, dict[int, float]]:
-    """``spikingjelly_hits`` as accuracies."""
-    hits = spikingjelly_hits(twin, recipe, test, delay_data)
-    out = {readout: {T: h.float().mean().item() for T, h in hits[readout].items()}
-           for readout in ("plain", "delayed") if readout in hits}
-    if "delay_start" in hits:
-        out["delay_start"] = hits["delay_start"]
-    return out
-
-
-def spikingjelly_rate_recipes(ann2snn, calib) -> dict[str, object]:
-    """SpikingJelly's rate-coding modes of the suite: {row label after SJ_PREFIX: recipe}."""
-    return {"max": ann2snn.RateCodingRecipe(calib, mode="max"),
-            "99.9%": ann2snn.RateCodingRecipe(calib, mode="99.9%"),
-            "99.9% channel-wise, half threshold": ann2snn.RateCodingRecipe(
-                calib, mode="99.9%", channel_wise=True, half_threshold=True)}
+def spikingjelly_rows(twin, calib, calib32, test) -> tuple[dict[str, dict[int, torch.Tensor]], dict[int, int]]:
+    """Every SpikingJelly row of the suite on the same weights and images, as
+    {row label: {T: hits per image}} (``spikingjelly_hits``): RateCodingRecipe "max", "99.9%",
+    "99.9%" channel-wise with half thresholds, and LocalThresholdBalancingRecipe (batches of 32)
+    read from step 1 and with its delayed readout; and the delayed readout's first step for each T."""
+    ann2snn, _ = spikingjelly()
+    recipes = {"max": ann2snn.RateCodingRecipe(calib, mode="max"),
+               "99.9%": ann2snn.RateCodingRecipe(calib, mode="99.9%"),
+               "99.9% channel-wise, half threshold": ann2snn.RateCodingRecipe(
+                   calib, mode="99.9%", channel_wise=True, half_threshold=True)}
+    rows = {f"{SJ_PREFIX} {label}": spikingjelly_hits(twin, recipe, test)["plain"] for label, recipe in recipes.items()}
+    ltb = spikingjelly_hits(twin, ann2snn.LocalThresholdBalancingRecipe(calib32), test, delay_data=calib32)
+    rows[f"{SJ_PREFIX} LTB (batches of 32)"] = ltb["plain"]
+    rows[f"{SJ_PREFIX} LTB, delayed readout"] = ltb["delayed"]
+    return rows, ltb["delay_start"]
 
 
 def suite_data(dataset: str, name: str, limit: int | None, calibration_images: int):
@@ -219,14 +218,10 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
         per_T_rows("data-driven", "data-driven")
         per_T_rows("data-driven channel-wise", "data-driven", channel_wise=True)
     if "spikingjelly" in groups and (args.fresh or f"{SJ_PREFIX} LTB, delayed readout" not in rows):
-        ann2snn, _ = spikingjelly()
-        twin = relu_twin(ann)
-        for label, recipe in spikingjelly_rate_recipes(ann2snn, calib).items():
-            report(f"{SJ_PREFIX} {label}", spikingjelly_runs(twin, recipe, test)["plain"])
-        ltb = spikingjelly_runs(twin, ann2snn.LocalThresholdBalancingRecipe(calib32), test, delay_data=calib32)
-        extra[f"{SJ_PREFIX} LTB, delayed readout"] = {"delay_start": ltb["delay_start"]}
-        report(f"{SJ_PREFIX} LTB (batches of 32)", ltb["plain"])
-        report(f"{SJ_PREFIX} LTB, delayed readout", ltb["delayed"])
+        sj_rows, delay_start = spikingjelly_rows(relu_twin(ann), calib, calib32, test)
+        extra[f"{SJ_PREFIX} LTB, delayed readout"] = {"delay_start": delay_start}
+        for label, hits in sj_rows.items():
+            report(label, {T: int(h.sum()) / h.numel() for T, h in hits.items()})
 
 
 # -- the report ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ..device import module_device
 from ..errors import ConversionError
 from ..randomness import cpu_seeded
 from .constant import Constant
-from .ops import Kind, NotAffine, TrainProduct, on_numbers, op_for_node, supported_ops
+from .ops import CLAMPS, Kind, NotAffine, TrainProduct, on_numbers, op_for_node, supported_ops
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> None:
@@ -567,12 +567,6 @@ def refuse_unless_relu_like(gm: fx.GraphModule, name: str) -> None:
                               "with a sum-coded method (pasc, bitplane) or prepare the model with ReLU")
 
 
-_CLAMPS = {torch.clamp: ("min", "max"), torch.clip: ("min", "max"), torch.clamp_min: ("min",),
-           torch.clamp_max: ("max",), "clamp": ("min", "max"), "clamp_": ("min", "max"), "clip": ("min", "max"),
-           "clip_": ("min", "max"), "clamp_min": ("min",), "clamp_min_": ("min",), "clamp_max": ("max",),
-           "clamp_max_": ("max",)}  # the bounds each clamp takes after its input, in order
-
-
 def remove_unbounded_clamps(gm: fx.GraphModule) -> None:
     """A clamp's bound that clamps nothing, −inf as a minimum or +inf as a maximum (a number, or a
     tensor the model reads directly that holds only that: Gemma4's clippable linear layers keep
@@ -580,7 +574,7 @@ def remove_unbounded_clamps(gm: fx.GraphModule) -> None:
     its input. What remains is judged as before: a finite clamp on a train has no spiking form."""
     dropped = []
     for node in list(gm.graph.nodes):
-        names = _CLAMPS.get(node.target) if node.op in ("call_function", "call_method") else None
+        names = CLAMPS.get(node.target) if node.op in ("call_function", "call_method") else None
         if names is None:
             continue
         bounds = {name: bound for name, bound in

@@ -128,6 +128,21 @@ def clipped_relu(bounds) -> dict:
     return {"applies": applies, "site_form": form}
 
 
+CLAMPS: dict[Callable | str, tuple[str, ...]] = {
+    torch.clamp: ("min", "max"), torch.clip: ("min", "max"), torch.clamp_min: ("min",), torch.clamp_max: ("max",),
+    **dict.fromkeys(("clamp", "clamp_", "clip", "clip_"), ("min", "max")),
+    **dict.fromkeys(("clamp_min", "clamp_min_"), ("min",)), **dict.fromkeys(("clamp_max", "clamp_max_"), ("max",))}
+"""Every clamp, function or method name, with the bounds it takes after its input, in order: the
+entries ``clamp_relu`` and ``nonlinear_elementwise`` and ``graph.remove_unbounded_clamps`` read it."""
+
+
+def clamps(*, lower: bool) -> dict:
+    """``functions`` and ``methods`` of the clamps of ``CLAMPS`` (with ``lower``, only those that
+    take a minimum: a clip to [0, c] or [0, ∞) is a ReLU site)."""
+    chosen = [key for key, bounds in CLAMPS.items() if "min" in bounds or not lower]
+    return {"functions": tuple(k for k in chosen if callable(k)), "methods": tuple(k for k in chosen if isinstance(k, str))}
+
+
 _PAD_ARGUMENTS = arguments(("pad", "mode", "value"), (None, "constant", None))
 _GELU_ARGUMENTS = arguments(("approximate",), ("none",))
 
@@ -691,9 +706,7 @@ OPS: tuple[Op, ...] = (
     # a ReLU squared by its only reader, as prepare() writes it (StarReLU): one site of f = ReLU²
     Op("relu_squared", Kind.ACTIVATION, modules=(ReLUSquared,), site_form=fixed_form("relu_squared")),
     # clips to [0, c] or [0, ∞), which are ReLU sites; other bounds fall to the refusals below
-    Op("clamp_relu", Kind.ACTIVATION, functions=(torch.clamp, torch.clip, torch.clamp_min),
-       methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"),
-       **clipped_relu(arguments(("min", "max"), (None, None)))),
+    Op("clamp_relu", Kind.ACTIVATION, **clamps(lower=True), **clipped_relu(arguments(("min", "max"), (None, None)))),
     Op("hardtanh_relu", Kind.ACTIVATION, modules=(nn.Hardtanh,), functions=(F.hardtanh,),
        **clipped_relu(arguments(("min_val", "max_val"), (-1.0, 1.0)))),
     Op("gelu", Kind.ACTIVATION, modules=(nn.GELU,), functions=(F.gelu,), site_form=gelu_form),
@@ -739,13 +752,13 @@ OPS: tuple[Op, ...] = (
               "max pooling (TensorFlow's \"same\" max pooling, timm's MaxPool2dSame) converts as one padded "
               "max pooling"),
     Op("nonlinear_elementwise", Kind.REFUSED,
-       functions=(torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.abs, operator.abs, torch.pow,
-                  operator.pow, torch.square, torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor,
-                  torch.ceil, torch.round, torch.trunc, torch.reciprocal, torch.maximum, torch.minimum, torch.max,
-                  torch.min, torch.fmod, torch.remainder, torch.floor_divide, operator.floordiv, operator.mod),
-       methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "abs", "abs_", "pow",
-                "pow_", "square", "sqrt", "rsqrt", "exp", "log", "sign", "floor", "ceil", "round", "trunc",
-                "reciprocal", "maximum", "minimum", "max", "min", "fmod", "remainder", "floor_divide"),
+       functions=(*clamps(lower=False)["functions"], torch.abs, operator.abs, torch.pow, operator.pow, torch.square,
+                  torch.sqrt, torch.rsqrt, torch.exp, torch.log, torch.sign, torch.floor, torch.ceil, torch.round,
+                  torch.trunc, torch.reciprocal, torch.maximum, torch.minimum, torch.max, torch.min, torch.fmod,
+                  torch.remainder, torch.floor_divide, operator.floordiv, operator.mod),
+       methods=(*clamps(lower=False)["methods"], "abs", "abs_", "pow", "pow_", "square", "sqrt", "rsqrt", "exp", "log",
+                "sign", "floor", "ceil", "round", "trunc", "reciprocal", "maximum", "minimum", "max", "min", "fmod",
+                "remainder", "floor_divide"),
        advice="a nonlinear op has no step-by-step meaning on spike trains: its value on a train is not its value on "
               "the activation (docs/methods.md §8); remove it, or express it with ReLU sites (a clip to [0, c] "
               "is one, with threshold c), and retrain or fine-tune"),

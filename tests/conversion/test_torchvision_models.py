@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.models import SwinTransformer, VisionTransformer
 
 import spikebridge as sb
+from spikebridge.conversion.converter import default_for
 
 SMALL = {
     "vit": lambda: VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
@@ -85,3 +86,23 @@ def test_torchvision_relu_classifiers_convert_with_their_max_pooling(name):
     rate = sb.convert(model, "max-norm", T=4, calibration_data=[x.float()])
     result = rate.simulate(x.float(), record=False)
     assert result.logits.shape == (4, 2, 10) and torch.isfinite(result.logits).all()
+
+
+DEFAULT_ZOO = {"resnet18": 16, "squeezenet1_0": 32, "shufflenet_v2_x0_5": 16}  # name: the smallest input it takes
+
+
+@pytest.mark.parametrize("name", DEFAULT_ZOO)
+def test_the_default_converts_torchvision_relu_classifiers_as_they_are(name):
+    """sb.convert with no method on a ReLU classifier nobody prepared (its max pooling kept, ReLU
+    modules called more than once, squeezenet's concatenations, shufflenet's channel shuffle):
+    the registry's default for a ReLU ANN, a neuron at every ReLU call site, finite logits."""
+    model = _built(name)
+    size = DEFAULT_ZOO[name]
+    x = torch.randn(12, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sites = len(sb.sites(sb.prepare(model, levels=8, replace_maxpool=False)))
+        snn = sb.convert(model, T=2, calibration_data=x[:8], passes=1)  # one pass of the search: faster
+    assert snn.method == default_for(model).name and len(snn.neurons()) == sites > 0
+    logits = snn.simulate(x[8:], record=False).logits
+    assert logits.shape == (2, 4, 10) and torch.isfinite(logits).all()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -42,7 +43,6 @@ import spikebridge as sb  # noqa: E402
 
 SIZES = (16, 32, 64, 96, 128, 160, 224, 299)
 METHODS = ("pasc", "bitplane", "qcfs")
-OUT = RESULTS / "torchvision_sweep.json"
 
 
 def random_model(name: str) -> nn.Module:
@@ -160,31 +160,49 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def sweep(doc: str, name: str, row_of, markdown_of, header=lambda args: {}, **arguments) -> None:
+    """The command line of a sweep over torchvision's classifiers: ``row_of(name, args)`` for each
+    model not yet in the results file (``name``, or --name; every model with --fresh), each row
+    added to the file as it is then
+    (processes of one sweep may run side by side);
+    ``arguments``: {flag: argparse keywords} of the sweep's own options, ``header(args)``: what
+    the results record of them besides the command; --report prints ``markdown_of(results)``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None, help="comma-separated names (default: all classifiers)")
-    p.add_argument("--verify-seconds", type=float, default=20.0,
-                   help="verify in float64 only when the ANN's float64 pass on 2 images takes less")
-    p.add_argument("--max-params", type=float, default=3e8,
-                   help="above this many parameters: float32, no verify (memory; default %(default)s)")
+    for flag, keywords in arguments.items():
+        p.add_argument(flag, **keywords)
     p.add_argument("--fresh", action="store_true", help="re-run models already in the results file")
+    p.add_argument("--name", default=name, help="the results file, benchmarks/results/NAME.json (default %(default)s)")
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
+    out = RESULTS / f"{args.name}.json"
     if args.report:
-        print(markdown(json.loads(OUT.read_text())))
+        print(markdown_of(json.loads(out.read_text())))
         return
-    names = args.models.split(",") if args.models else torchvision.models.list_models(module=torchvision.models)
-    results = json.loads(OUT.read_text()) if OUT.exists() else {"models": {}}
-    results.update(machine=machine(), torchvision=torchvision.__version__, command=" ".join(sys.argv))
-    for name in names:
-        if name in results["models"] and not args.fresh:
+    models = args.models.split(",") if args.models else torchvision.models.list_models(module=torchvision.models)
+    read = lambda: json.loads(out.read_text()) if out.exists() else {"models": {}}  # noqa: E731
+    for model in models:
+        if model in read()["models"] and not args.fresh:
             continue
-        row = sweep_model(name, args.verify_seconds, int(args.max_params))
-        results["models"][name] = row
-        print(name, row.get("input"), row["outcome"], f"{row.get('seconds', 0):.0f} s", flush=True)
+        row = row_of(model, args)
+        print(model, row.get("input"), row["outcome"], f"{row.get('seconds', 0):.0f} s", flush=True)
+        results = read()  # read again: another process of the sweep may have written since
+        results.update(machine=machine(), torchvision=torchvision.__version__, command=" ".join(sys.argv),
+                       **header(args))
+        results["models"][model] = row
         RESULTS.mkdir(exist_ok=True)
-        OUT.write_text(json.dumps(results, indent=1))
+        written = out.with_suffix(f".{os.getpid()}.tmp")
+        written.write_text(json.dumps(results, indent=1))
+        written.replace(out)  # whole: a reader never sees half a file
 
+
+def main() -> None:
+    sweep(__doc__, "torchvision_sweep", lambda name, args: sweep_model(name, args.verify_seconds,
+                                                                       int(args.max_params)), markdown,
+          **{"--verify-seconds": dict(type=float, default=20.0, help="verify in float64 only when the ANN's float64 "
+                                                                     "pass on 2 images takes less"),
+             "--max-params": dict(type=float, default=3e8, help="above this many parameters: float32, no verify "
+                                                                "(memory; default %(default)s)")})
 
 if __name__ == "__main__":
     main()

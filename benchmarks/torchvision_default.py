@@ -38,7 +38,8 @@ import spikebridge as sb  # noqa: E402
 
 
 
-def default_row(name: str, T: int, steps: int, calibration: int, images: int, max_params: int) -> dict:
+def default_row(name: str, T: int, steps: int, calibration: int, images: int, max_params: int,
+                method: str | None = None) -> dict:
     row: dict = {"model": name}
     start = time.perf_counter()
     model = random_model(name)
@@ -55,7 +56,7 @@ def default_row(name: str, T: int, steps: int, calibration: int, images: int, ma
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            snn = sb.convert(model, T=T, calibration_data=data[:calibration])
+            snn = sb.convert(model, method, T=T, calibration_data=data[:calibration])
         row["method"] = snn.method
         with torch.no_grad():
             reference = model(data[calibration:])
@@ -106,15 +107,18 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     row = lambda name, args: default_row(name, args.T, args.steps, args.calibration, args.images,  # noqa: E731
-                                         int(args.max_params))
+                                         int(args.max_params), args.method)
     sweep(__doc__, "torchvision_default", row, markdown,
-          header=lambda args: {"settings": f"calibrated for T = {args.T} on {args.calibration} random images, "
+          header=lambda args: {"settings": f"{args.method or 'the default'}, calibrated for T = {args.T} on {args.calibration} random images, "
                                            f"simulated for {args.steps} steps on {args.images} others"},
           **{"--T": dict(type=int, default=4),
              "--steps": dict(type=int, default=64, help="steps simulated (the fidelity is also read at T)"),
              "--calibration": dict(type=int, default=32, help="random calibration images"),
              "--images": dict(type=int, default=32, help="other random images the SNN is simulated on"),
-             "--max-params": dict(type=float, default=3e8)})
+             "--max-params": dict(type=float, default=3e8),
+             "--method": dict(default=None, help="a registered method in place of the default (max-norm, which "
+                                                 "searches nothing, checks in a few steps' time where a slow "
+                                                 "fidelity comes from)")})
 
 if __name__ == "__main__":
     main()

@@ -97,7 +97,8 @@ TWO_TRAINS = {torch.maximum, torch.minimum, operator.matmul, torch.matmul, "maxi
 WITH_NUMBER = {torch.clamp: 1.0, torch.clip: 1.0, torch.clamp_min: 0.1, torch.clamp_max: 1.0, torch.pow: 2,
                operator.pow: 2, torch.fmod: 2, torch.remainder: 2, torch.floor_divide: 2, operator.floordiv: 2,
                operator.mod: 2, "clamp": 1.0, "clamp_": 1.0, "clip": 1.0, "clip_": 1.0, "clamp_min": 0.1,
-               "clamp_min_": 0.1, "clamp_max": 1.0, "clamp_max_": 1.0, "pow": 2, "pow_": 2, "fmod": 2, "remainder": 2, "floor_divide": 2}
+               "clamp_min_": 0.1, "clamp_max": 1.0, "clamp_max_": 1.0, "pow": 2, "pow_": 2, "fmod": 2, "remainder": 2,
+               "floor_divide": 2}
 
 
 def _call(form, h, g):

@@ -140,7 +140,8 @@ def clamps(*, lower: bool) -> dict:
     """``functions`` and ``methods`` of the clamps of ``CLAMPS`` (with ``lower``, only those that
     take a minimum: a clip to [0, c] or [0, ∞) is a ReLU site)."""
     chosen = [key for key, bounds in CLAMPS.items() if "min" in bounds or not lower]
-    return {"functions": tuple(k for k in chosen if callable(k)), "methods": tuple(k for k in chosen if isinstance(k, str))}
+    return {"functions": tuple(k for k in chosen if callable(k)),
+            "methods": tuple(k for k in chosen if isinstance(k, str))}
 
 
 _PAD_ARGUMENTS = arguments(("pad", "mode", "value"), (None, "constant", None))

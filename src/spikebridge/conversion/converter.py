@@ -23,8 +23,8 @@ from ..inputs import batches as input_batches
 from ..inputs import InputSpec, example_input, input_spec, run_on
 from ..snn.network import SpikingNetwork
 from .constant import constants_as_modules
-from .graph import (shape_made_constants, check_finite, check_supported, constant_layer_calls, fold_batchnorm,
-                    fold_constant_calls, redirect_inplace, relu_site_modules, remove_dropped, remove_unbounded_clamps,
+from .graph import (check_finite, check_supported, constant_layer_calls, fold_batchnorm, fold_constant_calls,
+                    redirect_inplace, relu_site_modules, remove_dropped, remove_unbounded_clamps, shape_made_constants,
                     shape_numbers_as_literals)
 from .registry import Method, Source, default_method, get_method
 from .thresholds import ActivationStats

@@ -116,7 +116,7 @@ def constant_values(gm: fx.GraphModule, modules: bool = False) -> dict[fx.Node, 
     values: dict[fx.Node, object] = {}
     for node in gm.graph.nodes:
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant):
+        if _is_constant(node, gm):
             values[node] = gm.get_submodule(node.target).value
         elif ((node.op == "call_module" and modules and node.all_input_nodes
                or node.op in ("call_function", "call_method") and not name.endswith("_"))
@@ -132,6 +132,11 @@ def constant_values(gm: fx.GraphModule, modules: bool = False) -> dict[fx.Node, 
                 continue  # check_supported judges it as it stands
             values[node] = value
     return values
+
+
+def _is_constant(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """A call of a ``Constant`` module: a tensor the ANN reads directly."""
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant)
 
 
 def _call(node: fx.Node, args, kwargs, seed: int, gm: fx.GraphModule | None = None):
@@ -208,8 +213,7 @@ def shape_made_constants(gm: fx.GraphModule, example: torch.Tensor) -> None:
     (docs/methods.md §8)."""
     data = input_data_nodes(gm)
     free = [n for n in gm.graph.nodes if n not in data and n.op.startswith("call_")]
-    made_here = [n for n in free if not _on_numbers_or_shapes(n, gm)
-                 and not (n.op == "call_module" and isinstance(gm.get_submodule(n.target), Constant))]
+    made_here = [n for n in free if not _on_numbers_or_shapes(n, gm) and not _is_constant(n, gm)]
     readers = [n for n in made_here if any(u in data for u in n.users)]
     unspiking = [n for n in made_here if (op := op_for_node(n, gm)) is None or op.kind not in ACCEPTED]
     if not readers and not unspiking:  # fold_constant_calls computed every other tensor made off the input's data
@@ -323,8 +327,7 @@ def fold_constant_calls(gm: fx.GraphModule, modules: bool = False) -> dict[fx.No
     values = constant_values(gm, modules)
     for node, value in list(values.items()):
         op = op_for_node(node, gm)
-        if (node.op == "call_module" and isinstance(gm.get_submodule(node.target), Constant)
-                or not isinstance(value, torch.Tensor)
+        if (_is_constant(node, gm) or not isinstance(value, torch.Tensor)
                 or op is not None and op.kind in ACCEPTED and node.all_input_nodes):
             continue  # (an accepted op on numbers alone, torch.add(4, 1), makes a tensor: folded)
         gm.add_submodule(f"constant_{node.name}", Constant(tuple(value.shape), value))

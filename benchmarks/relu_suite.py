@@ -28,6 +28,7 @@ import copy
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,6 +49,30 @@ OUT = RESULTS / "relu_suite"
 DEFAULT = "network-level + FTBC"  # the recommended default (README, docs/methods.md §10)
 SJ_PREFIX = "SpikingJelly"
 GROUPS = ("thresholds", "layer-thresholds", "data-driven", "local-balancing", "network-level", "spikingjelly")
+
+
+@dataclass(frozen=True)
+class OurRow:
+    """A row of ours (and its row with FTBC): the group that runs it, the method and its options,
+    whether it is converted for each T (else once, read off one 32-step run) and whether it
+    calibrates on batches of 32 (local balancing's batch) instead of 128."""
+    group: str
+    method: str
+    options: dict = field(default_factory=dict)
+    per_T: bool = False
+    batches_of_32: bool = False
+
+
+OUR_ROWS = {  # in the order of the results files
+    "network-level": OurRow("network-level", "network-level", per_T=True),
+    "percentile 99.9 channel-wise, v0 = θ/2": OurRow("thresholds", "percentile",
+                                                     {"channel_wise": True, "v0_fraction": 0.5}),
+    "max-norm": OurRow("layer-thresholds", "max-norm"),
+    "percentile 99.9": OurRow("layer-thresholds", "percentile"),
+    "local balancing (batches of 32)": OurRow("local-balancing", "local-balancing", batches_of_32=True),
+    "data-driven": OurRow("data-driven", "data-driven", per_T=True),
+    "data-driven channel-wise": OurRow("data-driven", "data-driven", {"channel_wise": True}, per_T=True),
+}
 
 
 def relu_twin(ann: torch.nn.Module) -> torch.nn.Module:
@@ -129,6 +154,14 @@ def for_steps(snn, T):
     return copied
 
 
+def converted(ann, row: OurRow, T: int, calib, calib32):
+    """The SNN of ``row`` for T steps, as the suite makes it (without FTBC)."""
+    if row.per_T:
+        return sb.convert(ann, row.method, T=T, calibration_data=calib, **row.options)
+    data = calib32 if row.batches_of_32 else calib
+    return for_steps(sb.convert(ann, row.method, T=max(TS), calibration_data=data, **row.options), T)
+
+
 def at_T(snn, test, T) -> float:
     return evaluate_snn(snn, test, [T], progress=False).accuracy[T]
 
@@ -161,9 +194,7 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
               flush=True)
         save()
 
-    def anytime_rows(label, method, data=calib, **options):
-        if label + " + FTBC" in rows and not args.fresh:
-            return
+    def anytime_rows(label, method, data, **options):
         start = time.perf_counter()
         snn = sb.convert(ann, method, T=max(TS), calibration_data=data, **options)
         spent = time.perf_counter() - start
@@ -195,28 +226,18 @@ def run_model(args, dataset: str, key: str, seed: int) -> None:
         del partial[label]
         if plain:
             report(label, {T: done[str(T)]["plain"] for T in TS}, sum(done[str(T)]["seconds"] for T in TS))
-            extra[label] = {field: {T: done[str(T)][k] for T in TS}
-                            for field, k in (("seconds_per_T", "seconds"), ("chosen", "chosen"), ("passes", "passes"))}
+            extra[label] = {what: {T: done[str(T)][k] for T in TS}
+                            for what, k in (("seconds_per_T", "seconds"), ("chosen", "chosen"), ("passes", "passes"))}
         extra[label + " + FTBC"] = {"kept": {T: done[str(T)]["kept"] for T in TS}}
         report(label + " + FTBC", {T: done[str(T)]["fitted"] for T in TS})
 
-    def per_T_rows(label, method, **options):
-        if label + " + FTBC" in rows and not args.fresh:
-            return
-        ftbc_rows(label, lambda T: sb.convert(ann, method, T=T, calibration_data=calib, **options))
-
-    if "network-level" in groups:
-        per_T_rows("network-level", "network-level")
-    if "thresholds" in groups:
-        anytime_rows("percentile 99.9 channel-wise, v0 = θ/2", "percentile", channel_wise=True, v0_fraction=0.5)
-    if "layer-thresholds" in groups:
-        anytime_rows("max-norm", "max-norm")
-        anytime_rows("percentile 99.9", "percentile")
-    if "local-balancing" in groups:
-        anytime_rows("local balancing (batches of 32)", "local-balancing", data=calib32)
-    if "data-driven" in groups:
-        per_T_rows("data-driven", "data-driven")
-        per_T_rows("data-driven channel-wise", "data-driven", channel_wise=True)
+    for label, ours in OUR_ROWS.items():
+        if ours.group not in groups or label + " + FTBC" in rows and not args.fresh:
+            continue
+        if ours.per_T:
+            ftbc_rows(label, lambda T: converted(ann, ours, T, calib, calib32))
+        else:
+            anytime_rows(label, ours.method, data=calib32 if ours.batches_of_32 else calib, **ours.options)
     if "spikingjelly" in groups and (args.fresh or f"{SJ_PREFIX} LTB, delayed readout" not in rows):
         sj_rows, delay_start = spikingjelly_rows(relu_twin(ann), calib, calib32, test)
         extra[f"{SJ_PREFIX} LTB, delayed readout"] = {"delay_start": delay_start}

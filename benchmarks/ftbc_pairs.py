@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 import torch
-from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine  # noqa: E402
+from paired_cells import exact_mcnemar  # noqa: E402
 from relu_suite import OUR_ROWS, converted, load_results, suite_data, suite_ftbc  # noqa: E402
 from suite_models import suite_arguments, suite_model  # noqa: E402
 
@@ -36,8 +36,9 @@ def below(results: list[dict]) -> list[tuple[dict, str, str]]:
 
 
 def mcnemar(ours: torch.Tensor, theirs: torch.Tensor) -> dict:
+    """b images only ``ours`` has, c only ``theirs``, and the exact McNemar p."""
     b, c = int((ours & ~theirs).sum()), int((~ours & theirs).sum())
-    return {"b": b, "c": c, "p": binomtest(b, b + c).pvalue if b + c else 1.0}
+    return {"b": b, "c": c, "p": exact_mcnemar(b, c)}
 
 
 @torch.no_grad()
@@ -81,9 +82,7 @@ def report(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    p = suite_arguments(__doc__)
-    p.add_argument("--report", action="store_true", help="print the table of the stored results, run nothing")
-    args = p.parse_args()
+    args = suite_arguments(__doc__, report="print the table of the stored results, run nothing").parse_args()
     if not args.report:
         torch.manual_seed(0)
         rows = [pair(args, run, label, T) for run, label, T in below(load_results())]

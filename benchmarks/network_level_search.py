@@ -83,9 +83,8 @@ def report(results: dict) -> str:
 
 
 def main() -> None:
-    p = suite_arguments(__doc__)
+    p = suite_arguments(__doc__, report="print the table of the saved results, run nothing")
     p.set_defaults(dataset="digits")
-    p.add_argument("--report", action="store_true", help="print the table of the saved results, run nothing")
     args = p.parse_args()
     results = json.loads(PATH.read_text()) if PATH.exists() else {}
     if args.report:

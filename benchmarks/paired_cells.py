@@ -66,6 +66,11 @@ def run_seed(args, dataset: str, key: str, seed: int) -> dict:
     return out
 
 
+def exact_mcnemar(b: int, c: int) -> float:
+    """Two-sided p of b discordant pairs one way and c the other: b against Binomial(b + c, 1/2)."""
+    return binomtest(b, b + c).pvalue if b + c else 1.0
+
+
 def unpacked(seed: dict, label: str, T: str) -> np.ndarray:
     """A row's hits at T (``run_seed`` keeps them as packed bits in hex)."""
     return np.unpackbits(np.frombuffer(bytes.fromhex(seed[label][T]), np.uint8))[:seed["images"]].astype(bool)
@@ -82,9 +87,8 @@ def paired(seeds: dict[str, dict]) -> list[dict]:
         for s in seeds.values():
             ours, theirs = unpacked(s, "default", T), unpacked(s, best, T)
             b, c = b + int((ours & ~theirs).sum()), c + int((~ours & theirs).sum())
-        p = binomtest(b, b + c).pvalue if b + c else 1.0
         cells.append({"T": int(T), "default": float(accuracy("default")), "sj_best": best, "sj": float(accuracy(best)),
-                      "b": b, "c": c, "p": p})
+                      "b": b, "c": c, "p": exact_mcnemar(b, c)})
     return cells
 
 
@@ -100,9 +104,7 @@ def report(results: dict) -> str:
 
 
 def main() -> None:
-    p = suite_arguments(__doc__)
-    p.add_argument("--report", action="store_true", help="print the table of the stored results, run nothing")
-    args = p.parse_args()
+    args = suite_arguments(__doc__, report="print the table of the stored results, run nothing").parse_args()
     results = json.loads(PATH.read_text()) if PATH.exists() else {}
     if not args.report:
         torch.manual_seed(0)

@@ -340,13 +340,12 @@ def markdown(results: list[dict]) -> str:
 
 
 def main() -> None:
-    p = suite_arguments(__doc__)
+    p = suite_arguments(__doc__, report="print the markdown tables of all results, run nothing")
     p.add_argument("--limit", type=int, default=None, help="test images (default: the whole test set)")
     p.add_argument("--calibration-images", type=int, default=1024)
     p.add_argument("--groups", default=",".join(GROUPS), help=f"rows to run, from {', '.join(GROUPS)}")
     p.add_argument("--fresh", action="store_true", help="re-run the rows of --groups already in the results file "
                                                            "(the other rows stay)")
-    p.add_argument("--report", action="store_true", help="print the markdown tables of all results, run nothing")
     args = p.parse_args()
     if args.report:
         print(markdown(load_results()))

@@ -84,8 +84,9 @@ def suite_model(runs: str, dataset: str, key: str, seed: int = 0):
     return model.eval(), ckpt
 
 
-def suite_arguments(doc: str) -> argparse.ArgumentParser:
-    """The options every suite script takes: which dataset, models and seeds, and where models live.
+def suite_arguments(doc: str, report: str | None = None) -> argparse.ArgumentParser:
+    """The options every suite script takes: which dataset, models and seeds, and where models
+    live (and ``--report``, with help ``report``, where given: print stored results, run nothing).
     Also one torch thread, as every suite model was trained and every row made: the weights depend
     on it (digits vgg seed 0 trains to 99.80% on one thread and to 99.20% on two)."""
     torch.set_num_threads(1)
@@ -94,6 +95,8 @@ def suite_arguments(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--models", default=",".join(BY_KEY))
     p.add_argument("--seeds", default="0")
     p.add_argument("--runs", default="runs/suite")
+    if report is not None:
+        p.add_argument("--report", action="store_true", help=report)
     return p
 
 

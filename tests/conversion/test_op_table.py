@@ -210,6 +210,8 @@ EXAMPLES = [
     ("cast", "double", Net(lambda n, h, g: (h.double() + g).to(g.dtype)), M2),
     ("narrowing_cast", "float", Net(lambda n, h, g: h.float().to(g.dtype) - g), M2),
     ("narrowing_cast", "half", Net(lambda n, h, g: h.half().to(g.dtype) + g), M2),
+    ("narrowing_cast", "to", Net(lambda n, h, g: h.to(torch.float32).to(g.dtype) - g), M2),
+    ("narrowing_cast", "to", Net(lambda n, h, g: h.to(dtype=torch.float16).to(g.dtype) + g), M2),
     ("split", torch.chunk, Net(lambda n, h, g: torch.chunk(h, 2, 1)[1] - g[:, :2]), M2),
     ("split", torch.split, Net(lambda n, h, g: torch.split(h, [1, 3], 1)[1]), M2),
     ("split", torch.unbind, Net(lambda n, h, g: torch.unbind(h, 1)[2]), M2),
@@ -571,8 +573,34 @@ def test_a_constant_pad_is_stateless_at_zero_and_analog_at_another_finite_value(
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
 def test_a_cast_to_an_integer_dtype_is_refused(dtype):
     net = _built(Net(lambda n, h, g: h.to(dtype).to(h.dtype)), M2)
-    with pytest.raises(ConversionError, match="unsupported node 'to'"):
+    with pytest.raises(ConversionError, match="node 'to'.*rounds each step's value of a spike train"):
         sb.convert(sb.prepare(net, levels=4), "pasc")
+
+
+CASTS = {  # call -> its entry
+    "to('cpu')": (lambda h, g: h.to("cpu"), "cast"),
+    "to(float64)": (lambda h, g: h.to(torch.float64), "cast"),
+    "to(g.dtype)": (lambda h, g: h.to(g.dtype), "cast"),
+    "to(dtype=float64, copy=True)": (lambda h, g: h.to(dtype=torch.float64, copy=True), "cast"),
+    "double()": (lambda h, g: h.double(), "cast"),
+    "type_as(g)": (lambda h, g: h.type_as(g), "cast"),
+    "to(float32)": (lambda h, g: h.to(torch.float32), "narrowing_cast"),
+    "to('cpu', bfloat16)": (lambda h, g: h.to("cpu", torch.bfloat16), "narrowing_cast"),
+    "to(dtype=float16)": (lambda h, g: h.to(dtype=torch.float16), "narrowing_cast"),
+    "float()": (lambda h, g: h.float(), "narrowing_cast"),
+    "half()": (lambda h, g: h.half(), "narrowing_cast"),
+    "to(int32)": (lambda h, g: h.to(torch.int32), "integer_cast"),
+    "to(dtype=bool)": (lambda h, g: h.to(dtype=torch.bool), "integer_cast"),
+}
+
+
+@pytest.mark.parametrize("cast, entry", CASTS.values(), ids=CASTS)
+def test_a_cast_keeps_values_step_by_step_unless_it_narrows_a_float64_train(cast, entry):
+    """A narrowing cast rounds: step by step the rounded steps do not sum to the rounded value."""
+    gm = trace(Net(lambda n, h, g: cast(h, g) - g))
+    (node,) = [n for n in gm.graph.nodes if n.op == "call_method" and n.target in ("to", "double", "type_as",
+                                                                                   "float", "half")]
+    assert op_for_node(node, gm).name == entry
 
 
 def test_an_op_outside_the_table_is_refused_naming_the_node_and_the_supported_set():

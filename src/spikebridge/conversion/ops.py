@@ -163,12 +163,26 @@ def finite_padding(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
     return mode == "constant" and _number(value) and value != 0 and math.isfinite(value)
 
 
-def floating_cast(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
-    """x.to(...), x.type_as(y): a move or a cast to a floating dtype (or to another tensor's
-    dtype, known only when it runs, as EVA's ``.to(dtype=v.dtype)``) keeps a train's values; a
-    cast to an integer dtype written in the call rounds them and is not in the table."""
-    dtypes = [v for v in (*args[1:], *kwargs.values()) if isinstance(v, torch.dtype)]
-    return all(d.is_floating_point for d in dtypes)
+def _written_dtypes(args: tuple, kwargs: dict) -> list[torch.dtype]:
+    return [v for v in (*args[1:], *kwargs.values()) if isinstance(v, torch.dtype)]
+
+
+def value_keeping_cast(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
+    """x.to(...), x.type_as(y), x.double(): a move, a cast to float64, or a cast to another
+    tensor's dtype (known only when it runs, as EVA's ``.to(dtype=v.dtype)``: the network's own)
+    keeps a train's values, step by step as on the activation."""
+    return all(d == torch.float64 for d in _written_dtypes(args, kwargs))
+
+
+def narrowing_cast(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
+    """x.float(), x.half() (no argument: the method names its dtype) or x.to(d) with d a floating
+    dtype narrower than float64 written in the call: on a float64 train it rounds, and the sum of
+    each step's rounded value is not the rounded activation (PASC's logits were 1.2e-8 off with
+    ``.to(torch.float32)`` and 2e-4 with float16 while STATELESS; 2e-16 on decoded values)."""
+    dtypes = _written_dtypes(args, kwargs)
+    if not dtypes:
+        return not args[1:] and set(kwargs) <= {"memory_format"}
+    return all(d.is_floating_point and d != torch.float64 for d in dtypes)
 
 
 def gelu_form(module: nn.Module | None, args: tuple, kwargs: dict) -> SiteForm:
@@ -582,7 +596,7 @@ OPS: tuple[Op, ...] = (
        nir="reshape",
        contiguous=True),  # a step may be channels-last (engine.step_layout), which ``view`` cannot take
     Op("identity", Kind.STATELESS, modules=(nn.Identity,), methods=("contiguous", "clone"), nir="identity"),
-    Op("cast", Kind.STATELESS, methods=("to", "type_as", "double"), applies=floating_cast, nir="identity"),
+    Op("cast", Kind.STATELESS, methods=("to", "type_as", "double"), applies=value_keeping_cast, nir="identity"),
     Op("mean", Kind.STATELESS, functions=(torch.mean,), methods=("mean",), nir="mean"),
     Op("sum", Kind.STATELESS, functions=(torch.sum,), methods=("sum",), nir_refusal="NIR has no sum over dimensions"),
     # sums of trains scaled by numbers, plus constants (fx traces x += c as operator.add)
@@ -673,9 +687,10 @@ OPS: tuple[Op, ...] = (
     Op("adaptive_max_pool", Kind.ANALOG, modules=(nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
        functions=(F.adaptive_max_pool1d, F.adaptive_max_pool2d), config=("output_size", "return_indices"),
        analog_macs=per_element(0), selects=True, nir_refusal="NIR has no max pooling"),
-    # x.float(), x.half() (EfficientViT's attention in float32) narrow a float64 train: on decoded values, the
-    # sum is rounded once, as the ANN rounds it, where a cast step by step would round every step
-    Op("narrowing_cast", Kind.ANALOG, methods=("float", "half"), analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),
+    # x.float(), x.half() (EfficientViT's attention in float32), x.to(torch.float32) narrow a float64 train: on
+    # decoded values, the sum is rounded once, as the ANN rounds it, where a cast step by step would round every step
+    Op("narrowing_cast", Kind.ANALOG, methods=("float", "half", "to"), applies=narrowing_cast,
+       analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),
     Op("constant_pad", Kind.ANALOG, functions=(F.pad,), applies=finite_padding, analog_macs=per_element(0),
        nir_refusal=_ANALOG_NIR),
     # timm's MaxPool2dSame: a −inf pad and max pooling, one call as traced (ann.selections)
@@ -748,6 +763,9 @@ OPS: tuple[Op, ...] = (
                   operator.and_, operator.or_),
        advice="a comparison of spike trains is a threshold, not an operation on their values; compare shapes "
               "(numbers) only"),
+    Op("integer_cast", Kind.REFUSED, methods=("to",),
+       advice="a cast to an integer or bool dtype rounds each step's value of a spike train, not the activation; "
+              "cast shapes (numbers) only, or remove it from the model"),
     Op("infinite_pad", Kind.REFUSED, functions=(F.pad,),
        advice="a pad with an infinite or nan value is no value a spike train can carry; a −inf pad read only by "
               "max pooling (TensorFlow's \"same\" max pooling, timm's MaxPool2dSame) converts as one padded "

@@ -210,6 +210,7 @@ EXAMPLES = [
     ("cast", "double", Net(lambda n, h, g: (h.double() + g).to(g.dtype)), M2),
     ("narrowing_cast", "float", Net(lambda n, h, g: h.float().to(g.dtype) - g), M2),
     ("narrowing_cast", "half", Net(lambda n, h, g: h.half().to(g.dtype) + g), M2),
+    ("narrowing_cast", "bfloat16", Net(lambda n, h, g: h.bfloat16().to(g.dtype) - g), M2),
     ("narrowing_cast", "to", Net(lambda n, h, g: h.to(torch.float32).to(g.dtype) - g), M2),
     ("narrowing_cast", "to", Net(lambda n, h, g: h.to(dtype=torch.float16).to(g.dtype) + g), M2),
     ("split", torch.chunk, Net(lambda n, h, g: torch.chunk(h, 2, 1)[1] - g[:, :2]), M2),
@@ -589,6 +590,7 @@ CASTS = {  # call -> its entry
     "to(dtype=float16)": (lambda h, g: h.to(dtype=torch.float16), "narrowing_cast"),
     "float()": (lambda h, g: h.float(), "narrowing_cast"),
     "half()": (lambda h, g: h.half(), "narrowing_cast"),
+    "bfloat16()": (lambda h, g: h.bfloat16(), "narrowing_cast"),
     "to(int32)": (lambda h, g: h.to(torch.int32), "integer_cast"),
     "to(dtype=bool)": (lambda h, g: h.to(dtype=torch.bool), "integer_cast"),
 }
@@ -599,7 +601,7 @@ def test_a_cast_keeps_values_step_by_step_unless_it_narrows_a_float64_train(cast
     """A narrowing cast rounds: step by step the rounded steps do not sum to the rounded value."""
     gm = trace(Net(lambda n, h, g: cast(h, g) - g))
     (node,) = [n for n in gm.graph.nodes if n.op == "call_method" and n.target in ("to", "double", "type_as",
-                                                                                   "float", "half")]
+                                                                                   "float", "half", "bfloat16")]
     assert op_for_node(node, gm).name == entry
 
 

@@ -175,10 +175,11 @@ def value_keeping_cast(module: nn.Module | None, args: tuple, kwargs: dict) -> b
 
 
 def narrowing_cast(module: nn.Module | None, args: tuple, kwargs: dict) -> bool:
-    """x.float(), x.half() (no argument: the method names its dtype) or x.to(d) with d a floating
-    dtype narrower than float64 written in the call: on a float64 train it rounds, and the sum of
-    each step's rounded value is not the rounded activation (PASC's logits were 1.2e-8 off with
-    ``.to(torch.float32)`` and 2e-4 with float16 while STATELESS; 2e-16 on decoded values)."""
+    """x.float(), x.half(), x.bfloat16() (no argument: the method names its dtype) or x.to(d)
+    with d a floating dtype narrower than float64 written in the call: on a float64 train it
+    rounds, and the sum of each step's rounded value is not the rounded activation (PASC's logits
+    were 1.2e-8 off with ``.to(torch.float32)`` and 2e-4 with float16 while STATELESS; 2e-16 on
+    decoded values)."""
     dtypes = _written_dtypes(args, kwargs)
     if not dtypes:
         return not args[1:] and set(kwargs) <= {"memory_format"}
@@ -689,7 +690,7 @@ OPS: tuple[Op, ...] = (
        analog_macs=per_element(0), selects=True, nir_refusal="NIR has no max pooling"),
     # x.float(), x.half() (EfficientViT's attention in float32), x.to(torch.float32) narrow a float64 train: on
     # decoded values, the sum is rounded once, as the ANN rounds it, where a cast step by step would round every step
-    Op("narrowing_cast", Kind.ANALOG, methods=("float", "half", "to"), applies=narrowing_cast,
+    Op("narrowing_cast", Kind.ANALOG, methods=("float", "half", "bfloat16", "to"), applies=narrowing_cast,
        analog_macs=per_element(0), nir_refusal=_ANALOG_NIR),
     Op("constant_pad", Kind.ANALOG, functions=(F.pad,), applies=finite_padding, analog_macs=per_element(0),
        nir_refusal=_ANALOG_NIR),

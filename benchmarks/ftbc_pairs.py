@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine  # noqa: E402
-from paired_cells import exact_mcnemar  # noqa: E402
+from paired_cells import exact_mcnemar, predictions  # noqa: E402
 from relu_suite import OUR_ROWS, converted, load_results, suite_data, suite_ftbc  # noqa: E402
 from suite_models import suite_arguments, suite_model  # noqa: E402
 
@@ -39,12 +39,6 @@ def mcnemar(ours: torch.Tensor, theirs: torch.Tensor) -> dict:
     """b images only ``ours`` has, c only ``theirs``, and the exact McNemar p."""
     b, c = int((ours & ~theirs).sum()), int((~ours & theirs).sum())
     return {"b": b, "c": c, "p": exact_mcnemar(b, c)}
-
-
-@torch.no_grad()
-def predictions(snn, test, T: int) -> torch.Tensor:
-    snn.eval()
-    return torch.cat([snn.simulate(x, T, record=False).logits[T - 1].argmax(-1) for x, _ in test])
 
 
 def pair(args, run: dict, label: str, T: str) -> dict:

@@ -37,7 +37,6 @@ from torchvision_sweep import random_model, reason, smallest_input, sweep, too_l
 import spikebridge as sb  # noqa: E402
 
 
-
 def default_row(name: str, T: int, steps: int, calibration: int, images: int, max_params: int,
                 method: str | None = None) -> dict:
     row: dict = {"model": name}
@@ -109,8 +108,9 @@ def main() -> None:
     row = lambda name, args: default_row(name, args.T, args.steps, args.calibration, args.images,  # noqa: E731
                                          int(args.max_params), args.method)
     sweep(__doc__, "torchvision_default", row, markdown,
-          header=lambda args: {"settings": f"{args.method or 'the default'}, calibrated for T = {args.T} on {args.calibration} random images, "
-                                           f"simulated for {args.steps} steps on {args.images} others"},
+          header=lambda args: {"settings": f"{args.method or 'the default'}, calibrated for T = {args.T} on "
+                                           f"{args.calibration} random images, simulated for {args.steps} steps "
+                                           f"on {args.images} others"},
           **{"--T": dict(type=int, default=4),
              "--steps": dict(type=int, default=64, help="steps simulated (the fidelity is also read at T)"),
              "--calibration": dict(type=int, default=32, help="random calibration images"),
@@ -119,6 +119,7 @@ def main() -> None:
              "--method": dict(default=None, help="a registered method in place of the default (max-norm, which "
                                                  "searches nothing, checks in a few steps' time where a slow "
                                                  "fidelity comes from)")})
+
 
 if __name__ == "__main__":
     main()

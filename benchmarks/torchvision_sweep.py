@@ -163,8 +163,7 @@ def markdown(results: dict) -> str:
 def sweep(doc: str, name: str, row_of, markdown_of, header=lambda args: {}, **arguments) -> None:
     """The command line of a sweep over torchvision's classifiers: ``row_of(name, args)`` for each
     model not yet in the results file (``name``, or --name; every model with --fresh), each row
-    added to the file as it is then
-    (processes of one sweep may run side by side);
+    added to the file as it is then (processes of one sweep may run side by side);
     ``arguments``: {flag: argparse keywords} of the sweep's own options, ``header(args)``: what
     the results record of them besides the command; --report prints ``markdown_of(results)``."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +202,7 @@ def main() -> None:
                                                                      "pass on 2 images takes less"),
              "--max-params": dict(type=float, default=3e8, help="above this many parameters: float32, no verify "
                                                                 "(memory; default %(default)s)")})
+
 
 if __name__ == "__main__":
     main()
